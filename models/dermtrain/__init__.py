@@ -1,0 +1,1 @@
+"""dermcam model toolchain: train, export, quantise and document skin9 classifiers."""

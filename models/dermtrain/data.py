@@ -1,0 +1,130 @@
+"""Dataset reading (manifest.csv or class folders) and the inference preprocessing.
+
+`preprocess_pil` is the reference the Rust device code is tested against (see the parity test),
+so it is deliberately simple: one PIL bilinear resize of a centred crop box, then mean/std.
+"""
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent.parent
+CLASSES_FILE = HERE / "classes.json"
+# The repository sits beside shared/ (../shared/data/skin9 from the repo root).
+DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "skin9"
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+IMAGE_EXTS = {".jpg", ".jpeg", ".png"}
+
+
+class DatasetError(Exception):
+    pass
+
+
+def load_classes(path=CLASSES_FILE):
+    with open(path) as f:
+        classes = json.load(f)["classes"]
+    for i, c in enumerate(classes):
+        if c["id"] != i:
+            raise DatasetError(f"{path}: class #{i} has id {c['id']}, ids must be 0..n-1 in order")
+    return classes
+
+
+@dataclass
+class Sample:
+    path: Path
+    label: int
+    split: str
+    source: str
+
+
+def read_dataset(root, classes):
+    """Return all samples of a dataset folder; errors name the file and row."""
+    root = Path(root)
+    by_folder = {c["folder"]: c["id"] for c in classes}
+    manifest = root / "manifest.csv"
+    samples = []
+    if manifest.exists():
+        with open(manifest, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = {"path", "class", "split"} - set(reader.fieldnames or [])
+            if missing:
+                raise DatasetError(f"{manifest}: missing column(s) {sorted(missing)}")
+            for row_no, row in enumerate(reader, start=2):
+                where = f"{manifest}:{row_no}"
+                if not row.get("path") or not row.get("class") or not row.get("split"):
+                    raise DatasetError(f"{where}: empty path, class or split")
+                if row["class"] not in by_folder:
+                    raise DatasetError(f"{where}: unknown class {row['class']!r}")
+                p = root / row["path"]
+                if not p.is_file():
+                    raise DatasetError(f"{where}: image file {p} does not exist")
+                samples.append(Sample(p, by_folder[row["class"]], row["split"], row.get("source") or "unknown"))
+    else:
+        dirs = [d for d in sorted(root.iterdir()) if d.is_dir()] if root.is_dir() else None
+        if not dirs:
+            raise DatasetError(f"{root}: no manifest.csv and no class sub-folders")
+        for d in dirs:
+            if d.name not in by_folder:
+                raise DatasetError(f"{d}: unknown class folder {d.name!r}")
+            for p in sorted(d.rglob("*")):
+                if p.suffix.lower() in IMAGE_EXTS:
+                    samples.append(Sample(p, by_folder[d.name], "all", "unknown"))
+    if not samples:
+        raise DatasetError(f"{root}: dataset is empty")
+    return samples
+
+
+def crop_box(width, height, out_w, out_h, policy):
+    """Source box (left, top, right, bottom) for the resize; shared definition with Rust."""
+    if policy["kind"] == "squash":
+        return (0.0, 0.0, float(width), float(height))
+    frac = float(policy.get("crop_fraction", 1.0))
+    target = out_w / out_h
+    if width / height > target:
+        ch = height * frac
+        cw = ch * target
+    else:
+        cw = width * frac
+        ch = cw / target
+    left = (width - cw) / 2.0
+    top = (height - ch) / 2.0
+    return (left, top, left + cw, top + ch)
+
+
+def load_rgb(path):
+    with Image.open(path) as im:
+        im.load()
+        return im.convert("RGB")
+
+
+def resize_pil(img, input_spec):
+    w, h = input_spec["width"], input_spec["height"]
+    box = crop_box(img.width, img.height, w, h, input_spec["resize"])
+    return img.resize((w, h), Image.BILINEAR, box=box)
+
+
+def preprocess_pil(img, input_spec):
+    """PIL RGB image -> float32 CHW tensor (numpy), exactly as at inference."""
+    arr = np.asarray(resize_pil(img, input_spec), dtype=np.float32) / 255.0
+    mean = np.asarray(input_spec["mean"], dtype=np.float32)
+    std = np.asarray(input_spec["std"], dtype=np.float32)
+    arr = (arr - mean) / std
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def input_spec_for(size):
+    return {
+        "width": size,
+        "height": size,
+        "channels": "RGB",
+        "layout": "NCHW",
+        "resize": {"kind": "center_crop", "crop_fraction": 1.0},
+        "interpolation": "bilinear",
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+    }

@@ -1,0 +1,362 @@
+"""Export a trained run to dermcam bundles: ONNX fp32 + static int8 (QDQ), temperature
+calibration, validation metrics, manifest (model.json) and MODEL_CARD.md."""
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import data, metrics, nets
+
+SCHEMA_VERSION = 1
+DERMOSCOPY_EXCLUDED = {"atopic_dermatitis", "tinea_ringworm_candidiasis"}  # clinical-photo classes
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def git_commit():
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=data.HERE, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "dermtrain"], capture_output=True, text=True,
+                               cwd=data.HERE).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except Exception:
+        return "unknown"
+
+
+def ort_session(path, threads=0):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def ort_logits(sess, x):
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
+
+
+def fit_temperature(logits, y):
+    """Minimise val NLL over T (golden-section search on log T)."""
+    y = np.asarray(y)
+
+    def nll(log_t):
+        p = metrics.softmax(logits, float(np.exp(log_t)))
+        return -np.mean(np.log(p[np.arange(len(y)), y] + 1e-12))
+
+    a, b = np.log(0.05), np.log(20.0)
+    g = (np.sqrt(5) - 1) / 2
+    c, d = b - g * (b - a), a + g * (b - a)
+    for _ in range(80):
+        if nll(c) < nll(d):
+            b = d
+        else:
+            a = c
+        c, d = b - g * (b - a), a + g * (b - a)
+    return float(np.exp((a + b) / 2))
+
+
+def full_metrics(logits, samples, classes, temperature, abstain):
+    names = [c["folder"] for c in classes]
+    y = np.array([s.label for s in samples])
+    probs = metrics.softmax(logits, temperature)
+    out = {"val": metrics.summary(probs, y, names, abstain)}
+    out["val"]["melanoma_recall"] = next(p["recall"] for p in out["val"]["per_class"] if p["class"] == "melanoma")
+    derm = np.array([names[s.label] not in DERMOSCOPY_EXCLUDED for s in samples])
+    if derm.any():
+        d = metrics.summary(probs[derm], y[derm], names)
+        out["val_dermoscopy_only"] = {k: d[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1")}
+    per_source = {}
+    for src in sorted({s.source for s in samples}):
+        m = np.array([s.source == src for s in samples])
+        d = metrics.summary(probs[m], y[m], names)
+        per_source[src] = {k: d[k] for k in ("n", "accuracy", "balanced_accuracy")}
+    out["val_per_source"] = per_source
+    return out
+
+
+def plot_confusion(cm, names, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(cm, dtype=float)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(8, 7))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, int(cm[i, j]), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
+    ax.set_xticks(range(len(names))); ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names))); ax.set_yticklabels(names, fontsize=8)
+    ax.set_xlabel("predicted"); ax.set_ylabel("true"); ax.set_title(title)
+    fig.tight_layout(); fig.savefig(path, dpi=90); plt.close(fig)
+
+
+class CalibReader:
+    def __init__(self, x, name):
+        self.it = iter([{name: x[i : i + 1]} for i in range(len(x))])
+
+    def get_next(self):
+        return next(self.it, None)
+
+
+def quantize_int8(fp32_path, int8_path, calib_x):
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = int8_path.with_suffix(".pre.onnx")
+    quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+    name = ort_session(pre).get_inputs()[0].name
+    quantize_static(str(pre), str(int8_path), CalibReader(calib_x, name), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                    calibrate_method=CalibrationMethod.MinMax)
+    pre.unlink()
+
+
+def write_bundle(folder, onnx_src, manifest, card, cm_png):
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(onnx_src, folder / "model.onnx")
+    manifest = dict(manifest, sha256=sha256(folder / "model.onnx"))
+    with open(folder / "model.json", "w") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+    shutil.copyfile(cm_png, folder / "confusion_matrix.png")
+    (folder / "MODEL_CARD.md").write_text(card(manifest))
+
+
+def export(args):
+    torch.set_num_threads(args.threads or os.cpu_count())
+    run = Path(args.run)
+    ck = torch.load(run / "best.pt", map_location="cpu")
+    classes = data.load_classes()
+    names = [c["folder"] for c in classes]
+    model, _ = nets.build(ck["arch"], len(classes), pretrained=False)
+    model.load_state_dict(ck["model"])
+    model.eval()
+    size = ck["size"]
+    spec = data.input_spec_for(size)
+    samples = data.read_dataset(args.data, classes)
+    val_s = [s for s in samples if s.split == "val"]
+    train_s = [s for s in samples if s.split == "train"]
+    if args.limit_per_class:
+        val_s = [s for c in range(len(classes)) for s in [v for v in val_s if v.label == c][: args.limit_per_class]]
+    rng = np.random.default_rng(0)
+    calib_s = [train_s[i] for i in rng.choice(len(train_s), min(args.calib_images, len(train_s)), replace=False)]
+    xva = np.stack([data.preprocess_pil(data.load_rgb(s.path), spec) for s in val_s])
+    yva = np.array([s.label for s in val_s])
+
+    bundle = Path(args.bundle)
+    name = args.name or bundle.name
+    work = run / "export"
+    work.mkdir(exist_ok=True)
+    fp32 = work / "model.onnx"
+    torch.onnx.export(model, torch.zeros(1, 3, size, size), str(fp32), opset_version=13,
+                      input_names=["input"], output_names=["logits"], do_constant_folding=True)
+
+    # ORT must reproduce PyTorch on real images before anything ships.
+    sess = ort_session(fp32)
+    k = min(16, len(xva))
+    with torch.no_grad():
+        pt = model(torch.from_numpy(xva[:k])).numpy()
+    diff = float(np.abs(ort_logits(sess, xva[:k]) - pt).max())
+    print(f"ORT vs PyTorch max |logit diff| on {k} val images: {diff:.2e} (bound 1e-3)")
+    assert diff <= 1e-3, f"ONNX export disagrees with PyTorch: {diff}"
+
+    logits = ort_logits(sess, xva)
+    temperature = fit_temperature(logits, yva)
+    m_raw = metrics.summary(metrics.softmax(logits), yva, names)
+    fp32_metrics = full_metrics(logits, val_s, classes, temperature, args.abstain)
+    fp32_metrics["temperature"] = temperature
+    fp32_metrics["ece_15_before_calibration"] = m_raw["ece_15"]
+    with torch.no_grad():
+        tta = np.concatenate([(model(torch.from_numpy(xva[i:i+32])) + model(torch.flip(torch.from_numpy(xva[i:i+32]), dims=[3]))).numpy() / 2
+                              for i in range(0, len(xva), 32)])
+    fp32_metrics["val_balanced_accuracy_flip_tta"] = metrics.summary(metrics.softmax(tta, temperature), yva, names)["balanced_accuracy"]
+    print(f"fp32: T={temperature:.3f} bal acc {fp32_metrics['val']['balanced_accuracy']:.4f} "
+          f"ECE {m_raw['ece_15']:.4f} -> {fp32_metrics['val']['ece_15']:.4f}")
+
+    created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    history = (run / "history.csv").read_text() if (run / "history.csv").exists() else ""
+    provenance = {
+        "dataset": "skin9 (../shared/data/skin9)",
+        "train_split": "train",
+        "selected_and_calibrated_on": "val",
+        "init": ck.get("init"),
+        "recipe": ck.get("recipe"),
+        "recipe_params": ck.get("recipe_params"),
+        "teacher": ck.get("teacher"),
+        "best_epoch": ck.get("epoch"),
+        "seed": ck.get("seed"),
+        "training_command": (run / "command.txt").read_text().strip() if (run / "command.txt").exists() else None,
+        "export_command": args.command_line,
+        "git_commit": git_commit(),
+        "created": created,
+    }
+    base = {
+        "schema_version": SCHEMA_VERSION,
+        "architecture": ck["arch"],
+        "classes": classes,
+        "input": spec,
+        "output": {"kind": "logits"},
+        "temperature": temperature,
+        "abstain_threshold": args.abstain,
+        "provenance": provenance,
+    }
+    cm_png = work / "confusion_fp32.png"
+    plot_confusion(fp32_metrics["val"]["confusion_matrix"], names, cm_png, f"{name} fp32, val")
+    write_bundle(bundle, fp32, dict(base, name=name, precision="fp32", metrics=fp32_metrics),
+                 lambda m: model_card(m, history), cm_png)
+    print(f"wrote {bundle}")
+
+    if args.no_int8:
+        return
+    calib_x = np.stack([data.preprocess_pil(data.load_rgb(s.path), spec) for s in calib_s])
+    int8 = work / "model.int8.onnx"
+    quantize_int8(fp32, int8, calib_x)
+    q_logits = ort_logits(ort_session(int8), xva)
+    q_metrics = full_metrics(q_logits, val_s, classes, temperature, args.abstain)
+    q_metrics["temperature"] = temperature
+    agree = float((q_logits.argmax(1) == logits.argmax(1)).mean())
+    q_metrics["int8_vs_fp32"] = {
+        "top1_agreement": agree,
+        "balanced_accuracy_delta": q_metrics["val"]["balanced_accuracy"] - fp32_metrics["val"]["balanced_accuracy"],
+        "max_abs_logit_diff": float(np.abs(q_logits - logits).max()),
+        "calibration_images": len(calib_s),
+    }
+    print(f"int8: agreement {agree:.4f}, bal acc {q_metrics['val']['balanced_accuracy']:.4f}")
+    cm_png = work / "confusion_int8.png"
+    plot_confusion(q_metrics["val"]["confusion_matrix"], names, cm_png, f"{name}-int8, val")
+    qb = bundle.parent / (bundle.name + "-int8")
+    write_bundle(qb, int8, dict(base, name=name + "-int8", precision="int8", metrics=q_metrics),
+                 lambda m: model_card(m, history), cm_png)
+    print(f"wrote {qb}")
+
+
+def model_card(m, history):
+    v = m["metrics"]["val"]
+    p = m["provenance"]
+    lines = [
+        f"# Model card: {m['name']}",
+        "",
+        "**Research and education software, not a medical device.** Not for diagnosis, screening or",
+        "treatment decisions. Trained on a small public image set with known biases (below).",
+        "",
+        "## Summary",
+        f"- Architecture: {m['architecture']} ({m['precision']}), input {m['input']['width']}x{m['input']['height']} RGB, "
+        f"centred square crop, bilinear resize, ImageNet mean/std. Output: 9 logits; softmax with temperature "
+        f"{m['temperature']:.3f} applied on the device; results under {m['abstain_threshold']:.2f} are shown as \"uncertain\".",
+        f"- Initial weights: {p['init']}.",
+        f"- Recipe: `{p['recipe']}` {json.dumps(p['recipe_params'])}" + (f"; knowledge distillation from `{p['teacher']}`" if p.get("teacher") else ""),
+        f"- Best epoch (selected on val balanced accuracy): {p['best_epoch']}. Seed {p['seed']}.",
+        f"- Training command: `{p['training_command']}`",
+        f"- Export command: `{p['export_command']}`",
+        f"- Toolchain commit: `{p['git_commit']}`; created {p['created']}; model.onnx sha256 `{m['sha256']}`.",
+        "",
+        "## Intended use",
+        "Demonstrating an edge image-classification appliance (dermcam) for teaching and research. It names which of",
+        "nine skin-condition classes an image most resembles. It must not be used on patients.",
+        "",
+        "## Data and licence",
+        "skin9 (1,744 images: ISIC Archive dermoscopy, CC BY-NC 4.0 / per-image ISIC licences, plus web clinical photos",
+        "of unclear copyright). Non-commercial research use only; attribution: HAM10000 (Tschandl et al. 2018), ISIC 2018",
+        "(Codella et al.), BCN20000 (Combalia et al.), the ISIC archive. The model and its figures inherit that licence.",
+        "",
+        "## Validation figures (skin9 `val`, 308 images; the model was selected and calibrated on it)",
+        "Reproduce: `cargo run --release -- eval ../shared/data/skin9 --split val --model models/" + m["name"] + "`",
+        "",
+        f"| metric | value |",
+        f"|---|---|",
+        f"| accuracy | {v['accuracy']:.4f} |",
+        f"| balanced accuracy | {v['balanced_accuracy']:.4f} |",
+        f"| macro F1 | {v['macro_f1']:.4f} |",
+        f"| macro one-vs-rest AUC | {v['macro_auc_ovr']:.4f} |",
+        f"| melanoma recall | {v['melanoma_recall']:.4f} |",
+        f"| ECE (15 bins, calibrated) | {v['ece_15']:.4f} |",
+        f"| abstain rate (p < {m['abstain_threshold']:.2f}) | {v.get('abstain_rate', float('nan')):.4f} |",
+    ]
+    mm = m["metrics"]
+    if "ece_15_before_calibration" in mm:
+        lines.append(f"| ECE before temperature scaling | {mm['ece_15_before_calibration']:.4f} |")
+    if "val_balanced_accuracy_flip_tta" in mm:
+        lines.append(f"| balanced accuracy with flip TTA (PyTorch fp32) | {mm['val_balanced_accuracy_flip_tta']:.4f} |")
+    if "val_dermoscopy_only" in mm:
+        d = mm["val_dermoscopy_only"]
+        lines.append(f"| dermoscopy classes only (n={d['n']}): accuracy / balanced accuracy | {d['accuracy']:.4f} / {d['balanced_accuracy']:.4f} |")
+    for src, d in mm.get("val_per_source", {}).items():
+        lines.append(f"| source `{src}` (n={d['n']}): accuracy / balanced accuracy | {d['accuracy']:.4f} / {d['balanced_accuracy']:.4f} |")
+    if "int8_vs_fp32" in mm:
+        q = mm["int8_vs_fp32"]
+        lines.append(f"| int8 vs fp32 top-1 agreement | {q['top1_agreement']:.4f} |")
+        lines.append(f"| int8 − fp32 balanced accuracy | {q['balanced_accuracy_delta']:+.4f} |")
+    lines += ["", "### Per class", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for pc in v["per_class"]:
+        lines.append(f"| {pc['class']} | {pc['precision']:.3f} | {pc['recall']:.3f} | {pc['f1']:.3f} | {pc['support']} |")
+    lines += ["", "Confusion matrix (rows true, columns predicted): `confusion_matrix.png`.", "",
+              "## Known weaknesses",
+              "- Two classes (atopic dermatitis, tinea) are clinical photos and the rest dermoscopy: photo type alone",
+              "  separates them, so their high scores say little about dermatology. See the dermoscopy-only row.",
+              "- Tinea (44 train / 10 val) and atopic dermatitis (56 / 12) are tiny; their figures swing by 10 points per image.",
+              "- Resolution leaks the label (180 px upsampled squares dominate benign keratosis); training randomly",
+              "  downscales images to hide it, and the per-source rows show what remains.",
+              "- HAM10000 holds several photos of one lesion; the split has no lesion ids, so val may share lesions with train.",
+              "- Val was used for model selection and temperature fitting: the figures are optimistic. The independent",
+              "  test set was never seen.",
+              "- Skin tones: ISIC dermoscopy is predominantly light skin; performance on darker skin is unknown.",
+              ""]
+    if history:
+        lines += ["## Training history (history.csv)", "", "```", history.strip(), "```", ""]
+    return "\n".join(lines)
+
+
+def ort_bench(args):
+    for b in args.bundles:
+        man = json.loads((Path(b) / "model.json").read_text())
+        x = np.random.default_rng(0).standard_normal((1, 3, man["input"]["height"], man["input"]["width"])).astype(np.float32)
+        for th in args.threads:
+            sess = ort_session(Path(b) / "model.onnx", th)
+            name = sess.get_inputs()[0].name
+            for _ in range(5):
+                sess.run(None, {name: x})
+            ts = []
+            for _ in range(args.iterations):
+                t0 = time.perf_counter(); sess.run(None, {name: x}); ts.append((time.perf_counter() - t0) * 1e3)
+            ts.sort()
+            print(json.dumps({"bundle": man["name"], "runtime": "onnxruntime", "threads": th or os.cpu_count(),
+                              "p50_ms": ts[len(ts) // 2], "p90_ms": ts[int(len(ts) * 0.9)]}))
+
+
+def parity(args):
+    """Reference preprocessing for the Rust parity test: the resized uint8 image (PNG, lossless)
+    and ORT's calibrated probabilities for the bundle."""
+    from PIL import Image
+
+    man = json.loads((Path(args.bundle) / "model.json").read_text())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sess = ort_session(Path(args.bundle) / "model.onnx")
+    ref = {"bundle": man["name"], "sha256": man["sha256"], "images": {}}
+    for p in args.images:
+        img = data.load_rgb(p)
+        data.resize_pil(img, man["input"]).save(out / (Path(p).stem + ".resized.png"))
+        x = data.preprocess_pil(img, man["input"])[None]
+        lo = ort_logits(sess, x)
+        probs = metrics.softmax(lo, man["temperature"])[0]
+        ref["images"][Path(p).name] = {"top1": int(probs.argmax()), "probabilities": [float(v) for v in probs]}
+    (out / "reference.json").write_text(json.dumps(ref, indent=2) + "\n")
+    print(f"wrote {out}")

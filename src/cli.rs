@@ -1,0 +1,267 @@
+//! Command-line interface (clap). Exit codes: 0 ok; 1 other error; 2 usage; 3 model bundle
+//! invalid; 4 some inputs failed (classify); 5 dataset invalid; 6 config invalid.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use dermcam::classifier::Prediction;
+use dermcam::manifest::BundleError;
+use dermcam::model::{BackendKind, LoadOptions, Model};
+use dermcam::preprocess::{DEFAULT_MAX_PIXELS, load_image};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "dermcam", version, about = "Skin-lesion image classifier appliance. Research/education only: not a medical device.")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct ModelArgs {
+    /// Model bundle folder (model.onnx + model.json). Default: the shipped default bundle.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Inference threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Inference backend.
+    #[arg(long, value_enum, default_value = "tract")]
+    backend: Backend,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy)]
+enum Backend {
+    Tract,
+    Ort,
+}
+
+impl ModelArgs {
+    fn options(&self) -> LoadOptions {
+        LoadOptions { backend: match self.backend { Backend::Tract => BackendKind::Tract, Backend::Ort => BackendKind::Ort }, threads: self.threads }
+    }
+    fn dir(&self) -> PathBuf {
+        self.model.clone().unwrap_or_else(dermcam::default_model_dir)
+    }
+    fn load(&self) -> Result<Model> {
+        let dir = self.dir();
+        Model::load(&dir, &self.options()).with_context(|| format!("loading model bundle {}", dir.display()))
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Classify images or folders of images.
+    Classify {
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// How many classes to list per image.
+        #[arg(long, default_value_t = 3)]
+        top_k: usize,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Average with the horizontally mirrored image (test-time augmentation).
+        #[arg(long)]
+        tta: bool,
+    },
+    /// Evaluate a bundle on a labelled dataset (manifest.csv or class folders).
+    Eval {
+        dataset: PathBuf,
+        /// Split to evaluate ("all" = every row).
+        #[arg(long, default_value = "val")]
+        split: String,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Folder for report.json, report.md and confusion_matrix.png.
+        #[arg(long, default_value = "out/eval")]
+        report: PathBuf,
+    },
+    /// Latency, throughput, load time and peak RSS of one or more bundles, side by side.
+    Bench {
+        /// Bundles to compare (repeatable). Default: every bundle in models/.
+        #[arg(long = "model")]
+        models: Vec<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[arg(long, default_value_t = 30)]
+        iterations: usize,
+        #[arg(long, value_enum, default_value = "tract")]
+        backend: Backend,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List installed model bundles.
+    Models {
+        /// Folder holding bundles.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+pub fn exit_code_for(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if cause.is::<BundleError>() {
+            return 3;
+        }
+        if cause.is::<dermcam::dataset::DatasetError>() || cause.is::<dermcam::eval::EvalError>() {
+            return 5;
+        }
+    }
+    1
+}
+
+pub fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Classify { inputs, model, top_k, json, tta } => classify(&inputs, &model, top_k, json, tta),
+        Cmd::Eval { dataset, split, model, report } => eval(&dataset, &split, &model, &report),
+        Cmd::Bench { models, threads, iterations, backend, json } => bench(models, threads, iterations, backend, json),
+        Cmd::Models { dir } => list_models(dir),
+    }
+}
+
+/// Expand folders into their image files (sorted, recursive); files are kept as given so a
+/// non-image file named on the command line gets its own error line.
+fn expand_inputs(inputs: &[PathBuf]) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().and_then(|e| e.to_str()).is_some_and(|e| ["jpg", "jpeg", "png"].contains(&e.to_ascii_lowercase().as_str())) {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for i in inputs {
+        if i.is_dir() { walk(i, &mut out) } else { out.push(i.clone()) }
+    }
+    out
+}
+
+fn bar(p: f32, width: usize) -> String {
+    let n = (p * width as f32).round() as usize;
+    format!("{}{}", "#".repeat(n.min(width)), ".".repeat(width - n.min(width)))
+}
+
+fn print_table(path: &Path, p: &Prediction, model: &Model, top_k: usize) {
+    let m = &model.manifest;
+    let (top, prob) = p.top1();
+    if p.uncertain {
+        println!("{}: uncertain (best guess {} {:.1}% < {:.0}% threshold)", path.display(), m.classes[top].name, prob * 100.0, m.abstain_threshold * 100.0);
+    } else {
+        println!("{}: {} {:.1}%", path.display(), m.classes[top].name, prob * 100.0);
+    }
+    for s in p.top_k(top_k, m) {
+        println!("  {:<32} {:>6.1}%  {}", s.name, s.probability * 100.0, bar(s.probability, 20));
+    }
+}
+
+fn classify(inputs: &[PathBuf], args: &ModelArgs, top_k: usize, json: bool, tta: bool) -> Result<ExitCode> {
+    let model = args.load()?;
+    let files = expand_inputs(inputs);
+    if files.is_empty() {
+        anyhow::bail!("no images found in {:?}", inputs);
+    }
+    let mut failed = 0;
+    if !json {
+        println!("model {} ({:?}); {}", model.manifest.name, model.manifest.precision, dermcam::DISCLAIMER);
+    }
+    for f in &files {
+        match load_image(f, DEFAULT_MAX_PIXELS).map_err(anyhow::Error::from).and_then(|img| Ok(model.classify(&img, tta)?)) {
+            Ok((p, t)) => {
+                if json {
+                    let v = serde_json::json!({
+                        "path": f, "uncertain": p.uncertain, "headline": p.headline(&model.manifest),
+                        "top": p.top_k(top_k, &model.manifest), "model": model.manifest.name, "timings": t,
+                    });
+                    println!("{v}");
+                } else {
+                    print_table(f, &p, &model, top_k);
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                if json {
+                    println!("{}", serde_json::json!({"path": f, "error": format!("{e:#}")}));
+                } else {
+                    eprintln!("error: {e:#}");
+                }
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("{failed} of {} inputs failed", files.len());
+        return Ok(ExitCode::from(4));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn eval(dataset: &Path, split: &str, args: &ModelArgs, report_dir: &Path) -> Result<ExitCode> {
+    let model = args.load()?;
+    let samples = dermcam::dataset::read_dataset(dataset)?;
+    let chosen = dermcam::eval::select(&samples, split, &model)?;
+    eprintln!("evaluating {} on {} images of {} split {split}", model.manifest.name, chosen.len(), dataset.display());
+    let report = dermcam::eval::evaluate(&model, &chosen, &dataset.display().to_string(), split, true);
+    report.write(report_dir)?;
+    let s = &report.summary;
+    println!(
+        "{}: n={} accuracy {:.4}  balanced accuracy {:.4}  macro F1 {:.4}  macro AUC {:.4}  ECE {:.4}  melanoma recall {}  abstain {:.3}",
+        report.model, s.n, s.accuracy, s.balanced_accuracy, s.macro_f1, s.macro_auc_ovr, s.ece_15,
+        report.melanoma_recall.map_or("n/a".into(), |r| format!("{r:.4}")), s.abstain_rate
+    );
+    for (p, e) in &report.failed {
+        eprintln!("error: {p}: {e}");
+    }
+    println!("wrote {}/report.json, report.md, confusion_matrix.png", report_dir.display());
+    Ok(if report.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(4) })
+}
+
+fn bench(models: Vec<PathBuf>, threads: usize, iterations: usize, backend: Backend, json: bool) -> Result<ExitCode> {
+    let models = if models.is_empty() { dermcam::model::find_bundles(Path::new(dermcam::MODELS_DIR)) } else { models };
+    let opts = ModelArgs { model: None, threads, backend }.options();
+    if !json {
+        println!("{:<24} {:>5} {:>3} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>8}", "bundle", "prec", "thr", "load ms", "1st ms", "inf p50", "inf p90", "inf p99", "pre p50", "pre/inf", "img/s");
+    }
+    for m in &models {
+        let r = dermcam::bench::bench_bundle(m, &opts, iterations).map_err(|e| anyhow::anyhow!("{}: {e}", m.display()))?;
+        if json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!(
+                "{:<24} {:>5} {:>3} {:>8.1} {:>9.1} {:>9.2} {:>9.2} {:>9.2} {:>8.2} {:>6.1}% {:>8.1}",
+                r.bundle, r.precision, r.threads, r.load_ms, r.first_prediction_ms, r.inference.p50_ms, r.inference.p90_ms, r.inference.p99_ms,
+                r.preprocess_640x480.p50_ms, r.preprocess_share_of_inference * 100.0, r.throughput_per_s
+            );
+        }
+    }
+    if !json {
+        println!("peak RSS of this process: {:.1} MB", dermcam::bench::peak_rss_mb().unwrap_or(f64::NAN));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list_models(dir: Option<PathBuf>) -> Result<ExitCode> {
+    let dir = dir.unwrap_or_else(|| PathBuf::from(dermcam::MODELS_DIR));
+    let default = dermcam::default_model_dir();
+    println!("{:<26} {:<18} {:>5} {:>8} {:>8} {:>8} {:>8}  default", "bundle", "architecture", "prec", "MB", "val acc", "val bacc", "mel rec");
+    for b in dermcam::model::find_bundles(&dir) {
+        match dermcam::manifest::read_manifest(&b) {
+            Ok(m) => {
+                let size = std::fs::metadata(b.join("model.onnx")).map(|m| m.len() as f64 / 1e6).unwrap_or(f64::NAN);
+                let f = |p: &str| m.metric(p).map_or("-".into(), |v| format!("{v:.4}"));
+                let is_default = b.canonicalize().ok() == default.canonicalize().ok();
+                println!("{:<26} {:<18} {:>5} {:>8.1} {:>8} {:>8} {:>8}  {}", m.name, m.architecture, format!("{:?}", m.precision).to_lowercase(), size,
+                    f("/val/accuracy"), f("/val/balanced_accuracy"), f("/val/melanoma_recall"), if is_default { "*" } else { "" });
+            }
+            Err(e) => println!("{}: {e}", b.display()),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

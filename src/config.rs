@@ -1,0 +1,471 @@
+//! Appliance configuration (TOML). Every variant parses on every build; `check` reports a
+//! backend whose cargo feature this binary lacks. Board presets (`boards/*.toml`) merge under
+//! the user's file.
+
+use crate::model::BackendKind;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("unknown board {name:?}; known boards: {known}")]
+    UnknownBoard { name: String, known: String },
+    #[error("{path}: {field}: {message}")]
+    Invalid { path: PathBuf, field: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub model: ModelConfig,
+    pub source: SourceConfig,
+    pub screen: ScreenConfig,
+    pub pipeline: PipelineConfig,
+    pub button: ButtonConfig,
+    pub capture: CaptureConfig,
+    pub web: WebConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Bundle folder; empty = the default bundle.
+    pub path: Option<PathBuf>,
+    pub backend: BackendKind,
+    /// Inference threads, 0 = all cores.
+    pub threads: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig { path: None, backend: BackendKind::Tract, threads: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PixelFormat {
+    Mjpeg,
+    Yuyv,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// V4L2 camera (feature `camera`).
+    Camera {
+        #[serde(default = "default_device")]
+        device: String,
+        #[serde(default = "default_format")]
+        format: PixelFormat,
+        #[serde(default = "default_w")]
+        width: u32,
+        #[serde(default = "default_h")]
+        height: u32,
+        #[serde(default = "default_fps")]
+        fps: u32,
+    },
+    /// A file, a folder or a glob of images shown as a slideshow (virtual camera).
+    Images {
+        path: String,
+        #[serde(default = "default_interval")]
+        interval_ms: u64,
+        #[serde(default = "yes", rename = "loop")]
+        repeat: bool,
+    },
+    /// A moving test pattern, for screen bring-up.
+    Synthetic {
+        #[serde(default = "default_w")]
+        width: u32,
+        #[serde(default = "default_h")]
+        height: u32,
+        #[serde(default = "default_fps")]
+        fps: u32,
+    },
+}
+
+fn default_device() -> String {
+    "/dev/video0".into()
+}
+fn default_format() -> PixelFormat {
+    PixelFormat::Mjpeg
+}
+fn default_w() -> u32 {
+    640
+}
+fn default_h() -> u32 {
+    480
+}
+fn default_fps() -> u32 {
+    15
+}
+fn default_interval() -> u64 {
+    1500
+}
+fn yes() -> bool {
+    true
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig::Camera { device: default_device(), format: default_format(), width: 640, height: 480, fps: 15 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TftDriver {
+    St7789,
+    Ili9341,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ScreenConfig {
+    /// Headless: the screen is written to a PNG file (always built).
+    Png {
+        #[serde(default = "default_png")]
+        path: PathBuf,
+        #[serde(default = "default_screen_w")]
+        width: u32,
+        #[serde(default = "default_screen_h")]
+        height: u32,
+    },
+    /// Linux framebuffer, 16 or 32 bpp (feature `fbdev`).
+    Fbdev {
+        #[serde(default = "default_fb")]
+        device: PathBuf,
+    },
+    /// SPI TFT via mipidsi (feature `tft`).
+    Tft {
+        driver: TftDriver,
+        #[serde(default = "default_spi")]
+        spi: PathBuf,
+        #[serde(default = "default_spi_hz")]
+        spi_hz: u32,
+        #[serde(default = "default_gpiochip")]
+        gpiochip: PathBuf,
+        dc_pin: u32,
+        rst_pin: Option<u32>,
+        backlight_pin: Option<u32>,
+        width: u32,
+        height: u32,
+        #[serde(default)]
+        rotation: u16,
+        #[serde(default)]
+        invert_colors: bool,
+    },
+    /// No screen (web-only kiosk).
+    None,
+}
+
+fn default_png() -> PathBuf {
+    "out/screen.png".into()
+}
+fn default_screen_w() -> u32 {
+    800
+}
+fn default_screen_h() -> u32 {
+    480
+}
+fn default_fb() -> PathBuf {
+    "/dev/fb0".into()
+}
+fn default_spi() -> PathBuf {
+    "/dev/spidev0.0".into()
+}
+fn default_spi_hz() -> u32 {
+    40_000_000
+}
+fn default_gpiochip() -> PathBuf {
+    "/dev/gpiochip0".into()
+}
+
+impl Default for ScreenConfig {
+    fn default() -> Self {
+        ScreenConfig::Png { path: default_png(), width: 800, height: 480 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Weight of the newest frame in the probability moving average (1 = no smoothing).
+    pub ema_alpha: f32,
+    /// Mean luma (0-255) below which the screen says "More light".
+    pub min_luma: f32,
+    /// Mean luma above which the screen says "Too bright".
+    pub max_luma: f32,
+    /// Variance of the Laplacian below which the screen says "Hold steady".
+    pub min_sharpness: f32,
+    /// Average the mirrored image when a frame is frozen with the button.
+    pub freeze_tta: bool,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig { ema_alpha: 0.5, min_luma: 35.0, max_luma: 235.0, min_sharpness: 8.0, freeze_tta: true }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ButtonConfig {
+    /// GPIO chip and line of a push button (feature `gpio`); active low with pull-up.
+    pub gpiochip: Option<PathBuf>,
+    pub line: Option<u32>,
+    /// Enter on stdin freezes / releases the frame.
+    pub stdin: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Save frozen frames + result JSON (off by default: privacy).
+    pub enabled: bool,
+    pub dir: PathBuf,
+    pub max_files: usize,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig { enabled: false, dir: "/var/lib/dermcam/captures".into(), max_files: 500 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    pub enabled: bool,
+    pub bind: String,
+    /// Required when `bind` is not a loopback address.
+    pub token: Option<String>,
+    pub max_upload_bytes: usize,
+    pub max_pixels: u64,
+    /// Classifications running at once.
+    pub max_concurrent: usize,
+    /// Requests allowed to wait for a slot before 503.
+    pub queue: usize,
+    pub save_uploads: Option<PathBuf>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            enabled: true,
+            bind: "127.0.0.1:8080".into(),
+            token: None,
+            max_upload_bytes: 10 * 1024 * 1024,
+            max_pixels: crate::preprocess::DEFAULT_MAX_PIXELS,
+            max_concurrent: 2,
+            queue: 8,
+            save_uploads: None,
+        }
+    }
+}
+
+/// Folder of board presets: `$DERMCAM_BOARDS`, else the installed copy, else the source tree.
+pub fn boards_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("DERMCAM_BOARDS") {
+        return p.into();
+    }
+    let installed = Path::new("/usr/share/dermcam/boards");
+    if installed.is_dir() { installed.into() } else { Path::new(env!("CARGO_MANIFEST_DIR")).join("boards") }
+}
+
+pub fn list_boards() -> Vec<(String, PathBuf)> {
+    let mut v: Vec<(String, PathBuf)> = std::fs::read_dir(boards_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .map(|p| (p.file_stem().unwrap_or_default().to_string_lossy().to_string(), p))
+        .collect();
+    v.sort();
+    v
+}
+
+fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+}
+
+/// `over` wins; tables merge recursively. A `kind` change replaces the whole table (a board's
+/// TFT pins make no sense under a user's PNG screen).
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) if b.get("kind") == o.get("kind") || o.get("kind").is_none() => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+impl Config {
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let table = text.parse::<toml::Table>().map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        Self::from_table(table, path)
+    }
+
+    fn from_table(table: toml::Table, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// Load `file` (if any) over the preset `board` (if any).
+    pub fn load(file: Option<&Path>, board: Option<&str>) -> Result<Config, ConfigError> {
+        let mut table = toml::Table::new();
+        let mut origin = PathBuf::from("<defaults>");
+        if let Some(name) = board {
+            let boards = list_boards();
+            let (_, p) = boards.iter().find(|(n, _)| n == name).ok_or_else(|| ConfigError::UnknownBoard {
+                name: name.into(),
+                known: boards.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "),
+            })?;
+            table = read_table(p)?;
+            origin = p.clone();
+        }
+        if let Some(f) = file {
+            merge(&mut table, read_table(f)?);
+            origin = f.into();
+        }
+        Self::from_table(table, &origin)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, message: String| Err(ConfigError::Invalid { path: path.into(), field, message });
+        let p = &self.pipeline;
+        if !(p.ema_alpha > 0.0 && p.ema_alpha <= 1.0) {
+            return bad("pipeline.ema_alpha", format!("{} not in (0, 1]", p.ema_alpha));
+        }
+        if !(0.0..=255.0).contains(&p.min_luma) || !(0.0..=255.0).contains(&p.max_luma) || p.min_luma >= p.max_luma {
+            return bad("pipeline.min_luma/max_luma", format!("need 0 <= min_luma < max_luma <= 255, got {} and {}", p.min_luma, p.max_luma));
+        }
+        match &self.source {
+            SourceConfig::Camera { width, height, fps, .. } | SourceConfig::Synthetic { width, height, fps } => {
+                if *width == 0 || *height == 0 || *width > 7680 || *height > 4320 {
+                    return bad("source.width/height", format!("{width}x{height} out of range"));
+                }
+                if *fps == 0 || *fps > 240 {
+                    return bad("source.fps", format!("{fps} not in 1..240"));
+                }
+            }
+            SourceConfig::Images { path, interval_ms, .. } => {
+                if path.is_empty() {
+                    return bad("source.path", "empty".into());
+                }
+                if *interval_ms == 0 {
+                    return bad("source.interval_ms", "must be > 0".into());
+                }
+            }
+        }
+        match &self.screen {
+            ScreenConfig::Png { width, height, .. } | ScreenConfig::Tft { width, height, .. } => {
+                if *width < 96 || *height < 96 || *width > 4096 || *height > 4096 {
+                    return bad("screen.width/height", format!("{width}x{height} not in 96..4096"));
+                }
+            }
+            _ => {}
+        }
+        if let ScreenConfig::Tft { rotation, .. } = &self.screen {
+            if ![0, 90, 180, 270].contains(rotation) {
+                return bad("screen.rotation", format!("{rotation} not one of 0, 90, 180, 270"));
+            }
+        }
+        if self.button.line.is_some() != self.button.gpiochip.is_some() {
+            return bad("button", "set both gpiochip and line, or neither".into());
+        }
+        let w = &self.web;
+        if w.enabled {
+            let addr: std::net::SocketAddr = match w.bind.parse() {
+                Ok(a) => a,
+                Err(e) => return bad("web.bind", format!("{:?}: {e}", w.bind)),
+            };
+            if !addr.ip().is_loopback() && w.token.as_deref().is_none_or(|t| t.len() < 16) {
+                return bad("web.token", format!("binding to {} (not loopback) requires an access token of at least 16 characters", w.bind));
+            }
+            if w.max_concurrent == 0 || w.max_upload_bytes == 0 || w.max_pixels == 0 {
+                return bad("web", "max_concurrent, max_upload_bytes and max_pixels must be > 0".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Backends this config names that the binary was built without (feature names).
+    pub fn missing_features(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        let mut need = |on: bool, feature: &str, what: &str| {
+            if !on {
+                v.push(format!("{what} needs cargo feature `{feature}`: this dermcam was built without feature {feature}"));
+            }
+        };
+        if matches!(self.source, SourceConfig::Camera { .. }) {
+            need(cfg!(feature = "camera"), "camera", "source.kind = \"camera\"");
+        }
+        match self.screen {
+            ScreenConfig::Fbdev { .. } => need(cfg!(feature = "fbdev"), "fbdev", "screen.kind = \"fbdev\""),
+            ScreenConfig::Tft { .. } => need(cfg!(feature = "tft"), "tft", "screen.kind = \"tft\""),
+            _ => {}
+        }
+        if self.button.line.is_some() {
+            need(cfg!(feature = "gpio"), "gpio", "button.line");
+        }
+        if self.model.backend == BackendKind::Ort {
+            need(cfg!(feature = "ort"), "ort", "model.backend = \"ort\"");
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_variants_parse() {
+        let c = Config::parse("", Path::new("c.toml")).unwrap();
+        assert!(matches!(c.source, SourceConfig::Camera { width: 640, height: 480, .. }));
+        let c = Config::parse(
+            "[source]\nkind = \"images\"\npath = \"x/*.jpg\"\nloop = false\n[screen]\nkind = \"tft\"\ndriver = \"st7789\"\ndc_pin = 25\nwidth = 240\nheight = 240\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert!(matches!(c.source, SourceConfig::Images { repeat: false, .. }));
+        assert!(matches!(c.screen, ScreenConfig::Tft { driver: TftDriver::St7789, .. }));
+    }
+
+    #[test]
+    fn bad_lines_name_file_and_field() {
+        let e = Config::parse("[pipeline]\nema = 0.3\n", Path::new("/etc/dermcam/config.toml")).unwrap_err().to_string();
+        assert!(e.contains("/etc/dermcam/config.toml") && e.contains("unknown field `ema`"), "{e}");
+        let e = Config::parse("[web]\nbind = \"0.0.0.0:8080\"\n", Path::new("c.toml")).unwrap_err().to_string();
+        assert!(e.contains("web.token"), "{e}");
+        let e = Config::parse("[source]\nkind = \"webcam\"\n", Path::new("c.toml")).unwrap_err().to_string();
+        assert!(e.contains("webcam"), "{e}");
+        let e = Config::parse("[pipeline]\nema_alpha = 0\n", Path::new("c.toml")).unwrap_err().to_string();
+        assert!(e.contains("pipeline.ema_alpha"), "{e}");
+    }
+
+    #[test]
+    fn user_file_overrides_board() {
+        let mut base: toml::Table = "[screen]\nkind = \"tft\"\ndriver = \"st7789\"\ndc_pin = 25\nwidth = 240\nheight = 240\n[pipeline]\nmin_luma = 20.0\n".parse().unwrap();
+        merge(&mut base, "[screen]\nrotation = 90\n[pipeline]\nmax_luma = 200.0\n".parse().unwrap());
+        let c = Config::from_table(base, Path::new("m")).unwrap();
+        assert!(matches!(c.screen, ScreenConfig::Tft { rotation: 90, dc_pin: 25, .. }));
+        assert_eq!((c.pipeline.min_luma, c.pipeline.max_luma), (20.0, 200.0));
+    }
+}

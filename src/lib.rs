@@ -1,0 +1,39 @@
+//! dermcam: an edge appliance that classifies skin-lesion images into nine classes.
+//! Research and education software, not a medical device.
+//!
+//! Data flows one way: source -> preprocess -> classify -> sinks (screen, web status, log).
+
+pub mod backend_tract;
+pub mod bench;
+pub mod classifier;
+pub mod dataset;
+pub mod eval;
+pub mod manifest;
+pub mod metrics;
+pub mod model;
+pub mod preprocess;
+
+/// Shown on every screen and page.
+pub const DISCLAIMER: &str = "Not a diagnosis - research/education only, not a medical device";
+
+/// Where bundles live in the source tree (and the default bundle's folder name).
+pub const MODELS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+pub const DEFAULT_BUNDLE: &str = "effl0-skin9-int8";
+
+/// The default bundle: `$DERMCAM_MODEL`, else the installed copy, else the source tree's.
+pub fn default_model_dir() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("DERMCAM_MODEL") {
+        return p.into();
+    }
+    let installed = std::path::Path::new("/usr/share/dermcam/models").join(DEFAULT_BUNDLE);
+    if installed.join("model.json").is_file() {
+        return installed;
+    }
+    std::path::Path::new(MODELS_DIR).join(DEFAULT_BUNDLE)
+}
+pub mod config;
+pub mod pipeline;
+pub mod quality;
+pub mod render;
+pub mod screen;
+pub mod source;

@@ -1,0 +1,314 @@
+//! Model bundle manifest (`model.json`): the contract between the training toolchain and the
+//! device. Loading validates every field and names the file and field on failure.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Manifest schema versions this build understands.
+pub const SUPPORTED_SCHEMA: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("{path}: file is missing")]
+    MissingFile { path: PathBuf },
+    #[error("{path}: cannot read")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid manifest JSON")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path}: unsupported schema_version {found} (this dermcam reads version {supported})")]
+    Schema {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("{path}: field `{field}`: {message}")]
+    Field {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
+    #[error("{path}: sha256 mismatch: manifest says {expected}, file is {actual}")]
+    Sha256 {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("{path}: the model cannot be loaded: {message}")]
+    Model { path: PathBuf, message: String },
+    #[error(
+        "{path}: model input is {model:?} but model.json `input` says 1x3x{height}x{width}"
+    )]
+    InputShape {
+        path: PathBuf,
+        model: Vec<String>,
+        width: u32,
+        height: u32,
+    },
+    #[error("{path}: model outputs {actual} logits but model.json `classes` lists {expected}")]
+    OutputWidth {
+        path: PathBuf,
+        expected: usize,
+        actual: usize,
+    },
+    #[error("{path}: backend `{backend}` is not available: {message}")]
+    Backend {
+        path: PathBuf,
+        backend: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    Fp32,
+    Int8,
+    F16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Risk {
+    Malignant,
+    PreMalignant,
+    Benign,
+    Inflammatory,
+    Infectious,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassInfo {
+    pub id: usize,
+    /// Dataset folder / manifest.csv class name.
+    pub folder: String,
+    /// Name shown to people.
+    pub name: String,
+    pub risk: Risk,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ResizePolicy {
+    /// Resize the whole image to the input size (aspect ratio not kept).
+    Squash,
+    /// Take the centred crop with the input's aspect ratio whose short side is
+    /// `crop_fraction` of the image's, then resize it to the input size.
+    CenterCrop { crop_fraction: f64 },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    pub width: u32,
+    pub height: u32,
+    pub channels: String,
+    pub layout: String,
+    pub resize: ResizePolicy,
+    pub interpolation: String,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub schema_version: u32,
+    pub name: String,
+    pub architecture: String,
+    pub precision: Precision,
+    pub classes: Vec<ClassInfo>,
+    pub input: InputSpec,
+    pub output: OutputSpec,
+    pub temperature: f32,
+    pub abstain_threshold: f32,
+    pub sha256: String,
+    /// Dataset, split, training/export commands, git commit: kept verbatim.
+    pub provenance: serde_json::Value,
+    /// Validation metrics written by the toolchain (shown by `dermcam models`).
+    #[serde(default)]
+    pub metrics: serde_json::Value,
+}
+
+impl Manifest {
+    /// Parse and validate a manifest's text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Manifest, BundleError> {
+        // Read the version first so an unknown schema gets its own message, not a field error.
+        #[derive(Deserialize)]
+        struct Version {
+            schema_version: Option<u32>,
+        }
+        let v: Version = serde_json::from_str(text).map_err(|source| BundleError::Json {
+            path: path.into(),
+            source,
+        })?;
+        let field = |field: &'static str, message: String| BundleError::Field {
+            path: path.into(),
+            field,
+            message,
+        };
+        match v.schema_version {
+            None => return Err(field("schema_version", "missing".into())),
+            Some(SUPPORTED_SCHEMA) => {}
+            Some(found) => {
+                return Err(BundleError::Schema {
+                    path: path.into(),
+                    found,
+                    supported: SUPPORTED_SCHEMA,
+                });
+            }
+        }
+        let m: Manifest = serde_json::from_str(text).map_err(|source| BundleError::Json {
+            path: path.into(),
+            source,
+        })?;
+        m.validate(path)?;
+        Ok(m)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), BundleError> {
+        let field = |field: &'static str, message: String| BundleError::Field {
+            path: path.into(),
+            field,
+            message,
+        };
+        if self.classes.len() < 2 {
+            return Err(field("classes", format!("needs at least 2 classes, has {}", self.classes.len())));
+        }
+        for (i, c) in self.classes.iter().enumerate() {
+            if c.id != i {
+                return Err(field("classes", format!("class #{i} ({}) has id {}; ids must be 0..n-1 in order", c.folder, c.id)));
+            }
+        }
+        let i = &self.input;
+        if !(16..=4096).contains(&i.width) || !(16..=4096).contains(&i.height) {
+            return Err(field("input", format!("size {}x{} outside 16..4096", i.width, i.height)));
+        }
+        if i.channels != "RGB" {
+            return Err(field("input.channels", format!("{:?} unsupported (only \"RGB\")", i.channels)));
+        }
+        if i.layout != "NCHW" {
+            return Err(field("input.layout", format!("{:?} unsupported (only \"NCHW\")", i.layout)));
+        }
+        if i.interpolation != "bilinear" {
+            return Err(field("input.interpolation", format!("{:?} unsupported (only \"bilinear\")", i.interpolation)));
+        }
+        if let ResizePolicy::CenterCrop { crop_fraction } = i.resize {
+            if !(crop_fraction > 0.0 && crop_fraction <= 1.0) {
+                return Err(field("input.resize.crop_fraction", format!("{crop_fraction} not in (0, 1]")));
+            }
+        }
+        if i.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) || i.mean.iter().any(|m| !m.is_finite()) {
+            return Err(field("input.std", "mean must be finite and std positive".into()));
+        }
+        if self.output.kind != "logits" {
+            return Err(field("output.kind", format!("{:?} unsupported (softmax is applied on the device, so the model must output \"logits\")", self.output.kind)));
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(field("temperature", format!("{} must be positive", self.temperature)));
+        }
+        if !(0.0..=1.0).contains(&self.abstain_threshold) {
+            return Err(field("abstain_threshold", format!("{} not in [0, 1]", self.abstain_threshold)));
+        }
+        if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(field("sha256", format!("{:?} is not 64 hex digits", self.sha256)));
+        }
+        Ok(())
+    }
+
+    /// Validation metric by JSON pointer, e.g. `/val/balanced_accuracy`.
+    pub fn metric(&self, pointer: &str) -> Option<f64> {
+        self.metrics.pointer(pointer).and_then(|v| v.as_f64())
+    }
+
+    pub fn class_by_folder(&self, folder: &str) -> Option<usize> {
+        self.classes.iter().position(|c| c.folder == folder)
+    }
+}
+
+/// Read `dir/model.json` (validated); does not touch model.onnx.
+pub fn read_manifest(dir: &Path) -> Result<Manifest, BundleError> {
+    let path = dir.join("model.json");
+    let text = std::fs::read_to_string(&path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            BundleError::MissingFile { path: path.clone() }
+        } else {
+            BundleError::Io { path: path.clone(), source }
+        }
+    })?;
+    Manifest::parse(&text, &path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> serde_json::Value {
+        serde_json::json!({
+            "schema_version": 1, "name": "t", "architecture": "resnet18", "precision": "fp32",
+            "classes": [
+                {"id": 0, "folder": "a", "name": "A", "risk": "benign"},
+                {"id": 1, "folder": "b", "name": "B", "risk": "pre-malignant"}
+            ],
+            "input": {"width": 32, "height": 32, "channels": "RGB", "layout": "NCHW",
+                      "resize": {"kind": "center_crop", "crop_fraction": 1.0}, "interpolation": "bilinear",
+                      "mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]},
+            "output": {"kind": "logits"}, "temperature": 1.5, "abstain_threshold": 0.5,
+            "sha256": "0".repeat(64), "provenance": {}, "metrics": {}
+        })
+    }
+
+    fn parse(v: &serde_json::Value) -> Result<Manifest, BundleError> {
+        Manifest::parse(&v.to_string(), Path::new("b/model.json"))
+    }
+
+    #[test]
+    fn valid_manifest_parses() {
+        let m = parse(&sample()).unwrap();
+        assert_eq!(m.classes[1].risk, Risk::PreMalignant);
+        assert_eq!(m.input.resize, ResizePolicy::CenterCrop { crop_fraction: 1.0 });
+    }
+
+    #[test]
+    fn errors_name_file_and_field() {
+        let mut v = sample();
+        v["schema_version"] = 7.into();
+        let e = parse(&v).unwrap_err().to_string();
+        assert!(e.contains("b/model.json") && e.contains("schema_version 7"), "{e}");
+
+        let mut v = sample();
+        v["classes"][1]["id"] = 5.into();
+        let e = parse(&v).unwrap_err().to_string();
+        assert!(e.contains("`classes`") && e.contains("id 5"), "{e}");
+
+        let mut v = sample();
+        v["output"]["kind"] = "probabilities".into();
+        assert!(parse(&v).unwrap_err().to_string().contains("`output.kind`"));
+
+        let mut v = sample();
+        v["temperature"] = (-1.0).into();
+        assert!(parse(&v).unwrap_err().to_string().contains("`temperature`"));
+
+        let mut v = sample();
+        v["sha256"] = "xyz".into();
+        assert!(parse(&v).unwrap_err().to_string().contains("`sha256`"));
+
+        let mut v = sample();
+        v.as_object_mut().unwrap().remove("input");
+        assert!(parse(&v).unwrap_err().to_string().contains("invalid manifest JSON"));
+        assert!(Manifest::parse("{not json", Path::new("x")).is_err());
+    }
+}

@@ -1,0 +1,419 @@
+//! The live pipeline: capture -> quality gate -> classify -> sinks (screen, web status, log).
+//! Three threads joined by "latest value" slots: a slow model never builds a queue of stale
+//! frames, it just skips to the newest one (counted as dropped).
+
+use crate::classifier::Prediction;
+use crate::config::PipelineConfig;
+use crate::model::{Model, Timings};
+use crate::quality::{self, Quality};
+use crate::render::{Canvas, DisplayState, SourceStatus, render};
+use crate::screen::Screen;
+use crate::source::{Frame, FrameSource, SourceError};
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A single-value mailbox: `put` replaces the value, readers wait for a newer one.
+pub struct Latest<T> {
+    slot: Mutex<(u64, Option<T>, bool)>,
+    cv: Condvar,
+}
+
+impl<T: Clone> Default for Latest<T> {
+    fn default() -> Self {
+        Latest { slot: Mutex::new((0, None, false)), cv: Condvar::new() }
+    }
+}
+
+impl<T: Clone> Latest<T> {
+    /// Store `v`; returns true if an unread value was overwritten.
+    pub fn put(&self, v: T) -> bool {
+        let mut g = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        let replaced = g.1.is_some() && !g.2;
+        g.0 += 1;
+        g.1 = Some(v);
+        g.2 = false;
+        self.cv.notify_all();
+        replaced
+    }
+
+    /// Wait up to `timeout` for a value newer than version `after`; returns (version, value).
+    pub fn wait_newer(&self, after: u64, timeout: Duration) -> Option<(u64, T)> {
+        let g = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut g, _) = self.cv.wait_timeout_while(g, timeout, |s| s.0 <= after).unwrap_or_else(|e| e.into_inner());
+        if g.0 > after {
+            g.2 = true;
+            g.1.clone().map(|v| (g.0, v))
+        } else {
+            None
+        }
+    }
+
+    pub fn version(&self) -> u64 {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+}
+
+/// Counters for the status page and /metrics.
+#[derive(Default)]
+pub struct Counters {
+    pub frames: AtomicU64,
+    pub inferences: AtomicU64,
+    pub dropped_frames: AtomicU64,
+    pub quality_rejections: AtomicU64,
+    pub errors: AtomicU64,
+    pub screen_errors: AtomicU64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CounterSnapshot {
+    pub frames: u64,
+    pub inferences: u64,
+    pub dropped_frames: u64,
+    pub quality_rejections: u64,
+    pub errors: u64,
+    pub screen_errors: u64,
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CounterSnapshot {
+            frames: g(&self.frames),
+            inferences: g(&self.inferences),
+            dropped_frames: g(&self.dropped_frames),
+            quality_rejections: g(&self.quality_rejections),
+            errors: g(&self.errors),
+            screen_errors: g(&self.screen_errors),
+        }
+    }
+}
+
+/// What the pipeline publishes after each frame it handled.
+#[derive(Debug, Clone)]
+pub struct Update {
+    pub frame: Option<Frame>,
+    pub state: DisplayState,
+    /// This frame's own (unsmoothed) prediction, when it was classified.
+    pub prediction: Option<Prediction>,
+    pub timings: Option<Timings>,
+    pub quality: Option<Quality>,
+}
+
+/// A consumer of pipeline updates (log, web status, ...). Called on the inference thread:
+/// must be quick.
+pub trait Sink: Send {
+    fn publish(&mut self, update: &Update);
+}
+
+/// State shared with the web server and the binary.
+pub struct Shared {
+    pub counters: Counters,
+    pub latest: RwLock<Option<Update>>,
+    pub updates: Latest<Update>,
+    pub started: Instant,
+    freeze_requested: AtomicBool,
+    shutdown: AtomicBool,
+    source_done: AtomicBool,
+    /// Set once the first frame has been presented on the screen.
+    pub first_present: AtomicBool,
+    /// Time of the last successful inference / present (watchdog health).
+    pub last_progress: Mutex<Instant>,
+}
+
+impl Shared {
+    /// Point-and-classify: toggle freeze (button, stdin key, HTTP trigger).
+    pub fn toggle_freeze(&self) {
+        self.freeze_requested.store(true, Ordering::SeqCst);
+    }
+    pub fn request_shutdown(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+    }
+    pub fn is_shutdown(&self) -> bool {
+        self.shutdown.load(Ordering::SeqCst)
+    }
+    pub fn source_done(&self) -> bool {
+        self.source_done.load(Ordering::SeqCst)
+    }
+}
+
+pub struct Pipeline {
+    pub shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+fn initial_state(model: &Model) -> DisplayState {
+    DisplayState {
+        model_name: model.manifest.name.clone(),
+        top: vec![],
+        uncertain: false,
+        quality: None,
+        source: SourceStatus::Starting,
+        frozen: false,
+        fps: 0.0,
+        inference_ms: 0.0,
+    }
+}
+
+impl Pipeline {
+    pub fn start(
+        model: Arc<Model>,
+        mut source: Box<dyn FrameSource>,
+        mut screen: Box<dyn Screen>,
+        mut sinks: Vec<Box<dyn Sink>>,
+        cfg: PipelineConfig,
+    ) -> Pipeline {
+        let shared = Arc::new(Shared {
+            counters: Counters::default(),
+            latest: RwLock::new(None),
+            updates: Latest::default(),
+            started: Instant::now(),
+            freeze_requested: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            source_done: AtomicBool::new(false),
+            first_present: AtomicBool::new(false),
+            last_progress: Mutex::new(Instant::now()),
+        });
+        let frames: Arc<Latest<Frame>> = Arc::new(Latest::default());
+        let source_status: Arc<Mutex<SourceStatus>> = Arc::new(Mutex::new(SourceStatus::Starting));
+        let mut threads = Vec::new();
+
+        // Capture thread.
+        {
+            let (shared, frames, status) = (shared.clone(), frames.clone(), source_status.clone());
+            threads.push(std::thread::Builder::new().name("capture".into()).spawn(move || {
+                while !shared.is_shutdown() {
+                    match source.next_frame() {
+                        Ok(f) => {
+                            *status.lock().unwrap_or_else(|e| e.into_inner()) = SourceStatus::Live;
+                            shared.counters.frames.fetch_add(1, Ordering::Relaxed);
+                            if frames.put(f) {
+                                shared.counters.dropped_frames.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Err(SourceError::BadFrame(m)) => {
+                            shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+                            eprintln!("warning: {m}");
+                        }
+                        Err(SourceError::Disconnected(m)) => {
+                            eprintln!("warning: camera disconnected: {m}; retrying");
+                            *status.lock().unwrap_or_else(|e| e.into_inner()) = SourceStatus::Disconnected(m);
+                            shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(SourceError::Ended) => {
+                            *status.lock().unwrap_or_else(|e| e.into_inner()) = SourceStatus::Ended;
+                            break;
+                        }
+                        Err(SourceError::Config(m)) => {
+                            eprintln!("error: source: {m}");
+                            *status.lock().unwrap_or_else(|e| e.into_inner()) = SourceStatus::Disconnected(m);
+                            shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                }
+                shared.source_done.store(true, Ordering::SeqCst);
+            }).expect("spawn capture thread"));
+        }
+
+        // Inference thread.
+        {
+            let (shared, frames, status) = (shared.clone(), frames.clone(), source_status.clone());
+            threads.push(std::thread::Builder::new().name("inference".into()).spawn(move || {
+                let mut state = initial_state(&model);
+                let mut seen = 0u64;
+                let mut smoothed: Option<(u64, Vec<f32>)> = None;
+                let mut frozen: Option<Update> = None;
+                let mut fps_window: std::collections::VecDeque<Instant> = Default::default();
+                loop {
+                    if shared.is_shutdown() {
+                        break;
+                    }
+                    let next = frames.wait_newer(seen, Duration::from_millis(100));
+                    let src_status = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    if shared.freeze_requested.swap(false, Ordering::SeqCst) {
+                        if frozen.take().is_none() {
+                            // Freeze the newest frame and classify it carefully (flip TTA).
+                            if let Some(f) = shared.latest.read().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|u| u.frame.clone()) {
+                                match model.classify(&f.image, cfg.freeze_tta) {
+                                    Ok((p, t)) => {
+                                        let mut st = state.clone();
+                                        st.frozen = true;
+                                        st.quality = None;
+                                        st.top = p.top_k(3, &model.manifest).into_iter().map(|s| (s.name, s.probability)).collect();
+                                        st.uncertain = p.uncertain;
+                                        let u = Update { frame: Some(f), state: st, prediction: Some(p), timings: Some(t), quality: None };
+                                        publish(&shared, &mut sinks, &u);
+                                        frozen = Some(u);
+                                    }
+                                    Err(e) => {
+                                        shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+                                        eprintln!("error: {e}");
+                                    }
+                                }
+                            }
+                        } else if let Some(u) = shared.latest.read().unwrap_or_else(|e| e.into_inner()).clone() {
+                            let mut u = u;
+                            u.state.frozen = false;
+                            publish(&shared, &mut sinks, &u);
+                        }
+                    }
+                    if frozen.is_some() {
+                        if let Some((v, _)) = next {
+                            seen = v;
+                        }
+                        continue;
+                    }
+                    let Some((v, frame)) = next else {
+                        if state.source != src_status {
+                            // Status-only change (camera lost, source ended): show it.
+                            state.source = src_status.clone();
+                            let frame = shared.latest.read().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|u| u.frame.clone());
+                            publish(&shared, &mut sinks, &Update { frame, state: state.clone(), prediction: None, timings: None, quality: None });
+                        }
+                        if shared.source_done() && frames.version() <= seen {
+                            break;
+                        }
+                        continue;
+                    };
+                    seen = v;
+                    state.source = src_status;
+                    let now = Instant::now();
+                    fps_window.push_back(now);
+                    while fps_window.front().is_some_and(|t| now - *t > Duration::from_secs(3)) {
+                        fps_window.pop_front();
+                    }
+                    if fps_window.len() > 1 {
+                        state.fps = (fps_window.len() - 1) as f32 / (now - fps_window[0]).as_secs_f32().max(1e-3);
+                    }
+                    let q = quality::measure(&frame.image);
+                    if let Some(issue) = quality::check(&q, &cfg) {
+                        shared.counters.quality_rejections.fetch_add(1, Ordering::Relaxed);
+                        state.quality = Some(issue.advice().to_string());
+                        publish(&shared, &mut sinks, &Update { frame: Some(frame), state: state.clone(), prediction: None, timings: None, quality: Some(q) });
+                        continue;
+                    }
+                    state.quality = None;
+                    match model.classify(&frame.image, false) {
+                        Ok((p, t)) => {
+                            shared.counters.inferences.fetch_add(1, Ordering::Relaxed);
+                            *shared.last_progress.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                            // Exponential moving average within one scene only.
+                            let probs = match smoothed.take() {
+                                Some((scene, prev)) if scene == frame.scene => {
+                                    prev.iter().zip(&p.probabilities).map(|(a, b)| (1.0 - cfg.ema_alpha) * a + cfg.ema_alpha * b).collect()
+                                }
+                                _ => p.probabilities.clone(),
+                            };
+                            smoothed = Some((frame.scene, probs.clone()));
+                            let sp = Prediction::from_probabilities(probs, &model.manifest);
+                            state.top = sp.top_k(3, &model.manifest).into_iter().map(|s| (s.name, s.probability)).collect();
+                            state.uncertain = sp.uncertain;
+                            state.inference_ms = t.inference_ms as f32;
+                            publish(&shared, &mut sinks, &Update { frame: Some(frame), state: state.clone(), prediction: Some(p), timings: Some(t), quality: Some(q) });
+                        }
+                        Err(e) => {
+                            shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+                            eprintln!("error: {e}");
+                        }
+                    }
+                }
+                shared.request_shutdown_display();
+            }).expect("spawn inference thread"));
+        }
+
+        // Display thread: renders the newest update; a failing screen is logged and retried.
+        {
+            let shared = shared.clone();
+            threads.push(std::thread::Builder::new().name("display".into()).spawn(move || {
+                let (w, h) = screen.size();
+                if w == 0 || h == 0 {
+                    return;
+                }
+                let mut canvas = Canvas::new(w, h);
+                let mut seen = 0;
+                let mut failing = false;
+                loop {
+                    let next = shared.updates.wait_newer(seen, Duration::from_millis(200));
+                    let Some((v, u)) = next else {
+                        if shared.display_done() {
+                            break;
+                        }
+                        continue;
+                    };
+                    seen = v;
+                    render(&mut canvas, u.frame.as_ref().map(|f| f.image.as_ref()), &u.state);
+                    match screen.present(&canvas) {
+                        Ok(()) => {
+                            if failing {
+                                eprintln!("screen recovered");
+                                failing = false;
+                            }
+                            shared.first_present.store(true, Ordering::SeqCst);
+                        }
+                        Err(e) => {
+                            shared.counters.screen_errors.fetch_add(1, Ordering::Relaxed);
+                            if !failing {
+                                eprintln!("warning: screen: {e}; will retry");
+                                failing = true;
+                            }
+                        }
+                    }
+                }
+            }).expect("spawn display thread"));
+        }
+        Pipeline { shared, threads }
+    }
+
+    /// Wait for all threads (after the source ended or `request_shutdown`).
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Shared {
+    fn request_shutdown_display(&self) {
+        self.source_done.store(true, Ordering::SeqCst);
+        self.shutdown.store(true, Ordering::SeqCst);
+    }
+    fn display_done(&self) -> bool {
+        self.is_shutdown()
+    }
+}
+
+fn publish(shared: &Shared, sinks: &mut [Box<dyn Sink>], u: &Update) {
+    for s in sinks.iter_mut() {
+        s.publish(u);
+    }
+    *shared.latest.write().unwrap_or_else(|e| e.into_inner()) = Some(u.clone());
+    shared.updates.put(u.clone());
+}
+
+/// Prints one line per classified frame.
+pub struct LogSink {
+    pub manifest: crate::manifest::Manifest,
+}
+
+impl Sink for LogSink {
+    fn publish(&mut self, u: &Update) {
+        let label = u.frame.as_ref().and_then(|f| f.label.clone()).unwrap_or_else(|| format!("frame {}", u.frame.as_ref().map_or(0, |f| f.seq)));
+        match (&u.prediction, &u.state.quality) {
+            (Some(p), _) => {
+                let (id, prob) = p.top1();
+                let what = if p.uncertain { format!("uncertain (best guess {} {:.1}%)", self.manifest.classes[id].name, prob * 100.0) } else { format!("{} {:.1}%", self.manifest.classes[id].name, prob * 100.0) };
+                let ms = u.timings.map_or(0.0, |t| t.inference_ms);
+                println!("{label}: {what}{} [{ms:.0} ms]", if u.state.frozen { " (frozen, flip-averaged)" } else { "" });
+            }
+            (None, Some(q)) => println!("{label}: not classified: {q}"),
+            (None, None) => {
+                if let SourceStatus::Disconnected(m) = &u.state.source {
+                    println!("camera disconnected: {m}");
+                }
+            }
+        }
+    }
+}

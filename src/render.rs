@@ -1,0 +1,220 @@
+//! The screen renderer: one pure function from (live frame, display state) to pixels on an
+//! embedded-graphics canvas. Host-testable (golden images); every hardware screen presents the
+//! finished canvas.
+
+use embedded_graphics::pixelcolor::Rgb888;
+use embedded_graphics::prelude::*;
+use embedded_graphics::primitives::{PrimitiveStyle, Rectangle};
+use embedded_graphics::text::{Alignment, Baseline, Text, TextStyleBuilder};
+use image::RgbImage;
+use serde::Serialize;
+use u8g2_fonts::U8g2TextStyle;
+use u8g2_fonts::fonts;
+
+/// An RGB888 drawing surface backed by an `image::RgbImage`.
+pub struct Canvas(pub RgbImage);
+
+impl Canvas {
+    pub fn new(width: u32, height: u32) -> Canvas {
+        Canvas(RgbImage::new(width, height))
+    }
+}
+
+impl OriginDimensions for Canvas {
+    fn size(&self) -> Size {
+        Size::new(self.0.width(), self.0.height())
+    }
+}
+
+impl DrawTarget for Canvas {
+    type Color = Rgb888;
+    type Error = core::convert::Infallible;
+
+    fn draw_iter<I: IntoIterator<Item = Pixel<Rgb888>>>(&mut self, pixels: I) -> Result<(), Self::Error> {
+        let (w, h) = (self.0.width() as i32, self.0.height() as i32);
+        for Pixel(p, c) in pixels {
+            if p.x >= 0 && p.y >= 0 && p.x < w && p.y < h {
+                self.0.put_pixel(p.x as u32, p.y as u32, image::Rgb([c.r(), c.g(), c.b()]));
+            }
+        }
+        Ok(())
+    }
+
+    fn fill_solid(&mut self, area: &Rectangle, color: Rgb888) -> Result<(), Self::Error> {
+        let area = area.intersection(&self.bounding_box());
+        let px = image::Rgb([color.r(), color.g(), color.b()]);
+        for y in area.rows() {
+            for x in area.columns() {
+                self.0.put_pixel(x as u32, y as u32, px);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum SourceStatus {
+    Starting,
+    Live,
+    /// The camera is gone; the supervisor is reopening it.
+    Disconnected(String),
+    /// The source ended (slideshow without loop).
+    Ended,
+}
+
+/// Everything the screen shows apart from the frame itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct DisplayState {
+    pub model_name: String,
+    /// Top classes (display name, calibrated probability), most likely first.
+    pub top: Vec<(String, f32)>,
+    pub uncertain: bool,
+    /// Why the current frame was not classified ("Hold steady", "More light"), if it was not.
+    pub quality: Option<String>,
+    pub source: SourceStatus,
+    /// Point-and-classify: the result is frozen on screen.
+    pub frozen: bool,
+    pub fps: f32,
+    pub inference_ms: f32,
+}
+
+const BG: Rgb888 = Rgb888::new(16, 18, 24);
+const FG: Rgb888 = Rgb888::WHITE;
+const DIM: Rgb888 = Rgb888::new(170, 176, 190);
+const WARN: Rgb888 = Rgb888::new(255, 196, 0);
+const BAR_BG: Rgb888 = Rgb888::new(60, 64, 76);
+const OK: Rgb888 = Rgb888::new(64, 200, 120);
+const UNSURE: Rgb888 = Rgb888::new(150, 150, 160);
+
+/// Copy `frame` scaled (aspect kept, centred) into `area`.
+fn draw_frame(canvas: &mut Canvas, frame: &RgbImage, area: Rectangle) {
+    let (aw, ah) = (area.size.width.max(1), area.size.height.max(1));
+    let scale = (aw as f32 / frame.width() as f32).min(ah as f32 / frame.height() as f32);
+    let (w, h) = (((frame.width() as f32 * scale) as u32).max(1), ((frame.height() as f32 * scale) as u32).max(1));
+    let small = image::imageops::resize(frame, w, h, image::imageops::FilterType::Triangle);
+    let ox = area.top_left.x as u32 + (aw - w) / 2;
+    let oy = area.top_left.y as u32 + (ah - h) / 2;
+    image::imageops::replace(&mut canvas.0, &small, ox as i64, oy as i64);
+}
+
+struct Fonts {
+    big: U8g2TextStyle<Rgb888>,
+    mid: U8g2TextStyle<Rgb888>,
+    small: U8g2TextStyle<Rgb888>,
+}
+
+fn text(canvas: &mut Canvas, s: &str, at: Point, style: U8g2TextStyle<Rgb888>, align: Alignment) {
+    let ts = TextStyleBuilder::new().baseline(Baseline::Top).alignment(align).build();
+    let _ = Text::with_text_style(s, at, style, ts).draw(canvas);
+}
+
+fn styled(font: u8, color: Rgb888) -> U8g2TextStyle<Rgb888> {
+    match font {
+        0 => U8g2TextStyle::new(fonts::u8g2_font_helvB24_tr, color),
+        1 => U8g2TextStyle::new(fonts::u8g2_font_helvB18_tr, color),
+        2 => U8g2TextStyle::new(fonts::u8g2_font_helvB14_tr, color),
+        3 => U8g2TextStyle::new(fonts::u8g2_font_helvR12_tr, color),
+        _ => U8g2TextStyle::new(fonts::u8g2_font_helvR08_tr, color),
+    }
+}
+
+/// The headline and its colour for the current state.
+fn headline(state: &DisplayState) -> (String, Rgb888) {
+    match &state.source {
+        SourceStatus::Disconnected(_) => ("Camera disconnected".into(), WARN),
+        SourceStatus::Starting if state.top.is_empty() => ("Starting...".into(), DIM),
+        _ => {
+            if let Some(q) = &state.quality {
+                (q.clone(), WARN)
+            } else if state.top.is_empty() {
+                ("Waiting for image".into(), DIM)
+            } else if state.uncertain {
+                ("Uncertain".into(), UNSURE)
+            } else {
+                (state.top[0].0.clone(), FG)
+            }
+        }
+    }
+}
+
+fn status_line(state: &DisplayState) -> String {
+    let src = match &state.source {
+        SourceStatus::Starting => "starting".to_string(),
+        SourceStatus::Live => "live".to_string(),
+        SourceStatus::Disconnected(why) => format!("camera: {why}"),
+        SourceStatus::Ended => "source ended".to_string(),
+    };
+    format!(
+        "{}{} | {} | {:.1} fps | {:.0} ms",
+        if state.frozen { "FROZEN | " } else { "" },
+        src,
+        state.model_name,
+        state.fps,
+        state.inference_ms
+    )
+}
+
+/// Draw the whole screen. Layout adapts to the canvas: a side panel when the screen is wide
+/// enough (>= 480 px and wider than tall), else the frame on top and text below.
+pub fn render(canvas: &mut Canvas, frame: Option<&RgbImage>, state: &DisplayState) {
+    let Size { width: w, height: h } = canvas.size();
+    let _ = canvas.clear(BG);
+    let wide = w >= 480 && w > h;
+    let large = w >= 480 && h >= 400;
+    let f = if large {
+        Fonts { big: styled(0, FG), mid: styled(3, FG), small: styled(4, DIM) }
+    } else {
+        Fonts { big: styled(2, FG), mid: styled(4, FG), small: styled(4, DIM) }
+    };
+    let pad = if large { 12 } else { 4 } as i32;
+    let (frame_area, panel) = if wide {
+        let fw = h.min(w * 3 / 5);
+        (Rectangle::new(Point::zero(), Size::new(fw, h)), Rectangle::new(Point::new(fw as i32, 0), Size::new(w - fw, h)))
+    } else {
+        // Text panel: headline, bar, 3 classes, status, disclaimer.
+        let ph = (h * 11 / 20).max(110).min(h);
+        (Rectangle::new(Point::zero(), Size::new(w, h - ph)), Rectangle::new(Point::new(0, (h - ph) as i32), Size::new(w, ph)))
+    };
+    if let Some(fr) = frame {
+        if frame_area.size.height > 8 {
+            draw_frame(canvas, fr, frame_area);
+        }
+    }
+    if state.frozen {
+        let _ = frame_area.into_styled(PrimitiveStyle::with_stroke(OK, 3)).draw(canvas);
+    }
+    let x = panel.top_left.x + pad;
+    let mut y = panel.top_left.y + pad / 2;
+    let pw = panel.size.width as i32 - 2 * pad;
+    let line = |big: bool| if big { if large { 34 } else { 20 } } else if large { 20 } else { 12 };
+
+    let (head, color) = headline(state);
+    let big = if large { styled(0, color) } else { styled(2, color) };
+    text(canvas, &head, Point::new(x, y), big, Alignment::Left);
+    y += line(true);
+
+    // Confidence bar for the top class (grey when uncertain).
+    if let Some((_, p)) = state.top.first() {
+        let bh = if large { 18 } else { 10 };
+        let bw = (pw - if large { 70 } else { 40 }).max(10);
+        let _ = Rectangle::new(Point::new(x, y), Size::new(bw as u32, bh)).into_styled(PrimitiveStyle::with_fill(BAR_BG)).draw(canvas);
+        let fill = ((bw as f32) * p.clamp(0.0, 1.0)) as u32;
+        let c = if state.uncertain || state.quality.is_some() { UNSURE } else { OK };
+        let _ = Rectangle::new(Point::new(x, y), Size::new(fill, bh)).into_styled(PrimitiveStyle::with_fill(c)).draw(canvas);
+        text(canvas, &format!("{:.0}%", p * 100.0), Point::new(x + pw, y + if large { -2 } else { -1 }), f.mid.clone(), Alignment::Right);
+        y += bh as i32 + if large { 14 } else { 5 };
+        for (name, p) in state.top.iter().take(3) {
+            text(canvas, name, Point::new(x, y), f.mid.clone(), Alignment::Left);
+            text(canvas, &format!("{:.0}%", p * 100.0), Point::new(x + pw, y), f.mid.clone(), Alignment::Right);
+            y += line(false);
+        }
+    }
+    let _ = f.big;
+    // Status and the disclaimer are anchored to the bottom of the panel.
+    let bottom = panel.top_left.y + panel.size.height as i32;
+    let small_h = if large { 14 } else { 10 };
+    text(canvas, &status_line(state), Point::new(x, bottom - 2 * small_h - pad / 2), f.small.clone(), Alignment::Left);
+    let warn = if large { styled(3, WARN) } else { styled(4, WARN) };
+    let disclaimer = if pw < 300 { "Not a diagnosis - research use only" } else { crate::DISCLAIMER };
+    text(canvas, disclaimer, Point::new(x, bottom - small_h - pad / 2 + if large { -4 } else { 0 }), warn, Alignment::Left);
+}

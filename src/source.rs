@@ -1,0 +1,268 @@
+//! Frame sources: the `FrameSource` seam (one required method: the next frame), the image
+//! slideshow (virtual camera), a synthetic test pattern, camera buffer converters and the
+//! reconnecting supervisor. The V4L2 camera itself lives in `camera.rs` (feature `camera`).
+
+use image::RgbImage;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The device failed or disappeared; the supervisor will reopen it.
+    #[error("camera disconnected: {0}")]
+    Disconnected(String),
+    /// One frame was bad (corrupt JPEG, unreadable file); the next may be fine.
+    #[error("bad frame: {0}")]
+    BadFrame(String),
+    /// A finite source (slideshow without loop) is done.
+    #[error("source ended")]
+    Ended,
+    /// Configuration problem (no images match, unsupported mode): not retried.
+    #[error("{0}")]
+    Config(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub image: Arc<RgbImage>,
+    pub seq: u64,
+    pub captured: Instant,
+    /// Changes when the scene changes (a new slideshow image); smoothing restarts then.
+    pub scene: u64,
+    /// File name for slideshow frames.
+    pub label: Option<String>,
+}
+
+pub trait FrameSource: Send {
+    /// Block until the next frame is available.
+    fn next_frame(&mut self) -> Result<Frame, SourceError>;
+}
+
+/// Files named by a file, a folder (its JPEG/PNG files, sorted) or a glob pattern.
+pub fn resolve_images(spec: &str) -> Result<Vec<PathBuf>, SourceError> {
+    let p = Path::new(spec);
+    let is_img = |p: &Path| p.extension().and_then(|e| e.to_str()).is_some_and(|e| ["jpg", "jpeg", "png"].contains(&e.to_ascii_lowercase().as_str()));
+    let mut files: Vec<PathBuf> = if p.is_dir() {
+        std::fs::read_dir(p).map_err(|e| SourceError::Config(format!("{spec}: {e}")))?.flatten().map(|e| e.path()).filter(|p| is_img(p)).collect()
+    } else if p.is_file() {
+        vec![p.into()]
+    } else {
+        glob::glob(spec).map_err(|e| SourceError::Config(format!("{spec}: bad pattern: {e}")))?.flatten().filter(|p| p.is_file()).collect()
+    };
+    files.sort();
+    if files.is_empty() {
+        return Err(SourceError::Config(format!("{spec}: no JPEG/PNG images found")));
+    }
+    Ok(files)
+}
+
+/// Slideshow of still images: the demo's and the tests' virtual camera.
+pub struct ImagesSource {
+    files: Vec<PathBuf>,
+    interval: Duration,
+    repeat: bool,
+    next: usize,
+    seq: u64,
+    last: Option<Instant>,
+    max_pixels: u64,
+}
+
+impl ImagesSource {
+    pub fn new(spec: &str, interval: Duration, repeat: bool) -> Result<Self, SourceError> {
+        Ok(ImagesSource { files: resolve_images(spec)?, interval, repeat, next: 0, seq: 0, last: None, max_pixels: crate::preprocess::DEFAULT_MAX_PIXELS })
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+impl FrameSource for ImagesSource {
+    fn next_frame(&mut self) -> Result<Frame, SourceError> {
+        if self.next >= self.files.len() {
+            if !self.repeat {
+                return Err(SourceError::Ended);
+            }
+            self.next = 0;
+        }
+        if let Some(last) = self.last {
+            let due = last + self.interval;
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
+        self.last = Some(Instant::now());
+        let path = self.files[self.next].clone();
+        self.next += 1;
+        self.seq += 1;
+        let img = crate::preprocess::load_image(&path, self.max_pixels).map_err(|e| SourceError::BadFrame(e.to_string()))?;
+        Ok(Frame {
+            image: Arc::new(img),
+            seq: self.seq,
+            captured: Instant::now(),
+            scene: self.seq,
+            label: path.file_name().map(|n| n.to_string_lossy().to_string()),
+        })
+    }
+}
+
+/// Moving colour bars with a sharp checkerboard, for bringing up a new screen.
+pub struct SyntheticSource {
+    width: u32,
+    height: u32,
+    period: Duration,
+    seq: u64,
+    last: Option<Instant>,
+}
+
+impl SyntheticSource {
+    pub fn new(width: u32, height: u32, fps: u32) -> Self {
+        SyntheticSource { width, height, period: Duration::from_secs_f64(1.0 / fps.max(1) as f64), seq: 0, last: None }
+    }
+}
+
+impl FrameSource for SyntheticSource {
+    fn next_frame(&mut self) -> Result<Frame, SourceError> {
+        if let Some(last) = self.last {
+            let due = last + self.period;
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
+        self.last = Some(Instant::now());
+        self.seq += 1;
+        let shift = (self.seq * 4) as u32;
+        let img = RgbImage::from_fn(self.width, self.height, |x, y| {
+            let bar = ((x + shift) * 8 / self.width.max(1)) % 8;
+            let mut c = [((bar & 1) * 255) as u8, (((bar >> 1) & 1) * 255) as u8, (((bar >> 2) & 1) * 255) as u8];
+            if y > self.height * 3 / 4 && ((x / 8 + y / 8) % 2 == 0) {
+                c = [0, 0, 0];
+            }
+            image::Rgb(c)
+        });
+        Ok(Frame { image: Arc::new(img), seq: self.seq, captured: Instant::now(), scene: 0, label: None })
+    }
+}
+
+/// YUYV 4:2:2 (V4L2 `YUYV`) to RGB8 with BT.601 limited-range integer maths. Works on
+/// whole rows of 2-pixel groups; a short or odd-sized buffer is an error, never a panic.
+pub fn yuyv_to_rgb(buf: &[u8], width: u32, height: u32) -> Result<RgbImage, SourceError> {
+    let (w, h) = (width as usize, height as usize);
+    let need = w.checked_mul(h).and_then(|n| n.checked_mul(2)).ok_or_else(|| SourceError::BadFrame("YUYV size overflows".into()))?;
+    if w == 0 || h == 0 || w % 2 != 0 {
+        return Err(SourceError::BadFrame(format!("YUYV frame {width}x{height}: width must be even and non-zero")));
+    }
+    if buf.len() < need {
+        return Err(SourceError::BadFrame(format!("YUYV frame {width}x{height} needs {need} bytes, got {}", buf.len())));
+    }
+    let mut out = vec![0u8; w * h * 3];
+    let clamp = |v: i32| v.clamp(0, 255) as u8;
+    for (src, dst) in buf[..need].chunks_exact(4).zip(out.chunks_exact_mut(6)) {
+        let (y0, u, y1, v) = (src[0] as i32 - 16, src[1] as i32 - 128, src[2] as i32 - 16, src[3] as i32 - 128);
+        let (rv, guv, bu) = (409 * v, -100 * u - 208 * v, 516 * u);
+        for (k, y) in [y0, y1].into_iter().enumerate() {
+            let c = 298 * y + 128;
+            dst[k * 3] = clamp((c + rv) >> 8);
+            dst[k * 3 + 1] = clamp((c + guv) >> 8);
+            dst[k * 3 + 2] = clamp((c + bu) >> 8);
+        }
+    }
+    Ok(RgbImage::from_raw(width, height, out).expect("buffer sized for the frame"))
+}
+
+/// MJPEG frame (one JPEG) to RGB8; corrupt or truncated data is a `BadFrame`.
+pub fn mjpeg_to_rgb(buf: &[u8], max_pixels: u64) -> Result<RgbImage, SourceError> {
+    crate::preprocess::decode_image(buf, "MJPEG frame", max_pixels).map_err(|e| SourceError::BadFrame(e.to_string()))
+}
+
+/// Opens a device on demand and reopens it with exponential backoff after it fails. Each
+/// failed attempt returns `Disconnected` so the pipeline can show it; the process never exits.
+pub struct Reconnecting<F> {
+    open: F,
+    current: Option<Box<dyn FrameSource>>,
+    backoff: Duration,
+    min_backoff: Duration,
+    max_backoff: Duration,
+    next_try: Option<Instant>,
+    pub reconnects: u64,
+}
+
+impl<F> Reconnecting<F>
+where
+    F: FnMut() -> Result<Box<dyn FrameSource>, SourceError> + Send,
+{
+    pub fn new(open: F, min_backoff: Duration, max_backoff: Duration) -> Self {
+        Reconnecting { open, current: None, backoff: min_backoff, min_backoff, max_backoff, next_try: None, reconnects: 0 }
+    }
+}
+
+impl<F> FrameSource for Reconnecting<F>
+where
+    F: FnMut() -> Result<Box<dyn FrameSource>, SourceError> + Send,
+{
+    fn next_frame(&mut self) -> Result<Frame, SourceError> {
+        if self.current.is_none() {
+            if let Some(t) = self.next_try {
+                let now = Instant::now();
+                if t > now {
+                    std::thread::sleep(t - now);
+                }
+            }
+            match (self.open)() {
+                Ok(s) => {
+                    if self.next_try.is_some() {
+                        self.reconnects += 1;
+                    }
+                    self.current = Some(s);
+                    self.backoff = self.min_backoff;
+                    self.next_try = None;
+                }
+                Err(SourceError::Config(m)) => return Err(SourceError::Config(m)),
+                Err(e) => {
+                    self.next_try = Some(Instant::now() + self.backoff);
+                    self.backoff = (self.backoff * 2).min(self.max_backoff);
+                    return Err(SourceError::Disconnected(e.to_string()));
+                }
+            }
+        }
+        let src = self.current.as_mut().expect("opened above");
+        match src.next_frame() {
+            Ok(f) => Ok(f),
+            Err(SourceError::BadFrame(m)) => Err(SourceError::BadFrame(m)),
+            Err(e) => {
+                self.current = None;
+                self.next_try = Some(Instant::now() + self.backoff);
+                Err(SourceError::Disconnected(e.to_string()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yuyv_grey_and_errors() {
+        // Y=126 U=V=128 is mid grey in limited range.
+        let buf = [126u8, 128, 126, 128].repeat(4 * 2 / 2);
+        let img = yuyv_to_rgb(&buf, 4, 2).unwrap();
+        assert!(img.pixels().all(|p| p.0 == [128, 128, 128]), "{:?}", img.get_pixel(0, 0));
+        assert!(yuyv_to_rgb(&buf[..5], 4, 2).is_err());
+        assert!(yuyv_to_rgb(&buf, 3, 2).is_err());
+        assert!(yuyv_to_rgb(&buf, u32::MAX, u32::MAX).is_err());
+    }
+
+    #[test]
+    fn mjpeg_garbage_is_bad_frame() {
+        assert!(matches!(mjpeg_to_rgb(&[0xFF, 0xD8, 0xFF, 0, 1, 2], 1 << 20), Err(SourceError::BadFrame(_))));
+        assert!(matches!(mjpeg_to_rgb(&[], 1 << 20), Err(SourceError::BadFrame(_))));
+    }
+}
