@@ -94,6 +94,44 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Run the appliance: source -> classify -> screen (+ web UI), until SIGINT/SIGTERM.
+    Run {
+        /// Config file (TOML).
+        #[arg(long, default_value = "/etc/dermcam/config.toml")]
+        config: PathBuf,
+        /// Board preset (boards/<name>.toml) merged under the config file.
+        #[arg(long)]
+        board: Option<String>,
+    },
+    /// The full pipeline on the bundled sample images as a virtual camera: screen rendered to
+    /// out/screen.png, predictions printed, web UI on 127.0.0.1:8080.
+    Demo {
+        /// One pass over the samples, then exit.
+        #[arg(long)]
+        once: bool,
+        /// Slideshow interval.
+        #[arg(long, default_value_t = 1500)]
+        interval_ms: u64,
+        /// Where the screen PNG goes.
+        #[arg(long, default_value = "out/screen.png")]
+        screen: PathBuf,
+        /// Web UI address ("off" to disable).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        web: String,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Images to show (file, folder or glob). Default: the bundled samples.
+        #[arg(long)]
+        images: Option<String>,
+    },
+    /// Validate a config (and board preset) without touching hardware.
+    CheckConfig {
+        config: Option<PathBuf>,
+        #[arg(long)]
+        board: Option<String>,
+    },
+    /// List board presets.
+    Boards,
     /// List installed model bundles.
     Models {
         /// Folder holding bundles.
@@ -102,10 +140,41 @@ enum Cmd {
     },
 }
 
+/// Bundled sample images: installed copy, else the source tree's.
+fn samples_dir() -> PathBuf {
+    let installed = Path::new("/usr/share/dermcam/samples");
+    if installed.is_dir() { installed.into() } else { Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/samples") }
+}
+
+fn check_config(config: Option<PathBuf>, board: Option<String>) -> Result<ExitCode> {
+    let cfg = dermcam::config::Config::load(config.as_deref(), board.as_deref())?;
+    let missing = cfg.missing_features();
+    let what = match (&config, &board) {
+        (Some(c), Some(b)) => format!("{} over board {b}", c.display()),
+        (Some(c), None) => c.display().to_string(),
+        (None, Some(b)) => format!("board {b}"),
+        (None, None) => "defaults".into(),
+    };
+    if let Some(p) = &cfg.model.path {
+        if let Err(e) = dermcam::manifest::read_manifest(p) {
+            println!("{what}: model: {e}");
+            return Ok(ExitCode::from(6));
+        }
+    }
+    for m in &missing {
+        println!("{what}: {m}");
+    }
+    println!("{what}: OK{}", if missing.is_empty() { "" } else { " (but see above: features missing in this build)" });
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn exit_code_for(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
         if cause.is::<BundleError>() {
             return 3;
+        }
+        if cause.is::<dermcam::config::ConfigError>() {
+            return 6;
         }
         if cause.is::<dermcam::dataset::DatasetError>() || cause.is::<dermcam::eval::EvalError>() {
             return 5;
@@ -121,6 +190,37 @@ pub fn run() -> Result<ExitCode> {
         Cmd::Eval { dataset, split, model, report } => eval(&dataset, &split, &model, &report),
         Cmd::Bench { models, threads, iterations, backend, json } => bench(models, threads, iterations, backend, json),
         Cmd::Models { dir } => list_models(dir),
+        Cmd::Run { config, board } => {
+            let file = if config.exists() || board.is_none() { Some(config.as_path()) } else { None };
+            let cfg = dermcam::config::Config::load(file, board.as_deref())?;
+            crate::app::run(cfg, crate::app::RunOptions { log: true, exit_when_source_ends: false })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Demo { once, interval_ms, screen, web, model, images } => {
+            let mut cfg = dermcam::config::Config::default();
+            cfg.source = dermcam::config::SourceConfig::Images { path: images.unwrap_or_else(|| samples_dir().display().to_string()), interval_ms, repeat: !once };
+            cfg.screen = dermcam::config::ScreenConfig::Png { path: screen, width: 800, height: 480 };
+            cfg.model.path = Some(model.dir());
+            cfg.model.threads = model.threads;
+            cfg.model.backend = model.options().backend;
+            cfg.button.stdin = !once;
+            cfg.web.enabled = web != "off";
+            if cfg.web.enabled {
+                cfg.web.bind = web;
+            }
+            println!("dermcam demo - {}", dermcam::DISCLAIMER);
+            crate::app::run(cfg, crate::app::RunOptions { log: true, exit_when_source_ends: once })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::CheckConfig { config, board } => check_config(config, board),
+        Cmd::Boards => {
+            for (name, path) in dermcam::config::list_boards() {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let summary = text.lines().find_map(|l| l.strip_prefix("# ")).unwrap_or("");
+                println!("{name:<24} {summary}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

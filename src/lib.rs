@@ -37,3 +37,6 @@ pub mod quality;
 pub mod render;
 pub mod screen;
 pub mod source;
+pub mod storage;
+#[cfg(feature = "web")]
+pub mod web;

@@ -1,5 +1,6 @@
 //! Thin entry point: parse, run, print the whole error chain, map it to an exit code.
 
+mod app;
 mod cli;
 
 use std::process::ExitCode;

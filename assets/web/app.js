@@ -1,0 +1,33 @@
+// Live panel: polls the device status once a second and refreshes the frame snapshot.
+(function () {
+  const img = document.getElementById("live-frame");
+  const label = document.getElementById("live-label");
+  const meta = document.getElementById("live-meta");
+  const freeze = document.getElementById("freeze");
+  if (!img) return;
+  let version = -1;
+  async function tick() {
+    try {
+      const r = await fetch("api/v1/status", { credentials: "same-origin" });
+      if (r.ok) {
+        const s = await r.json();
+        const st = s.display;
+        if (st) {
+          label.textContent = s.headline + (st.frozen ? " (frozen)" : "");
+          meta.textContent = st.top.map(([n, p]) => n + " " + Math.round(p * 100) + "%").join(" · ") +
+            " | " + s.source + " | " + st.fps.toFixed(1) + " fps";
+        } else {
+          label.textContent = "No live source";
+        }
+        if (s.frame_version !== version && s.frame_version > 0) {
+          version = s.frame_version;
+          img.src = "api/v1/frame.jpg?v=" + version;
+          img.hidden = false;
+        }
+      }
+    } catch (e) { label.textContent = "Device unreachable"; }
+    setTimeout(tick, 1000);
+  }
+  if (freeze) freeze.addEventListener("click", () => fetch("api/v1/freeze", { method: "POST", credentials: "same-origin" }));
+  tick();
+})();

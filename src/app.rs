@@ -1,0 +1,135 @@
+//! The appliance run loop shared by `dermcam run` and `dermcam demo`: builds source, screen,
+//! sinks and the web server from a config, handles signals, the stdin/GPIO/HTTP button.
+
+use anyhow::{Context, Result, bail};
+use dermcam::config::{Config, ScreenConfig, SourceConfig};
+use dermcam::model::{LoadOptions, Model};
+use dermcam::pipeline::{LogSink, Pipeline, Sink};
+use dermcam::screen::{NoScreen, PngScreen, Screen};
+use dermcam::source::{FrameSource, ImagesSource, SyntheticSource};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct RunOptions {
+    /// Print one line per classified frame.
+    pub log: bool,
+    /// Stop when the source ends (demo --once) instead of serving until a signal.
+    pub exit_when_source_ends: bool,
+}
+
+pub fn build_source(cfg: &Config) -> Result<Box<dyn FrameSource>> {
+    Ok(match &cfg.source {
+        SourceConfig::Images { path, interval_ms, repeat } => {
+            let s = ImagesSource::new(path, Duration::from_millis(*interval_ms), *repeat).context("source.kind = \"images\"")?;
+            eprintln!("source: {} images from {path}, every {interval_ms} ms{}", s.len(), if *repeat { ", looping" } else { "" });
+            Box::new(s)
+        }
+        SourceConfig::Synthetic { width, height, fps } => Box::new(SyntheticSource::new(*width, *height, *fps)),
+        SourceConfig::Camera { .. } => camera_source(cfg)?,
+    })
+}
+
+#[cfg(feature = "camera")]
+fn camera_source(cfg: &Config) -> Result<Box<dyn FrameSource>> {
+    Ok(dermcam::camera::supervised(&cfg.source)?)
+}
+
+#[cfg(not(feature = "camera"))]
+fn camera_source(_: &Config) -> Result<Box<dyn FrameSource>> {
+    bail!("source.kind = \"camera\" needs cargo feature `camera`: this dermcam was built without feature camera")
+}
+
+pub fn build_screen(cfg: &Config) -> Result<Box<dyn Screen>> {
+    Ok(match &cfg.screen {
+        ScreenConfig::Png { path, width, height } => Box::new(PngScreen::new(path.clone(), *width, *height)),
+        ScreenConfig::None => Box::new(NoScreen),
+        ScreenConfig::Fbdev { .. } | ScreenConfig::Tft { .. } => hardware_screen(cfg)?,
+    })
+}
+
+#[allow(unreachable_code, unused_variables)]
+fn hardware_screen(cfg: &Config) -> Result<Box<dyn Screen>> {
+    match &cfg.screen {
+        #[cfg(feature = "fbdev")]
+        ScreenConfig::Fbdev { device } => return Ok(Box::new(dermcam::fbdev::FbScreen::open(device)?)),
+        #[cfg(feature = "tft")]
+        ScreenConfig::Tft { .. } => return Ok(Box::new(dermcam::tft::TftScreen::open(&cfg.screen)?)),
+        _ => {}
+    }
+    bail!("{}", cfg.missing_features().join("; "))
+}
+
+pub fn load_model(cfg: &Config) -> Result<Arc<Model>> {
+    let dir = cfg.model.path.clone().unwrap_or_else(dermcam::default_model_dir);
+    let m = Model::load(&dir, &LoadOptions { backend: cfg.model.backend, threads: cfg.model.threads })
+        .with_context(|| format!("loading model bundle {}", dir.display()))?;
+    eprintln!("model: {} ({:?}, {}) loaded in {:.0} ms", m.manifest.name, m.manifest.precision, m.manifest.architecture, m.load_time.as_secs_f64() * 1e3);
+    Ok(Arc::new(m))
+}
+
+pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
+    for m in cfg.missing_features() {
+        eprintln!("warning: {m}");
+    }
+    let model = load_model(&cfg)?;
+    let source = build_source(&cfg)?;
+    let screen = build_screen(&cfg)?;
+    if let ScreenConfig::Png { path, .. } = &cfg.screen {
+        eprintln!("screen: rendering to {}", path.display());
+    }
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if opts.log {
+        sinks.push(Box::new(LogSink { manifest: model.manifest.clone() }));
+    }
+    let pipeline = Pipeline::start(model.clone(), source, screen, sinks, cfg.pipeline.clone());
+    let shared = pipeline.shared.clone();
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async {
+        #[cfg(feature = "web")]
+        if cfg.web.enabled {
+            let state = dermcam::web::AppState::new(model.clone(), Some(shared.clone()), cfg.web.clone());
+            let listener = tokio::net::TcpListener::bind(&cfg.web.bind).await.with_context(|| format!("web.bind {}", cfg.web.bind))?;
+            eprintln!("web: http://{}/ {}", listener.local_addr()?, if cfg.web.token.is_some() { "(token required)" } else { "" });
+            let app = dermcam::web::router(state);
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    eprintln!("error: web server: {e}");
+                }
+            });
+        }
+        if cfg.button.stdin {
+            let s = shared.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncBufReadExt;
+                let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+                while let Ok(Some(_)) = lines.next_line().await {
+                    s.toggle_freeze();
+                }
+            });
+        }
+        #[cfg(feature = "gpio")]
+        if let (Some(chip), Some(line)) = (&cfg.button.gpiochip, cfg.button.line) {
+            dermcam::button::spawn(chip, line, shared.clone())?;
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => { eprintln!("SIGINT: shutting down"); break; }
+                _ = term.recv() => { eprintln!("SIGTERM: shutting down"); break; }
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    if opts.exit_when_source_ends && shared.is_shutdown() { break; }
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    shared.request_shutdown();
+    pipeline.join();
+    let c = shared.counters.snapshot();
+    eprintln!(
+        "frames {} inferences {} dropped {} quality-rejected {} errors {} screen-errors {}",
+        c.frames, c.inferences, c.dropped_frames, c.quality_rejections, c.errors, c.screen_errors
+    );
+    Ok(())
+}
