@@ -236,7 +236,9 @@ impl Pipeline {
                     if shared.freeze_requested.swap(false, Ordering::SeqCst) {
                         if frozen.take().is_none() {
                             // Freeze the newest frame and classify it carefully (flip TTA).
-                            if let Some(f) = shared.latest.read().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|u| u.frame.clone()) {
+                            // Bind first: the read guard must be gone before `publish` writes.
+                            let current = shared.latest.read().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|u| u.frame.clone());
+                            if let Some(f) = current {
                                 match model.classify(&f.image, cfg.freeze_tta) {
                                     Ok((p, t)) => {
                                         let mut st = state.clone();
@@ -254,10 +256,12 @@ impl Pipeline {
                                     }
                                 }
                             }
-                        } else if let Some(u) = shared.latest.read().unwrap_or_else(|e| e.into_inner()).clone() {
-                            let mut u = u;
-                            u.state.frozen = false;
-                            publish(&shared, &mut sinks, &u);
+                        } else {
+                            let last = shared.latest.read().unwrap_or_else(|e| e.into_inner()).clone();
+                            if let Some(mut u) = last {
+                                u.state.frozen = false;
+                                publish(&shared, &mut sinks, &u);
+                            }
                         }
                     }
                     if frozen.is_some() {

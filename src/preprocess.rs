@@ -46,11 +46,24 @@ pub fn sniff_format(bytes: &[u8]) -> Option<ImageFormat> {
     }
 }
 
+/// A JPEG is complete when an end-of-image marker (FF D9) follows its last start-of-scan
+/// (FF DA). Inside entropy-coded data FF is always stuffed (FF 00) or a restart marker, so an
+/// FF D9 there can only be the real end; an embedded EXIF thumbnail's EOI comes before the SOS.
+pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    let last_eoi = bytes.windows(2).rposition(|w| w == [0xFF, 0xD9]);
+    matches!((last_sos, last_eoi), (Some(s), Some(e)) if e > s)
+}
+
 /// Decode JPEG/PNG bytes to RGB8, applying EXIF orientation (phone photos), refusing
 /// images whose decoded size exceeds `max_pixels` before allocating them.
 pub fn decode_image(bytes: &[u8], what: &str, max_pixels: u64) -> Result<RgbImage, ImageError> {
     let format = sniff_format(bytes).ok_or_else(|| ImageError::UnsupportedFormat { what: what.into() })?;
     let dec_err = |e: image::ImageError| ImageError::Decode { what: what.into(), message: e.to_string() };
+    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        // The JPEG decoder fills missing scan data with grey; refuse instead of classifying it.
+        return Err(ImageError::Decode { what: what.into(), message: "JPEG data ends before its end-of-image marker (truncated)".into() });
+    }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = image::Limits::default();
     // RGBA16 is the widest buffer a JPEG/PNG decode can need: 8 bytes per pixel.

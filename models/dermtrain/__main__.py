@@ -27,6 +27,8 @@ def main(argv=None):
     e.add_argument("--name"); e.add_argument("--calib-images", type=int, default=200)
     e.add_argument("--abstain", type=float, default=0.5)
     e.add_argument("--no-int8", action="store_true")
+    e.add_argument("--dermcam", default=str(data.HERE.parent / "target" / "release" / "dermcam"),
+                   help="dermcam binary used to re-measure the bundles (skipped if missing)")
     e.add_argument("--threads", type=int, default=0)
     e.add_argument("--limit-per-class", type=int, default=0)
     b = sub.add_parser("ort-bench", help="time ONNX Runtime on a bundle (for the tract/ORT ratio)")

@@ -1,0 +1,76 @@
+//! dermcam integration tests (one binary). They use the real shipped model bundles and the
+//! bundled sample images; nothing here needs a camera, a GPU, the network or apt.
+
+mod bundle;
+mod cli;
+mod pipeline;
+mod render;
+#[cfg(feature = "web")]
+mod web;
+
+use dermcam::model::{LoadOptions, Model};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn bundle_dir(name: &str) -> PathBuf {
+    root().join("models").join(name)
+}
+
+pub fn default_bundle() -> PathBuf {
+    bundle_dir(dermcam::DEFAULT_BUNDLE)
+}
+
+pub fn samples() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("tests/samples"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    v.sort();
+    assert!(v.len() >= 5, "bundled samples missing");
+    v
+}
+
+/// True class folder from a sample file name (`<class>__<ISIC id>.jpg`).
+pub fn sample_class(p: &Path) -> String {
+    p.file_name().unwrap().to_str().unwrap().split("__").next().unwrap().to_string()
+}
+
+/// Models are loaded once per test binary (loading costs ~0.5 s each).
+pub fn model(name: &str) -> Arc<Model> {
+    static CACHE: OnceLock<Mutex<Vec<(String, Arc<Model>)>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut g = cache.lock().unwrap();
+    if let Some((_, m)) = g.iter().find(|(n, _)| n == name) {
+        return m.clone();
+    }
+    let m = Arc::new(Model::load(&bundle_dir(name), &LoadOptions { threads: 2, ..Default::default() }).unwrap_or_else(|e| panic!("{name}: {e}")));
+    g.push((name.to_string(), m.clone()));
+    m
+}
+
+pub fn default_model() -> Arc<Model> {
+    model(dermcam::DEFAULT_BUNDLE)
+}
+
+/// A fresh scratch folder under target/.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = root().join("target/test-scratch").join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn copy_bundle(name: &str, to: &Path) -> PathBuf {
+    let dst = to.join(name);
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in ["model.onnx", "model.json"] {
+        std::fs::copy(bundle_dir(name).join(f), dst.join(f)).unwrap();
+    }
+    dst
+}

@@ -1,0 +1,192 @@
+//! The live pipeline end to end with the real model and the images source, the camera
+//! supervisor against a fake device, and the latest-frame mailbox.
+
+use crate::*;
+use dermcam::config::PipelineConfig;
+use dermcam::pipeline::{Latest, Pipeline, Sink, Update};
+use dermcam::render::SourceStatus;
+use dermcam::screen::PngScreen;
+use dermcam::source::{Frame, FrameSource, ImagesSource, Reconnecting, SourceError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Collect(Arc<Mutex<Vec<Update>>>);
+
+impl Sink for Collect {
+    fn publish(&mut self, u: &Update) {
+        self.0.lock().unwrap().push(u.clone());
+    }
+}
+
+#[test]
+fn images_source_drives_the_real_model_to_the_screen() {
+    let tmp = scratch("pipeline-images");
+    let png = tmp.join("screen.png");
+    let model = default_model();
+    let source = ImagesSource::new(root().join("tests/samples").to_str().unwrap(), Duration::from_millis(150), false).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let p = Pipeline::start(model.clone(), Box::new(source), Box::new(PngScreen::new(png.clone(), 320, 240)), vec![Box::new(Collect(seen.clone()))], PipelineConfig::default());
+    let shared = p.shared.clone();
+    p.join();
+    let updates = seen.lock().unwrap();
+    let classified: Vec<&Update> = updates.iter().filter(|u| u.prediction.is_some()).collect();
+    assert_eq!(classified.len(), samples().len(), "every slide classified once");
+    for u in classified {
+        let f = u.frame.as_ref().unwrap();
+        let s = samples().into_iter().find(|s| s.file_name().unwrap().to_str() == f.label.as_deref()).unwrap();
+        let (direct, _) = model.classify(&dermcam::preprocess::load_image(&s, u64::MAX).unwrap(), false).unwrap();
+        assert_eq!(u.prediction.as_ref().unwrap().top1().0, direct.top1().0);
+        // New scene per slide: smoothing must not blend two different lesions.
+        assert_eq!(u.state.top[0].0, model.manifest.classes[direct.top1().0].name);
+    }
+    assert!(shared.first_present.load(Ordering::SeqCst));
+    let screen = image::open(&png).unwrap();
+    assert_eq!((screen.width(), screen.height()), (320, 240));
+    let c = shared.counters.snapshot();
+    assert_eq!((c.frames as usize, c.inferences as usize, c.errors), (samples().len(), samples().len(), 0));
+}
+
+#[test]
+fn dark_frames_are_not_classified() {
+    struct Dark(u64);
+    impl FrameSource for Dark {
+        fn next_frame(&mut self) -> Result<Frame, SourceError> {
+            if self.0 >= 3 {
+                return Err(SourceError::Ended);
+            }
+            self.0 += 1;
+            std::thread::sleep(Duration::from_millis(20));
+            Ok(Frame { image: Arc::new(image::RgbImage::from_pixel(640, 480, image::Rgb([8, 6, 5]))), seq: self.0, captured: Instant::now(), scene: 0, label: None })
+        }
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let p = Pipeline::start(default_model(), Box::new(Dark(0)), Box::new(dermcam::screen::NoScreen), vec![Box::new(Collect(seen.clone()))], PipelineConfig::default());
+    let shared = p.shared.clone();
+    p.join();
+    assert_eq!(shared.counters.snapshot().inferences, 0);
+    assert!(shared.counters.snapshot().quality_rejections >= 1);
+    assert!(seen.lock().unwrap().iter().any(|u| u.state.quality.as_deref() == Some("More light")));
+}
+
+/// A fake camera: serves `ok` frames, then fails `fail` times (unplugged), then serves again.
+struct FakeCam {
+    frames_left: usize,
+}
+
+impl FrameSource for FakeCam {
+    fn next_frame(&mut self) -> Result<Frame, SourceError> {
+        if self.frames_left == 0 {
+            return Err(SourceError::Disconnected("read failed: ENODEV".into()));
+        }
+        self.frames_left -= 1;
+        std::thread::sleep(Duration::from_millis(10));
+        let img = dermcam::preprocess::load_image(&samples()[1], u64::MAX).unwrap();
+        Ok(Frame { image: Arc::new(img), seq: 0, captured: Instant::now(), scene: 0, label: None })
+    }
+}
+
+#[test]
+fn supervisor_reopens_an_unplugged_camera_with_backoff() {
+    let opens = Arc::new(AtomicUsize::new(0));
+    let o = opens.clone();
+    // open #1 works (3 frames), #2 and #3 fail (device gone), #4 works again.
+    let mut sup = Reconnecting::new(
+        move || {
+            let n = o.fetch_add(1, Ordering::SeqCst);
+            match n {
+                1 | 2 => Err(SourceError::Disconnected("/dev/video0: No such file or directory".into())),
+                _ => Ok(Box::new(FakeCam { frames_left: 3 }) as Box<dyn FrameSource>),
+            }
+        },
+        Duration::from_millis(20),
+        Duration::from_millis(200),
+    );
+    let mut log = Vec::new();
+    let start = Instant::now();
+    for _ in 0..7 {
+        log.push(match sup.next_frame() {
+            Ok(_) => "frame",
+            Err(SourceError::Disconnected(_)) => "gone",
+            Err(e) => panic!("{e}"),
+        });
+    }
+    assert_eq!(log, ["frame", "frame", "frame", "gone", "gone", "gone", "frame"]);
+    assert_eq!(sup.reconnects, 1);
+    // Backoff 20 + 40 ms between the failed opens: back well within 2 s.
+    assert!(start.elapsed() < Duration::from_secs(2), "back within 2 s");
+    assert_eq!(opens.load(Ordering::SeqCst), 4);
+}
+
+#[test]
+fn pipeline_shows_disconnected_and_recovers() {
+    let opens = Arc::new(AtomicUsize::new(0));
+    let o = opens.clone();
+    let sup = Reconnecting::new(
+        move || match o.fetch_add(1, Ordering::SeqCst) {
+            0 => Ok(Box::new(FakeCam { frames_left: 2 }) as Box<dyn FrameSource>),
+            1..=3 => Err(SourceError::Disconnected("unplugged".into())),
+            _ => Ok(Box::new(FakeCam { frames_left: 4 }) as Box<dyn FrameSource>),
+        },
+        Duration::from_millis(30),
+        Duration::from_millis(100),
+    );
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let p = Pipeline::start(default_model(), Box::new(sup), Box::new(dermcam::screen::NoScreen), vec![Box::new(Collect(seen.clone()))], PipelineConfig::default());
+    let shared = p.shared.clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shared.counters.snapshot().inferences < 5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    shared.request_shutdown();
+    p.join();
+    let updates = seen.lock().unwrap();
+    let states: Vec<&SourceStatus> = updates.iter().map(|u| &u.state.source).collect();
+    let gone = states.iter().position(|s| matches!(s, SourceStatus::Disconnected(_))).expect("disconnection shown");
+    assert!(states[gone..].iter().any(|s| **s == SourceStatus::Live), "live again after reconnect: {states:?}");
+    assert!(shared.counters.snapshot().inferences >= 5);
+}
+
+#[test]
+fn latest_slot_keeps_only_the_newest_frame() {
+    let slot: Arc<Latest<Vec<u8>>> = Arc::new(Latest::default());
+    let mut dropped = 0;
+    for i in 0..1000u32 {
+        if slot.put(vec![(i % 256) as u8; 1024]) {
+            dropped += 1;
+        }
+    }
+    assert_eq!(dropped, 999, "a slow reader sees only the newest; older ones are dropped, not queued");
+    let (v, frame) = slot.wait_newer(0, Duration::from_millis(10)).unwrap();
+    assert_eq!((v, frame[0]), (1000, (999 % 256) as u8));
+    assert!(slot.wait_newer(v, Duration::from_millis(10)).is_none());
+}
+
+#[test]
+fn freeze_classifies_with_tta_and_holds() {
+    let model = default_model();
+    let source = ImagesSource::new(root().join("tests/samples").to_str().unwrap(), Duration::from_millis(60), true).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let p = Pipeline::start(model.clone(), Box::new(source), Box::new(dermcam::screen::NoScreen), vec![Box::new(Collect(seen.clone()))], PipelineConfig::default());
+    let shared = p.shared.clone();
+    while shared.counters.snapshot().inferences < 2 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    shared.toggle_freeze();
+    std::thread::sleep(Duration::from_millis(400));
+    let before = shared.counters.snapshot().inferences;
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(shared.counters.snapshot().inferences, before, "no live inference while frozen");
+    let frozen = seen.lock().unwrap().iter().find(|u| u.state.frozen).cloned().expect("a frozen update");
+    let f = frozen.frame.unwrap();
+    let (tta, _) = model.classify(&f.image, true).unwrap();
+    assert_eq!(frozen.prediction.unwrap().probabilities, tta.probabilities);
+    shared.toggle_freeze();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while shared.counters.snapshot().inferences == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(shared.counters.snapshot().inferences > before, "live again after release");
+    shared.request_shutdown();
+    p.join();
+}
