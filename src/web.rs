@@ -336,8 +336,10 @@ async fn classify_form(State(st): State<AppState>, req: Request) -> Response {
             let mut rows = String::new();
             for c in r.classes.iter().take(3) {
                 rows += &format!(
-                    "<tr><td>{}</td><td style=\"width:50%\"><div class=\"bar\"><span style=\"width:{:.1}%\"></span></div></td><td>{:.1}%</td></tr>",
+                    // <progress>, not inline widths: the CSP forbids inline styles.
+                    "<tr><td>{}</td><td class=\"barcell\"><progress max=\"1000\" value=\"{:.0}\">{:.1}%</progress></td><td>{:.1}%</td></tr>",
                     escape(&c.name),
+                    c.probability * 1000.0,
                     c.probability * 100.0,
                     c.probability * 100.0
                 );
