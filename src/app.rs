@@ -81,6 +81,10 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     if opts.log {
         sinks.push(Box::new(LogSink { manifest: model.manifest.clone() }));
     }
+    if cfg.capture.enabled {
+        eprintln!("captures: saving frozen frames to {} (max {})", cfg.capture.dir.display(), cfg.capture.max_files);
+        sinks.push(Box::new(dermcam::storage::CaptureSink::new(cfg.capture.dir.clone(), cfg.capture.max_files, model.manifest.clone())));
+    }
     let pipeline = Pipeline::start(model.clone(), source, screen, sinks, cfg.pipeline.clone());
     let shared = pipeline.shared.clone();
 
@@ -110,7 +114,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         }
         #[cfg(feature = "gpio")]
         if let (Some(chip), Some(line)) = (&cfg.button.gpiochip, cfg.button.line) {
-            dermcam::button::spawn(chip, line, shared.clone())?;
+            dermcam::button::spawn(chip, line, shared.clone()).map_err(|e| anyhow::anyhow!("button: {e}"))?;
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {

@@ -5,9 +5,13 @@
 
 pub mod backend_tract;
 pub mod bench;
+#[cfg(feature = "camera")]
+pub mod camera;
 pub mod classifier;
 pub mod dataset;
 pub mod eval;
+#[cfg(feature = "fbdev")]
+pub mod fbdev;
 pub mod manifest;
 pub mod metrics;
 pub mod model;
@@ -38,5 +42,9 @@ pub mod render;
 pub mod screen;
 pub mod source;
 pub mod storage;
+#[cfg(feature = "tft")]
+pub mod tft;
+#[cfg(feature = "gpio")]
+pub mod button;
 #[cfg(feature = "web")]
 pub mod web;

@@ -112,19 +112,13 @@ impl Model {
     }
 }
 
-#[cfg(feature = "ort")]
-fn load_ort(onnx: &Path, manifest: &Manifest, opts: &LoadOptions) -> Result<(Box<dyn Classifier>, usize), BundleError> {
-    let c = crate::backend_ort::OrtClassifier::load(onnx, manifest, opts.threads, &crate::backend_ort::OrtOptions::from_env())?;
-    let w = c.output_width();
-    Ok((Box::new(c), w))
-}
-
-#[cfg(not(feature = "ort"))]
+/// The ONNX Runtime / TensorRT backend (`ort` feature) is not part of this build yet; a config
+/// or flag that asks for it gets this error instead of a silent fallback to tract.
 fn load_ort(onnx: &Path, _: &Manifest, _: &LoadOptions) -> Result<(Box<dyn Classifier>, usize), BundleError> {
     Err(BundleError::Backend {
         path: onnx.into(),
         backend: "ort".into(),
-        message: "built without feature `ort` (rebuild with --features ort)".into(),
+        message: "this dermcam was built without feature ort (ONNX Runtime / TensorRT backend)".into(),
     })
 }
 

@@ -16,6 +16,7 @@ def main(argv=None):
     t.add_argument("--epochs", type=int); t.add_argument("--size", type=int)
     t.add_argument("--batch", type=int); t.add_argument("--lr", type=float)
     t.add_argument("--teacher", help="best.pt of a teacher run for knowledge distillation")
+    t.add_argument("--init", help="best.pt to start from (warm start; same architecture)")
     t.add_argument("--patience", type=int, default=0, help="early stopping (epochs without val gain)")
     t.add_argument("--limit-per-class", type=int, default=0, help="tiny subsets for smoke tests")
     t.add_argument("--threads", type=int, default=0)

@@ -156,6 +156,13 @@ def train(args):
     yva = np.array([s.label for s in val_s])
 
     model, init = nets.build(args.arch, len(classes), pretrained=True)
+    if args.init:
+        # Warm start (e.g. distillation on top of a from-scratch run); recorded in provenance.
+        ck0 = torch.load(args.init, map_location="cpu")
+        if ck0["arch"] != args.arch:
+            raise data.DatasetError(f"--init {args.init} is a {ck0['arch']} checkpoint, not {args.arch}")
+        model.load_state_dict(ck0["model"])
+        init = f"{init}, then {ck0.get('recipe')} recipe for {ck0.get('epoch')} epochs ({args.init})"
     nets.freeze_early(model, args.arch, r["freeze"])
     params = [p for p in model.parameters() if p.requires_grad]
     if r["opt"] == "adam":

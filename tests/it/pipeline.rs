@@ -190,3 +190,61 @@ fn freeze_classifies_with_tta_and_holds() {
     shared.request_shutdown();
     p.join();
 }
+
+#[test]
+fn captures_are_complete_and_retention_holds() {
+    let tmp = scratch("captures");
+    let dir = tmp.join("captures");
+    let model = default_model();
+    let source = ImagesSource::new(root().join("tests/samples").to_str().unwrap(), Duration::from_millis(40), true).unwrap();
+    let sink = dermcam::storage::CaptureSink::new(dir.clone(), 2, model.manifest.clone());
+    let p = Pipeline::start(model.clone(), Box::new(source), Box::new(dermcam::screen::NoScreen), vec![Box::new(sink)], PipelineConfig::default());
+    let shared = p.shared.clone();
+    for _ in 0..3 {
+        let n = shared.counters.snapshot().inferences;
+        while shared.counters.snapshot().inferences < n + 2 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        shared.toggle_freeze(); // freeze: saves
+        std::thread::sleep(Duration::from_millis(400));
+        shared.toggle_freeze(); // release
+    }
+    shared.request_shutdown();
+    p.join();
+    let mut jpgs: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "jpg")).collect();
+    jpgs.sort();
+    assert_eq!(jpgs.len(), 2, "retention keeps the newest 2: {jpgs:?}");
+    for j in jpgs {
+        assert!(image::open(&j).is_ok());
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(j.with_extension("json")).unwrap()).unwrap();
+        assert_eq!(v["model"]["sha256"], model.manifest.sha256);
+        assert_eq!(v["classes"].as_array().unwrap().len(), 9);
+    }
+    assert!(!std::fs::read_dir(&dir).unwrap().flatten().any(|e| e.file_name().to_string_lossy().ends_with(".tmp")));
+}
+
+#[test]
+fn capture_to_unwritable_place_is_refused_and_pipeline_continues() {
+    let tmp = scratch("captures-ro");
+    let not_a_dir = tmp.join("file");
+    std::fs::write(&not_a_dir, b"x").unwrap();
+    let model = default_model();
+    let source = ImagesSource::new(root().join("tests/samples").to_str().unwrap(), Duration::from_millis(40), true).unwrap();
+    let sink = dermcam::storage::CaptureSink::new(not_a_dir.join("captures"), 5, model.manifest.clone());
+    let p = Pipeline::start(model, Box::new(source), Box::new(dermcam::screen::NoScreen), vec![Box::new(sink)], PipelineConfig::default());
+    let shared = p.shared.clone();
+    while shared.counters.snapshot().inferences < 2 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    shared.toggle_freeze();
+    std::thread::sleep(Duration::from_millis(300));
+    shared.toggle_freeze();
+    let n = shared.counters.snapshot().inferences;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while shared.counters.snapshot().inferences < n + 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(shared.counters.snapshot().inferences >= n + 2, "pipeline kept classifying");
+    shared.request_shutdown();
+    p.join();
+}
