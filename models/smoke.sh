@@ -14,8 +14,9 @@ PY="$VENV/bin/python"
 OUT=../target/toolchain-smoke
 rm -rf "$OUT"
 "$PY" -m unittest discover -s tests -t . -v
-for arch in resnet18 efficientnet_lite0; do
-  "$PY" -m dermtrain train --arch $arch --recipe best --out "$OUT/run-$arch" --epochs 1 --size 64 --limit-per-class 4 --threads 2
+for spec in resnet18:paper efficientnet_lite0:best; do
+  arch=${spec%%:*}; recipe=${spec##*:}
+  "$PY" -m dermtrain train --arch $arch --recipe $recipe --out "$OUT/run-$arch" --epochs 1 --size 64 --limit-per-class 4 --threads 2
   "$PY" -m dermtrain export --run "$OUT/run-$arch" --bundle "$OUT/$arch" --limit-per-class 2 --calib-images 16 --dermcam ../target/release/dermcam
   IMAGES=(../tests/samples/*.jpg)
   "$PY" -m dermtrain parity --bundle "$OUT/$arch" --out "$OUT/parity-$arch" "${IMAGES[@]}"

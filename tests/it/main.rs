@@ -45,13 +45,20 @@ pub fn sample_class(p: &Path) -> String {
 pub fn model(name: &str) -> Arc<Model> {
     static CACHE: OnceLock<Mutex<Vec<(String, Arc<Model>)>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    let mut g = cache.lock().unwrap();
-    if let Some((_, m)) = g.iter().find(|(n, _)| n == name) {
-        return m.clone();
-    }
-    let m = Arc::new(Model::load(&bundle_dir(name), &LoadOptions { threads: 2, ..Default::default() }).unwrap_or_else(|e| panic!("{name}: {e}")));
-    g.push((name.to_string(), m.clone()));
-    m
+    // A failed load panics after the lock is released, so one missing bundle cannot poison
+    // the cache for every other test.
+    let loaded = {
+        let mut g = cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, m)) = g.iter().find(|(n, _)| n == name) {
+            return m.clone();
+        }
+        let r = Model::load(&bundle_dir(name), &LoadOptions { threads: 2, ..Default::default() }).map(Arc::new);
+        if let Ok(m) = &r {
+            g.push((name.to_string(), m.clone()));
+        }
+        r
+    };
+    loaded.unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 pub fn default_model() -> Arc<Model> {
