@@ -13,7 +13,8 @@ ARGS=(); for b in "${BUNDLES[@]}"; do ARGS+=(--model "$b"); done
 TMP=$(mktemp -d)
 "$BIN" bench "${ARGS[@]}" --threads 1 --iterations "$ITER" --json > "$TMP/tract1.jsonl"
 "$BIN" bench "${ARGS[@]}" --threads 0 --iterations "$ITER" --json > "$TMP/tractN.jsonl"
-(cd models && "../$PY" -m dermtrain ort-bench "${BUNDLES[@]/#/../}" --iterations "$ITER" --threads 1 0) > "$TMP/ort.jsonl"
+PYABS=$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")
+(cd models && "$PYABS" -m dermtrain ort-bench "${BUNDLES[@]/#/../}" --iterations "$ITER" --threads 1 0) > "$TMP/ort.jsonl"
 "$PY" - "$TMP" <<'PYEOF'
 import json, os, sys
 d = sys.argv[1]

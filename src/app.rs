@@ -19,12 +19,23 @@ pub struct RunOptions {
 
 pub fn build_source(cfg: &Config) -> Result<Box<dyn FrameSource>> {
     Ok(match &cfg.source {
-        SourceConfig::Images { path, interval_ms, repeat } => {
-            let s = ImagesSource::new(path, Duration::from_millis(*interval_ms), *repeat).context("source.kind = \"images\"")?;
-            eprintln!("source: {} images from {path}, every {interval_ms} ms{}", s.len(), if *repeat { ", looping" } else { "" });
+        SourceConfig::Images {
+            path,
+            interval_ms,
+            repeat,
+        } => {
+            let s = ImagesSource::new(path, Duration::from_millis(*interval_ms), *repeat)
+                .context("source.kind = \"images\"")?;
+            eprintln!(
+                "source: {} images from {path}, every {interval_ms} ms{}",
+                s.len(),
+                if *repeat { ", looping" } else { "" }
+            );
             Box::new(s)
         }
-        SourceConfig::Synthetic { width, height, fps } => Box::new(SyntheticSource::new(*width, *height, *fps)),
+        SourceConfig::Synthetic { width, height, fps } => {
+            Box::new(SyntheticSource::new(*width, *height, *fps))
+        }
         SourceConfig::Camera { .. } => camera_source(cfg)?,
     })
 }
@@ -36,12 +47,18 @@ fn camera_source(cfg: &Config) -> Result<Box<dyn FrameSource>> {
 
 #[cfg(not(feature = "camera"))]
 fn camera_source(_: &Config) -> Result<Box<dyn FrameSource>> {
-    bail!("source.kind = \"camera\" needs cargo feature `camera`: this dermcam was built without feature camera")
+    bail!(
+        "source.kind = \"camera\" needs cargo feature `camera`: this dermcam was built without feature camera"
+    )
 }
 
 pub fn build_screen(cfg: &Config) -> Result<Box<dyn Screen>> {
     Ok(match &cfg.screen {
-        ScreenConfig::Png { path, width, height } => Box::new(PngScreen::new(path.clone(), *width, *height)),
+        ScreenConfig::Png {
+            path,
+            width,
+            height,
+        } => Box::new(PngScreen::new(path.clone(), *width, *height)),
         ScreenConfig::None => Box::new(NoScreen),
         ScreenConfig::Fbdev { .. } | ScreenConfig::Tft { .. } => hardware_screen(cfg)?,
     })
@@ -51,19 +68,39 @@ pub fn build_screen(cfg: &Config) -> Result<Box<dyn Screen>> {
 fn hardware_screen(cfg: &Config) -> Result<Box<dyn Screen>> {
     match &cfg.screen {
         #[cfg(feature = "fbdev")]
-        ScreenConfig::Fbdev { device } => return Ok(Box::new(dermcam::fbdev::FbScreen::open(device)?)),
+        ScreenConfig::Fbdev { device } => {
+            return Ok(Box::new(dermcam::fbdev::FbScreen::open(device)?));
+        }
         #[cfg(feature = "tft")]
-        ScreenConfig::Tft { .. } => return Ok(Box::new(dermcam::tft::TftScreen::open(&cfg.screen)?)),
+        ScreenConfig::Tft { .. } => {
+            return Ok(Box::new(dermcam::tft::TftScreen::open(&cfg.screen)?));
+        }
         _ => {}
     }
     bail!("{}", cfg.missing_features().join("; "))
 }
 
 pub fn load_model(cfg: &Config) -> Result<Arc<Model>> {
-    let dir = cfg.model.path.clone().unwrap_or_else(dermcam::default_model_dir);
-    let m = Model::load(&dir, &LoadOptions { backend: cfg.model.backend, threads: cfg.model.threads })
-        .with_context(|| format!("loading model bundle {}", dir.display()))?;
-    eprintln!("model: {} ({:?}, {}) loaded in {:.0} ms", m.manifest.name, m.manifest.precision, m.manifest.architecture, m.load_time.as_secs_f64() * 1e3);
+    let dir = cfg
+        .model
+        .path
+        .clone()
+        .unwrap_or_else(dermcam::default_model_dir);
+    let m = Model::load(
+        &dir,
+        &LoadOptions {
+            backend: cfg.model.backend,
+            threads: cfg.model.threads,
+        },
+    )
+    .with_context(|| format!("loading model bundle {}", dir.display()))?;
+    eprintln!(
+        "model: {} ({:?}, {}) loaded in {:.0} ms",
+        m.manifest.name,
+        m.manifest.precision,
+        m.manifest.architecture,
+        m.load_time.as_secs_f64() * 1e3
+    );
     Ok(Arc::new(m))
 }
 
@@ -79,22 +116,46 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     }
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if opts.log {
-        sinks.push(Box::new(LogSink { manifest: model.manifest.clone() }));
+        sinks.push(Box::new(LogSink {
+            manifest: model.manifest.clone(),
+        }));
     }
     if cfg.capture.enabled {
-        eprintln!("captures: saving frozen frames to {} (max {})", cfg.capture.dir.display(), cfg.capture.max_files);
-        sinks.push(Box::new(dermcam::storage::CaptureSink::new(cfg.capture.dir.clone(), cfg.capture.max_files, model.manifest.clone())));
+        eprintln!(
+            "captures: saving frozen frames to {} (max {})",
+            cfg.capture.dir.display(),
+            cfg.capture.max_files
+        );
+        sinks.push(Box::new(dermcam::storage::CaptureSink::new(
+            cfg.capture.dir.clone(),
+            cfg.capture.max_files,
+            model.manifest.clone(),
+        )));
     }
     let pipeline = Pipeline::start(model.clone(), source, screen, sinks, cfg.pipeline.clone());
     let shared = pipeline.shared.clone();
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         #[cfg(feature = "web")]
         if cfg.web.enabled {
-            let state = dermcam::web::AppState::new(model.clone(), Some(shared.clone()), cfg.web.clone());
-            let listener = tokio::net::TcpListener::bind(&cfg.web.bind).await.with_context(|| format!("web.bind {}", cfg.web.bind))?;
-            eprintln!("web: http://{}/ {}", listener.local_addr()?, if cfg.web.token.is_some() { "(token required)" } else { "" });
+            let state =
+                dermcam::web::AppState::new(model.clone(), Some(shared.clone()), cfg.web.clone());
+            let listener = tokio::net::TcpListener::bind(&cfg.web.bind)
+                .await
+                .with_context(|| format!("web.bind {}", cfg.web.bind))?;
+            eprintln!(
+                "web: http://{}/ {}",
+                listener.local_addr()?,
+                if cfg.web.token.is_some() {
+                    "(token required)"
+                } else {
+                    ""
+                }
+            );
             let app = dermcam::web::router(state);
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, app).await {
@@ -114,7 +175,8 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         }
         #[cfg(feature = "gpio")]
         if let (Some(chip), Some(line)) = (&cfg.button.gpiochip, cfg.button.line) {
-            dermcam::button::spawn(chip, line, shared.clone()).map_err(|e| anyhow::anyhow!("button: {e}"))?;
+            dermcam::button::spawn(chip, line, shared.clone())
+                .map_err(|e| anyhow::anyhow!("button: {e}"))?;
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {

@@ -19,19 +19,33 @@ pub struct TractClassifier {
 impl TractClassifier {
     /// `threads`: 0 = all cores; 1 = tract's single-threaded executor.
     pub fn load(onnx: &Path, manifest: &Manifest, threads: usize) -> Result<Self, BundleError> {
-        let err = |e: anyhow::Error| BundleError::Model { path: onnx.into(), message: format!("{e:#}") };
+        let err = |e: anyhow::Error| BundleError::Model {
+            path: onnx.into(),
+            message: format!("{e:#}"),
+        };
         let (w, h) = (manifest.input.width, manifest.input.height);
         let mut model = tract_onnx::onnx().model_for_path(onnx).map_err(err)?;
         // Compare the file's declared input shape with the manifest before pinning it.
         let declared = model.input_fact(0).map_err(err)?.clone();
         if !declared.shape.is_open() {
-            let dims: Vec<String> =
-                declared.shape.dims().map(|d| d.concretize().map_or("?".into(), |t| t.to_string())).collect();
+            let dims: Vec<String> = declared
+                .shape
+                .dims()
+                .map(|d| d.concretize().map_or("?".into(), |t| t.to_string()))
+                .collect();
             let expect = ["1".to_string(), "3".into(), h.to_string(), w.to_string()];
             let matches = dims.len() == 4
-                && dims.iter().zip(&expect).all(|(d, e)| d == e || d.parse::<i64>().is_err());
+                && dims
+                    .iter()
+                    .zip(&expect)
+                    .all(|(d, e)| d == e || d.parse::<i64>().is_err());
             if !matches {
-                return Err(BundleError::InputShape { path: onnx.into(), model: dims, width: w, height: h });
+                return Err(BundleError::InputShape {
+                    path: onnx.into(),
+                    model: dims,
+                    width: w,
+                    height: h,
+                });
             }
         }
         model = model
@@ -43,10 +57,26 @@ impl TractClassifier {
             .shape
             .as_concrete()
             .map(|s| s.iter().product::<usize>())
-            .ok_or_else(|| BundleError::Model { path: onnx.into(), message: format!("output shape {:?} is not fixed", out_fact.shape) })?;
-        let threads = if threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { threads };
-        let executor = if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread };
-        let options = RunOptions { executor: Some(executor), ..Default::default() };
+            .ok_or_else(|| BundleError::Model {
+                path: onnx.into(),
+                message: format!("output shape {:?} is not fixed", out_fact.shape),
+            })?;
+        let threads = if threads == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            threads
+        };
+        let executor = if threads > 1 {
+            Executor::multithread(threads)
+        } else {
+            Executor::SingleThread
+        };
+        let options = RunOptions {
+            executor: Some(executor),
+            ..Default::default()
+        };
         let plan = typed.into_runnable_with_options(&options).map_err(err)?;
         Ok(TractClassifier { plan, outputs })
     }

@@ -19,7 +19,12 @@ impl Percentiles {
     pub fn of(mut ms: Vec<f64>) -> Percentiles {
         ms.sort_by(f64::total_cmp);
         let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
-        Percentiles { p50_ms: at(0.5), p90_ms: at(0.9), p99_ms: at(0.99), mean_ms: ms.iter().sum::<f64>() / ms.len() as f64 }
+        Percentiles {
+            p50_ms: at(0.5),
+            p90_ms: at(0.9),
+            p99_ms: at(0.99),
+            mean_ms: ms.iter().sum::<f64>() / ms.len() as f64,
+        }
     }
 }
 
@@ -50,11 +55,19 @@ pub fn peak_rss_mb() -> Option<f64> {
 /// the same work on every machine without shipping a large image.
 pub fn test_frame() -> RgbImage {
     RgbImage::from_fn(640, 480, |x, y| {
-        image::Rgb([(x * 255 / 639) as u8, (y * 255 / 479) as u8, (((x ^ y) & 0x3f) * 3) as u8])
+        image::Rgb([
+            (x * 255 / 639) as u8,
+            (y * 255 / 479) as u8,
+            (((x ^ y) & 0x3f) * 3) as u8,
+        ])
     })
 }
 
-pub fn bench_bundle(dir: &Path, opts: &LoadOptions, iterations: usize) -> Result<BenchResult, Box<dyn std::error::Error + Send + Sync>> {
+pub fn bench_bundle(
+    dir: &Path,
+    opts: &LoadOptions,
+    iterations: usize,
+) -> Result<BenchResult, Box<dyn std::error::Error + Send + Sync>> {
     let frame = test_frame();
     let t0 = Instant::now();
     let model = Model::load(dir, opts)?;
@@ -81,7 +94,13 @@ pub fn bench_bundle(dir: &Path, opts: &LoadOptions, iterations: usize) -> Result
         bundle: model.manifest.name.clone(),
         precision: format!("{:?}", model.manifest.precision).to_lowercase(),
         backend: format!("{:?}", opts.backend).to_lowercase(),
-        threads: if opts.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { opts.threads },
+        threads: if opts.threads == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            opts.threads
+        },
         load_ms,
         first_prediction_ms,
         preprocess_share_of_inference: preprocess_640x480.p50_ms / inference.p50_ms,

@@ -13,9 +13,16 @@ pub fn spawn(chip: &Path, line: u32, shared: Arc<Shared>) -> Result<(), String> 
     let mut c = Chip::new(chip).map_err(|e| format!("{}: {e}", chip.display()))?;
     let handle = c
         .get_line(line)
-        .and_then(|l| l.request(LineRequestFlags::INPUT | LineRequestFlags::ACTIVE_LOW, 0, "dermcam-button"))
+        .and_then(|l| {
+            l.request(
+                LineRequestFlags::INPUT | LineRequestFlags::ACTIVE_LOW,
+                0,
+                "dermcam-button",
+            )
+        })
         .map_err(|e| format!("{} line {line}: {e}", chip.display()))?;
-    let mut pin = CdevPin::new(handle).map_err(|e| format!("{} line {line}: {e}", chip.display()))?;
+    let mut pin =
+        CdevPin::new(handle).map_err(|e| format!("{} line {line}: {e}", chip.display()))?;
     std::thread::Builder::new()
         .name("button".into())
         .spawn(move || {

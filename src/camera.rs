@@ -6,7 +6,9 @@ use crate::config::{PixelFormat, SourceConfig};
 use crate::source::{Frame, FrameSource, Reconnecting, SourceError, mjpeg_to_rgb, yuyv_to_rgb};
 use nokhwa::Camera;
 use nokhwa::pixel_format::RgbFormat;
-use nokhwa::utils::{CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType, Resolution};
+use nokhwa::utils::{
+    CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType, Resolution,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,54 +25,122 @@ pub struct CameraSource {
 unsafe impl Send for CameraSource {}
 
 fn index_for(device: &str) -> CameraIndex {
-    match device.strip_prefix("/dev/video").and_then(|n| n.parse::<u32>().ok()) {
+    match device
+        .strip_prefix("/dev/video")
+        .and_then(|n| n.parse::<u32>().ok())
+    {
         Some(n) => CameraIndex::Index(n),
         None => CameraIndex::String(device.to_string()),
     }
 }
 
 impl CameraSource {
-    pub fn open(device: &str, format: PixelFormat, width: u32, height: u32, fps: u32) -> Result<CameraSource, SourceError> {
+    pub fn open(
+        device: &str,
+        format: PixelFormat,
+        width: u32,
+        height: u32,
+        fps: u32,
+    ) -> Result<CameraSource, SourceError> {
         if !std::path::Path::new(device).exists() && device.starts_with("/dev/") {
-            return Err(SourceError::Disconnected(format!("{device}: no such device (camera unplugged?)")));
+            return Err(SourceError::Disconnected(format!(
+                "{device}: no such device (camera unplugged?)"
+            )));
         }
         let gone = |e: nokhwa::NokhwaError| SourceError::Disconnected(format!("{device}: {e}"));
-        let mut cam = Camera::new(index_for(device), RequestedFormat::new::<RgbFormat>(RequestedFormatType::None)).map_err(gone)?;
+        let mut cam = Camera::new(
+            index_for(device),
+            RequestedFormat::new::<RgbFormat>(RequestedFormatType::None),
+        )
+        .map_err(gone)?;
         let modes = cam.compatible_camera_formats().map_err(gone)?;
-        let list = modes.iter().map(|m| format!("{} {}x{}@{}", m.format(), m.width(), m.height(), m.frame_rate())).collect::<Vec<_>>().join(", ");
-        eprintln!("camera {device} ({}): modes: {list}", cam.info().human_name());
+        let list = modes
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} {}x{}@{}",
+                    m.format(),
+                    m.width(),
+                    m.height(),
+                    m.frame_rate()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        eprintln!(
+            "camera {device} ({}): modes: {list}",
+            cam.info().human_name()
+        );
         let fourcc = match format {
             PixelFormat::Mjpeg => FrameFormat::MJPEG,
             PixelFormat::Yuyv => FrameFormat::YUYV,
         };
         let want = CameraFormat::new(Resolution::new(width, height), fourcc, fps);
         if !modes.contains(&want) {
-            return Err(SourceError::Config(format!("{device}: mode {fourcc} {width}x{height}@{fps} not offered; the camera offers: {list}")));
+            return Err(SourceError::Config(format!(
+                "{device}: mode {fourcc} {width}x{height}@{fps} not offered; the camera offers: {list}"
+            )));
         }
-        cam.set_camera_requset(RequestedFormat::new::<RgbFormat>(RequestedFormatType::Exact(want))).map_err(gone)?;
+        cam.set_camera_requset(RequestedFormat::new::<RgbFormat>(
+            RequestedFormatType::Exact(want),
+        ))
+        .map_err(gone)?;
         cam.open_stream().map_err(gone)?;
-        Ok(CameraSource { cam, seq: 0, width, height, max_pixels: 7680 * 4320 })
+        Ok(CameraSource {
+            cam,
+            seq: 0,
+            width,
+            height,
+            max_pixels: 7680 * 4320,
+        })
     }
 }
 
 impl FrameSource for CameraSource {
     fn next_frame(&mut self) -> Result<Frame, SourceError> {
-        let buf = self.cam.frame().map_err(|e| SourceError::Disconnected(e.to_string()))?;
+        let buf = self
+            .cam
+            .frame()
+            .map_err(|e| SourceError::Disconnected(e.to_string()))?;
         let img = match buf.source_frame_format() {
             FrameFormat::MJPEG => mjpeg_to_rgb(buf.buffer(), self.max_pixels)?,
             FrameFormat::YUYV => yuyv_to_rgb(buf.buffer(), self.width, self.height)?,
-            other => return Err(SourceError::Config(format!("unsupported pixel format {other}"))),
+            other => {
+                return Err(SourceError::Config(format!(
+                    "unsupported pixel format {other}"
+                )));
+            }
         };
         self.seq += 1;
-        Ok(Frame { image: Arc::new(img), seq: self.seq, captured: Instant::now(), scene: 0, label: None })
+        Ok(Frame {
+            image: Arc::new(img),
+            seq: self.seq,
+            captured: Instant::now(),
+            scene: 0,
+            label: None,
+        })
     }
 }
 
 /// The configured camera wrapped in the reconnecting supervisor.
 pub fn supervised(cfg: &SourceConfig) -> Result<Box<dyn FrameSource>, SourceError> {
-    let SourceConfig::Camera { device, format, width, height, fps } = cfg.clone() else {
+    let SourceConfig::Camera {
+        device,
+        format,
+        width,
+        height,
+        fps,
+    } = cfg.clone()
+    else {
         return Err(SourceError::Config("not a camera source".into()));
     };
-    let open = move || CameraSource::open(&device, format, width, height, fps).map(|c| Box::new(c) as Box<dyn FrameSource>);
-    Ok(Box::new(Reconnecting::new(open, Duration::from_millis(250), Duration::from_secs(2))))
+    let open = move || {
+        CameraSource::open(&device, format, width, height, fps)
+            .map(|c| Box::new(c) as Box<dyn FrameSource>)
+    };
+    Ok(Box::new(Reconnecting::new(
+        open,
+        Duration::from_millis(250),
+        Duration::from_secs(2),
+    )))
 }

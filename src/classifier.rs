@@ -18,7 +18,9 @@ pub trait Classifier: Send + Sync {
 /// Softmax of `logits / temperature`, computed in f64 for stability.
 pub fn softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
     let t = temperature as f64;
-    let max = logits.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64 / t));
+    let max = logits
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64 / t));
     let exps: Vec<f64> = logits.iter().map(|&v| (v as f64 / t - max).exp()).collect();
     let sum: f64 = exps.iter().sum();
     exps.iter().map(|e| (e / sum) as f32).collect()
@@ -47,7 +49,10 @@ impl Prediction {
 
     pub fn from_probabilities(probabilities: Vec<f32>, manifest: &Manifest) -> Prediction {
         let top = probabilities.iter().cloned().fold(0.0f32, f32::max);
-        Prediction { uncertain: top < manifest.abstain_threshold, probabilities }
+        Prediction {
+            uncertain: top < manifest.abstain_threshold,
+            probabilities,
+        }
     }
 
     /// (class id, probability) of the most likely class.
@@ -66,13 +71,21 @@ impl Prediction {
         self.ranked()
             .into_iter()
             .take(k)
-            .map(|(id, probability)| ClassScore { id, name: manifest.classes[id].name.clone(), probability })
+            .map(|(id, probability)| ClassScore {
+                id,
+                name: manifest.classes[id].name.clone(),
+                probability,
+            })
             .collect()
     }
 
     /// What a screen or page shows as the headline: the class name, or "Uncertain".
     pub fn headline(&self, manifest: &Manifest) -> String {
-        if self.uncertain { "Uncertain".to_string() } else { manifest.classes[self.top1().0].name.clone() }
+        if self.uncertain {
+            "Uncertain".to_string()
+        } else {
+            manifest.classes[self.top1().0].name.clone()
+        }
     }
 }
 

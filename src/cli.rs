@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "dermcam", version, about = "Skin-lesion image classifier appliance. Research/education only: not a medical device.")]
+#[command(
+    name = "dermcam",
+    version,
+    about = "Skin-lesion image classifier appliance. Research/education only: not a medical device."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -38,14 +42,23 @@ enum Backend {
 
 impl ModelArgs {
     fn options(&self) -> LoadOptions {
-        LoadOptions { backend: match self.backend { Backend::Tract => BackendKind::Tract, Backend::Ort => BackendKind::Ort }, threads: self.threads }
+        LoadOptions {
+            backend: match self.backend {
+                Backend::Tract => BackendKind::Tract,
+                Backend::Ort => BackendKind::Ort,
+            },
+            threads: self.threads,
+        }
     }
     fn dir(&self) -> PathBuf {
-        self.model.clone().unwrap_or_else(dermcam::default_model_dir)
+        self.model
+            .clone()
+            .unwrap_or_else(dermcam::default_model_dir)
     }
     fn load(&self) -> Result<Model> {
         let dir = self.dir();
-        Model::load(&dir, &self.options()).with_context(|| format!("loading model bundle {}", dir.display()))
+        Model::load(&dir, &self.options())
+            .with_context(|| format!("loading model bundle {}", dir.display()))
     }
 }
 
@@ -143,7 +156,11 @@ enum Cmd {
 /// Bundled sample images: installed copy, else the source tree's.
 fn samples_dir() -> PathBuf {
     let installed = Path::new("/usr/share/dermcam/samples");
-    if installed.is_dir() { installed.into() } else { Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/samples") }
+    if installed.is_dir() {
+        installed.into()
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/samples")
+    }
 }
 
 fn check_config(config: Option<PathBuf>, board: Option<String>) -> Result<ExitCode> {
@@ -164,7 +181,14 @@ fn check_config(config: Option<PathBuf>, board: Option<String>) -> Result<ExitCo
     for m in &missing {
         println!("{what}: {m}");
     }
-    println!("{what}: OK{}", if missing.is_empty() { "" } else { " (but see above: features missing in this build)" });
+    println!(
+        "{what}: OK{}",
+        if missing.is_empty() {
+            ""
+        } else {
+            " (but see above: features missing in this build)"
+        }
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -186,20 +210,62 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
 pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Classify { inputs, model, top_k, json, tta } => classify(&inputs, &model, top_k, json, tta),
-        Cmd::Eval { dataset, split, model, report } => eval(&dataset, &split, &model, &report),
-        Cmd::Bench { models, threads, iterations, backend, json } => bench(models, threads, iterations, backend, json),
+        Cmd::Classify {
+            inputs,
+            model,
+            top_k,
+            json,
+            tta,
+        } => classify(&inputs, &model, top_k, json, tta),
+        Cmd::Eval {
+            dataset,
+            split,
+            model,
+            report,
+        } => eval(&dataset, &split, &model, &report),
+        Cmd::Bench {
+            models,
+            threads,
+            iterations,
+            backend,
+            json,
+        } => bench(models, threads, iterations, backend, json),
         Cmd::Models { dir } => list_models(dir),
         Cmd::Run { config, board } => {
-            let file = if config.exists() || board.is_none() { Some(config.as_path()) } else { None };
+            let file = if config.exists() || board.is_none() {
+                Some(config.as_path())
+            } else {
+                None
+            };
             let cfg = dermcam::config::Config::load(file, board.as_deref())?;
-            crate::app::run(cfg, crate::app::RunOptions { log: true, exit_when_source_ends: false })?;
+            crate::app::run(
+                cfg,
+                crate::app::RunOptions {
+                    log: true,
+                    exit_when_source_ends: false,
+                },
+            )?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Demo { once, interval_ms, screen, web, model, images } => {
+        Cmd::Demo {
+            once,
+            interval_ms,
+            screen,
+            web,
+            model,
+            images,
+        } => {
             let mut cfg = dermcam::config::Config::default();
-            cfg.source = dermcam::config::SourceConfig::Images { path: images.unwrap_or_else(|| samples_dir().display().to_string()), interval_ms, repeat: !once };
-            cfg.screen = dermcam::config::ScreenConfig::Png { path: screen, width: 800, height: 480 };
+            cfg.source = dermcam::config::SourceConfig::Images {
+                path: images.unwrap_or_else(|| samples_dir().display().to_string()),
+                interval_ms,
+                repeat: !once,
+            };
+            cfg.screen = dermcam::config::ScreenConfig::Png {
+                path: screen,
+                width: 800,
+                height: 480,
+            };
             cfg.model.path = Some(model.dir());
             cfg.model.threads = model.threads;
             cfg.model.backend = model.options().backend;
@@ -209,14 +275,23 @@ pub fn run() -> Result<ExitCode> {
                 cfg.web.bind = web;
             }
             println!("dermcam demo - {}", dermcam::DISCLAIMER);
-            crate::app::run(cfg, crate::app::RunOptions { log: true, exit_when_source_ends: once })?;
+            crate::app::run(
+                cfg,
+                crate::app::RunOptions {
+                    log: true,
+                    exit_when_source_ends: once,
+                },
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::CheckConfig { config, board } => check_config(config, board),
         Cmd::Boards => {
             for (name, path) in dermcam::config::list_boards() {
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
-                let summary = text.lines().find_map(|l| l.strip_prefix("# ")).unwrap_or("");
+                let summary = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("# "))
+                    .unwrap_or("");
                 println!("{name:<24} {summary}");
             }
             Ok(ExitCode::SUCCESS)
@@ -228,42 +303,81 @@ pub fn run() -> Result<ExitCode> {
 /// non-image file named on the command line gets its own error line.
 fn expand_inputs(inputs: &[PathBuf]) -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
         entries.sort();
         for p in entries {
             if p.is_dir() {
                 walk(&p, out);
-            } else if p.extension().and_then(|e| e.to_str()).is_some_and(|e| ["jpg", "jpeg", "png"].contains(&e.to_ascii_lowercase().as_str())) {
+            } else if p
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| ["jpg", "jpeg", "png"].contains(&e.to_ascii_lowercase().as_str()))
+            {
                 out.push(p);
             }
         }
     }
     let mut out = Vec::new();
     for i in inputs {
-        if i.is_dir() { walk(i, &mut out) } else { out.push(i.clone()) }
+        if i.is_dir() {
+            walk(i, &mut out)
+        } else {
+            out.push(i.clone())
+        }
     }
     out
 }
 
 fn bar(p: f32, width: usize) -> String {
     let n = (p * width as f32).round() as usize;
-    format!("{}{}", "#".repeat(n.min(width)), ".".repeat(width - n.min(width)))
+    format!(
+        "{}{}",
+        "#".repeat(n.min(width)),
+        ".".repeat(width - n.min(width))
+    )
 }
 
 fn print_table(path: &Path, p: &Prediction, model: &Model, top_k: usize) {
     let m = &model.manifest;
     let (top, prob) = p.top1();
     if p.uncertain {
-        println!("{}: uncertain (best guess {} {:.1}% < {:.0}% threshold)", path.display(), m.classes[top].name, prob * 100.0, m.abstain_threshold * 100.0);
+        println!(
+            "{}: uncertain (best guess {} {:.1}% < {:.0}% threshold)",
+            path.display(),
+            m.classes[top].name,
+            prob * 100.0,
+            m.abstain_threshold * 100.0
+        );
     } else {
-        println!("{}: {} {:.1}%", path.display(), m.classes[top].name, prob * 100.0);
+        println!(
+            "{}: {} {:.1}%",
+            path.display(),
+            m.classes[top].name,
+            prob * 100.0
+        );
     }
     for s in p.top_k(top_k, m) {
-        println!("  {:<32} {:>6.1}%  {}", s.name, s.probability * 100.0, bar(s.probability, 20));
+        println!(
+            "  {:<32} {:>6.1}%  {}",
+            s.name,
+            s.probability * 100.0,
+            bar(s.probability, 20)
+        );
     }
 }
 
-fn classify(inputs: &[PathBuf], args: &ModelArgs, top_k: usize, json: bool, tta: bool) -> Result<ExitCode> {
+fn classify(
+    inputs: &[PathBuf],
+    args: &ModelArgs,
+    top_k: usize,
+    json: bool,
+    tta: bool,
+) -> Result<ExitCode> {
     let model = args.load()?;
     let files = expand_inputs(inputs);
     if files.is_empty() {
@@ -271,10 +385,18 @@ fn classify(inputs: &[PathBuf], args: &ModelArgs, top_k: usize, json: bool, tta:
     }
     let mut failed = 0;
     if !json {
-        println!("model {} ({:?}); {}", model.manifest.name, model.manifest.precision, dermcam::DISCLAIMER);
+        println!(
+            "model {} ({:?}); {}",
+            model.manifest.name,
+            model.manifest.precision,
+            dermcam::DISCLAIMER
+        );
     }
     for f in &files {
-        match load_image(f, DEFAULT_MAX_PIXELS).map_err(anyhow::Error::from).and_then(|img| Ok(model.classify(&img, tta)?)) {
+        match load_image(f, DEFAULT_MAX_PIXELS)
+            .map_err(anyhow::Error::from)
+            .and_then(|img| Ok(model.classify(&img, tta)?))
+        {
             Ok((p, t)) => {
                 if json {
                     let v = serde_json::json!({
@@ -289,7 +411,10 @@ fn classify(inputs: &[PathBuf], args: &ModelArgs, top_k: usize, json: bool, tta:
             Err(e) => {
                 failed += 1;
                 if json {
-                    println!("{}", serde_json::json!({"path": f, "error": format!("{e:#}")}));
+                    println!(
+                        "{}",
+                        serde_json::json!({"path": f, "error": format!("{e:#}")})
+                    );
                 } else {
                     eprintln!("error: {e:#}");
                 }
@@ -307,42 +432,105 @@ fn eval(dataset: &Path, split: &str, args: &ModelArgs, report_dir: &Path) -> Res
     let model = args.load()?;
     let samples = dermcam::dataset::read_dataset(dataset)?;
     let chosen = dermcam::eval::select(&samples, split, &model)?;
-    eprintln!("evaluating {} on {} images of {} split {split}", model.manifest.name, chosen.len(), dataset.display());
-    let report = dermcam::eval::evaluate(&model, &chosen, &dataset.display().to_string(), split, true);
+    eprintln!(
+        "evaluating {} on {} images of {} split {split}",
+        model.manifest.name,
+        chosen.len(),
+        dataset.display()
+    );
+    let report =
+        dermcam::eval::evaluate(&model, &chosen, &dataset.display().to_string(), split, true);
     report.write(report_dir)?;
     let s = &report.summary;
     println!(
         "{}: n={} accuracy {:.4}  balanced accuracy {:.4}  macro F1 {:.4}  macro AUC {:.4}  ECE {:.4}  melanoma recall {}  abstain {:.3}",
-        report.model, s.n, s.accuracy, s.balanced_accuracy, s.macro_f1, s.macro_auc_ovr, s.ece_15,
-        report.melanoma_recall.map_or("n/a".into(), |r| format!("{r:.4}")), s.abstain_rate
+        report.model,
+        s.n,
+        s.accuracy,
+        s.balanced_accuracy,
+        s.macro_f1,
+        s.macro_auc_ovr,
+        s.ece_15,
+        report
+            .melanoma_recall
+            .map_or("n/a".into(), |r| format!("{r:.4}")),
+        s.abstain_rate
     );
     for (p, e) in &report.failed {
         eprintln!("error: {p}: {e}");
     }
-    println!("wrote {}/report.json, report.md, confusion_matrix.png", report_dir.display());
-    Ok(if report.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(4) })
+    println!(
+        "wrote {}/report.json, report.md, confusion_matrix.png",
+        report_dir.display()
+    );
+    Ok(if report.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(4)
+    })
 }
 
-fn bench(models: Vec<PathBuf>, threads: usize, iterations: usize, backend: Backend, json: bool) -> Result<ExitCode> {
-    let models = if models.is_empty() { dermcam::model::find_bundles(Path::new(dermcam::MODELS_DIR)) } else { models };
-    let opts = ModelArgs { model: None, threads, backend }.options();
+fn bench(
+    models: Vec<PathBuf>,
+    threads: usize,
+    iterations: usize,
+    backend: Backend,
+    json: bool,
+) -> Result<ExitCode> {
+    let models = if models.is_empty() {
+        dermcam::model::find_bundles(Path::new(dermcam::MODELS_DIR))
+    } else {
+        models
+    };
+    let opts = ModelArgs {
+        model: None,
+        threads,
+        backend,
+    }
+    .options();
     if !json {
-        println!("{:<24} {:>5} {:>3} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>8}", "bundle", "prec", "thr", "load ms", "1st ms", "inf p50", "inf p90", "inf p99", "pre p50", "pre/inf", "img/s");
+        println!(
+            "{:<24} {:>5} {:>3} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>8}",
+            "bundle",
+            "prec",
+            "thr",
+            "load ms",
+            "1st ms",
+            "inf p50",
+            "inf p90",
+            "inf p99",
+            "pre p50",
+            "pre/inf",
+            "img/s"
+        );
     }
     for m in &models {
-        let r = dermcam::bench::bench_bundle(m, &opts, iterations).map_err(|e| anyhow::anyhow!("{}: {e}", m.display()))?;
+        let r = dermcam::bench::bench_bundle(m, &opts, iterations)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", m.display()))?;
         if json {
             println!("{}", serde_json::to_string(&r)?);
         } else {
             println!(
                 "{:<24} {:>5} {:>3} {:>8.1} {:>9.1} {:>9.2} {:>9.2} {:>9.2} {:>8.2} {:>6.1}% {:>8.1}",
-                r.bundle, r.precision, r.threads, r.load_ms, r.first_prediction_ms, r.inference.p50_ms, r.inference.p90_ms, r.inference.p99_ms,
-                r.preprocess_640x480.p50_ms, r.preprocess_share_of_inference * 100.0, r.throughput_per_s
+                r.bundle,
+                r.precision,
+                r.threads,
+                r.load_ms,
+                r.first_prediction_ms,
+                r.inference.p50_ms,
+                r.inference.p90_ms,
+                r.inference.p99_ms,
+                r.preprocess_640x480.p50_ms,
+                r.preprocess_share_of_inference * 100.0,
+                r.throughput_per_s
             );
         }
     }
     if !json {
-        println!("peak RSS of this process: {:.1} MB", dermcam::bench::peak_rss_mb().unwrap_or(f64::NAN));
+        println!(
+            "peak RSS of this process: {:.1} MB",
+            dermcam::bench::peak_rss_mb().unwrap_or(f64::NAN)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -350,15 +538,29 @@ fn bench(models: Vec<PathBuf>, threads: usize, iterations: usize, backend: Backe
 fn list_models(dir: Option<PathBuf>) -> Result<ExitCode> {
     let dir = dir.unwrap_or_else(|| PathBuf::from(dermcam::MODELS_DIR));
     let default = dermcam::default_model_dir();
-    println!("{:<26} {:<18} {:>5} {:>8} {:>8} {:>8} {:>8}  default", "bundle", "architecture", "prec", "MB", "val acc", "val bacc", "mel rec");
+    println!(
+        "{:<26} {:<18} {:>5} {:>8} {:>8} {:>8} {:>8}  default",
+        "bundle", "architecture", "prec", "MB", "val acc", "val bacc", "mel rec"
+    );
     for b in dermcam::model::find_bundles(&dir) {
         match dermcam::manifest::read_manifest(&b) {
             Ok(m) => {
-                let size = std::fs::metadata(b.join("model.onnx")).map(|m| m.len() as f64 / 1e6).unwrap_or(f64::NAN);
+                let size = std::fs::metadata(b.join("model.onnx"))
+                    .map(|m| m.len() as f64 / 1e6)
+                    .unwrap_or(f64::NAN);
                 let f = |p: &str| m.metric(p).map_or("-".into(), |v| format!("{v:.4}"));
                 let is_default = b.canonicalize().ok() == default.canonicalize().ok();
-                println!("{:<26} {:<18} {:>5} {:>8.1} {:>8} {:>8} {:>8}  {}", m.name, m.architecture, format!("{:?}", m.precision).to_lowercase(), size,
-                    f("/val/accuracy"), f("/val/balanced_accuracy"), f("/val/melanoma_recall"), if is_default { "*" } else { "" });
+                println!(
+                    "{:<26} {:<18} {:>5} {:>8.1} {:>8} {:>8} {:>8}  {}",
+                    m.name,
+                    m.architecture,
+                    format!("{:?}", m.precision).to_lowercase(),
+                    size,
+                    f("/val/accuracy"),
+                    f("/val/balanced_accuracy"),
+                    f("/val/melanoma_recall"),
+                    if is_default { "*" } else { "" }
+                );
             }
             Err(e) => println!("{}: {e}", b.display()),
         }

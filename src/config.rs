@@ -19,7 +19,11 @@ pub enum ConfigError {
     #[error("unknown board {name:?}; known boards: {known}")]
     UnknownBoard { name: String, known: String },
     #[error("{path}: {field}: {message}")]
-    Invalid { path: PathBuf, field: &'static str, message: String },
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -46,7 +50,11 @@ pub struct ModelConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig { path: None, backend: BackendKind::Tract, threads: 0 }
+        ModelConfig {
+            path: None,
+            backend: BackendKind::Tract,
+            threads: 0,
+        }
     }
 }
 
@@ -116,7 +124,13 @@ fn yes() -> bool {
 
 impl Default for SourceConfig {
     fn default() -> Self {
-        SourceConfig::Camera { device: default_device(), format: default_format(), width: 640, height: 480, fps: 15 }
+        SourceConfig::Camera {
+            device: default_device(),
+            format: default_format(),
+            width: 640,
+            height: 480,
+            fps: 15,
+        }
     }
 }
 
@@ -191,7 +205,11 @@ fn default_gpiochip() -> PathBuf {
 
 impl Default for ScreenConfig {
     fn default() -> Self {
-        ScreenConfig::Png { path: default_png(), width: 800, height: 480 }
+        ScreenConfig::Png {
+            path: default_png(),
+            width: 800,
+            height: 480,
+        }
     }
 }
 
@@ -212,7 +230,13 @@ pub struct PipelineConfig {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        PipelineConfig { ema_alpha: 0.5, min_luma: 35.0, max_luma: 235.0, min_sharpness: 8.0, freeze_tta: true }
+        PipelineConfig {
+            ema_alpha: 0.5,
+            min_luma: 35.0,
+            max_luma: 235.0,
+            min_sharpness: 8.0,
+            freeze_tta: true,
+        }
     }
 }
 
@@ -237,7 +261,11 @@ pub struct CaptureConfig {
 
 impl Default for CaptureConfig {
     fn default() -> Self {
-        CaptureConfig { enabled: false, dir: "/var/lib/dermcam/captures".into(), max_files: 500 }
+        CaptureConfig {
+            enabled: false,
+            dir: "/var/lib/dermcam/captures".into(),
+            max_files: 500,
+        }
     }
 }
 
@@ -278,7 +306,11 @@ pub fn boards_dir() -> PathBuf {
         return p.into();
     }
     let installed = Path::new("/usr/share/dermcam/boards");
-    if installed.is_dir() { installed.into() } else { Path::new(env!("CARGO_MANIFEST_DIR")).join("boards") }
+    if installed.is_dir() {
+        installed.into()
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("boards")
+    }
 }
 
 pub fn list_boards() -> Vec<(String, PathBuf)> {
@@ -288,15 +320,29 @@ pub fn list_boards() -> Vec<(String, PathBuf)> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .map(|p| (p.file_stem().unwrap_or_default().to_string_lossy().to_string(), p))
+        .map(|p| {
+            (
+                p.file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .to_string(),
+                p,
+            )
+        })
         .collect();
     v.sort();
     v
 }
 
 fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
-    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.into(),
+        source,
+    })?;
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+        path: path.into(),
+        message: e.to_string(),
+    })
 }
 
 /// `over` wins; tables merge recursively. A `kind` change replaces the whole table (a board's
@@ -304,7 +350,11 @@ fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
 fn merge(base: &mut toml::Table, over: toml::Table) {
     for (k, v) in over {
         match (base.get_mut(&k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) if b.get("kind") == o.get("kind") || o.get("kind").is_none() => merge(b, o),
+            (Some(toml::Value::Table(b)), toml::Value::Table(o))
+                if b.get("kind") == o.get("kind") || o.get("kind").is_none() =>
+            {
+                merge(b, o)
+            }
             (_, v) => {
                 base.insert(k, v);
             }
@@ -314,14 +364,22 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 
 impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let table = text.parse::<toml::Table>().map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        let table = text
+            .parse::<toml::Table>()
+            .map_err(|e| ConfigError::Parse {
+                path: path.into(),
+                message: e.to_string(),
+            })?;
         Self::from_table(table, path)
     }
 
     fn from_table(table: toml::Table, path: &Path) -> Result<Config, ConfigError> {
         let cfg: Config = toml::Value::Table(table)
             .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: path.into(),
+                message: e.to_string(),
+            })?;
         cfg.validate(path)?;
         Ok(cfg)
     }
@@ -332,9 +390,15 @@ impl Config {
         let mut origin = PathBuf::from("<defaults>");
         if let Some(name) = board {
             let boards = list_boards();
-            let (_, p) = boards.iter().find(|(n, _)| n == name).ok_or_else(|| ConfigError::UnknownBoard {
-                name: name.into(),
-                known: boards.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "),
+            let (_, p) = boards.iter().find(|(n, _)| n == name).ok_or_else(|| {
+                ConfigError::UnknownBoard {
+                    name: name.into(),
+                    known: boards
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }
             })?;
             table = read_table(p)?;
             origin = p.clone();
@@ -347,24 +411,50 @@ impl Config {
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let bad = |field: &'static str, message: String| Err(ConfigError::Invalid { path: path.into(), field, message });
+        let bad = |field: &'static str, message: String| {
+            Err(ConfigError::Invalid {
+                path: path.into(),
+                field,
+                message,
+            })
+        };
         let p = &self.pipeline;
         if !(p.ema_alpha > 0.0 && p.ema_alpha <= 1.0) {
-            return bad("pipeline.ema_alpha", format!("{} not in (0, 1]", p.ema_alpha));
+            return bad(
+                "pipeline.ema_alpha",
+                format!("{} not in (0, 1]", p.ema_alpha),
+            );
         }
-        if !(0.0..=255.0).contains(&p.min_luma) || !(0.0..=255.0).contains(&p.max_luma) || p.min_luma >= p.max_luma {
-            return bad("pipeline.min_luma/max_luma", format!("need 0 <= min_luma < max_luma <= 255, got {} and {}", p.min_luma, p.max_luma));
+        if !(0.0..=255.0).contains(&p.min_luma)
+            || !(0.0..=255.0).contains(&p.max_luma)
+            || p.min_luma >= p.max_luma
+        {
+            return bad(
+                "pipeline.min_luma/max_luma",
+                format!(
+                    "need 0 <= min_luma < max_luma <= 255, got {} and {}",
+                    p.min_luma, p.max_luma
+                ),
+            );
         }
         match &self.source {
-            SourceConfig::Camera { width, height, fps, .. } | SourceConfig::Synthetic { width, height, fps } => {
+            SourceConfig::Camera {
+                width, height, fps, ..
+            }
+            | SourceConfig::Synthetic { width, height, fps } => {
                 if *width == 0 || *height == 0 || *width > 7680 || *height > 4320 {
-                    return bad("source.width/height", format!("{width}x{height} out of range"));
+                    return bad(
+                        "source.width/height",
+                        format!("{width}x{height} out of range"),
+                    );
                 }
                 if *fps == 0 || *fps > 240 {
                     return bad("source.fps", format!("{fps} not in 1..240"));
                 }
             }
-            SourceConfig::Images { path, interval_ms, .. } => {
+            SourceConfig::Images {
+                path, interval_ms, ..
+            } => {
                 if path.is_empty() {
                     return bad("source.path", "empty".into());
                 }
@@ -376,14 +466,20 @@ impl Config {
         match &self.screen {
             ScreenConfig::Png { width, height, .. } | ScreenConfig::Tft { width, height, .. } => {
                 if *width < 96 || *height < 96 || *width > 4096 || *height > 4096 {
-                    return bad("screen.width/height", format!("{width}x{height} not in 96..4096"));
+                    return bad(
+                        "screen.width/height",
+                        format!("{width}x{height} not in 96..4096"),
+                    );
                 }
             }
             _ => {}
         }
         if let ScreenConfig::Tft { rotation, .. } = &self.screen {
             if ![0, 90, 180, 270].contains(rotation) {
-                return bad("screen.rotation", format!("{rotation} not one of 0, 90, 180, 270"));
+                return bad(
+                    "screen.rotation",
+                    format!("{rotation} not one of 0, 90, 180, 270"),
+                );
             }
         }
         if self.button.line.is_some() != self.button.gpiochip.is_some() {
@@ -396,10 +492,19 @@ impl Config {
                 Err(e) => return bad("web.bind", format!("{:?}: {e}", w.bind)),
             };
             if !addr.ip().is_loopback() && w.token.as_deref().is_none_or(|t| t.len() < 16) {
-                return bad("web.token", format!("binding to {} (not loopback) requires an access token of at least 16 characters", w.bind));
+                return bad(
+                    "web.token",
+                    format!(
+                        "binding to {} (not loopback) requires an access token of at least 16 characters",
+                        w.bind
+                    ),
+                );
             }
             if w.max_concurrent == 0 || w.max_upload_bytes == 0 || w.max_pixels == 0 {
-                return bad("web", "max_concurrent, max_upload_bytes and max_pixels must be > 0".into());
+                return bad(
+                    "web",
+                    "max_concurrent, max_upload_bytes and max_pixels must be > 0".into(),
+                );
             }
         }
         Ok(())
@@ -414,10 +519,16 @@ impl Config {
             }
         };
         if matches!(self.source, SourceConfig::Camera { .. }) {
-            need(cfg!(feature = "camera"), "camera", "source.kind = \"camera\"");
+            need(
+                cfg!(feature = "camera"),
+                "camera",
+                "source.kind = \"camera\"",
+            );
         }
         match self.screen {
-            ScreenConfig::Fbdev { .. } => need(cfg!(feature = "fbdev"), "fbdev", "screen.kind = \"fbdev\""),
+            ScreenConfig::Fbdev { .. } => {
+                need(cfg!(feature = "fbdev"), "fbdev", "screen.kind = \"fbdev\"")
+            }
             ScreenConfig::Tft { .. } => need(cfg!(feature = "tft"), "tft", "screen.kind = \"tft\""),
             _ => {}
         }
@@ -438,34 +549,76 @@ mod tests {
     #[test]
     fn defaults_and_variants_parse() {
         let c = Config::parse("", Path::new("c.toml")).unwrap();
-        assert!(matches!(c.source, SourceConfig::Camera { width: 640, height: 480, .. }));
+        assert!(matches!(
+            c.source,
+            SourceConfig::Camera {
+                width: 640,
+                height: 480,
+                ..
+            }
+        ));
         let c = Config::parse(
             "[source]\nkind = \"images\"\npath = \"x/*.jpg\"\nloop = false\n[screen]\nkind = \"tft\"\ndriver = \"st7789\"\ndc_pin = 25\nwidth = 240\nheight = 240\n",
             Path::new("c.toml"),
         )
         .unwrap();
-        assert!(matches!(c.source, SourceConfig::Images { repeat: false, .. }));
-        assert!(matches!(c.screen, ScreenConfig::Tft { driver: TftDriver::St7789, .. }));
+        assert!(matches!(
+            c.source,
+            SourceConfig::Images { repeat: false, .. }
+        ));
+        assert!(matches!(
+            c.screen,
+            ScreenConfig::Tft {
+                driver: TftDriver::St7789,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn bad_lines_name_file_and_field() {
-        let e = Config::parse("[pipeline]\nema = 0.3\n", Path::new("/etc/dermcam/config.toml")).unwrap_err().to_string();
-        assert!(e.contains("/etc/dermcam/config.toml") && e.contains("unknown field `ema`"), "{e}");
-        let e = Config::parse("[web]\nbind = \"0.0.0.0:8080\"\n", Path::new("c.toml")).unwrap_err().to_string();
+        let e = Config::parse(
+            "[pipeline]\nema = 0.3\n",
+            Path::new("/etc/dermcam/config.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("/etc/dermcam/config.toml") && e.contains("unknown field `ema`"),
+            "{e}"
+        );
+        let e = Config::parse("[web]\nbind = \"0.0.0.0:8080\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("web.token"), "{e}");
-        let e = Config::parse("[source]\nkind = \"webcam\"\n", Path::new("c.toml")).unwrap_err().to_string();
+        let e = Config::parse("[source]\nkind = \"webcam\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("webcam"), "{e}");
-        let e = Config::parse("[pipeline]\nema_alpha = 0\n", Path::new("c.toml")).unwrap_err().to_string();
+        let e = Config::parse("[pipeline]\nema_alpha = 0\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("pipeline.ema_alpha"), "{e}");
     }
 
     #[test]
     fn user_file_overrides_board() {
         let mut base: toml::Table = "[screen]\nkind = \"tft\"\ndriver = \"st7789\"\ndc_pin = 25\nwidth = 240\nheight = 240\n[pipeline]\nmin_luma = 20.0\n".parse().unwrap();
-        merge(&mut base, "[screen]\nrotation = 90\n[pipeline]\nmax_luma = 200.0\n".parse().unwrap());
+        merge(
+            &mut base,
+            "[screen]\nrotation = 90\n[pipeline]\nmax_luma = 200.0\n"
+                .parse()
+                .unwrap(),
+        );
         let c = Config::from_table(base, Path::new("m")).unwrap();
-        assert!(matches!(c.screen, ScreenConfig::Tft { rotation: 90, dc_pin: 25, .. }));
+        assert!(matches!(
+            c.screen,
+            ScreenConfig::Tft {
+                rotation: 90,
+                dc_pin: 25,
+                ..
+            }
+        ));
         assert_eq!((c.pipeline.min_luma, c.pipeline.max_luma), (20.0, 200.0));
     }
 }

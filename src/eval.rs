@@ -46,8 +46,15 @@ pub struct EvalReport {
 }
 
 /// Samples of `split` ("all" keeps every sample), checking every class is known to the model.
-pub fn select<'a>(samples: &'a [Sample], split: &str, model: &Model) -> Result<Vec<&'a Sample>, EvalError> {
-    let chosen: Vec<&Sample> = samples.iter().filter(|s| split == "all" || s.split == split).collect();
+pub fn select<'a>(
+    samples: &'a [Sample],
+    split: &str,
+    model: &Model,
+) -> Result<Vec<&'a Sample>, EvalError> {
+    let chosen: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| split == "all" || s.split == split)
+        .collect();
     if chosen.is_empty() {
         return Err(EvalError::EmptySplit(split.into()));
     }
@@ -64,11 +71,23 @@ pub fn select<'a>(samples: &'a [Sample], split: &str, model: &Model) -> Result<V
     Ok(chosen)
 }
 
-pub fn evaluate(model: &Model, samples: &[&Sample], dataset: &str, split: &str, progress: bool) -> EvalReport {
-    let bar = if progress { indicatif::ProgressBar::new(samples.len() as u64) } else { indicatif::ProgressBar::hidden() };
+pub fn evaluate(
+    model: &Model,
+    samples: &[&Sample],
+    dataset: &str,
+    split: &str,
+    progress: bool,
+) -> EvalReport {
+    let bar = if progress {
+        indicatif::ProgressBar::new(samples.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  eta {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} images  {per_sec}  eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut probs = Vec::new();
     let mut labels = Vec::new();
@@ -81,7 +100,12 @@ pub fn evaluate(model: &Model, samples: &[&Sample], dataset: &str, split: &str, 
         match result {
             Ok((p, _)) => {
                 probs.push(p.probabilities);
-                labels.push(model.manifest.class_by_folder(&s.class).expect("checked by select"));
+                labels.push(
+                    model
+                        .manifest
+                        .class_by_folder(&s.class)
+                        .expect("checked by select"),
+                );
                 sources.push(s.source.clone());
             }
             Err(e) => failed.push((s.path.display().to_string(), e)),
@@ -89,10 +113,19 @@ pub fn evaluate(model: &Model, samples: &[&Sample], dataset: &str, split: &str, 
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let names: Vec<String> = model.manifest.classes.iter().map(|c| c.folder.clone()).collect();
+    let names: Vec<String> = model
+        .manifest
+        .classes
+        .iter()
+        .map(|c| c.folder.clone())
+        .collect();
     let abstain = model.manifest.abstain_threshold;
     let summary = summarize(&probs, &labels, &names, abstain);
-    let melanoma_recall = summary.per_class.iter().find(|c| c.class == "melanoma").map(|c| c.recall);
+    let melanoma_recall = summary
+        .per_class
+        .iter()
+        .find(|c| c.class == "melanoma")
+        .map(|c| c.recall);
     let mut per_source = BTreeMap::new();
     let mut uniq: Vec<&String> = sources.iter().collect();
     uniq.sort();
@@ -102,7 +135,14 @@ pub fn evaluate(model: &Model, samples: &[&Sample], dataset: &str, split: &str, 
         let p: Vec<Vec<f32>> = idx.iter().map(|&i| probs[i].clone()).collect();
         let l: Vec<usize> = idx.iter().map(|&i| labels[i]).collect();
         let s = summarize(&p, &l, &names, abstain);
-        per_source.insert(src.clone(), SourceFigures { n: s.n, accuracy: s.accuracy, balanced_accuracy: s.balanced_accuracy });
+        per_source.insert(
+            src.clone(),
+            SourceFigures {
+                n: s.n,
+                accuracy: s.accuracy,
+                balanced_accuracy: s.balanced_accuracy,
+            },
+        );
     }
     EvalReport {
         model: model.manifest.name.clone(),
@@ -124,18 +164,38 @@ impl EvalReport {
              | metric | value |\n|---|---|\n| images | {} |\n| accuracy | {:.4} |\n| balanced accuracy | {:.4} |\n\
              | macro F1 | {:.4} |\n| macro one-vs-rest AUC | {:.4} |\n| ECE (15 bins) | {:.4} |\n| melanoma recall | {} |\n\
              | abstain rate | {:.4} |\n| unreadable images | {} |\n\n## Per class\n\n| class | precision | recall | F1 | support | AUC |\n|---|---|---|---|---|---|\n",
-            self.model, self.dataset, self.split, s.n, s.accuracy, s.balanced_accuracy, s.macro_f1, s.macro_auc_ovr, s.ece_15,
-            self.melanoma_recall.map_or("n/a".into(), |r| format!("{r:.4}")), s.abstain_rate, self.failed.len()
+            self.model,
+            self.dataset,
+            self.split,
+            s.n,
+            s.accuracy,
+            s.balanced_accuracy,
+            s.macro_f1,
+            s.macro_auc_ovr,
+            s.ece_15,
+            self.melanoma_recall
+                .map_or("n/a".into(), |r| format!("{r:.4}")),
+            s.abstain_rate,
+            self.failed.len()
         );
         for c in &s.per_class {
             md += &format!(
                 "| {} | {:.3} | {:.3} | {:.3} | {} | {} |\n",
-                c.class, c.precision, c.recall, c.f1, c.support, c.auc_ovr.map_or("n/a".into(), |a| format!("{a:.3}"))
+                c.class,
+                c.precision,
+                c.recall,
+                c.f1,
+                c.support,
+                c.auc_ovr.map_or("n/a".into(), |a| format!("{a:.3}"))
             );
         }
-        md += "\n## Per source\n\n| source | n | accuracy | balanced accuracy |\n|---|---|---|---|\n";
+        md +=
+            "\n## Per source\n\n| source | n | accuracy | balanced accuracy |\n|---|---|---|---|\n";
         for (k, v) in &self.per_source {
-            md += &format!("| {k} | {} | {:.4} | {:.4} |\n", v.n, v.accuracy, v.balanced_accuracy);
+            md += &format!(
+                "| {k} | {} | {:.4} | {:.4} |\n",
+                v.n, v.accuracy, v.balanced_accuracy
+            );
         }
         md += "\n## Confusion matrix (rows = true, columns = predicted)\n\n| |";
         for c in &s.per_class {
@@ -156,15 +216,26 @@ impl EvalReport {
     }
 
     pub fn write(&self, dir: &Path) -> Result<(), EvalError> {
-        let w = |p: &Path, e| EvalError::Write { path: p.display().to_string(), source: e };
+        let w = |p: &Path, e| EvalError::Write {
+            path: p.display().to_string(),
+            source: e,
+        };
         std::fs::create_dir_all(dir).map_err(|e| w(dir, e))?;
         let json = dir.join("report.json");
-        std::fs::write(&json, serde_json::to_string_pretty(self).expect("report serialises") + "\n").map_err(|e| w(&json, e))?;
+        std::fs::write(
+            &json,
+            serde_json::to_string_pretty(self).expect("report serialises") + "\n",
+        )
+        .map_err(|e| w(&json, e))?;
         let md = dir.join("report.md");
         std::fs::write(&md, self.markdown()).map_err(|e| w(&md, e))?;
         let png = dir.join("confusion_matrix.png");
-        draw_confusion(&self.summary, &format!("{} - {} {}", self.model, self.dataset, self.split), &png)
-            .map_err(|e| EvalError::Plot(png.display().to_string(), e))?;
+        draw_confusion(
+            &self.summary,
+            &format!("{} - {} {}", self.model, self.dataset, self.split),
+            &png,
+        )
+        .map_err(|e| EvalError::Plot(png.display().to_string(), e))?;
         Ok(())
     }
 }
@@ -193,8 +264,17 @@ fn draw_confusion(s: &Summary, title: &str, path: &Path) -> Result<(), String> {
         .x_labels(k as usize)
         .y_labels(k as usize)
         .x_label_formatter(&fmt)
-        .y_label_formatter(&|v: &i32| names.get((k - 1 - *v) as usize).cloned().unwrap_or_default())
-        .x_label_style(("sans-serif", 13).into_font().transform(FontTransform::Rotate90))
+        .y_label_formatter(&|v: &i32| {
+            names
+                .get((k - 1 - *v) as usize)
+                .cloned()
+                .unwrap_or_default()
+        })
+        .x_label_style(
+            ("sans-serif", 13)
+                .into_font()
+                .transform(FontTransform::Rotate90),
+        )
         .y_label_style(("sans-serif", 13))
         .x_desc("predicted")
         .y_desc("true")
@@ -206,7 +286,10 @@ fn draw_confusion(s: &Summary, title: &str, path: &Path) -> Result<(), String> {
             let shade = (255.0 * (1.0 - 0.85 * v)) as u8;
             let y = k - 1 - r;
             chart
-                .draw_series(std::iter::once(Rectangle::new([(c, y), (c + 1, y + 1)], RGBColor(shade, shade, 255).filled())))
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(c, y), (c + 1, y + 1)],
+                    RGBColor(shade, shade, 255).filled(),
+                )))
                 .map_err(|e| e.to_string())?;
             let color = if v > 0.5 { WHITE } else { BLACK };
             chart

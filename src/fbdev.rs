@@ -23,7 +23,12 @@ pub struct FbScreen {
 fn sysfs(dev: &Path, attr: &str) -> Result<String, ScreenError> {
     let name = dev.file_name().and_then(|n| n.to_str()).unwrap_or("fb0");
     let p = Path::new("/sys/class/graphics").join(name).join(attr);
-    std::fs::read_to_string(&p).map(|s| s.trim().to_string()).map_err(|e| ScreenError::Device { device: p.display().to_string(), message: e.to_string() })
+    std::fs::read_to_string(&p)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| ScreenError::Device {
+            device: p.display().to_string(),
+            message: e.to_string(),
+        })
 }
 
 /// Parse sysfs `virtual_size` ("800,480").
@@ -47,29 +52,58 @@ pub fn pack_row(rgb: &[u8], bpp: u32, out: &mut Vec<u8>) {
 
 impl FbScreen {
     pub fn open(device: &Path) -> Result<FbScreen, ScreenError> {
-        let err = |m: String| ScreenError::Device { device: device.display().to_string(), message: m };
-        let (width, height) = parse_size(&sysfs(device, "virtual_size")?).ok_or_else(|| err("cannot parse virtual_size".into()))?;
-        let bpp: u32 = sysfs(device, "bits_per_pixel")?.parse().map_err(|_| err("bad bits_per_pixel".into()))?;
+        let err = |m: String| ScreenError::Device {
+            device: device.display().to_string(),
+            message: m,
+        };
+        let (width, height) = parse_size(&sysfs(device, "virtual_size")?)
+            .ok_or_else(|| err("cannot parse virtual_size".into()))?;
+        let bpp: u32 = sysfs(device, "bits_per_pixel")?
+            .parse()
+            .map_err(|_| err("bad bits_per_pixel".into()))?;
         if bpp != 16 && bpp != 32 {
             return Err(err(format!("{bpp} bits per pixel unsupported (16 or 32)")));
         }
-        let stride: usize = sysfs(device, "stride")?.parse().map_err(|_| err("bad stride".into()))?;
-        let file = OpenOptions::new().write(true).open(device).map_err(|e| err(e.to_string()))?;
+        let stride: usize = sysfs(device, "stride")?
+            .parse()
+            .map_err(|_| err("bad stride".into()))?;
+        let file = OpenOptions::new()
+            .write(true)
+            .open(device)
+            .map_err(|e| err(e.to_string()))?;
         // Hide the console cursor while the app owns the screen (best effort).
         let tty = std::fs::write("/dev/tty1", "\x1b[?25l\x1b[9;0]").is_ok();
         eprintln!("screen: {} {width}x{height} {bpp} bpp", device.display());
-        Ok(FbScreen { device: device.into(), file, width, height, bpp, stride, row: Vec::new(), tty })
+        Ok(FbScreen {
+            device: device.into(),
+            file,
+            width,
+            height,
+            bpp,
+            stride,
+            row: Vec::new(),
+            tty,
+        })
     }
 }
 
 impl Screen for FbScreen {
     fn present(&mut self, canvas: &Canvas) -> Result<(), ScreenError> {
         let w = canvas.0.width().min(self.width) as usize;
-        for (y, row) in canvas.0.as_raw().chunks_exact(canvas.0.width() as usize * 3).take(self.height as usize).enumerate() {
+        for (y, row) in canvas
+            .0
+            .as_raw()
+            .chunks_exact(canvas.0.width() as usize * 3)
+            .take(self.height as usize)
+            .enumerate()
+        {
             pack_row(&row[..w * 3], self.bpp, &mut self.row);
             self.file
                 .write_all_at(&self.row, (y * self.stride) as u64)
-                .map_err(|e| ScreenError::Device { device: self.device.display().to_string(), message: e.to_string() })?;
+                .map_err(|e| ScreenError::Device {
+                    device: self.device.display().to_string(),
+                    message: e.to_string(),
+                })?;
         }
         Ok(())
     }
@@ -107,8 +141,23 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("dermcam-fb-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("fb");
-        let file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).unwrap();
-        let mut fb = FbScreen { device: path.clone(), file, width: 4, height: 2, bpp: 16, stride: 16, row: Vec::new(), tty: false };
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let mut fb = FbScreen {
+            device: path.clone(),
+            file,
+            width: 4,
+            height: 2,
+            bpp: 16,
+            stride: 16,
+            row: Vec::new(),
+            tty: false,
+        };
         let mut c = Canvas::new(4, 2);
         c.0.put_pixel(3, 1, image::Rgb([0, 0, 255]));
         fb.present(&c).unwrap();

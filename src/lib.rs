@@ -35,6 +35,8 @@ pub fn default_model_dir() -> std::path::PathBuf {
     }
     std::path::Path::new(MODELS_DIR).join(DEFAULT_BUNDLE)
 }
+#[cfg(feature = "gpio")]
+pub mod button;
 pub mod config;
 pub mod pipeline;
 pub mod quality;
@@ -44,7 +46,5 @@ pub mod source;
 pub mod storage;
 #[cfg(feature = "tft")]
 pub mod tft;
-#[cfg(feature = "gpio")]
-pub mod button;
 #[cfg(feature = "web")]
 pub mod web;

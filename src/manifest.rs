@@ -43,9 +43,7 @@ pub enum BundleError {
     },
     #[error("{path}: the model cannot be loaded: {message}")]
     Model { path: PathBuf, message: String },
-    #[error(
-        "{path}: model input is {model:?} but model.json `input` says 1x3x{height}x{width}"
-    )]
+    #[error("{path}: model input is {model:?} but model.json `input` says 1x3x{height}x{width}")]
     InputShape {
         path: PathBuf,
         model: Vec<String>,
@@ -186,45 +184,89 @@ impl Manifest {
             message,
         };
         if self.classes.len() < 2 {
-            return Err(field("classes", format!("needs at least 2 classes, has {}", self.classes.len())));
+            return Err(field(
+                "classes",
+                format!("needs at least 2 classes, has {}", self.classes.len()),
+            ));
         }
         for (i, c) in self.classes.iter().enumerate() {
             if c.id != i {
-                return Err(field("classes", format!("class #{i} ({}) has id {}; ids must be 0..n-1 in order", c.folder, c.id)));
+                return Err(field(
+                    "classes",
+                    format!(
+                        "class #{i} ({}) has id {}; ids must be 0..n-1 in order",
+                        c.folder, c.id
+                    ),
+                ));
             }
         }
         let i = &self.input;
         if !(16..=4096).contains(&i.width) || !(16..=4096).contains(&i.height) {
-            return Err(field("input", format!("size {}x{} outside 16..4096", i.width, i.height)));
+            return Err(field(
+                "input",
+                format!("size {}x{} outside 16..4096", i.width, i.height),
+            ));
         }
         if i.channels != "RGB" {
-            return Err(field("input.channels", format!("{:?} unsupported (only \"RGB\")", i.channels)));
+            return Err(field(
+                "input.channels",
+                format!("{:?} unsupported (only \"RGB\")", i.channels),
+            ));
         }
         if i.layout != "NCHW" {
-            return Err(field("input.layout", format!("{:?} unsupported (only \"NCHW\")", i.layout)));
+            return Err(field(
+                "input.layout",
+                format!("{:?} unsupported (only \"NCHW\")", i.layout),
+            ));
         }
         if i.interpolation != "bilinear" {
-            return Err(field("input.interpolation", format!("{:?} unsupported (only \"bilinear\")", i.interpolation)));
+            return Err(field(
+                "input.interpolation",
+                format!("{:?} unsupported (only \"bilinear\")", i.interpolation),
+            ));
         }
         if let ResizePolicy::CenterCrop { crop_fraction } = i.resize {
             if !(crop_fraction > 0.0 && crop_fraction <= 1.0) {
-                return Err(field("input.resize.crop_fraction", format!("{crop_fraction} not in (0, 1]")));
+                return Err(field(
+                    "input.resize.crop_fraction",
+                    format!("{crop_fraction} not in (0, 1]"),
+                ));
             }
         }
-        if i.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) || i.mean.iter().any(|m| !m.is_finite()) {
-            return Err(field("input.std", "mean must be finite and std positive".into()));
+        if i.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
+            || i.mean.iter().any(|m| !m.is_finite())
+        {
+            return Err(field(
+                "input.std",
+                "mean must be finite and std positive".into(),
+            ));
         }
         if self.output.kind != "logits" {
-            return Err(field("output.kind", format!("{:?} unsupported (softmax is applied on the device, so the model must output \"logits\")", self.output.kind)));
+            return Err(field(
+                "output.kind",
+                format!(
+                    "{:?} unsupported (softmax is applied on the device, so the model must output \"logits\")",
+                    self.output.kind
+                ),
+            ));
         }
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            return Err(field("temperature", format!("{} must be positive", self.temperature)));
+            return Err(field(
+                "temperature",
+                format!("{} must be positive", self.temperature),
+            ));
         }
         if !(0.0..=1.0).contains(&self.abstain_threshold) {
-            return Err(field("abstain_threshold", format!("{} not in [0, 1]", self.abstain_threshold)));
+            return Err(field(
+                "abstain_threshold",
+                format!("{} not in [0, 1]", self.abstain_threshold),
+            ));
         }
         if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(field("sha256", format!("{:?} is not 64 hex digits", self.sha256)));
+            return Err(field(
+                "sha256",
+                format!("{:?} is not 64 hex digits", self.sha256),
+            ));
         }
         Ok(())
     }
@@ -246,7 +288,10 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, BundleError> {
         if source.kind() == std::io::ErrorKind::NotFound {
             BundleError::MissingFile { path: path.clone() }
         } else {
-            BundleError::Io { path: path.clone(), source }
+            BundleError::Io {
+                path: path.clone(),
+                source,
+            }
         }
     })?;
     Manifest::parse(&text, &path)
@@ -279,7 +324,10 @@ mod tests {
     fn valid_manifest_parses() {
         let m = parse(&sample()).unwrap();
         assert_eq!(m.classes[1].risk, Risk::PreMalignant);
-        assert_eq!(m.input.resize, ResizePolicy::CenterCrop { crop_fraction: 1.0 });
+        assert_eq!(
+            m.input.resize,
+            ResizePolicy::CenterCrop { crop_fraction: 1.0 }
+        );
     }
 
     #[test]
@@ -287,7 +335,10 @@ mod tests {
         let mut v = sample();
         v["schema_version"] = 7.into();
         let e = parse(&v).unwrap_err().to_string();
-        assert!(e.contains("b/model.json") && e.contains("schema_version 7"), "{e}");
+        assert!(
+            e.contains("b/model.json") && e.contains("schema_version 7"),
+            "{e}"
+        );
 
         let mut v = sample();
         v["classes"][1]["id"] = 5.into();
@@ -308,7 +359,12 @@ mod tests {
 
         let mut v = sample();
         v.as_object_mut().unwrap().remove("input");
-        assert!(parse(&v).unwrap_err().to_string().contains("invalid manifest JSON"));
+        assert!(
+            parse(&v)
+                .unwrap_err()
+                .to_string()
+                .contains("invalid manifest JSON")
+        );
         assert!(Manifest::parse("{not json", Path::new("x")).is_err());
     }
 }

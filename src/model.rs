@@ -63,22 +63,39 @@ impl Model {
         if !onnx.is_file() {
             return Err(BundleError::MissingFile { path: onnx });
         }
-        let actual = sha256_file(&onnx).map_err(|source| BundleError::Io { path: onnx.clone(), source })?;
+        let actual = sha256_file(&onnx).map_err(|source| BundleError::Io {
+            path: onnx.clone(),
+            source,
+        })?;
         if !actual.eq_ignore_ascii_case(&manifest.sha256) {
-            return Err(BundleError::Sha256 { path: onnx, expected: manifest.sha256.clone(), actual });
+            return Err(BundleError::Sha256 {
+                path: onnx,
+                expected: manifest.sha256.clone(),
+                actual,
+            });
         }
         let (classifier, width): (Box<dyn Classifier>, usize) = match opts.backend {
             BackendKind::Tract => {
-                let c = crate::backend_tract::TractClassifier::load(&onnx, &manifest, opts.threads)?;
+                let c =
+                    crate::backend_tract::TractClassifier::load(&onnx, &manifest, opts.threads)?;
                 let w = c.output_width();
                 (Box::new(c), w)
             }
             BackendKind::Ort => load_ort(&onnx, &manifest, opts)?,
         };
         if width != manifest.classes.len() {
-            return Err(BundleError::OutputWidth { path: onnx, expected: manifest.classes.len(), actual: width });
+            return Err(BundleError::OutputWidth {
+                path: onnx,
+                expected: manifest.classes.len(),
+                actual: width,
+            });
         }
-        Ok(Model { manifest, dir: dir.to_path_buf(), classifier, load_time: start.elapsed() })
+        Ok(Model {
+            manifest,
+            dir: dir.to_path_buf(),
+            classifier,
+            load_time: start.elapsed(),
+        })
     }
 
     pub fn preprocess(&self, img: &RgbImage) -> InputTensor {
@@ -86,7 +103,11 @@ impl Model {
     }
 
     /// Raw logits for one tensor (with flip averaging of the logits when `tta`).
-    pub fn logits(&self, input: &InputTensor, tta: bool) -> Result<Vec<f32>, crate::classifier::InferenceError> {
+    pub fn logits(
+        &self,
+        input: &InputTensor,
+        tta: bool,
+    ) -> Result<Vec<f32>, crate::classifier::InferenceError> {
         let mut logits = self.classifier.logits(input)?;
         if tta {
             let flipped = self.classifier.logits(&input.flipped())?;
@@ -98,7 +119,11 @@ impl Model {
     }
 
     /// Preprocess + infer + calibrated softmax.
-    pub fn classify(&self, img: &RgbImage, tta: bool) -> Result<(Prediction, Timings), crate::classifier::InferenceError> {
+    pub fn classify(
+        &self,
+        img: &RgbImage,
+        tta: bool,
+    ) -> Result<(Prediction, Timings), crate::classifier::InferenceError> {
         let t0 = Instant::now();
         let input = self.preprocess(img);
         let t1 = Instant::now();
@@ -114,11 +139,16 @@ impl Model {
 
 /// The ONNX Runtime / TensorRT backend (`ort` feature) is not part of this build yet; a config
 /// or flag that asks for it gets this error instead of a silent fallback to tract.
-fn load_ort(onnx: &Path, _: &Manifest, _: &LoadOptions) -> Result<(Box<dyn Classifier>, usize), BundleError> {
+fn load_ort(
+    onnx: &Path,
+    _: &Manifest,
+    _: &LoadOptions,
+) -> Result<(Box<dyn Classifier>, usize), BundleError> {
     Err(BundleError::Backend {
         path: onnx.into(),
         backend: "ort".into(),
-        message: "this dermcam was built without feature ort (ONNX Runtime / TensorRT backend)".into(),
+        message: "this dermcam was built without feature ort (ONNX Runtime / TensorRT backend)"
+            .into(),
     })
 }
 

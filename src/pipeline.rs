@@ -23,7 +23,10 @@ pub struct Latest<T> {
 
 impl<T: Clone> Default for Latest<T> {
     fn default() -> Self {
-        Latest { slot: Mutex::new((0, None, false)), cv: Condvar::new() }
+        Latest {
+            slot: Mutex::new((0, None, false)),
+            cv: Condvar::new(),
+        }
     }
 }
 
@@ -42,7 +45,10 @@ impl<T: Clone> Latest<T> {
     /// Wait up to `timeout` for a value newer than version `after`; returns (version, value).
     pub fn wait_newer(&self, after: u64, timeout: Duration) -> Option<(u64, T)> {
         let g = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        let (mut g, _) = self.cv.wait_timeout_while(g, timeout, |s| s.0 <= after).unwrap_or_else(|e| e.into_inner());
+        let (mut g, _) = self
+            .cv
+            .wait_timeout_while(g, timeout, |s| s.0 <= after)
+            .unwrap_or_else(|e| e.into_inner());
         if g.0 > after {
             g.2 = true;
             g.1.clone().map(|v| (g.0, v))
@@ -124,6 +130,15 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The frame of the newest update (the guard is released before returning).
+    pub fn latest_frame(&self) -> Option<Frame> {
+        self.latest
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|u| u.frame.clone())
+    }
+
     /// Point-and-classify: toggle freeze (button, stdin key, HTTP trigger).
     pub fn toggle_freeze(&self) {
         self.freeze_requested.store(true, Ordering::SeqCst);
@@ -183,190 +198,286 @@ impl Pipeline {
         // Capture thread.
         {
             let (shared, frames, status) = (shared.clone(), frames.clone(), source_status.clone());
-            threads.push(std::thread::Builder::new().name("capture".into()).spawn(move || {
-                while !shared.is_shutdown() {
-                    match source.next_frame() {
-                        Ok(f) => {
-                            *status.lock().unwrap_or_else(|e| e.into_inner()) = SourceStatus::Live;
-                            shared.counters.frames.fetch_add(1, Ordering::Relaxed);
-                            if frames.put(f) {
-                                shared.counters.dropped_frames.fetch_add(1, Ordering::Relaxed);
+            threads.push(
+                std::thread::Builder::new()
+                    .name("capture".into())
+                    .spawn(move || {
+                        while !shared.is_shutdown() {
+                            match source.next_frame() {
+                                Ok(f) => {
+                                    *status.lock().unwrap_or_else(|e| e.into_inner()) =
+                                        SourceStatus::Live;
+                                    shared.counters.frames.fetch_add(1, Ordering::Relaxed);
+                                    if frames.put(f) {
+                                        shared
+                                            .counters
+                                            .dropped_frames
+                                            .fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                                Err(SourceError::BadFrame(m)) => {
+                                    shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+                                    eprintln!("warning: {m}");
+                                }
+                                Err(SourceError::Disconnected(m)) => {
+                                    eprintln!("warning: camera disconnected: {m}; retrying");
+                                    *status.lock().unwrap_or_else(|e| e.into_inner()) =
+                                        SourceStatus::Disconnected(m);
+                                    shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Err(SourceError::Ended) => {
+                                    *status.lock().unwrap_or_else(|e| e.into_inner()) =
+                                        SourceStatus::Ended;
+                                    break;
+                                }
+                                Err(SourceError::Config(m)) => {
+                                    eprintln!("error: source: {m}");
+                                    *status.lock().unwrap_or_else(|e| e.into_inner()) =
+                                        SourceStatus::Disconnected(m);
+                                    shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+                                    break;
+                                }
                             }
                         }
-                        Err(SourceError::BadFrame(m)) => {
-                            shared.counters.errors.fetch_add(1, Ordering::Relaxed);
-                            eprintln!("warning: {m}");
-                        }
-                        Err(SourceError::Disconnected(m)) => {
-                            eprintln!("warning: camera disconnected: {m}; retrying");
-                            *status.lock().unwrap_or_else(|e| e.into_inner()) = SourceStatus::Disconnected(m);
-                            shared.counters.errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(SourceError::Ended) => {
-                            *status.lock().unwrap_or_else(|e| e.into_inner()) = SourceStatus::Ended;
-                            break;
-                        }
-                        Err(SourceError::Config(m)) => {
-                            eprintln!("error: source: {m}");
-                            *status.lock().unwrap_or_else(|e| e.into_inner()) = SourceStatus::Disconnected(m);
-                            shared.counters.errors.fetch_add(1, Ordering::Relaxed);
-                            break;
-                        }
-                    }
-                }
-                shared.source_done.store(true, Ordering::SeqCst);
-            }).expect("spawn capture thread"));
+                        shared.source_done.store(true, Ordering::SeqCst);
+                    })
+                    .expect("spawn capture thread"),
+            );
         }
 
         // Inference thread.
         {
             let (shared, frames, status) = (shared.clone(), frames.clone(), source_status.clone());
-            threads.push(std::thread::Builder::new().name("inference".into()).spawn(move || {
-                let mut state = initial_state(&model);
-                let mut seen = 0u64;
-                let mut smoothed: Option<(u64, Vec<f32>)> = None;
-                let mut frozen: Option<Update> = None;
-                let mut fps_window: std::collections::VecDeque<Instant> = Default::default();
-                loop {
-                    if shared.is_shutdown() {
-                        break;
-                    }
-                    let next = frames.wait_newer(seen, Duration::from_millis(100));
-                    let src_status = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                    if shared.freeze_requested.swap(false, Ordering::SeqCst) {
-                        if frozen.take().is_none() {
-                            // Freeze the newest frame and classify it carefully (flip TTA).
-                            // Bind first: the read guard must be gone before `publish` writes.
-                            let current = shared.latest.read().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|u| u.frame.clone());
-                            if let Some(f) = current {
-                                match model.classify(&f.image, cfg.freeze_tta) {
-                                    Ok((p, t)) => {
-                                        let mut st = state.clone();
-                                        st.frozen = true;
-                                        st.quality = None;
-                                        st.top = p.top_k(3, &model.manifest).into_iter().map(|s| (s.name, s.probability)).collect();
-                                        st.uncertain = p.uncertain;
-                                        let u = Update { frame: Some(f), state: st, prediction: Some(p), timings: Some(t), quality: None };
+            threads.push(
+                std::thread::Builder::new()
+                    .name("inference".into())
+                    .spawn(move || {
+                        let mut state = initial_state(&model);
+                        let mut seen = 0u64;
+                        let mut smoothed: Option<(u64, Vec<f32>)> = None;
+                        let mut frozen: Option<Update> = None;
+                        let mut fps_window: std::collections::VecDeque<Instant> =
+                            Default::default();
+                        loop {
+                            if shared.is_shutdown() {
+                                break;
+                            }
+                            let next = frames.wait_newer(seen, Duration::from_millis(100));
+                            let src_status =
+                                status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                            if shared.freeze_requested.swap(false, Ordering::SeqCst) {
+                                if frozen.take().is_none() {
+                                    // Freeze the newest frame and classify it carefully (flip TTA).
+                                    // Bind first: the read guard must be gone before `publish` writes.
+                                    let current = shared.latest_frame();
+                                    if let Some(f) = current {
+                                        match model.classify(&f.image, cfg.freeze_tta) {
+                                            Ok((p, t)) => {
+                                                let mut st = state.clone();
+                                                st.frozen = true;
+                                                st.quality = None;
+                                                st.top = p
+                                                    .top_k(3, &model.manifest)
+                                                    .into_iter()
+                                                    .map(|s| (s.name, s.probability))
+                                                    .collect();
+                                                st.uncertain = p.uncertain;
+                                                let u = Update {
+                                                    frame: Some(f),
+                                                    state: st,
+                                                    prediction: Some(p),
+                                                    timings: Some(t),
+                                                    quality: None,
+                                                };
+                                                publish(&shared, &mut sinks, &u);
+                                                frozen = Some(u);
+                                            }
+                                            Err(e) => {
+                                                shared
+                                                    .counters
+                                                    .errors
+                                                    .fetch_add(1, Ordering::Relaxed);
+                                                eprintln!("error: {e}");
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    let last = shared
+                                        .latest
+                                        .read()
+                                        .unwrap_or_else(|e| e.into_inner())
+                                        .clone();
+                                    if let Some(mut u) = last {
+                                        u.state.frozen = false;
                                         publish(&shared, &mut sinks, &u);
-                                        frozen = Some(u);
-                                    }
-                                    Err(e) => {
-                                        shared.counters.errors.fetch_add(1, Ordering::Relaxed);
-                                        eprintln!("error: {e}");
                                     }
                                 }
                             }
-                        } else {
-                            let last = shared.latest.read().unwrap_or_else(|e| e.into_inner()).clone();
-                            if let Some(mut u) = last {
-                                u.state.frozen = false;
-                                publish(&shared, &mut sinks, &u);
-                            }
-                        }
-                    }
-                    if frozen.is_some() {
-                        if let Some((v, _)) = next {
-                            seen = v;
-                        }
-                        continue;
-                    }
-                    let Some((v, frame)) = next else {
-                        if state.source != src_status {
-                            // Status-only change (camera lost, source ended): show it.
-                            state.source = src_status.clone();
-                            let frame = shared.latest.read().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|u| u.frame.clone());
-                            publish(&shared, &mut sinks, &Update { frame, state: state.clone(), prediction: None, timings: None, quality: None });
-                        }
-                        if shared.source_done() && frames.version() <= seen {
-                            break;
-                        }
-                        continue;
-                    };
-                    seen = v;
-                    state.source = src_status;
-                    let now = Instant::now();
-                    fps_window.push_back(now);
-                    while fps_window.front().is_some_and(|t| now - *t > Duration::from_secs(3)) {
-                        fps_window.pop_front();
-                    }
-                    if fps_window.len() > 1 {
-                        state.fps = (fps_window.len() - 1) as f32 / (now - fps_window[0]).as_secs_f32().max(1e-3);
-                    }
-                    let q = quality::measure(&frame.image);
-                    if let Some(issue) = quality::check(&q, &cfg) {
-                        shared.counters.quality_rejections.fetch_add(1, Ordering::Relaxed);
-                        state.quality = Some(issue.advice().to_string());
-                        publish(&shared, &mut sinks, &Update { frame: Some(frame), state: state.clone(), prediction: None, timings: None, quality: Some(q) });
-                        continue;
-                    }
-                    state.quality = None;
-                    match model.classify(&frame.image, false) {
-                        Ok((p, t)) => {
-                            shared.counters.inferences.fetch_add(1, Ordering::Relaxed);
-                            *shared.last_progress.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-                            // Exponential moving average within one scene only.
-                            let probs = match smoothed.take() {
-                                Some((scene, prev)) if scene == frame.scene => {
-                                    prev.iter().zip(&p.probabilities).map(|(a, b)| (1.0 - cfg.ema_alpha) * a + cfg.ema_alpha * b).collect()
+                            if frozen.is_some() {
+                                if let Some((v, _)) = next {
+                                    seen = v;
                                 }
-                                _ => p.probabilities.clone(),
+                                continue;
+                            }
+                            let Some((v, frame)) = next else {
+                                if state.source != src_status {
+                                    // Status-only change (camera lost, source ended): show it.
+                                    state.source = src_status.clone();
+                                    let frame = shared.latest_frame();
+                                    publish(
+                                        &shared,
+                                        &mut sinks,
+                                        &Update {
+                                            frame,
+                                            state: state.clone(),
+                                            prediction: None,
+                                            timings: None,
+                                            quality: None,
+                                        },
+                                    );
+                                }
+                                if shared.source_done() && frames.version() <= seen {
+                                    break;
+                                }
+                                continue;
                             };
-                            smoothed = Some((frame.scene, probs.clone()));
-                            let sp = Prediction::from_probabilities(probs, &model.manifest);
-                            state.top = sp.top_k(3, &model.manifest).into_iter().map(|s| (s.name, s.probability)).collect();
-                            state.uncertain = sp.uncertain;
-                            state.inference_ms = t.inference_ms as f32;
-                            publish(&shared, &mut sinks, &Update { frame: Some(frame), state: state.clone(), prediction: Some(p), timings: Some(t), quality: Some(q) });
+                            seen = v;
+                            state.source = src_status;
+                            let now = Instant::now();
+                            fps_window.push_back(now);
+                            while fps_window
+                                .front()
+                                .is_some_and(|t| now - *t > Duration::from_secs(3))
+                            {
+                                fps_window.pop_front();
+                            }
+                            if fps_window.len() > 1 {
+                                state.fps = (fps_window.len() - 1) as f32
+                                    / (now - fps_window[0]).as_secs_f32().max(1e-3);
+                            }
+                            let q = quality::measure(&frame.image);
+                            if let Some(issue) = quality::check(&q, &cfg) {
+                                shared
+                                    .counters
+                                    .quality_rejections
+                                    .fetch_add(1, Ordering::Relaxed);
+                                state.quality = Some(issue.advice().to_string());
+                                publish(
+                                    &shared,
+                                    &mut sinks,
+                                    &Update {
+                                        frame: Some(frame),
+                                        state: state.clone(),
+                                        prediction: None,
+                                        timings: None,
+                                        quality: Some(q),
+                                    },
+                                );
+                                continue;
+                            }
+                            state.quality = None;
+                            match model.classify(&frame.image, false) {
+                                Ok((p, t)) => {
+                                    shared.counters.inferences.fetch_add(1, Ordering::Relaxed);
+                                    *shared
+                                        .last_progress
+                                        .lock()
+                                        .unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                                    // Exponential moving average within one scene only.
+                                    let probs = match smoothed.take() {
+                                        Some((scene, prev)) if scene == frame.scene => prev
+                                            .iter()
+                                            .zip(&p.probabilities)
+                                            .map(|(a, b)| {
+                                                (1.0 - cfg.ema_alpha) * a + cfg.ema_alpha * b
+                                            })
+                                            .collect(),
+                                        _ => p.probabilities.clone(),
+                                    };
+                                    smoothed = Some((frame.scene, probs.clone()));
+                                    let sp = Prediction::from_probabilities(probs, &model.manifest);
+                                    state.top = sp
+                                        .top_k(3, &model.manifest)
+                                        .into_iter()
+                                        .map(|s| (s.name, s.probability))
+                                        .collect();
+                                    state.uncertain = sp.uncertain;
+                                    state.inference_ms = t.inference_ms as f32;
+                                    publish(
+                                        &shared,
+                                        &mut sinks,
+                                        &Update {
+                                            frame: Some(frame),
+                                            state: state.clone(),
+                                            prediction: Some(p),
+                                            timings: Some(t),
+                                            quality: Some(q),
+                                        },
+                                    );
+                                }
+                                Err(e) => {
+                                    shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+                                    eprintln!("error: {e}");
+                                }
+                            }
                         }
-                        Err(e) => {
-                            shared.counters.errors.fetch_add(1, Ordering::Relaxed);
-                            eprintln!("error: {e}");
-                        }
-                    }
-                }
-                shared.request_shutdown_display();
-            }).expect("spawn inference thread"));
+                        shared.request_shutdown_display();
+                    })
+                    .expect("spawn inference thread"),
+            );
         }
 
         // Display thread: renders the newest update; a failing screen is logged and retried.
         {
             let shared = shared.clone();
-            threads.push(std::thread::Builder::new().name("display".into()).spawn(move || {
-                let (w, h) = screen.size();
-                if w == 0 || h == 0 {
-                    return;
-                }
-                let mut canvas = Canvas::new(w, h);
-                let mut seen = 0;
-                let mut failing = false;
-                loop {
-                    let next = shared.updates.wait_newer(seen, Duration::from_millis(200));
-                    let Some((v, u)) = next else {
-                        if shared.display_done() {
-                            break;
+            threads.push(
+                std::thread::Builder::new()
+                    .name("display".into())
+                    .spawn(move || {
+                        let (w, h) = screen.size();
+                        if w == 0 || h == 0 {
+                            return;
                         }
-                        continue;
-                    };
-                    seen = v;
-                    render(&mut canvas, u.frame.as_ref().map(|f| f.image.as_ref()), &u.state);
-                    match screen.present(&canvas) {
-                        Ok(()) => {
-                            if failing {
-                                eprintln!("screen recovered");
-                                failing = false;
+                        let mut canvas = Canvas::new(w, h);
+                        let mut seen = 0;
+                        let mut failing = false;
+                        loop {
+                            let next = shared.updates.wait_newer(seen, Duration::from_millis(200));
+                            let Some((v, u)) = next else {
+                                if shared.display_done() {
+                                    break;
+                                }
+                                continue;
+                            };
+                            seen = v;
+                            render(
+                                &mut canvas,
+                                u.frame.as_ref().map(|f| f.image.as_ref()),
+                                &u.state,
+                            );
+                            match screen.present(&canvas) {
+                                Ok(()) => {
+                                    if failing {
+                                        eprintln!("screen recovered");
+                                        failing = false;
+                                    }
+                                    shared.first_present.store(true, Ordering::SeqCst);
+                                }
+                                Err(e) => {
+                                    shared
+                                        .counters
+                                        .screen_errors
+                                        .fetch_add(1, Ordering::Relaxed);
+                                    if !failing {
+                                        eprintln!("warning: screen: {e}; will retry");
+                                        failing = true;
+                                    }
+                                }
                             }
-                            shared.first_present.store(true, Ordering::SeqCst);
                         }
-                        Err(e) => {
-                            shared.counters.screen_errors.fetch_add(1, Ordering::Relaxed);
-                            if !failing {
-                                eprintln!("warning: screen: {e}; will retry");
-                                failing = true;
-                            }
-                        }
-                    }
-                }
-            }).expect("spawn display thread"));
+                    })
+                    .expect("spawn display thread"),
+            );
         }
         Pipeline { shared, threads }
     }
@@ -404,13 +515,32 @@ pub struct LogSink {
 
 impl Sink for LogSink {
     fn publish(&mut self, u: &Update) {
-        let label = u.frame.as_ref().and_then(|f| f.label.clone()).unwrap_or_else(|| format!("frame {}", u.frame.as_ref().map_or(0, |f| f.seq)));
+        let label = u
+            .frame
+            .as_ref()
+            .and_then(|f| f.label.clone())
+            .unwrap_or_else(|| format!("frame {}", u.frame.as_ref().map_or(0, |f| f.seq)));
         match (&u.prediction, &u.state.quality) {
             (Some(p), _) => {
                 let (id, prob) = p.top1();
-                let what = if p.uncertain { format!("uncertain (best guess {} {:.1}%)", self.manifest.classes[id].name, prob * 100.0) } else { format!("{} {:.1}%", self.manifest.classes[id].name, prob * 100.0) };
+                let what = if p.uncertain {
+                    format!(
+                        "uncertain (best guess {} {:.1}%)",
+                        self.manifest.classes[id].name,
+                        prob * 100.0
+                    )
+                } else {
+                    format!("{} {:.1}%", self.manifest.classes[id].name, prob * 100.0)
+                };
                 let ms = u.timings.map_or(0.0, |t| t.inference_ms);
-                println!("{label}: {what}{} [{ms:.0} ms]", if u.state.frozen { " (frozen, flip-averaged)" } else { "" });
+                println!(
+                    "{label}: {what}{} [{ms:.0} ms]",
+                    if u.state.frozen {
+                        " (frozen, flip-averaged)"
+                    } else {
+                        ""
+                    }
+                );
             }
             (None, Some(q)) => println!("{label}: not classified: {q}"),
             (None, None) => {

@@ -3,7 +3,9 @@
 //! `models/dermtrain/data.py::preprocess_pil` (see the parity test).
 
 use crate::manifest::{InputSpec, ResizePolicy};
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer, images::Image, images::ImageRef};
+use fast_image_resize::{
+    FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer, images::Image, images::ImageRef,
+};
 use image::{ImageDecoder, ImageFormat, ImageReader, RgbImage};
 use std::io::Cursor;
 use std::path::Path;
@@ -58,11 +60,18 @@ pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
 /// Decode JPEG/PNG bytes to RGB8, applying EXIF orientation (phone photos), refusing
 /// images whose decoded size exceeds `max_pixels` before allocating them.
 pub fn decode_image(bytes: &[u8], what: &str, max_pixels: u64) -> Result<RgbImage, ImageError> {
-    let format = sniff_format(bytes).ok_or_else(|| ImageError::UnsupportedFormat { what: what.into() })?;
-    let dec_err = |e: image::ImageError| ImageError::Decode { what: what.into(), message: e.to_string() };
+    let format =
+        sniff_format(bytes).ok_or_else(|| ImageError::UnsupportedFormat { what: what.into() })?;
+    let dec_err = |e: image::ImageError| ImageError::Decode {
+        what: what.into(),
+        message: e.to_string(),
+    };
     if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
         // The JPEG decoder fills missing scan data with grey; refuse instead of classifying it.
-        return Err(ImageError::Decode { what: what.into(), message: "JPEG data ends before its end-of-image marker (truncated)".into() });
+        return Err(ImageError::Decode {
+            what: what.into(),
+            message: "JPEG data ends before its end-of-image marker (truncated)".into(),
+        });
     }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = image::Limits::default();
@@ -76,16 +85,27 @@ pub fn decode_image(bytes: &[u8], what: &str, max_pixels: u64) -> Result<RgbImag
         return Err(ImageError::Empty { what: what.into() });
     }
     if pixels > max_pixels {
-        return Err(ImageError::TooLarge { what: what.into(), width, height, pixels, max: max_pixels });
+        return Err(ImageError::TooLarge {
+            what: what.into(),
+            width,
+            height,
+            pixels,
+            max: max_pixels,
+        });
     }
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = image::DynamicImage::from_decoder(decoder).map_err(dec_err)?;
     img.apply_orientation(orientation);
     Ok(img.into_rgb8())
 }
 
 pub fn load_image(path: &Path, max_pixels: u64) -> Result<RgbImage, ImageError> {
-    let bytes = std::fs::read(path).map_err(|source| ImageError::Io { path: path.display().to_string(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| ImageError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
     decode_image(&bytes, &path.display().to_string(), max_pixels)
 }
 
@@ -146,7 +166,8 @@ pub fn resize_for_model(img: &RgbImage, spec: &InputSpec) -> RgbImage {
     Resizer::new()
         .resize(&src, &mut dst, &opts)
         .expect("source and destination pixel types match");
-    RgbImage::from_raw(spec.width, spec.height, dst.into_vec()).expect("resizer output has the requested size")
+    RgbImage::from_raw(spec.width, spec.height, dst.into_vec())
+        .expect("resizer output has the requested size")
 }
 
 /// Normalise an already-resized RGB8 image into an NCHW tensor.
@@ -169,7 +190,12 @@ pub fn normalize(resized: &RgbImage, spec: &InputSpec) -> InputTensor {
         g[i] = lut[1][px[1] as usize];
         b[i] = lut[2][px[2] as usize];
     }
-    InputTensor { data, channels: 3, height: h, width: w }
+    InputTensor {
+        data,
+        channels: 3,
+        height: h,
+        width: w,
+    }
 }
 
 /// The preprocessing: a pure function of (image, input spec).
@@ -206,16 +232,28 @@ mod tests {
     #[test]
     fn uniform_image_normalises_to_constants() {
         let img = RgbImage::from_pixel(64, 48, image::Rgb([255, 0, 128]));
-        let t = preprocess(&img, &spec(32, 32, ResizePolicy::CenterCrop { crop_fraction: 1.0 }));
+        let t = preprocess(
+            &img,
+            &spec(32, 32, ResizePolicy::CenterCrop { crop_fraction: 1.0 }),
+        );
         assert_eq!(t.shape(), [1, 3, 32, 32]);
         let r = (1.0 - 0.485) / 0.229;
         assert!(t.data[..1024].iter().all(|v| (v - r).abs() < 1e-6));
-        assert!(t.data[1024..2048].iter().all(|v| (v + 0.456 / 0.224).abs() < 1e-6));
+        assert!(
+            t.data[1024..2048]
+                .iter()
+                .all(|v| (v + 0.456 / 0.224).abs() < 1e-6)
+        );
     }
 
     #[test]
     fn flip_mirrors_rows() {
-        let t = InputTensor { data: vec![1., 2., 3., 4., 5., 6.], channels: 1, height: 2, width: 3 };
+        let t = InputTensor {
+            data: vec![1., 2., 3., 4., 5., 6.],
+            channels: 1,
+            height: 2,
+            width: 3,
+        };
         assert_eq!(t.flipped().data, vec![3., 2., 1., 6., 5., 4.]);
     }
 
@@ -223,7 +261,12 @@ mod tests {
     fn bad_bytes_are_clear_errors() {
         let e = decode_image(b"GIF89a....", "x.gif", DEFAULT_MAX_PIXELS).unwrap_err();
         assert!(e.to_string().contains("not a JPEG or PNG"), "{e}");
-        let e = decode_image(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 16], "t.jpg", DEFAULT_MAX_PIXELS).unwrap_err();
+        let e = decode_image(
+            &[0xFF, 0xD8, 0xFF, 0xE0, 0, 16],
+            "t.jpg",
+            DEFAULT_MAX_PIXELS,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("t.jpg: corrupt or truncated"), "{e}");
     }
 
@@ -231,9 +274,22 @@ mod tests {
     fn decompression_bomb_is_refused_before_decoding() {
         let img = RgbImage::new(400, 300);
         let mut png = Vec::new();
-        img.write_to(&mut Cursor::new(&mut png), ImageFormat::Png).unwrap();
+        img.write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
+            .unwrap();
         let e = decode_image(&png, "big.png", 100_000).unwrap_err();
-        assert!(matches!(e, ImageError::TooLarge { pixels: 120_000, .. }), "{e}");
-        assert_eq!(decode_image(&png, "ok.png", 120_000).unwrap().dimensions(), (400, 300));
+        assert!(
+            matches!(
+                e,
+                ImageError::TooLarge {
+                    pixels: 120_000,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(
+            decode_image(&png, "ok.png", 120_000).unwrap().dimensions(),
+            (400, 300)
+        );
     }
 }

@@ -36,7 +36,10 @@ pub fn measure(img: &RgbImage) -> Quality {
     let w = 160u32.min(img.width()).max(1);
     let h = ((img.height() as u64 * w as u64 / img.width().max(1) as u64) as u32).max(1);
     let small = image::imageops::resize(img, w, h, image::imageops::FilterType::Triangle);
-    let y: Vec<f32> = small.pixels().map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32).collect();
+    let y: Vec<f32> = small
+        .pixels()
+        .map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32)
+        .collect();
     let luma = y.iter().sum::<f32>() / y.len() as f32;
     let (w, h) = (w as usize, h as usize);
     let mut sum = 0f64;
@@ -51,7 +54,11 @@ pub fn measure(img: &RgbImage) -> Quality {
             n += 1.0;
         }
     }
-    let sharpness = if n > 0.0 { (sum2 / n - (sum / n).powi(2)) as f32 } else { 0.0 };
+    let sharpness = if n > 0.0 {
+        (sum2 / n - (sum / n).powi(2)) as f32
+    } else {
+        0.0
+    };
     Quality { luma, sharpness }
 }
 
@@ -77,10 +84,19 @@ mod tests {
         let dark = RgbImage::from_pixel(320, 240, image::Rgb([10, 10, 10]));
         assert_eq!(check(&measure(&dark), &cfg), Some(QualityIssue::TooDark));
         let bright = RgbImage::from_pixel(320, 240, image::Rgb([250, 250, 250]));
-        assert_eq!(check(&measure(&bright), &cfg), Some(QualityIssue::TooBright));
+        assert_eq!(
+            check(&measure(&bright), &cfg),
+            Some(QualityIssue::TooBright)
+        );
         let flat = RgbImage::from_pixel(320, 240, image::Rgb([120, 100, 90]));
         assert_eq!(check(&measure(&flat), &cfg), Some(QualityIssue::Blurred));
-        let checker = RgbImage::from_fn(320, 240, |x, y| if (x / 4 + y / 4) % 2 == 0 { image::Rgb([200, 150, 120]) } else { image::Rgb([60, 40, 30]) });
+        let checker = RgbImage::from_fn(320, 240, |x, y| {
+            if (x / 4 + y / 4) % 2 == 0 {
+                image::Rgb([200, 150, 120])
+            } else {
+                image::Rgb([60, 40, 30])
+            }
+        });
         assert_eq!(check(&measure(&checker), &cfg), None);
     }
 }

@@ -30,11 +30,15 @@ impl DrawTarget for Canvas {
     type Color = Rgb888;
     type Error = core::convert::Infallible;
 
-    fn draw_iter<I: IntoIterator<Item = Pixel<Rgb888>>>(&mut self, pixels: I) -> Result<(), Self::Error> {
+    fn draw_iter<I: IntoIterator<Item = Pixel<Rgb888>>>(
+        &mut self,
+        pixels: I,
+    ) -> Result<(), Self::Error> {
         let (w, h) = (self.0.width() as i32, self.0.height() as i32);
         for Pixel(p, c) in pixels {
             if p.x >= 0 && p.y >= 0 && p.x < w && p.y < h {
-                self.0.put_pixel(p.x as u32, p.y as u32, image::Rgb([c.r(), c.g(), c.b()]));
+                self.0
+                    .put_pixel(p.x as u32, p.y as u32, image::Rgb([c.r(), c.g(), c.b()]));
             }
         }
         Ok(())
@@ -90,7 +94,10 @@ const UNSURE: Rgb888 = Rgb888::new(150, 150, 160);
 fn draw_frame(canvas: &mut Canvas, frame: &RgbImage, area: Rectangle) {
     let (aw, ah) = (area.size.width.max(1), area.size.height.max(1));
     let scale = (aw as f32 / frame.width() as f32).min(ah as f32 / frame.height() as f32);
-    let (w, h) = (((frame.width() as f32 * scale) as u32).max(1), ((frame.height() as f32 * scale) as u32).max(1));
+    let (w, h) = (
+        ((frame.width() as f32 * scale) as u32).max(1),
+        ((frame.height() as f32 * scale) as u32).max(1),
+    );
     let small = image::imageops::resize(frame, w, h, image::imageops::FilterType::Triangle);
     let ox = area.top_left.x as u32 + (aw - w) / 2;
     let oy = area.top_left.y as u32 + (ah - h) / 2;
@@ -104,7 +111,10 @@ struct Fonts {
 }
 
 fn text(canvas: &mut Canvas, s: &str, at: Point, style: U8g2TextStyle<Rgb888>, align: Alignment) {
-    let ts = TextStyleBuilder::new().baseline(Baseline::Top).alignment(align).build();
+    let ts = TextStyleBuilder::new()
+        .baseline(Baseline::Top)
+        .alignment(align)
+        .build();
     let _ = Text::with_text_style(s, at, style, ts).draw(canvas);
 }
 
@@ -157,23 +167,40 @@ fn status_line(state: &DisplayState) -> String {
 /// Draw the whole screen. Layout adapts to the canvas: a side panel when the screen is wide
 /// enough (>= 480 px and wider than tall), else the frame on top and text below.
 pub fn render(canvas: &mut Canvas, frame: Option<&RgbImage>, state: &DisplayState) {
-    let Size { width: w, height: h } = canvas.size();
+    let Size {
+        width: w,
+        height: h,
+    } = canvas.size();
     let _ = canvas.clear(BG);
     let wide = w >= 480 && w > h;
     let large = w >= 480 && h >= 400;
     let f = if large {
-        Fonts { big: styled(0, FG), mid: styled(3, FG), small: styled(4, DIM) }
+        Fonts {
+            big: styled(0, FG),
+            mid: styled(3, FG),
+            small: styled(4, DIM),
+        }
     } else {
-        Fonts { big: styled(2, FG), mid: styled(4, FG), small: styled(4, DIM) }
+        Fonts {
+            big: styled(2, FG),
+            mid: styled(4, FG),
+            small: styled(4, DIM),
+        }
     };
     let pad = if large { 12 } else { 4 } as i32;
     let (frame_area, panel) = if wide {
         let fw = h.min(w * 3 / 5);
-        (Rectangle::new(Point::zero(), Size::new(fw, h)), Rectangle::new(Point::new(fw as i32, 0), Size::new(w - fw, h)))
+        (
+            Rectangle::new(Point::zero(), Size::new(fw, h)),
+            Rectangle::new(Point::new(fw as i32, 0), Size::new(w - fw, h)),
+        )
     } else {
         // Text panel: headline, bar, 3 classes, status, disclaimer.
         let ph = (h * 11 / 20).max(110).min(h);
-        (Rectangle::new(Point::zero(), Size::new(w, h - ph)), Rectangle::new(Point::new(0, (h - ph) as i32), Size::new(w, ph)))
+        (
+            Rectangle::new(Point::zero(), Size::new(w, h - ph)),
+            Rectangle::new(Point::new(0, (h - ph) as i32), Size::new(w, ph)),
+        )
     };
     if let Some(fr) = frame {
         if frame_area.size.height > 8 {
@@ -181,15 +208,29 @@ pub fn render(canvas: &mut Canvas, frame: Option<&RgbImage>, state: &DisplayStat
         }
     }
     if state.frozen {
-        let _ = frame_area.into_styled(PrimitiveStyle::with_stroke(OK, 3)).draw(canvas);
+        let _ = frame_area
+            .into_styled(PrimitiveStyle::with_stroke(OK, 3))
+            .draw(canvas);
     }
     let x = panel.top_left.x + pad;
     let mut y = panel.top_left.y + pad / 2;
     let pw = panel.size.width as i32 - 2 * pad;
-    let line = |big: bool| if big { if large { 34 } else { 20 } } else if large { 20 } else { 12 };
+    let line = |big: bool| {
+        if big {
+            if large { 34 } else { 20 }
+        } else if large {
+            20
+        } else {
+            12
+        }
+    };
 
     let (head, color) = headline(state);
-    let big = if large { styled(0, color) } else { styled(2, color) };
+    let big = if large {
+        styled(0, color)
+    } else {
+        styled(2, color)
+    };
     text(canvas, &head, Point::new(x, y), big, Alignment::Left);
     y += line(true);
 
@@ -197,15 +238,41 @@ pub fn render(canvas: &mut Canvas, frame: Option<&RgbImage>, state: &DisplayStat
     if let Some((_, p)) = state.top.first() {
         let bh = if large { 18 } else { 10 };
         let bw = (pw - if large { 70 } else { 40 }).max(10);
-        let _ = Rectangle::new(Point::new(x, y), Size::new(bw as u32, bh)).into_styled(PrimitiveStyle::with_fill(BAR_BG)).draw(canvas);
+        let _ = Rectangle::new(Point::new(x, y), Size::new(bw as u32, bh))
+            .into_styled(PrimitiveStyle::with_fill(BAR_BG))
+            .draw(canvas);
         let fill = ((bw as f32) * p.clamp(0.0, 1.0)) as u32;
-        let c = if state.uncertain || state.quality.is_some() { UNSURE } else { OK };
-        let _ = Rectangle::new(Point::new(x, y), Size::new(fill, bh)).into_styled(PrimitiveStyle::with_fill(c)).draw(canvas);
-        text(canvas, &format!("{:.0}%", p * 100.0), Point::new(x + pw, y + if large { -2 } else { -1 }), f.mid.clone(), Alignment::Right);
+        let c = if state.uncertain || state.quality.is_some() {
+            UNSURE
+        } else {
+            OK
+        };
+        let _ = Rectangle::new(Point::new(x, y), Size::new(fill, bh))
+            .into_styled(PrimitiveStyle::with_fill(c))
+            .draw(canvas);
+        text(
+            canvas,
+            &format!("{:.0}%", p * 100.0),
+            Point::new(x + pw, y + if large { -2 } else { -1 }),
+            f.mid.clone(),
+            Alignment::Right,
+        );
         y += bh as i32 + if large { 14 } else { 5 };
         for (name, p) in state.top.iter().take(3) {
-            text(canvas, name, Point::new(x, y), f.mid.clone(), Alignment::Left);
-            text(canvas, &format!("{:.0}%", p * 100.0), Point::new(x + pw, y), f.mid.clone(), Alignment::Right);
+            text(
+                canvas,
+                name,
+                Point::new(x, y),
+                f.mid.clone(),
+                Alignment::Left,
+            );
+            text(
+                canvas,
+                &format!("{:.0}%", p * 100.0),
+                Point::new(x + pw, y),
+                f.mid.clone(),
+                Alignment::Right,
+            );
             y += line(false);
         }
     }
@@ -213,8 +280,28 @@ pub fn render(canvas: &mut Canvas, frame: Option<&RgbImage>, state: &DisplayStat
     // Status and the disclaimer are anchored to the bottom of the panel.
     let bottom = panel.top_left.y + panel.size.height as i32;
     let small_h = if large { 14 } else { 10 };
-    text(canvas, &status_line(state), Point::new(x, bottom - 2 * small_h - pad / 2), f.small.clone(), Alignment::Left);
-    let warn = if large { styled(3, WARN) } else { styled(4, WARN) };
-    let disclaimer = if pw < 300 { "Not a diagnosis - research use only" } else { crate::DISCLAIMER };
-    text(canvas, disclaimer, Point::new(x, bottom - small_h - pad / 2 + if large { -4 } else { 0 }), warn, Alignment::Left);
+    text(
+        canvas,
+        &status_line(state),
+        Point::new(x, bottom - 2 * small_h - pad / 2),
+        f.small.clone(),
+        Alignment::Left,
+    );
+    let warn = if large {
+        styled(3, WARN)
+    } else {
+        styled(4, WARN)
+    };
+    let disclaimer = if pw < 300 {
+        "Not a diagnosis - research use only"
+    } else {
+        crate::DISCLAIMER
+    };
+    text(
+        canvas,
+        disclaimer,
+        Point::new(x, bottom - small_h - pad / 2 + if large { -4 } else { 0 }),
+        warn,
+        Alignment::Left,
+    );
 }

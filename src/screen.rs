@@ -29,18 +29,28 @@ pub struct PngScreen {
 
 impl PngScreen {
     pub fn new(path: PathBuf, width: u32, height: u32) -> Self {
-        PngScreen { path, width, height }
+        PngScreen {
+            path,
+            width,
+            height,
+        }
     }
 }
 
 impl Screen for PngScreen {
     fn present(&mut self, canvas: &Canvas) -> Result<(), ScreenError> {
-        let err = |m: String| ScreenError::Device { device: self.path.display().to_string(), message: m };
+        let err = |m: String| ScreenError::Device {
+            device: self.path.display().to_string(),
+            message: m,
+        };
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         }
         let tmp = self.path.with_extension("png.tmp");
-        canvas.0.save_with_format(&tmp, image::ImageFormat::Png).map_err(|e| err(e.to_string()))?;
+        canvas
+            .0
+            .save_with_format(&tmp, image::ImageFormat::Png)
+            .map_err(|e| err(e.to_string()))?;
         std::fs::rename(&tmp, &self.path).map_err(|e| err(e.to_string()))
     }
 

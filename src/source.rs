@@ -39,20 +39,46 @@ pub trait FrameSource: Send {
     fn next_frame(&mut self) -> Result<Frame, SourceError>;
 }
 
+/// Sleep until `period` after the previous frame, then record now as the previous frame.
+fn pace(last: &mut Option<Instant>, period: Duration) {
+    if let Some(due) = last.map(|l| l + period) {
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+    }
+    *last = Some(Instant::now());
+}
+
 /// Files named by a file, a folder (its JPEG/PNG files, sorted) or a glob pattern.
 pub fn resolve_images(spec: &str) -> Result<Vec<PathBuf>, SourceError> {
     let p = Path::new(spec);
-    let is_img = |p: &Path| p.extension().and_then(|e| e.to_str()).is_some_and(|e| ["jpg", "jpeg", "png"].contains(&e.to_ascii_lowercase().as_str()));
+    let is_img = |p: &Path| {
+        p.extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| ["jpg", "jpeg", "png"].contains(&e.to_ascii_lowercase().as_str()))
+    };
     let mut files: Vec<PathBuf> = if p.is_dir() {
-        std::fs::read_dir(p).map_err(|e| SourceError::Config(format!("{spec}: {e}")))?.flatten().map(|e| e.path()).filter(|p| is_img(p)).collect()
+        std::fs::read_dir(p)
+            .map_err(|e| SourceError::Config(format!("{spec}: {e}")))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| is_img(p))
+            .collect()
     } else if p.is_file() {
         vec![p.into()]
     } else {
-        glob::glob(spec).map_err(|e| SourceError::Config(format!("{spec}: bad pattern: {e}")))?.flatten().filter(|p| p.is_file()).collect()
+        glob::glob(spec)
+            .map_err(|e| SourceError::Config(format!("{spec}: bad pattern: {e}")))?
+            .flatten()
+            .filter(|p| p.is_file())
+            .collect()
     };
     files.sort();
     if files.is_empty() {
-        return Err(SourceError::Config(format!("{spec}: no JPEG/PNG images found")));
+        return Err(SourceError::Config(format!(
+            "{spec}: no JPEG/PNG images found"
+        )));
     }
     Ok(files)
 }
@@ -70,7 +96,15 @@ pub struct ImagesSource {
 
 impl ImagesSource {
     pub fn new(spec: &str, interval: Duration, repeat: bool) -> Result<Self, SourceError> {
-        Ok(ImagesSource { files: resolve_images(spec)?, interval, repeat, next: 0, seq: 0, last: None, max_pixels: crate::preprocess::DEFAULT_MAX_PIXELS })
+        Ok(ImagesSource {
+            files: resolve_images(spec)?,
+            interval,
+            repeat,
+            next: 0,
+            seq: 0,
+            last: None,
+            max_pixels: crate::preprocess::DEFAULT_MAX_PIXELS,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -90,18 +124,12 @@ impl FrameSource for ImagesSource {
             }
             self.next = 0;
         }
-        if let Some(last) = self.last {
-            let due = last + self.interval;
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
-        }
-        self.last = Some(Instant::now());
+        pace(&mut self.last, self.interval);
         let path = self.files[self.next].clone();
         self.next += 1;
         self.seq += 1;
-        let img = crate::preprocess::load_image(&path, self.max_pixels).map_err(|e| SourceError::BadFrame(e.to_string()))?;
+        let img = crate::preprocess::load_image(&path, self.max_pixels)
+            .map_err(|e| SourceError::BadFrame(e.to_string()))?;
         Ok(Frame {
             image: Arc::new(img),
             seq: self.seq,
@@ -123,31 +151,40 @@ pub struct SyntheticSource {
 
 impl SyntheticSource {
     pub fn new(width: u32, height: u32, fps: u32) -> Self {
-        SyntheticSource { width, height, period: Duration::from_secs_f64(1.0 / fps.max(1) as f64), seq: 0, last: None }
+        SyntheticSource {
+            width,
+            height,
+            period: Duration::from_secs_f64(1.0 / fps.max(1) as f64),
+            seq: 0,
+            last: None,
+        }
     }
 }
 
 impl FrameSource for SyntheticSource {
     fn next_frame(&mut self) -> Result<Frame, SourceError> {
-        if let Some(last) = self.last {
-            let due = last + self.period;
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
-        }
-        self.last = Some(Instant::now());
+        pace(&mut self.last, self.period);
         self.seq += 1;
         let shift = (self.seq * 4) as u32;
         let img = RgbImage::from_fn(self.width, self.height, |x, y| {
             let bar = ((x + shift) * 8 / self.width.max(1)) % 8;
-            let mut c = [((bar & 1) * 255) as u8, (((bar >> 1) & 1) * 255) as u8, (((bar >> 2) & 1) * 255) as u8];
+            let mut c = [
+                ((bar & 1) * 255) as u8,
+                (((bar >> 1) & 1) * 255) as u8,
+                (((bar >> 2) & 1) * 255) as u8,
+            ];
             if y > self.height * 3 / 4 && ((x / 8 + y / 8) % 2 == 0) {
                 c = [0, 0, 0];
             }
             image::Rgb(c)
         });
-        Ok(Frame { image: Arc::new(img), seq: self.seq, captured: Instant::now(), scene: 0, label: None })
+        Ok(Frame {
+            image: Arc::new(img),
+            seq: self.seq,
+            captured: Instant::now(),
+            scene: 0,
+            label: None,
+        })
     }
 }
 
@@ -155,17 +192,30 @@ impl FrameSource for SyntheticSource {
 /// whole rows of 2-pixel groups; a short or odd-sized buffer is an error, never a panic.
 pub fn yuyv_to_rgb(buf: &[u8], width: u32, height: u32) -> Result<RgbImage, SourceError> {
     let (w, h) = (width as usize, height as usize);
-    let need = w.checked_mul(h).and_then(|n| n.checked_mul(2)).ok_or_else(|| SourceError::BadFrame("YUYV size overflows".into()))?;
+    let need = w
+        .checked_mul(h)
+        .and_then(|n| n.checked_mul(2))
+        .ok_or_else(|| SourceError::BadFrame("YUYV size overflows".into()))?;
     if w == 0 || h == 0 || w % 2 != 0 {
-        return Err(SourceError::BadFrame(format!("YUYV frame {width}x{height}: width must be even and non-zero")));
+        return Err(SourceError::BadFrame(format!(
+            "YUYV frame {width}x{height}: width must be even and non-zero"
+        )));
     }
     if buf.len() < need {
-        return Err(SourceError::BadFrame(format!("YUYV frame {width}x{height} needs {need} bytes, got {}", buf.len())));
+        return Err(SourceError::BadFrame(format!(
+            "YUYV frame {width}x{height} needs {need} bytes, got {}",
+            buf.len()
+        )));
     }
     let mut out = vec![0u8; w * h * 3];
     let clamp = |v: i32| v.clamp(0, 255) as u8;
     for (src, dst) in buf[..need].chunks_exact(4).zip(out.chunks_exact_mut(6)) {
-        let (y0, u, y1, v) = (src[0] as i32 - 16, src[1] as i32 - 128, src[2] as i32 - 16, src[3] as i32 - 128);
+        let (y0, u, y1, v) = (
+            src[0] as i32 - 16,
+            src[1] as i32 - 128,
+            src[2] as i32 - 16,
+            src[3] as i32 - 128,
+        );
         let (rv, guv, bu) = (409 * v, -100 * u - 208 * v, 516 * u);
         for (k, y) in [y0, y1].into_iter().enumerate() {
             let c = 298 * y + 128;
@@ -179,7 +229,8 @@ pub fn yuyv_to_rgb(buf: &[u8], width: u32, height: u32) -> Result<RgbImage, Sour
 
 /// MJPEG frame (one JPEG) to RGB8; corrupt or truncated data is a `BadFrame`.
 pub fn mjpeg_to_rgb(buf: &[u8], max_pixels: u64) -> Result<RgbImage, SourceError> {
-    crate::preprocess::decode_image(buf, "MJPEG frame", max_pixels).map_err(|e| SourceError::BadFrame(e.to_string()))
+    crate::preprocess::decode_image(buf, "MJPEG frame", max_pixels)
+        .map_err(|e| SourceError::BadFrame(e.to_string()))
 }
 
 /// Opens a device on demand and reopens it with exponential backoff after it fails. Each
@@ -199,7 +250,15 @@ where
     F: FnMut() -> Result<Box<dyn FrameSource>, SourceError> + Send,
 {
     pub fn new(open: F, min_backoff: Duration, max_backoff: Duration) -> Self {
-        Reconnecting { open, current: None, backoff: min_backoff, min_backoff, max_backoff, next_try: None, reconnects: 0 }
+        Reconnecting {
+            open,
+            current: None,
+            backoff: min_backoff,
+            min_backoff,
+            max_backoff,
+            next_try: None,
+            reconnects: 0,
+        }
     }
 }
 
@@ -254,7 +313,11 @@ mod tests {
         // Y=126 U=V=128 is mid grey in limited range.
         let buf = [126u8, 128, 126, 128].repeat(4 * 2 / 2);
         let img = yuyv_to_rgb(&buf, 4, 2).unwrap();
-        assert!(img.pixels().all(|p| p.0 == [128, 128, 128]), "{:?}", img.get_pixel(0, 0));
+        assert!(
+            img.pixels().all(|p| p.0 == [128, 128, 128]),
+            "{:?}",
+            img.get_pixel(0, 0)
+        );
         assert!(yuyv_to_rgb(&buf[..5], 4, 2).is_err());
         assert!(yuyv_to_rgb(&buf, 3, 2).is_err());
         assert!(yuyv_to_rgb(&buf, u32::MAX, u32::MAX).is_err());
@@ -262,7 +325,13 @@ mod tests {
 
     #[test]
     fn mjpeg_garbage_is_bad_frame() {
-        assert!(matches!(mjpeg_to_rgb(&[0xFF, 0xD8, 0xFF, 0, 1, 2], 1 << 20), Err(SourceError::BadFrame(_))));
-        assert!(matches!(mjpeg_to_rgb(&[], 1 << 20), Err(SourceError::BadFrame(_))));
+        assert!(matches!(
+            mjpeg_to_rgb(&[0xFF, 0xD8, 0xFF, 0, 1, 2], 1 << 20),
+            Err(SourceError::BadFrame(_))
+        ));
+        assert!(matches!(
+            mjpeg_to_rgb(&[], 1 << 20),
+            Err(SourceError::BadFrame(_))
+        ));
     }
 }

@@ -6,15 +6,14 @@ use crate::config::{ScreenConfig, TftDriver};
 use crate::render::Canvas;
 use crate::screen::{Screen, ScreenError};
 use embedded_graphics::pixelcolor::{Rgb565, Rgb888};
-use embedded_graphics::prelude::*;
 use embedded_hal::digital::OutputPin;
 use linux_embedded_hal::gpio_cdev::{Chip, LineRequestFlags};
 use linux_embedded_hal::spidev::{SpiModeFlags, SpidevOptions};
 use linux_embedded_hal::{CdevPin, Delay, SpidevDevice};
+use mipidsi::Builder;
 use mipidsi::interface::SpiInterface;
 use mipidsi::models::{ILI9341Rgb565, Model, ST7789};
 use mipidsi::options::{ColorInversion, Orientation, Rotation};
-use mipidsi::Builder;
 
 /// Largest single SPI transfer (bytes).
 pub const SPI_CHUNK: usize = 4096;
@@ -30,45 +29,108 @@ pub struct TftScreen {
 }
 
 fn out_pin(chip: &mut Chip, line: u32, label: &str, initial: u8) -> Result<CdevPin, String> {
-    let handle = chip.get_line(line).and_then(|l| l.request(LineRequestFlags::OUTPUT, initial, label)).map_err(|e| format!("GPIO line {line} ({label}): {e}"))?;
+    let handle = chip
+        .get_line(line)
+        .and_then(|l| l.request(LineRequestFlags::OUTPUT, initial, label))
+        .map_err(|e| format!("GPIO line {line} ({label}): {e}"))?;
     CdevPin::new(handle).map_err(|e| format!("GPIO line {line} ({label}): {e}"))
 }
 
 fn pixels(canvas: &Canvas) -> impl Iterator<Item = Rgb565> + '_ {
-    canvas.0.pixels().map(|p| Rgb565::from(Rgb888::new(p[0], p[1], p[2])))
+    canvas
+        .0
+        .pixels()
+        .map(|p| Rgb565::from(Rgb888::new(p[0], p[1], p[2])))
 }
 
-fn start<M>(model: M, di: SpiInterface<'static, SpidevDevice, CdevPin>, rst: Option<CdevPin>, w: u16, h: u16, orientation: Orientation, invert: bool) -> Result<Push, String>
+fn start<M>(
+    model: M,
+    di: SpiInterface<'static, SpidevDevice, CdevPin>,
+    rst: Option<CdevPin>,
+    w: u16,
+    h: u16,
+    orientation: Orientation,
+    invert: bool,
+) -> Result<Push, String>
 where
     M: Model<ColorFormat = Rgb565> + Send + 'static,
 {
-    let inversion = if invert { ColorInversion::Inverted } else { ColorInversion::Normal };
-    let builder = Builder::new(model, di).display_size(w, h).orientation(orientation).invert_colors(inversion);
+    let inversion = if invert {
+        ColorInversion::Inverted
+    } else {
+        ColorInversion::Normal
+    };
+    let builder = Builder::new(model, di)
+        .display_size(w, h)
+        .orientation(orientation)
+        .invert_colors(inversion);
     macro_rules! push {
         ($display:expr) => {{
             let mut d = $display;
-            Ok(Box::new(move |c: &Canvas| d.set_pixels(0, 0, w - 1, h - 1, pixels(c)).map_err(|e| format!("{e:?}"))) as Push)
+            Ok(Box::new(move |c: &Canvas| {
+                d.set_pixels(0, 0, w - 1, h - 1, pixels(c))
+                    .map_err(|e| format!("{e:?}"))
+            }) as Push)
         }};
     }
     match rst {
-        Some(rst) => push!(builder.reset_pin(rst).init(&mut Delay).map_err(|e| format!("display init: {e:?}"))?),
-        None => push!(builder.init(&mut Delay).map_err(|e| format!("display init: {e:?}"))?),
+        Some(rst) => push!(
+            builder
+                .reset_pin(rst)
+                .init(&mut Delay)
+                .map_err(|e| format!("display init: {e:?}"))?
+        ),
+        None => push!(
+            builder
+                .init(&mut Delay)
+                .map_err(|e| format!("display init: {e:?}"))?
+        ),
     }
 }
 
 impl TftScreen {
     pub fn open(cfg: &ScreenConfig) -> Result<TftScreen, ScreenError> {
-        let ScreenConfig::Tft { driver, spi, spi_hz, gpiochip, dc_pin, rst_pin, backlight_pin, width, height, rotation, invert_colors } = cfg else {
+        let ScreenConfig::Tft {
+            driver,
+            spi,
+            spi_hz,
+            gpiochip,
+            dc_pin,
+            rst_pin,
+            backlight_pin,
+            width,
+            height,
+            rotation,
+            invert_colors,
+        } = cfg
+        else {
             return Err(ScreenError::Unavailable("not a TFT config".into()));
         };
         let device = spi.display().to_string();
-        let err = |m: String| ScreenError::Device { device: device.clone(), message: m };
+        let err = |m: String| ScreenError::Device {
+            device: device.clone(),
+            message: m,
+        };
         let mut dev = SpidevDevice::open(spi).map_err(|e| err(format!("{e:?}")))?;
-        dev.configure(&SpidevOptions::new().bits_per_word(8).max_speed_hz(*spi_hz).mode(SpiModeFlags::SPI_MODE_0).build()).map_err(|e| err(e.to_string()))?;
-        let mut chip = Chip::new(gpiochip).map_err(|e| err(format!("{}: {e}", gpiochip.display())))?;
+        dev.configure(
+            &SpidevOptions::new()
+                .bits_per_word(8)
+                .max_speed_hz(*spi_hz)
+                .mode(SpiModeFlags::SPI_MODE_0)
+                .build(),
+        )
+        .map_err(|e| err(e.to_string()))?;
+        let mut chip =
+            Chip::new(gpiochip).map_err(|e| err(format!("{}: {e}", gpiochip.display())))?;
         let dc = out_pin(&mut chip, *dc_pin, "dermcam-dc", 0).map_err(err)?;
-        let rst = rst_pin.map(|p| out_pin(&mut chip, p, "dermcam-rst", 1)).transpose().map_err(err)?;
-        let mut backlight = backlight_pin.map(|p| out_pin(&mut chip, p, "dermcam-backlight", 1)).transpose().map_err(err)?;
+        let rst = rst_pin
+            .map(|p| out_pin(&mut chip, p, "dermcam-rst", 1))
+            .transpose()
+            .map_err(err)?;
+        let mut backlight = backlight_pin
+            .map(|p| out_pin(&mut chip, p, "dermcam-backlight", 1))
+            .transpose()
+            .map_err(err)?;
         if let Some(b) = backlight.as_mut() {
             let _ = b.set_high();
         }
@@ -83,18 +145,43 @@ impl TftScreen {
         };
         let (w, h) = (*width as u16, *height as u16);
         let push = match driver {
-            TftDriver::St7789 => start(ST7789, di, rst, w, h, Orientation::new().rotate(rot), *invert_colors),
-            TftDriver::Ili9341 => start(ILI9341Rgb565, di, rst, w, h, Orientation::new().rotate(rot), *invert_colors),
+            TftDriver::St7789 => start(
+                ST7789,
+                di,
+                rst,
+                w,
+                h,
+                Orientation::new().rotate(rot),
+                *invert_colors,
+            ),
+            TftDriver::Ili9341 => start(
+                ILI9341Rgb565,
+                di,
+                rst,
+                w,
+                h,
+                Orientation::new().rotate(rot),
+                *invert_colors,
+            ),
         }
         .map_err(err)?;
         eprintln!("screen: {driver:?} {width}x{height} on {device} at {spi_hz} Hz");
-        Ok(TftScreen { push, width: *width, height: *height, device, _backlight: backlight })
+        Ok(TftScreen {
+            push,
+            width: *width,
+            height: *height,
+            device,
+            _backlight: backlight,
+        })
     }
 }
 
 impl Screen for TftScreen {
     fn present(&mut self, canvas: &Canvas) -> Result<(), ScreenError> {
-        (self.push)(canvas).map_err(|m| ScreenError::Device { device: self.device.clone(), message: m })
+        (self.push)(canvas).map_err(|m| ScreenError::Device {
+            device: self.device.clone(),
+            message: m,
+        })
     }
 
     fn size(&self) -> (u32, u32) {

@@ -22,7 +22,18 @@ use std::time::Instant;
 use tokio::sync::Semaphore;
 
 /// Upper bounds (ms) of the latency histogram buckets in /metrics.
-const BUCKETS_MS: [f64; 10] = [10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0, f64::INFINITY];
+const BUCKETS_MS: [f64; 10] = [
+    10.0,
+    25.0,
+    50.0,
+    100.0,
+    200.0,
+    400.0,
+    800.0,
+    1600.0,
+    3200.0,
+    f64::INFINITY,
+];
 
 #[derive(Default)]
 pub struct WebCounters {
@@ -36,9 +47,13 @@ pub struct WebCounters {
 
 impl WebCounters {
     fn observe(&self, ms: f64) {
-        let i = BUCKETS_MS.iter().position(|b| ms <= *b).unwrap_or(BUCKETS_MS.len() - 1);
+        let i = BUCKETS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(BUCKETS_MS.len() - 1);
         self.latency[i].fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us.fetch_add((ms * 1000.0) as u64, Ordering::Relaxed);
+        self.latency_sum_us
+            .fetch_add((ms * 1000.0) as u64, Ordering::Relaxed);
     }
 }
 
@@ -77,15 +92,24 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), retry_after: None }
+        ApiError {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (self.status, Json(json!({"error": self.message, "status": self.status.as_u16()}))).into_response();
+        let mut r = (
+            self.status,
+            Json(json!({"error": self.message, "status": self.status.as_u16()})),
+        )
+            .into_response();
         if let Some(s) = self.retry_after {
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         r
     }
@@ -97,8 +121,24 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(index))
         .route("/classify", post(classify_form))
         .route("/login", get(login_page).post(login))
-        .route("/static/app.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("../assets/web/app.js")) }))
-        .route("/static/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("../assets/web/style.css")) }))
+        .route(
+            "/static/app.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    include_str!("../assets/web/app.js"),
+                )
+            }),
+        )
+        .route(
+            "/static/style.css",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+                    include_str!("../assets/web/style.css"),
+                )
+            }),
+        )
         .route("/api/v1/classify", post(classify_api))
         .route("/api/v1/status", get(status))
         .route("/api/v1/model", get(model_manifest))
@@ -113,7 +153,10 @@ pub fn router(state: AppState) -> Router {
 }
 
 fn bearer_or_cookie(headers: &HeaderMap) -> Option<String> {
-    if let Some(a) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(a) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         if let Some(t) = a.strip_prefix("Bearer ") {
             return Some(t.trim().to_string());
         }
@@ -130,7 +173,11 @@ fn bearer_or_cookie(headers: &HeaderMap) -> Option<String> {
 
 /// Constant-time comparison, so response timing does not leak the token.
 fn token_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// Access control, upload size pre-check and security headers for every response.
@@ -141,7 +188,11 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
     let mut resp = if let (Some(token), false) = (st.cfg.token.as_deref(), open) {
         match bearer_or_cookie(req.headers()) {
             Some(t) if token_eq(&t, token) => pre_checked(&st, req, next).await,
-            _ if path.starts_with("/api/") || path == "/metrics" => ApiError::new(StatusCode::UNAUTHORIZED, "access token required (Authorization: Bearer <token>)").into_response(),
+            _ if path.starts_with("/api/") || path == "/metrics" => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "access token required (Authorization: Bearer <token>)",
+            )
+            .into_response(),
             _ => Redirect::to("/login").into_response(),
         }
     } else {
@@ -149,7 +200,10 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
     };
     let h = resp.headers_mut();
     h.insert("content-security-policy", HeaderValue::from_static("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'"));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -157,10 +211,18 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
 }
 
 async fn pre_checked(st: &AppState, req: Request, next: Next) -> Response {
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > st.cfg.max_upload_bytes + 64 * 1024) {
         st.counters.rejected_uploads.fetch_add(1, Ordering::Relaxed);
-        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("upload larger than {} bytes", st.cfg.max_upload_bytes)).into_response();
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("upload larger than {} bytes", st.cfg.max_upload_bytes),
+        )
+        .into_response();
     }
     next.run(req).await
 }
@@ -177,25 +239,45 @@ pub struct ClassifyResult {
 }
 
 /// Size/type/decode checks, bounded concurrency, then the shared classifier.
-async fn run_classification(st: &AppState, bytes: Bytes) -> Result<(ClassifyResult, image::RgbImage), ApiError> {
+async fn run_classification(
+    st: &AppState,
+    bytes: Bytes,
+) -> Result<(ClassifyResult, image::RgbImage), ApiError> {
     let reject = |status: StatusCode, msg: String| {
         st.counters.rejected_uploads.fetch_add(1, Ordering::Relaxed);
         ApiError::new(status, msg)
     };
     if bytes.is_empty() {
-        return Err(reject(StatusCode::BAD_REQUEST, "no image in the request".into()));
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            "no image in the request".into(),
+        ));
     }
     if bytes.len() > st.cfg.max_upload_bytes {
-        return Err(reject(StatusCode::PAYLOAD_TOO_LARGE, format!("upload of {} bytes exceeds {} bytes", bytes.len(), st.cfg.max_upload_bytes)));
+        return Err(reject(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "upload of {} bytes exceeds {} bytes",
+                bytes.len(),
+                st.cfg.max_upload_bytes
+            ),
+        ));
     }
     if sniff_format(&bytes).is_none() {
-        return Err(reject(StatusCode::UNSUPPORTED_MEDIA_TYPE, "only JPEG and PNG images are accepted (checked by content, not file name)".into()));
+        return Err(reject(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "only JPEG and PNG images are accepted (checked by content, not file name)".into(),
+        ));
     }
     // Bounded concurrency with a short queue; beyond it, tell the client to come back.
     if st.waiting.fetch_add(1, Ordering::SeqCst) >= st.cfg.max_concurrent + st.cfg.queue {
         st.waiting.fetch_sub(1, Ordering::SeqCst);
         st.counters.busy.fetch_add(1, Ordering::Relaxed);
-        return Err(ApiError { status: StatusCode::SERVICE_UNAVAILABLE, message: "busy: too many classifications in progress".into(), retry_after: Some(1) });
+        return Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "busy: too many classifications in progress".into(),
+            retry_after: Some(1),
+        });
     }
     let permit = st.slots.clone().acquire_owned().await;
     let t0 = Instant::now();
@@ -210,7 +292,12 @@ async fn run_classification(st: &AppState, bytes: Bytes) -> Result<(ClassifyResu
             }
         }
         let q = quality::measure(&img);
-        let r = model.classify(&img, false).map_err(|e| ImageError::Decode { what: "upload".into(), message: e.to_string() })?;
+        let r = model
+            .classify(&img, false)
+            .map_err(|e| ImageError::Decode {
+                what: "upload".into(),
+                message: e.to_string(),
+            })?;
         Ok::<_, ImageError>((img, q, r))
     })
     .await;
@@ -218,7 +305,12 @@ async fn run_classification(st: &AppState, bytes: Bytes) -> Result<(ClassifyResu
     let (img, q, (p, timings)) = match out {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => return Err(reject(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
-        Err(e) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("classification task failed: {e}"))),
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("classification task failed: {e}"),
+            ));
+        }
     };
     let total_ms = t0.elapsed().as_secs_f64() * 1e3;
     st.counters.classified.fetch_add(1, Ordering::Relaxed);
@@ -251,24 +343,44 @@ async fn first_file(mut mp: Multipart) -> Result<Bytes, ApiError> {
         match mp.next_field().await {
             Ok(Some(field)) => {
                 let is_file = field.file_name().is_some() || field.name() == Some("image");
-                let data = field.bytes().await.map_err(|e| ApiError::new(e.status(), format!("reading upload: {}", e.body_text())))?;
+                let data = field.bytes().await.map_err(|e| {
+                    ApiError::new(e.status(), format!("reading upload: {}", e.body_text()))
+                })?;
                 if is_file {
                     return Ok(data);
                 }
             }
-            Ok(None) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "multipart form has no file field")),
-            Err(e) => return Err(ApiError::new(e.status(), format!("bad multipart body: {}", e.body_text()))),
+            Ok(None) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "multipart form has no file field",
+                ));
+            }
+            Err(e) => {
+                return Err(ApiError::new(
+                    e.status(),
+                    format!("bad multipart body: {}", e.body_text()),
+                ));
+            }
         }
     }
 }
 
 async fn body_image(st: &AppState, req: Request) -> Result<Bytes, ApiError> {
-    let is_multipart = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("multipart/form-data"));
+    let is_multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
     let r = if is_multipart {
-        let mp = Multipart::from_request(req, st).await.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+        let mp = Multipart::from_request(req, st)
+            .await
+            .map_err(|e| ApiError::new(e.status(), e.body_text()))?;
         first_file(mp).await
     } else {
-        Bytes::from_request(req, st).await.map_err(|e| ApiError::new(e.status(), e.body_text()))
+        Bytes::from_request(req, st)
+            .await
+            .map_err(|e| ApiError::new(e.status(), e.body_text()))
     };
     if let Err(e) = &r {
         if e.status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -278,13 +390,20 @@ async fn body_image(st: &AppState, req: Request) -> Result<Bytes, ApiError> {
     r
 }
 
-async fn classify_api(State(st): State<AppState>, req: Request) -> Result<Json<ClassifyResult>, ApiError> {
+async fn classify_api(
+    State(st): State<AppState>,
+    req: Request,
+) -> Result<Json<ClassifyResult>, ApiError> {
     let bytes = body_image(&st, req).await?;
     Ok(Json(run_classification(&st, bytes).await?.0))
 }
 
 pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 fn page(title: &str, body: &str) -> Html<String> {
@@ -329,9 +448,18 @@ async fn classify_form(State(st): State<AppState>, req: Request) -> Response {
     };
     match result {
         Ok((r, img)) => {
-            let thumb = image::imageops::thumbnail(&img, 480.min(img.width()), (480 * img.height() / img.width().max(1)).max(1).min(img.height()));
+            let thumb = image::imageops::thumbnail(
+                &img,
+                480.min(img.width()),
+                (480 * img.height() / img.width().max(1))
+                    .max(1)
+                    .min(img.height()),
+            );
             let mut jpg = Vec::new();
-            let _ = thumb.write_to(&mut std::io::Cursor::new(&mut jpg), image::ImageFormat::Jpeg);
+            let _ = thumb.write_to(
+                &mut std::io::Cursor::new(&mut jpg),
+                image::ImageFormat::Jpeg,
+            );
             let b64 = base64::engine::general_purpose::STANDARD.encode(&jpg);
             let mut rows = String::new();
             for c in r.classes.iter().take(3) {
@@ -344,11 +472,19 @@ async fn classify_form(State(st): State<AppState>, req: Request) -> Response {
                     c.probability * 100.0
                 );
             }
-            let warn = r.quality.get("warning").and_then(|w| w.as_str()).map(|w| format!("<p class=\"warn\">Image quality: {}</p>", escape(w))).unwrap_or_default();
+            let warn = r
+                .quality
+                .get("warning")
+                .and_then(|w| w.as_str())
+                .map(|w| format!("<p class=\"warn\">Image quality: {}</p>", escape(w)))
+                .unwrap_or_default();
             let head = if r.uncertain {
                 "<p class=\"headline\" id=\"prediction\">Uncertain</p><p>The model is not confident about any class for this image.</p>".to_string()
             } else {
-                format!("<p class=\"headline\" id=\"prediction\">{}</p>", escape(&r.headline))
+                format!(
+                    "<p class=\"headline\" id=\"prediction\">{}</p>",
+                    escape(&r.headline)
+                )
             };
             page(
                 "dermcam result",
@@ -373,7 +509,10 @@ async fn classify_form(State(st): State<AppState>, req: Request) -> Response {
 }
 
 async fn login_page() -> Html<String> {
-    page("dermcam login", "<main><section><h2>Access token</h2><form method=\"post\" action=\"/login\"><p><input type=\"password\" name=\"token\" required autocomplete=\"current-password\"></p><p><input type=\"submit\" value=\"Sign in\"></p></form></section></main>")
+    page(
+        "dermcam login",
+        "<main><section><h2>Access token</h2><form method=\"post\" action=\"/login\"><p><input type=\"password\" name=\"token\" required autocomplete=\"current-password\"></p><p><input type=\"submit\" value=\"Sign in\"></p></form></section></main>",
+    )
 }
 
 async fn login(State(st): State<AppState>, body: Bytes) -> Response {
@@ -416,14 +555,31 @@ fn percent_decode(s: &str) -> String {
 async fn status(State(st): State<AppState>) -> Json<serde_json::Value> {
     let m = &st.model.manifest;
     let Some(live) = &st.live else {
-        return Json(json!({"source": "none", "model": m.name, "uptime_s": st.started.elapsed().as_secs_f64(), "frame_version": 0, "display": null, "headline": null}));
+        return Json(
+            json!({"source": "none", "model": m.name, "uptime_s": st.started.elapsed().as_secs_f64(), "frame_version": 0, "display": null, "headline": null}),
+        );
     };
-    let latest = live.latest.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let latest = live
+        .latest
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let (display, headline, last, version) = match &latest {
         Some(u) => {
-            let head = if let Some(q) = &u.state.quality { q.clone() } else if u.state.uncertain { "Uncertain".into() } else { u.state.top.first().map(|t| t.0.clone()).unwrap_or_default() };
+            let head = if let Some(q) = &u.state.quality {
+                q.clone()
+            } else if u.state.uncertain {
+                "Uncertain".into()
+            } else {
+                u.state.top.first().map(|t| t.0.clone()).unwrap_or_default()
+            };
             let last = u.prediction.as_ref().map(|p| json!({"classes": p.top_k(3, m), "uncertain": p.uncertain, "frame": u.frame.as_ref().map(|f| f.seq)}));
-            (serde_json::to_value(&u.state).unwrap_or_default(), head, last, u.frame.as_ref().map_or(0, |f| f.seq))
+            (
+                serde_json::to_value(&u.state).unwrap_or_default(),
+                head,
+                last,
+                u.frame.as_ref().map_or(0, |f| f.seq),
+            )
         }
         None => (serde_json::Value::Null, "Starting".into(), None, 0),
     };
@@ -445,23 +601,29 @@ async fn model_manifest(State(st): State<AppState>) -> Json<crate::manifest::Man
 }
 
 async fn frame_jpeg(State(st): State<AppState>) -> Response {
-    let frame = st.live.as_ref().and_then(|l| l.latest.read().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|u| u.frame.clone()));
+    let frame = st.live.as_ref().and_then(|l| l.latest_frame());
     let Some(f) = frame else {
         return ApiError::new(StatusCode::NOT_FOUND, "no live frame").into_response();
     };
     let jpg = tokio::task::spawn_blocking(move || {
         let mut v = Vec::new();
-        f.image.write_to(&mut std::io::Cursor::new(&mut v), image::ImageFormat::Jpeg).map(|_| v)
+        f.image
+            .write_to(&mut std::io::Cursor::new(&mut v), image::ImageFormat::Jpeg)
+            .map(|_| v)
     })
     .await;
     match jpg {
         Ok(Ok(v)) => ([(header::CONTENT_TYPE, "image/jpeg")], v).into_response(),
-        _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "could not encode frame").into_response(),
+        _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "could not encode frame")
+            .into_response(),
     }
 }
 
 async fn freeze(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let live = st.live.as_ref().ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "no live pipeline on this device"))?;
+    let live = st
+        .live
+        .as_ref()
+        .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "no live pipeline on this device"))?;
     live.toggle_freeze();
     Ok(Json(json!({"toggled": true})))
 }
@@ -475,23 +637,62 @@ async fn metrics(State(st): State<AppState>) -> Response {
     if let Some(live) = &st.live {
         let k = live.counters.snapshot();
         counter("dermcam_frames_total", "Frames captured.", k.frames);
-        counter("dermcam_inferences_total", "Live frames classified.", k.inferences);
-        counter("dermcam_dropped_frames_total", "Frames replaced before inference (model slower than camera).", k.dropped_frames);
-        counter("dermcam_quality_rejections_total", "Frames not classified for quality.", k.quality_rejections);
+        counter(
+            "dermcam_inferences_total",
+            "Live frames classified.",
+            k.inferences,
+        );
+        counter(
+            "dermcam_dropped_frames_total",
+            "Frames replaced before inference (model slower than camera).",
+            k.dropped_frames,
+        );
+        counter(
+            "dermcam_quality_rejections_total",
+            "Frames not classified for quality.",
+            k.quality_rejections,
+        );
         counter("dermcam_errors_total", "Pipeline errors.", k.errors);
-        counter("dermcam_screen_errors_total", "Failed screen updates.", k.screen_errors);
+        counter(
+            "dermcam_screen_errors_total",
+            "Failed screen updates.",
+            k.screen_errors,
+        );
     }
-    counter("dermcam_http_requests_total", "HTTP requests.", c.requests.load(Ordering::Relaxed));
-    counter("dermcam_uploads_classified_total", "Uploads classified.", c.classified.load(Ordering::Relaxed));
-    counter("dermcam_uploads_rejected_total", "Uploads rejected (size, type, decode).", c.rejected_uploads.load(Ordering::Relaxed));
-    counter("dermcam_uploads_busy_total", "Uploads refused with 503 (queue full).", c.busy.load(Ordering::Relaxed));
+    counter(
+        "dermcam_http_requests_total",
+        "HTTP requests.",
+        c.requests.load(Ordering::Relaxed),
+    );
+    counter(
+        "dermcam_uploads_classified_total",
+        "Uploads classified.",
+        c.classified.load(Ordering::Relaxed),
+    );
+    counter(
+        "dermcam_uploads_rejected_total",
+        "Uploads rejected (size, type, decode).",
+        c.rejected_uploads.load(Ordering::Relaxed),
+    );
+    counter(
+        "dermcam_uploads_busy_total",
+        "Uploads refused with 503 (queue full).",
+        c.busy.load(Ordering::Relaxed),
+    );
     s += "# HELP dermcam_upload_latency_ms Upload classification latency.\n# TYPE dermcam_upload_latency_ms histogram\n";
     let mut cum = 0;
     for (i, b) in BUCKETS_MS.iter().enumerate() {
         cum += c.latency[i].load(Ordering::Relaxed);
-        let le = if b.is_infinite() { "+Inf".to_string() } else { format!("{b}") };
+        let le = if b.is_infinite() {
+            "+Inf".to_string()
+        } else {
+            format!("{b}")
+        };
         s += &format!("dermcam_upload_latency_ms_bucket{{le=\"{le}\"}} {cum}\n");
     }
-    s += &format!("dermcam_upload_latency_ms_sum {}\ndermcam_upload_latency_ms_count {cum}\n", c.latency_sum_us.load(Ordering::Relaxed) as f64 / 1000.0);
+    s += &format!(
+        "dermcam_upload_latency_ms_sum {}\ndermcam_upload_latency_ms_count {cum}\n",
+        c.latency_sum_us.load(Ordering::Relaxed) as f64 / 1000.0
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s).into_response()
 }

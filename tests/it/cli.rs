@@ -5,8 +5,16 @@ use crate::*;
 use std::process::Command;
 
 fn dermcam(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_dermcam")).args(args).env_remove("DERMCAM_MODEL").output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    let out = Command::new(env!("CARGO_BIN_EXE_dermcam"))
+        .args(args)
+        .env_remove("DERMCAM_MODEL")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
@@ -19,14 +27,45 @@ fn classify_reports_each_bad_file_and_continues() {
     let text = tmp.join("notes.jpg");
     std::fs::write(&text, "this is not an image").unwrap();
     let missing = tmp.join("missing.png");
-    let (code, out, err) = dermcam(&["classify", "--json", good.to_str().unwrap(), truncated.to_str().unwrap(), text.to_str().unwrap(), missing.to_str().unwrap()]);
+    let (code, out, err) = dermcam(&[
+        "classify",
+        "--json",
+        good.to_str().unwrap(),
+        truncated.to_str().unwrap(),
+        text.to_str().unwrap(),
+        missing.to_str().unwrap(),
+    ]);
     assert_eq!(code, 4, "exit code for partial failure; stderr: {err}");
-    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 4);
     assert!(lines[0]["top"].as_array().unwrap().len() == 3 && lines[0]["error"].is_null());
-    assert!(lines[1]["error"].as_str().unwrap().contains("truncated.jpg"), "{}", lines[1]);
-    assert!(lines[2]["error"].as_str().unwrap().contains("notes.jpg: not a JPEG or PNG"), "{}", lines[2]);
-    assert!(lines[3]["error"].as_str().unwrap().contains("missing.png: cannot read"), "{}", lines[3]);
+    assert!(
+        lines[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("truncated.jpg"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("notes.jpg: not a JPEG or PNG"),
+        "{}",
+        lines[2]
+    );
+    assert!(
+        lines[3]["error"]
+            .as_str()
+            .unwrap()
+            .contains("missing.png: cannot read"),
+        "{}",
+        lines[3]
+    );
     // Probabilities are calibrated and sum to one over all classes.
     let top: f64 = lines[0]["top"][0]["probability"].as_f64().unwrap();
     assert!(top > 0.0 && top <= 1.0);
@@ -34,14 +73,31 @@ fn classify_reports_each_bad_file_and_continues() {
 
 #[test]
 fn classify_folder_table_matches_library() {
-    let (code, out, err) = dermcam(&["classify", "--top-k", "2", root().join("tests/samples").to_str().unwrap()]);
+    let (code, out, err) = dermcam(&[
+        "classify",
+        "--top-k",
+        "2",
+        root().join("tests/samples").to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("Not a diagnosis"));
     let m = default_model();
     for s in samples() {
-        let (p, _) = m.classify(&dermcam::preprocess::load_image(&s, u64::MAX).unwrap(), false).unwrap();
-        let line = out.lines().find(|l| l.contains(s.file_name().unwrap().to_str().unwrap())).unwrap();
-        let expect = if p.uncertain { "uncertain".to_string() } else { m.manifest.classes[p.top1().0].name.clone() };
+        let (p, _) = m
+            .classify(
+                &dermcam::preprocess::load_image(&s, u64::MAX).unwrap(),
+                false,
+            )
+            .unwrap();
+        let line = out
+            .lines()
+            .find(|l| l.contains(s.file_name().unwrap().to_str().unwrap()))
+            .unwrap();
+        let expect = if p.uncertain {
+            "uncertain".to_string()
+        } else {
+            m.manifest.classes[p.top1().0].name.clone()
+        };
         assert!(line.contains(&expect), "{line} should say {expect}");
     }
 }
@@ -51,9 +107,19 @@ fn bad_model_is_exit_code_3_with_chain() {
     let tmp = scratch("cli-badmodel");
     let d = copy_bundle(dermcam::DEFAULT_BUNDLE, &tmp);
     std::fs::write(d.join("model.json"), "{\"schema_version\": 1, \"name\": 3}").unwrap();
-    let (code, _, err) = dermcam(&["classify", "--model", d.to_str().unwrap(), samples()[0].to_str().unwrap()]);
+    let (code, _, err) = dermcam(&[
+        "classify",
+        "--model",
+        d.to_str().unwrap(),
+        samples()[0].to_str().unwrap(),
+    ]);
     assert_eq!(code, 3, "{err}");
-    assert!(err.contains("error: loading model bundle") && err.contains("caused by:") && err.contains("model.json"), "{err}");
+    assert!(
+        err.contains("error: loading model bundle")
+            && err.contains("caused by:")
+            && err.contains("model.json"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -66,23 +132,43 @@ fn eval_writes_reports_and_rejects_unknown_classes() {
         std::fs::copy(&s, d.join(s.file_name().unwrap())).unwrap();
     }
     let report = tmp.join("report");
-    let (code, out, err) = dermcam(&["eval", data.to_str().unwrap(), "--split", "all", "--report", report.to_str().unwrap()]);
+    let (code, out, err) = dermcam(&[
+        "eval",
+        data.to_str().unwrap(),
+        "--split",
+        "all",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("balanced accuracy"), "{out}");
     for f in ["report.json", "report.md", "confusion_matrix.png"] {
         assert!(report.join(f).is_file(), "{f} missing");
     }
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap()).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap())
+            .unwrap();
     assert_eq!(r["summary"]["n"], samples().len());
     let cm = r["summary"]["confusion_matrix"].as_array().unwrap();
-    let total: u64 = cm.iter().flat_map(|row| row.as_array().unwrap()).map(|v| v.as_u64().unwrap()).sum();
+    let total: u64 = cm
+        .iter()
+        .flat_map(|row| row.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     assert_eq!(total as usize, samples().len());
     let png = image::open(report.join("confusion_matrix.png")).unwrap();
     assert!(png.width() >= 600);
 
     std::fs::create_dir_all(data.join("psoriasis")).unwrap();
     std::fs::copy(&samples()[0], data.join("psoriasis/x.jpg")).unwrap();
-    let (code, _, err) = dermcam(&["eval", data.to_str().unwrap(), "--split", "all", "--report", report.to_str().unwrap()]);
+    let (code, _, err) = dermcam(&[
+        "eval",
+        data.to_str().unwrap(),
+        "--split",
+        "all",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
     assert_eq!(code, 5);
     assert!(err.contains("psoriasis"), "{err}");
 }
@@ -98,18 +184,32 @@ fn every_board_preset_validates() {
     }
     let (code, _, err) = dermcam(&["check-config", "--board", "no-such-board"]);
     assert_eq!(code, 6);
-    assert!(err.contains("unknown board") && err.contains("rpi4-st7789"), "{err}");
+    assert!(
+        err.contains("unknown board") && err.contains("rpi4-st7789"),
+        "{err}"
+    );
 }
 
 #[test]
 fn check_config_names_the_bad_line_and_missing_features() {
     let tmp = scratch("cli-config");
     let f = tmp.join("config.toml");
-    std::fs::write(&f, "[source]\nkind = \"camera\"\n[screen]\nkind = \"fbdev\"\n[pipeline]\nmin_luma = 300\n").unwrap();
+    std::fs::write(
+        &f,
+        "[source]\nkind = \"camera\"\n[screen]\nkind = \"fbdev\"\n[pipeline]\nmin_luma = 300\n",
+    )
+    .unwrap();
     let (code, _, err) = dermcam(&["check-config", f.to_str().unwrap()]);
     assert_eq!(code, 6);
-    assert!(err.contains("config.toml") && err.contains("pipeline.min_luma"), "{err}");
-    std::fs::write(&f, "[source]\nkind = \"camera\"\n[screen]\nkind = \"fbdev\"\n").unwrap();
+    assert!(
+        err.contains("config.toml") && err.contains("pipeline.min_luma"),
+        "{err}"
+    );
+    std::fs::write(
+        &f,
+        "[source]\nkind = \"camera\"\n[screen]\nkind = \"fbdev\"\n",
+    )
+    .unwrap();
     let (code, out, _) = dermcam(&["check-config", f.to_str().unwrap()]);
     assert_eq!(code, 0);
     if !cfg!(feature = "camera") {
@@ -124,7 +224,13 @@ fn check_config_names_the_bad_line_and_missing_features() {
 fn models_lists_bundles_with_metrics() {
     let (code, out, _) = dermcam(&["models"]);
     assert_eq!(code, 0);
-    assert!(out.contains(dermcam::DEFAULT_BUNDLE) && out.contains("int8") && out.contains("fp32"), "{out}");
-    let default_line = out.lines().find(|l| l.starts_with(dermcam::DEFAULT_BUNDLE)).unwrap();
+    assert!(
+        out.contains(dermcam::DEFAULT_BUNDLE) && out.contains("int8") && out.contains("fp32"),
+        "{out}"
+    );
+    let default_line = out
+        .lines()
+        .find(|l| l.starts_with(dermcam::DEFAULT_BUNDLE))
+        .unwrap();
     assert!(default_line.trim_end().ends_with('*'), "{default_line}");
 }

@@ -38,7 +38,14 @@ pub fn samples() -> Vec<PathBuf> {
 
 /// True class folder from a sample file name (`<class>__<ISIC id>.jpg`).
 pub fn sample_class(p: &Path) -> String {
-    p.file_name().unwrap().to_str().unwrap().split("__").next().unwrap().to_string()
+    p.file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split("__")
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 /// Models are loaded once per test binary (loading costs ~0.5 s each).
@@ -52,7 +59,14 @@ pub fn model(name: &str) -> Arc<Model> {
         if let Some((_, m)) = g.iter().find(|(n, _)| n == name) {
             return m.clone();
         }
-        let r = Model::load(&bundle_dir(name), &LoadOptions { threads: 2, ..Default::default() }).map(Arc::new);
+        let r = Model::load(
+            &bundle_dir(name),
+            &LoadOptions {
+                threads: 2,
+                ..Default::default()
+            },
+        )
+        .map(Arc::new);
         if let Ok(m) = &r {
             g.push((name.to_string(), m.clone()));
         }
@@ -67,7 +81,9 @@ pub fn default_model() -> Arc<Model> {
 
 /// A fresh scratch folder under target/.
 pub fn scratch(name: &str) -> PathBuf {
-    let d = root().join("target/test-scratch").join(format!("{name}-{}", std::process::id()));
+    let d = root()
+        .join("target/test-scratch")
+        .join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d

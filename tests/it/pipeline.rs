@@ -24,27 +24,56 @@ fn images_source_drives_the_real_model_to_the_screen() {
     let tmp = scratch("pipeline-images");
     let png = tmp.join("screen.png");
     let model = default_model();
-    let source = ImagesSource::new(root().join("tests/samples").to_str().unwrap(), Duration::from_millis(150), false).unwrap();
+    let source = ImagesSource::new(
+        root().join("tests/samples").to_str().unwrap(),
+        Duration::from_millis(150),
+        false,
+    )
+    .unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let p = Pipeline::start(model.clone(), Box::new(source), Box::new(PngScreen::new(png.clone(), 320, 240)), vec![Box::new(Collect(seen.clone()))], PipelineConfig::default());
+    let p = Pipeline::start(
+        model.clone(),
+        Box::new(source),
+        Box::new(PngScreen::new(png.clone(), 320, 240)),
+        vec![Box::new(Collect(seen.clone()))],
+        PipelineConfig::default(),
+    );
     let shared = p.shared.clone();
     p.join();
     let updates = seen.lock().unwrap();
     let classified: Vec<&Update> = updates.iter().filter(|u| u.prediction.is_some()).collect();
-    assert_eq!(classified.len(), samples().len(), "every slide classified once");
+    assert_eq!(
+        classified.len(),
+        samples().len(),
+        "every slide classified once"
+    );
     for u in classified {
         let f = u.frame.as_ref().unwrap();
-        let s = samples().into_iter().find(|s| s.file_name().unwrap().to_str() == f.label.as_deref()).unwrap();
-        let (direct, _) = model.classify(&dermcam::preprocess::load_image(&s, u64::MAX).unwrap(), false).unwrap();
+        let s = samples()
+            .into_iter()
+            .find(|s| s.file_name().unwrap().to_str() == f.label.as_deref())
+            .unwrap();
+        let (direct, _) = model
+            .classify(
+                &dermcam::preprocess::load_image(&s, u64::MAX).unwrap(),
+                false,
+            )
+            .unwrap();
         assert_eq!(u.prediction.as_ref().unwrap().top1().0, direct.top1().0);
         // New scene per slide: smoothing must not blend two different lesions.
-        assert_eq!(u.state.top[0].0, model.manifest.classes[direct.top1().0].name);
+        assert_eq!(
+            u.state.top[0].0,
+            model.manifest.classes[direct.top1().0].name
+        );
     }
     assert!(shared.first_present.load(Ordering::SeqCst));
     let screen = image::open(&png).unwrap();
     assert_eq!((screen.width(), screen.height()), (320, 240));
     let c = shared.counters.snapshot();
-    assert_eq!((c.frames as usize, c.inferences as usize, c.errors), (samples().len(), samples().len(), 0));
+    assert_eq!(
+        (c.frames as usize, c.inferences as usize, c.errors),
+        (samples().len(), samples().len(), 0)
+    );
 }
 
 #[test]
@@ -57,16 +86,33 @@ fn dark_frames_are_not_classified() {
             }
             self.0 += 1;
             std::thread::sleep(Duration::from_millis(20));
-            Ok(Frame { image: Arc::new(image::RgbImage::from_pixel(640, 480, image::Rgb([8, 6, 5]))), seq: self.0, captured: Instant::now(), scene: 0, label: None })
+            Ok(Frame {
+                image: Arc::new(image::RgbImage::from_pixel(640, 480, image::Rgb([8, 6, 5]))),
+                seq: self.0,
+                captured: Instant::now(),
+                scene: 0,
+                label: None,
+            })
         }
     }
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let p = Pipeline::start(default_model(), Box::new(Dark(0)), Box::new(dermcam::screen::NoScreen), vec![Box::new(Collect(seen.clone()))], PipelineConfig::default());
+    let p = Pipeline::start(
+        default_model(),
+        Box::new(Dark(0)),
+        Box::new(dermcam::screen::NoScreen),
+        vec![Box::new(Collect(seen.clone()))],
+        PipelineConfig::default(),
+    );
     let shared = p.shared.clone();
     p.join();
     assert_eq!(shared.counters.snapshot().inferences, 0);
     assert!(shared.counters.snapshot().quality_rejections >= 1);
-    assert!(seen.lock().unwrap().iter().any(|u| u.state.quality.as_deref() == Some("More light")));
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|u| u.state.quality.as_deref() == Some("More light"))
+    );
 }
 
 /// A fake camera: serves `ok` frames, then fails `fail` times (unplugged), then serves again.
@@ -82,7 +128,13 @@ impl FrameSource for FakeCam {
         self.frames_left -= 1;
         std::thread::sleep(Duration::from_millis(10));
         let img = dermcam::preprocess::load_image(&samples()[1], u64::MAX).unwrap();
-        Ok(Frame { image: Arc::new(img), seq: 0, captured: Instant::now(), scene: 0, label: None })
+        Ok(Frame {
+            image: Arc::new(img),
+            seq: 0,
+            captured: Instant::now(),
+            scene: 0,
+            label: None,
+        })
     }
 }
 
@@ -95,7 +147,9 @@ fn supervisor_reopens_an_unplugged_camera_with_backoff() {
         move || {
             let n = o.fetch_add(1, Ordering::SeqCst);
             match n {
-                1 | 2 => Err(SourceError::Disconnected("/dev/video0: No such file or directory".into())),
+                1 | 2 => Err(SourceError::Disconnected(
+                    "/dev/video0: No such file or directory".into(),
+                )),
                 _ => Ok(Box::new(FakeCam { frames_left: 3 }) as Box<dyn FrameSource>),
             }
         },
@@ -111,7 +165,10 @@ fn supervisor_reopens_an_unplugged_camera_with_backoff() {
             Err(e) => panic!("{e}"),
         });
     }
-    assert_eq!(log, ["frame", "frame", "frame", "gone", "gone", "gone", "frame"]);
+    assert_eq!(
+        log,
+        ["frame", "frame", "frame", "gone", "gone", "gone", "frame"]
+    );
     assert_eq!(sup.reconnects, 1);
     // Backoff 20 + 40 ms between the failed opens: back well within 2 s.
     assert!(start.elapsed() < Duration::from_secs(2), "back within 2 s");
@@ -132,7 +189,13 @@ fn pipeline_shows_disconnected_and_recovers() {
         Duration::from_millis(100),
     );
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let p = Pipeline::start(default_model(), Box::new(sup), Box::new(dermcam::screen::NoScreen), vec![Box::new(Collect(seen.clone()))], PipelineConfig::default());
+    let p = Pipeline::start(
+        default_model(),
+        Box::new(sup),
+        Box::new(dermcam::screen::NoScreen),
+        vec![Box::new(Collect(seen.clone()))],
+        PipelineConfig::default(),
+    );
     let shared = p.shared.clone();
     let deadline = Instant::now() + Duration::from_secs(10);
     while shared.counters.snapshot().inferences < 5 && Instant::now() < deadline {
@@ -142,8 +205,14 @@ fn pipeline_shows_disconnected_and_recovers() {
     p.join();
     let updates = seen.lock().unwrap();
     let states: Vec<&SourceStatus> = updates.iter().map(|u| &u.state.source).collect();
-    let gone = states.iter().position(|s| matches!(s, SourceStatus::Disconnected(_))).expect("disconnection shown");
-    assert!(states[gone..].iter().any(|s| **s == SourceStatus::Live), "live again after reconnect: {states:?}");
+    let gone = states
+        .iter()
+        .position(|s| matches!(s, SourceStatus::Disconnected(_)))
+        .expect("disconnection shown");
+    assert!(
+        states[gone..].iter().any(|s| **s == SourceStatus::Live),
+        "live again after reconnect: {states:?}"
+    );
     assert!(shared.counters.snapshot().inferences >= 5);
 }
 
@@ -156,7 +225,10 @@ fn latest_slot_keeps_only_the_newest_frame() {
             dropped += 1;
         }
     }
-    assert_eq!(dropped, 999, "a slow reader sees only the newest; older ones are dropped, not queued");
+    assert_eq!(
+        dropped, 999,
+        "a slow reader sees only the newest; older ones are dropped, not queued"
+    );
     let (v, frame) = slot.wait_newer(0, Duration::from_millis(10)).unwrap();
     assert_eq!((v, frame[0]), (1000, (999 % 256) as u8));
     assert!(slot.wait_newer(v, Duration::from_millis(10)).is_none());
@@ -165,9 +237,20 @@ fn latest_slot_keeps_only_the_newest_frame() {
 #[test]
 fn freeze_classifies_with_tta_and_holds() {
     let model = default_model();
-    let source = ImagesSource::new(root().join("tests/samples").to_str().unwrap(), Duration::from_millis(60), true).unwrap();
+    let source = ImagesSource::new(
+        root().join("tests/samples").to_str().unwrap(),
+        Duration::from_millis(60),
+        true,
+    )
+    .unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let p = Pipeline::start(model.clone(), Box::new(source), Box::new(dermcam::screen::NoScreen), vec![Box::new(Collect(seen.clone()))], PipelineConfig::default());
+    let p = Pipeline::start(
+        model.clone(),
+        Box::new(source),
+        Box::new(dermcam::screen::NoScreen),
+        vec![Box::new(Collect(seen.clone()))],
+        PipelineConfig::default(),
+    );
     let shared = p.shared.clone();
     while shared.counters.snapshot().inferences < 2 {
         std::thread::sleep(Duration::from_millis(10));
@@ -176,8 +259,18 @@ fn freeze_classifies_with_tta_and_holds() {
     std::thread::sleep(Duration::from_millis(400));
     let before = shared.counters.snapshot().inferences;
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(shared.counters.snapshot().inferences, before, "no live inference while frozen");
-    let frozen = seen.lock().unwrap().iter().find(|u| u.state.frozen).cloned().expect("a frozen update");
+    assert_eq!(
+        shared.counters.snapshot().inferences,
+        before,
+        "no live inference while frozen"
+    );
+    let frozen = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|u| u.state.frozen)
+        .cloned()
+        .expect("a frozen update");
     let f = frozen.frame.unwrap();
     let (tta, _) = model.classify(&f.image, true).unwrap();
     assert_eq!(frozen.prediction.unwrap().probabilities, tta.probabilities);
@@ -186,7 +279,10 @@ fn freeze_classifies_with_tta_and_holds() {
     while shared.counters.snapshot().inferences == before && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(shared.counters.snapshot().inferences > before, "live again after release");
+    assert!(
+        shared.counters.snapshot().inferences > before,
+        "live again after release"
+    );
     shared.request_shutdown();
     p.join();
 }
@@ -196,9 +292,20 @@ fn captures_are_complete_and_retention_holds() {
     let tmp = scratch("captures");
     let dir = tmp.join("captures");
     let model = default_model();
-    let source = ImagesSource::new(root().join("tests/samples").to_str().unwrap(), Duration::from_millis(40), true).unwrap();
+    let source = ImagesSource::new(
+        root().join("tests/samples").to_str().unwrap(),
+        Duration::from_millis(40),
+        true,
+    )
+    .unwrap();
     let sink = dermcam::storage::CaptureSink::new(dir.clone(), 2, model.manifest.clone());
-    let p = Pipeline::start(model.clone(), Box::new(source), Box::new(dermcam::screen::NoScreen), vec![Box::new(sink)], PipelineConfig::default());
+    let p = Pipeline::start(
+        model.clone(),
+        Box::new(source),
+        Box::new(dermcam::screen::NoScreen),
+        vec![Box::new(sink)],
+        PipelineConfig::default(),
+    );
     let shared = p.shared.clone();
     for _ in 0..3 {
         let n = shared.counters.snapshot().inferences;
@@ -211,16 +318,28 @@ fn captures_are_complete_and_retention_holds() {
     }
     shared.request_shutdown();
     p.join();
-    let mut jpgs: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "jpg")).collect();
+    let mut jpgs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
     jpgs.sort();
     assert_eq!(jpgs.len(), 2, "retention keeps the newest 2: {jpgs:?}");
     for j in jpgs {
         assert!(image::open(&j).is_ok());
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(j.with_extension("json")).unwrap()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(j.with_extension("json")).unwrap())
+                .unwrap();
         assert_eq!(v["model"]["sha256"], model.manifest.sha256);
         assert_eq!(v["classes"].as_array().unwrap().len(), 9);
     }
-    assert!(!std::fs::read_dir(&dir).unwrap().flatten().any(|e| e.file_name().to_string_lossy().ends_with(".tmp")));
+    assert!(
+        !std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+    );
 }
 
 #[test]
@@ -229,9 +348,21 @@ fn capture_to_unwritable_place_is_refused_and_pipeline_continues() {
     let not_a_dir = tmp.join("file");
     std::fs::write(&not_a_dir, b"x").unwrap();
     let model = default_model();
-    let source = ImagesSource::new(root().join("tests/samples").to_str().unwrap(), Duration::from_millis(40), true).unwrap();
-    let sink = dermcam::storage::CaptureSink::new(not_a_dir.join("captures"), 5, model.manifest.clone());
-    let p = Pipeline::start(model, Box::new(source), Box::new(dermcam::screen::NoScreen), vec![Box::new(sink)], PipelineConfig::default());
+    let source = ImagesSource::new(
+        root().join("tests/samples").to_str().unwrap(),
+        Duration::from_millis(40),
+        true,
+    )
+    .unwrap();
+    let sink =
+        dermcam::storage::CaptureSink::new(not_a_dir.join("captures"), 5, model.manifest.clone());
+    let p = Pipeline::start(
+        model,
+        Box::new(source),
+        Box::new(dermcam::screen::NoScreen),
+        vec![Box::new(sink)],
+        PipelineConfig::default(),
+    );
     let shared = p.shared.clone();
     while shared.counters.snapshot().inferences < 2 {
         std::thread::sleep(Duration::from_millis(10));
@@ -244,7 +375,77 @@ fn capture_to_unwritable_place_is_refused_and_pipeline_continues() {
     while shared.counters.snapshot().inferences < n + 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(shared.counters.snapshot().inferences >= n + 2, "pipeline kept classifying");
+    assert!(
+        shared.counters.snapshot().inferences >= n + 2,
+        "pipeline kept classifying"
+    );
     shared.request_shutdown();
     p.join();
+}
+
+/// RGB -> YUYV 4:2:2 (BT.601 limited range), as a UVC camera would deliver a frame.
+fn to_yuyv(img: &image::RgbImage) -> Vec<u8> {
+    let mut out = Vec::with_capacity((img.width() * img.height() * 2) as usize);
+    for row in img.rows() {
+        let px: Vec<[f32; 3]> = row
+            .map(|p| [p[0] as f32, p[1] as f32, p[2] as f32])
+            .collect();
+        for pair in px.chunks_exact(2) {
+            let y = |c: &[f32; 3]| {
+                (16.0 + 0.257 * c[0] + 0.504 * c[1] + 0.098 * c[2])
+                    .round()
+                    .clamp(0.0, 255.0) as u8
+            };
+            let r = (pair[0][0] + pair[1][0]) / 2.0;
+            let g = (pair[0][1] + pair[1][1]) / 2.0;
+            let b = (pair[0][2] + pair[1][2]) / 2.0;
+            let u = (128.0 - 0.148 * r - 0.291 * g + 0.439 * b)
+                .round()
+                .clamp(0.0, 255.0) as u8;
+            let v = (128.0 + 0.439 * r - 0.368 * g - 0.071 * b)
+                .round()
+                .clamp(0.0, 255.0) as u8;
+            out.extend_from_slice(&[y(&pair[0]), u, y(&pair[1]), v]);
+        }
+    }
+    out
+}
+
+#[test]
+fn camera_buffers_from_real_images_convert_and_classify_alike() {
+    // MJPEG: a camera frame is one JPEG, so a real sample's bytes are a realistic buffer.
+    let m = default_model();
+    for s in samples() {
+        let bytes = std::fs::read(&s).unwrap();
+        let via_mjpeg = dermcam::source::mjpeg_to_rgb(&bytes, u64::MAX).unwrap();
+        let direct = dermcam::preprocess::load_image(&s, u64::MAX).unwrap();
+        assert_eq!(via_mjpeg, direct);
+        // YUYV: the same picture as a 4:2:2 buffer; colour survives within chroma-subsampling
+        // error and the model's answer does not change.
+        let even = image::imageops::crop_imm(&direct, 0, 0, direct.width() & !1, direct.height())
+            .to_image();
+        let back =
+            dermcam::source::yuyv_to_rgb(&to_yuyv(&even), even.width(), even.height()).unwrap();
+        let mean_err = even
+            .as_raw()
+            .iter()
+            .zip(back.as_raw())
+            .map(|(a, b)| a.abs_diff(*b) as f64)
+            .sum::<f64>()
+            / even.as_raw().len() as f64;
+        assert!(
+            mean_err < 4.0,
+            "{}: YUYV round trip mean error {mean_err}",
+            s.display()
+        );
+        let (a, _) = m.classify(&even, false).unwrap();
+        let (b, _) = m.classify(&back, false).unwrap();
+        assert_eq!(a.top1().0, b.top1().0, "{}", s.display());
+    }
+    // Truncated MJPEG frames are bad frames, not grey pictures.
+    let bytes = std::fs::read(&samples()[0]).unwrap();
+    assert!(matches!(
+        dermcam::source::mjpeg_to_rgb(&bytes[..bytes.len() / 2], u64::MAX),
+        Err(SourceError::BadFrame(_))
+    ));
 }

@@ -7,30 +7,65 @@ use dermcam::render::{Canvas, DisplayState, SourceStatus, render};
 
 fn state_for_sample() -> (image::RgbImage, DisplayState) {
     let m = default_model();
-    let s = samples().into_iter().find(|p| sample_class(p) == "melanoma").unwrap();
+    let s = samples()
+        .into_iter()
+        .find(|p| sample_class(p) == "melanoma")
+        .unwrap();
     let img = load_image(&s, DEFAULT_MAX_PIXELS).unwrap();
     let (p, _) = m.classify(&img, false).unwrap();
-    let top = p.top_k(3, &m.manifest).into_iter().map(|c| (c.name, c.probability)).collect();
+    let top = p
+        .top_k(3, &m.manifest)
+        .into_iter()
+        .map(|c| (c.name, c.probability))
+        .collect();
     // Timing figures are fixed so the picture does not depend on machine speed.
-    let st = DisplayState { model_name: m.manifest.name.clone(), top, uncertain: p.uncertain, quality: None, source: SourceStatus::Live, frozen: false, fps: 12.5, inference_ms: 42.0 };
+    let st = DisplayState {
+        model_name: m.manifest.name.clone(),
+        top,
+        uncertain: p.uncertain,
+        quality: None,
+        source: SourceStatus::Live,
+        frozen: false,
+        fps: 12.5,
+        inference_ms: 42.0,
+    };
     (img, st)
 }
 
 fn check_golden(name: &str, canvas: &Canvas) {
     let path = root().join("tests/golden").join(format!("{name}.png"));
-    if std::env::var_os("DERMCAM_UPDATE_GOLDEN").is_some() || !path.exists() && std::env::var_os("CI").is_none() {
+    if std::env::var_os("DERMCAM_UPDATE_GOLDEN").is_some()
+        || !path.exists() && std::env::var_os("CI").is_none()
+    {
         canvas.0.save(&path).unwrap();
         eprintln!("wrote golden {}", path.display());
         return;
     }
-    let golden = image::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_rgb8();
-    assert_eq!(golden.dimensions(), canvas.0.dimensions(), "{name}: size changed");
-    let differing = golden.pixels().zip(canvas.0.pixels()).filter(|(a, b)| a.0.iter().zip(b.0.iter()).any(|(x, y)| x.abs_diff(*y) > 8)).count();
+    let golden = image::open(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .to_rgb8();
+    assert_eq!(
+        golden.dimensions(),
+        canvas.0.dimensions(),
+        "{name}: size changed"
+    );
+    let differing = golden
+        .pixels()
+        .zip(canvas.0.pixels())
+        .filter(|(a, b)| a.0.iter().zip(b.0.iter()).any(|(x, y)| x.abs_diff(*y) > 8))
+        .count();
     let share = differing as f64 / (golden.width() * golden.height()) as f64;
     if share > 0.002 {
-        let actual = root().join("target").join(format!("golden-actual-{name}.png"));
+        let actual = root()
+            .join("target")
+            .join(format!("golden-actual-{name}.png"));
         canvas.0.save(&actual).unwrap();
-        panic!("{name}: {:.2}% of pixels differ from {} (actual: {})", share * 100.0, path.display(), actual.display());
+        panic!(
+            "{name}: {:.2}% of pixels differ from {} (actual: {})",
+            share * 100.0,
+            path.display(),
+            actual.display()
+        );
     }
 }
 
@@ -76,7 +111,10 @@ fn renderer_scales_to_odd_framebuffer_sizes() {
         let mut c = Canvas::new(w, h);
         render(&mut c, Some(&img), &st);
         // The disclaimer's yellow must be on screen at every size.
-        let yellow = c.0.pixels().filter(|p| p[0] > 200 && p[1] > 150 && p[2] < 60).count();
+        let yellow =
+            c.0.pixels()
+                .filter(|p| p[0] > 200 && p[1] > 150 && p[2] < 60)
+                .count();
         assert!(yellow > 20, "{w}x{h}: disclaimer not drawn");
     }
 }

@@ -13,14 +13,24 @@ fn app(cfg: WebConfig) -> axum::Router {
     router(AppState::new(default_model(), None, cfg))
 }
 
-async fn send(app: &axum::Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+async fn send(
+    app: &axum::Router,
+    req: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
     let resp = app.clone().oneshot(req).await.unwrap();
     let (parts, body) = resp.into_parts();
-    (parts.status, parts.headers, body.collect().await.unwrap().to_bytes().to_vec())
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes().to_vec(),
+    )
 }
 
 fn raw(bytes: Vec<u8>) -> Request<Body> {
-    Request::post("/api/v1/classify").header(header::CONTENT_TYPE, "application/octet-stream").body(Body::from(bytes)).unwrap()
+    Request::post("/api/v1/classify")
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(Body::from(bytes))
+        .unwrap()
 }
 
 fn multipart(path: &str, filename: &str, bytes: &[u8]) -> Request<Body> {
@@ -28,7 +38,13 @@ fn multipart(path: &str, filename: &str, bytes: &[u8]) -> Request<Body> {
     let mut body = format!("--{b}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n").into_bytes();
     body.extend_from_slice(bytes);
     body.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
-    Request::post(path).header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={b}")).body(Body::from(body)).unwrap()
+    Request::post(path)
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={b}"),
+        )
+        .body(Body::from(body))
+        .unwrap()
 }
 
 fn json(b: &[u8]) -> serde_json::Value {
@@ -47,10 +63,19 @@ async fn index_has_upload_form_and_disclaimer() {
     let (st, h, body) = send(&a, Request::get("/").body(Body::empty()).unwrap()).await;
     assert_eq!(st, StatusCode::OK);
     let html = String::from_utf8(body).unwrap();
-    assert!(html.contains("type=\"file\"") && html.contains("capture") && html.contains("Not a diagnosis"));
+    assert!(
+        html.contains("type=\"file\"")
+            && html.contains("capture")
+            && html.contains("Not a diagnosis")
+    );
     assert_eq!(h["x-content-type-options"], "nosniff");
     assert_eq!(h["x-frame-options"], "DENY");
-    assert!(h["content-security-policy"].to_str().unwrap().contains("default-src 'self'"));
+    assert!(
+        h["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
 }
 
 #[tokio::test]
@@ -58,14 +83,28 @@ async fn api_classify_raw_and_multipart_match_the_library() {
     let a = app(WebConfig::default());
     let (path, bytes) = sample_bytes();
     let m = default_model();
-    let (direct, _) = m.classify(&dermcam::preprocess::load_image(&path, u64::MAX).unwrap(), false).unwrap();
-    for req in [raw(bytes.clone()), multipart("/api/v1/classify", "lesion.jpg", &bytes)] {
+    let (direct, _) = m
+        .classify(
+            &dermcam::preprocess::load_image(&path, u64::MAX).unwrap(),
+            false,
+        )
+        .unwrap();
+    for req in [
+        raw(bytes.clone()),
+        multipart("/api/v1/classify", "lesion.jpg", &bytes),
+    ] {
         let (st, _, body) = send(&a, req).await;
         assert_eq!(st, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
         let v = json(&body);
         assert_eq!(v["classes"].as_array().unwrap().len(), 9);
-        assert_eq!(v["classes"][0]["id"].as_u64().unwrap() as usize, direct.top1().0);
-        assert!((v["classes"][0]["probability"].as_f64().unwrap() - direct.top1().1 as f64).abs() < 1e-6);
+        assert_eq!(
+            v["classes"][0]["id"].as_u64().unwrap() as usize,
+            direct.top1().0
+        );
+        assert!(
+            (v["classes"][0]["probability"].as_f64().unwrap() - direct.top1().1 as f64).abs()
+                < 1e-6
+        );
         assert_eq!(v["model"]["sha256"], m.manifest.sha256);
         assert_eq!(v["uncertain"], direct.uncertain);
         assert!(v["timings"]["inference_ms"].as_f64().unwrap() > 0.0);
@@ -73,7 +112,8 @@ async fn api_classify_raw_and_multipart_match_the_library() {
     // PNG is accepted too (type by content: a PNG named .jpg).
     let img = image::open(&path).unwrap();
     let mut png = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
     let (st, _, _) = send(&a, multipart("/api/v1/classify", "lies.jpg", &png)).await;
     assert_eq!(st, StatusCode::OK);
 }
@@ -85,28 +125,65 @@ async fn form_upload_shows_result_page() {
     let (st, _, body) = send(&a, multipart("/classify", "x.jpg", &bytes)).await;
     assert_eq!(st, StatusCode::OK);
     let html = String::from_utf8(body).unwrap();
-    assert!(html.contains("id=\"prediction\"") && html.contains("data:image/jpeg;base64,") && html.contains("Not a diagnosis"));
+    assert!(
+        html.contains("id=\"prediction\"")
+            && html.contains("data:image/jpeg;base64,")
+            && html.contains("Not a diagnosis")
+    );
     let (st, _, body) = send(&a, multipart("/classify", "x.gif", b"GIF89a\x01\x00")).await;
     assert_eq!(st, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert!(String::from_utf8(body).unwrap().contains("only JPEG and PNG"));
+    assert!(
+        String::from_utf8(body)
+            .unwrap()
+            .contains("only JPEG and PNG")
+    );
 }
 
 #[tokio::test]
 async fn bad_uploads_get_clear_errors() {
-    let cfg = WebConfig { max_upload_bytes: 200_000, max_pixels: 1_000_000, ..Default::default() };
+    let cfg = WebConfig {
+        max_upload_bytes: 200_000,
+        max_pixels: 1_000_000,
+        ..Default::default()
+    };
     let a = app(cfg);
     let (_, bytes) = sample_bytes();
 
     let (st, _, body) = send(&a, raw(b"GIF89a....".to_vec())).await;
-    assert_eq!(st, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", String::from_utf8_lossy(&body));
-    assert!(json(&body)["error"].as_str().unwrap().contains("JPEG and PNG"));
+    assert_eq!(
+        st,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(
+        json(&body)["error"]
+            .as_str()
+            .unwrap()
+            .contains("JPEG and PNG")
+    );
 
     let (st, _, body) = send(&a, raw(bytes[..bytes.len() / 3].to_vec())).await;
-    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{}", String::from_utf8_lossy(&body));
-    assert!(json(&body)["error"].as_str().unwrap().contains("corrupt or truncated"));
+    assert_eq!(
+        st,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(
+        json(&body)["error"]
+            .as_str()
+            .unwrap()
+            .contains("corrupt or truncated")
+    );
 
     let (st, _, body) = send(&a, raw(vec![0xFF; 300_000])).await;
-    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        st,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
 
     let mut big = vec![0xFF, 0xD8, 0xFF];
     big.resize(300_000, 0);
@@ -116,11 +193,17 @@ async fn bad_uploads_get_clear_errors() {
     // Decompression bomb: a tiny PNG that decodes to 4000x4000 pixels.
     let bomb = image::GrayImage::new(4000, 4000);
     let mut png = Vec::new();
-    bomb.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    bomb.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
     assert!(png.len() < 200_000);
     let (st, _, body) = send(&a, raw(png)).await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(json(&body)["error"].as_str().unwrap().contains("exceeds the limit"));
+    assert!(
+        json(&body)["error"]
+            .as_str()
+            .unwrap()
+            .contains("exceeds the limit")
+    );
 
     let (st, _, _) = send(&a, raw(vec![])).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
@@ -128,17 +211,29 @@ async fn bad_uploads_get_clear_errors() {
     let (st, _, body) = send(&a, Request::get("/metrics").body(Body::empty()).unwrap()).await;
     assert_eq!(st, StatusCode::OK);
     let text = String::from_utf8(body).unwrap();
-    let rejected: u64 = text.lines().find_map(|l| l.strip_prefix("dermcam_uploads_rejected_total ")).unwrap().parse().unwrap();
+    let rejected: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("dermcam_uploads_rejected_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(rejected >= 5, "{text}");
 }
 
 #[tokio::test]
 async fn overload_gets_503_with_retry_after() {
-    let a = app(WebConfig { max_concurrent: 1, queue: 0, ..Default::default() });
+    let a = app(WebConfig {
+        max_concurrent: 1,
+        queue: 0,
+        ..Default::default()
+    });
     // Large enough that one classification is still running when the others arrive.
-    let img = image::RgbImage::from_fn(2400, 1800, |x, y| image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x * y) % 239) as u8]));
+    let img = image::RgbImage::from_fn(2400, 1800, |x, y| {
+        image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x * y) % 239) as u8])
+    });
     let mut png = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
     let reqs: Vec<_> = (0..6)
         .map(|_| {
             let (a, png) = (a.clone(), png.clone());
@@ -147,9 +242,15 @@ async fn overload_gets_503_with_retry_after() {
         .collect();
     let results = futures_join_all(reqs).await;
     let ok = results.iter().filter(|r| r.0 == StatusCode::OK).count();
-    let busy: Vec<_> = results.iter().filter(|r| r.0 == StatusCode::SERVICE_UNAVAILABLE).collect();
+    let busy: Vec<_> = results
+        .iter()
+        .filter(|r| r.0 == StatusCode::SERVICE_UNAVAILABLE)
+        .collect();
     assert!(ok >= 1, "at least one served");
-    assert!(!busy.is_empty(), "queue of 0 must refuse concurrent requests");
+    assert!(
+        !busy.is_empty(),
+        "queue of 0 must refuse concurrent requests"
+    );
     assert!(busy.iter().all(|r| r.1[header::RETRY_AFTER] == "1"));
     assert_eq!(ok + busy.len(), 6);
 }
@@ -170,70 +271,171 @@ where
 #[tokio::test]
 async fn token_protects_everything_but_health() {
     let token = "correct-horse-battery-staple";
-    let a = app(WebConfig { bind: "0.0.0.0:8080".into(), token: Some(token.into()), ..Default::default() });
-    let (st, _, _) = send(&a, Request::get("/api/v1/status").body(Body::empty()).unwrap()).await;
+    let a = app(WebConfig {
+        bind: "0.0.0.0:8080".into(),
+        token: Some(token.into()),
+        ..Default::default()
+    });
+    let (st, _, _) = send(
+        &a,
+        Request::get("/api/v1/status").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
     let (st, h, _) = send(&a, Request::get("/").body(Body::empty()).unwrap()).await;
     assert_eq!(st, StatusCode::SEE_OTHER);
     assert_eq!(h[header::LOCATION], "/login");
     let (st, _, _) = send(&a, Request::get("/healthz").body(Body::empty()).unwrap()).await;
     assert_eq!(st, StatusCode::OK);
-    let (st, _, _) = send(&a, Request::get("/api/v1/model").header(header::AUTHORIZATION, "Bearer wrong-token-wrong-token!").body(Body::empty()).unwrap()).await;
+    let (st, _, _) = send(
+        &a,
+        Request::get("/api/v1/model")
+            .header(header::AUTHORIZATION, "Bearer wrong-token-wrong-token!")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
-    let (st, _, body) = send(&a, Request::get("/api/v1/model").header(header::AUTHORIZATION, format!("Bearer {token}")).body(Body::empty()).unwrap()).await;
+    let (st, _, body) = send(
+        &a,
+        Request::get("/api/v1/model")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(json(&body)["classes"].as_array().unwrap().len(), 9);
     // Login form sets a cookie that then works.
-    let (st, h, _) = send(&a, Request::post("/login").header(header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(Body::from(format!("token={token}"))).unwrap()).await;
+    let (st, h, _) = send(
+        &a,
+        Request::post("/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("token={token}")))
+            .unwrap(),
+    )
+    .await;
     assert_eq!(st, StatusCode::SEE_OTHER);
-    let cookie = h[header::SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_string();
-    assert!(cookie.contains("HttpOnly") || h[header::SET_COOKIE].to_str().unwrap().contains("HttpOnly"));
-    let (st, _, _) = send(&a, Request::get("/").header(header::COOKIE, cookie).body(Body::empty()).unwrap()).await;
+    let cookie = h[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        cookie.contains("HttpOnly") || h[header::SET_COOKIE].to_str().unwrap().contains("HttpOnly")
+    );
+    let (st, _, _) = send(
+        &a,
+        Request::get("/")
+            .header(header::COOKIE, cookie)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
     assert_eq!(st, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn status_model_health_metrics_and_static() {
     let a = app(WebConfig::default());
-    for (path, ctype) in [("/api/v1/status", "application/json"), ("/api/v1/model", "application/json"), ("/healthz", "text/plain"), ("/metrics", "text/plain"), ("/static/app.js", "text/javascript"), ("/static/style.css", "text/css")] {
+    for (path, ctype) in [
+        ("/api/v1/status", "application/json"),
+        ("/api/v1/model", "application/json"),
+        ("/healthz", "text/plain"),
+        ("/metrics", "text/plain"),
+        ("/static/app.js", "text/javascript"),
+        ("/static/style.css", "text/css"),
+    ] {
         let (st, h, _) = send(&a, Request::get(path).body(Body::empty()).unwrap()).await;
         assert_eq!(st, StatusCode::OK, "{path}");
-        assert!(h[header::CONTENT_TYPE].to_str().unwrap().starts_with(ctype), "{path}: {:?}", h[header::CONTENT_TYPE]);
+        assert!(
+            h[header::CONTENT_TYPE].to_str().unwrap().starts_with(ctype),
+            "{path}: {:?}",
+            h[header::CONTENT_TYPE]
+        );
     }
-    for bad in ["/static/../Cargo.toml", "/static/%2e%2e/Cargo.toml", "/etc/passwd"] {
+    for bad in [
+        "/static/../Cargo.toml",
+        "/static/%2e%2e/Cargo.toml",
+        "/etc/passwd",
+    ] {
         let (st, _, _) = send(&a, Request::get(bad).body(Body::empty()).unwrap()).await;
         assert_eq!(st, StatusCode::NOT_FOUND, "{bad}");
     }
-    let (st, _, body) = send(&a, Request::post("/api/v1/freeze").body(Body::empty()).unwrap()).await;
-    assert_eq!(st, StatusCode::CONFLICT, "no live pipeline: {}", String::from_utf8_lossy(&body));
+    let (st, _, body) = send(
+        &a,
+        Request::post("/api/v1/freeze").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        st,
+        StatusCode::CONFLICT,
+        "no live pipeline: {}",
+        String::from_utf8_lossy(&body)
+    );
 }
 
 #[tokio::test]
 async fn live_status_reflects_the_pipeline() {
     use dermcam::pipeline::Pipeline;
     let model = default_model();
-    let src = dermcam::source::ImagesSource::new(root().join("tests/samples").to_str().unwrap(), std::time::Duration::from_millis(50), true).unwrap();
-    let p = Pipeline::start(model.clone(), Box::new(src), Box::new(dermcam::screen::NoScreen), vec![], Default::default());
+    let src = dermcam::source::ImagesSource::new(
+        root().join("tests/samples").to_str().unwrap(),
+        std::time::Duration::from_millis(50),
+        true,
+    )
+    .unwrap();
+    let p = Pipeline::start(
+        model.clone(),
+        Box::new(src),
+        Box::new(dermcam::screen::NoScreen),
+        vec![],
+        Default::default(),
+    );
     let shared = p.shared.clone();
-    let a = router(AppState::new(model, Some(shared.clone()), WebConfig::default()));
+    let a = router(AppState::new(
+        model,
+        Some(shared.clone()),
+        WebConfig::default(),
+    ));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while shared.counters.snapshot().inferences < 2 && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let (st, _, body) = send(&a, Request::get("/api/v1/status").body(Body::empty()).unwrap()).await;
+    let (st, _, body) = send(
+        &a,
+        Request::get("/api/v1/status").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(st, StatusCode::OK);
     let v = json(&body);
     assert_eq!(v["source"], "live");
     assert!(v["counters"]["inferences"].as_u64().unwrap() >= 2);
     assert!(v["last_prediction"]["classes"].as_array().unwrap().len() == 3);
-    let (st, h, body) = send(&a, Request::get("/api/v1/frame.jpg").body(Body::empty()).unwrap()).await;
+    let (st, h, body) = send(
+        &a,
+        Request::get("/api/v1/frame.jpg")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(h[header::CONTENT_TYPE], "image/jpeg");
     assert!(body.starts_with(&[0xFF, 0xD8]));
     let (st, _, body) = send(&a, Request::get("/metrics").body(Body::empty()).unwrap()).await;
     assert_eq!(st, StatusCode::OK);
-    assert!(String::from_utf8(body).unwrap().contains("dermcam_inferences_total"));
-    let (st, _, _) = send(&a, Request::post("/api/v1/freeze").body(Body::empty()).unwrap()).await;
+    assert!(
+        String::from_utf8(body)
+            .unwrap()
+            .contains("dermcam_inferences_total")
+    );
+    let (st, _, _) = send(
+        &a,
+        Request::post("/api/v1/freeze").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(st, StatusCode::OK);
     shared.request_shutdown();
     tokio::task::spawn_blocking(move || p.join()).await.unwrap();
