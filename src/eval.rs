@@ -244,63 +244,67 @@ static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSansMono.ttf");
 
 fn draw_confusion(s: &Summary, title: &str, path: &Path) -> Result<(), String> {
     use plotters::prelude::*;
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
     use plotters::style::{FontStyle, register_font};
     let _ = register_font("sans-serif", FontStyle::Normal, FONT);
-    let k = s.per_class.len() as i32;
-    let root = BitMapBackend::new(path, (900, 820)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let k = s.per_class.len();
+    let kf = k as f64;
+    let root = BitMapBackend::new(path, (900, 860)).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(150)
-        .y_label_area_size(230)
-        .build_cartesian_2d(0..k, 0..k)
-        .map_err(|e| e.to_string())?;
-    let names: Vec<String> = s.per_class.iter().map(|c| c.class.clone()).collect();
-    let fmt = |v: &i32| names.get(*v as usize).cloned().unwrap_or_default();
-    chart
-        .configure_mesh()
-        .disable_mesh()
-        .x_labels(k as usize)
-        .y_labels(k as usize)
-        .x_label_formatter(&fmt)
-        .y_label_formatter(&|v: &i32| {
-            names
-                .get((k - 1 - *v) as usize)
-                .cloned()
-                .unwrap_or_default()
-        })
-        .x_label_style(
-            ("sans-serif", 13)
-                .into_font()
-                .transform(FontTransform::Rotate90),
+        .caption(
+            format!("{title}  (rows: true, columns: predicted)"),
+            ("sans-serif", 16),
         )
-        .y_label_style(("sans-serif", 13))
-        .x_desc("predicted")
-        .y_desc("true")
-        .draw()
-        .map_err(|e| e.to_string())?;
+        .margin_top(10)
+        .margin_right(20)
+        .margin_left(240)
+        .margin_bottom(200)
+        .build_cartesian_2d(0f64..kf, 0f64..kf)
+        .map_err(|x| e(&x))?;
+    let centre = Pos::new(HPos::Center, VPos::Center);
     for r in 0..k {
         for c in 0..k {
-            let v = s.confusion_matrix_normalized[r as usize][c as usize];
+            let v = s.confusion_matrix_normalized[r][c];
             let shade = (255.0 * (1.0 - 0.85 * v)) as u8;
-            let y = k - 1 - r;
+            let y = kf - 1.0 - r as f64;
+            let x = c as f64;
             chart
                 .draw_series(std::iter::once(Rectangle::new(
-                    [(c, y), (c + 1, y + 1)],
+                    [(x, y), (x + 1.0, y + 1.0)],
                     RGBColor(shade, shade, 255).filled(),
                 )))
-                .map_err(|e| e.to_string())?;
+                .map_err(|x| e(&x))?;
             let color = if v > 0.5 { WHITE } else { BLACK };
+            let label = format!("{}", s.confusion_matrix[r][c]);
             chart
                 .draw_series(std::iter::once(Text::new(
-                    format!("{}", s.confusion_matrix[r as usize][c as usize]),
-                    (c, y + 1),
-                    ("sans-serif", 15).into_font().color(&color),
+                    label,
+                    (x + 0.5, y + 0.5),
+                    ("sans-serif", 15).into_font().color(&color).pos(centre),
                 )))
-                .map_err(|e| e.to_string())?;
+                .map_err(|x| e(&x))?;
         }
     }
-    root.present().map_err(|e| e.to_string())?;
+    // Class names outside the plotting area, centred on their row / column.
+    for (i, m) in s.per_class.iter().enumerate() {
+        let (px, py) = chart.backend_coord(&(0.0, kf - i as f64 - 0.5));
+        let style = ("sans-serif", 13)
+            .into_font()
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Right, VPos::Center));
+        root.draw(&Text::new(m.class.clone(), (px - 8, py), style))
+            .map_err(|x| e(&x))?;
+        let (px, py) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
+        let style = ("sans-serif", 13)
+            .into_font()
+            .transform(FontTransform::Rotate90)
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Left, VPos::Center));
+        root.draw(&Text::new(m.class.clone(), (px, py + 8), style))
+            .map_err(|x| e(&x))?;
+    }
+    root.present().map_err(|x| e(&x))?;
     Ok(())
 }
