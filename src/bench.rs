@@ -110,3 +110,77 @@ pub fn bench_bundle(
         peak_rss_mb: peak_rss_mb(),
     })
 }
+
+#[derive(Debug, Serialize)]
+pub struct PipelineBench {
+    pub bundle: String,
+    pub seconds: f64,
+    pub frames: u64,
+    pub inferences: u64,
+    pub dropped_frames: u64,
+    pub frame_to_screen: Percentiles,
+    pub inference_p50_ms: f64,
+    /// frame_to_screen p50 / inference p50 (goal <= 1.1).
+    pub latency_ratio: f64,
+    pub rss_start_mb: Option<f64>,
+    pub rss_end_mb: Option<f64>,
+}
+
+/// Run the live pipeline for `seconds` on a slideshow at a camera's 30 fps (faster than the
+/// model), rendering an 800x480 screen in memory: latency from capture to screen and memory
+/// growth under a model slower than the camera.
+pub fn bench_pipeline(
+    dir: &Path,
+    opts: &LoadOptions,
+    images: &str,
+    seconds: f64,
+) -> Result<PipelineBench, Box<dyn std::error::Error + Send + Sync>> {
+    let model = std::sync::Arc::new(Model::load(dir, opts)?);
+    let frame = test_frame();
+    let mut inf = Vec::new();
+    for _ in 0..10 {
+        let t = model.preprocess(&frame);
+        let a = Instant::now();
+        model.logits(&t, false)?;
+        inf.push(a.elapsed().as_secs_f64() * 1e3);
+    }
+    let inference_p50_ms = Percentiles::of(inf).p50_ms;
+    let source =
+        crate::source::ImagesSource::new(images, std::time::Duration::from_millis(33), true)?;
+    let rss_start_mb = peak_rss_mb();
+    let p = crate::pipeline::Pipeline::start(
+        model.clone(),
+        Box::new(source),
+        Box::new(crate::screen::MemoryScreen(800, 480)),
+        vec![],
+        Default::default(),
+    );
+    let shared = p.shared.clone();
+    std::thread::sleep(std::time::Duration::from_secs_f64(seconds));
+    shared.request_shutdown();
+    p.join();
+    let c = shared.counters.snapshot();
+    let lat: Vec<f64> = shared
+        .frame_to_screen_ms
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .cloned()
+        .collect();
+    if lat.is_empty() {
+        return Err("no frame reached the screen".into());
+    }
+    let frame_to_screen = Percentiles::of(lat);
+    Ok(PipelineBench {
+        bundle: model.manifest.name.clone(),
+        seconds,
+        frames: c.frames,
+        inferences: c.inferences,
+        dropped_frames: c.dropped_frames,
+        latency_ratio: frame_to_screen.p50_ms / inference_p50_ms,
+        frame_to_screen,
+        inference_p50_ms,
+        rss_start_mb,
+        rss_end_mb: peak_rss_mb(),
+    })
+}

@@ -106,6 +106,10 @@ enum Cmd {
         /// Print JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also run the live pipeline this many seconds on the samples (first bundle) and
+        /// report capture -> screen latency and memory growth.
+        #[arg(long, default_value_t = 0.0)]
+        pipeline_secs: f64,
     },
     /// Run the appliance: source -> classify -> screen (+ web UI), until SIGINT/SIGTERM.
     Run {
@@ -229,7 +233,8 @@ pub fn run() -> Result<ExitCode> {
             iterations,
             backend,
             json,
-        } => bench(models, threads, iterations, backend, json),
+            pipeline_secs,
+        } => bench(models, threads, iterations, backend, json, pipeline_secs),
         Cmd::Models { dir } => list_models(dir),
         Cmd::Run { config, board } => {
             let file = if config.exists() || board.is_none() {
@@ -476,6 +481,7 @@ fn bench(
     iterations: usize,
     backend: Backend,
     json: bool,
+    pipeline_secs: f64,
 ) -> Result<ExitCode> {
     let models = if models.is_empty() {
         dermcam::model::find_bundles(Path::new(dermcam::MODELS_DIR))
@@ -523,6 +529,34 @@ fn bench(
                 r.preprocess_640x480.p50_ms,
                 r.preprocess_share_of_inference * 100.0,
                 r.throughput_per_s
+            );
+        }
+    }
+    if pipeline_secs > 0.0 {
+        let first = models.first().context("no bundle to benchmark")?;
+        let r = dermcam::bench::bench_pipeline(
+            first,
+            &opts,
+            &samples_dir().display().to_string(),
+            pipeline_secs,
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {e}", first.display()))?;
+        if json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!(
+                "pipeline {} for {:.0} s: {} frames, {} inferences, {} dropped; capture->screen p50 {:.1} ms p99 {:.1} ms = {:.2} x inference p50 {:.1} ms; peak RSS {:.1} -> {:.1} MB",
+                r.bundle,
+                r.seconds,
+                r.frames,
+                r.inferences,
+                r.dropped_frames,
+                r.frame_to_screen.p50_ms,
+                r.frame_to_screen.p99_ms,
+                r.latency_ratio,
+                r.inference_p50_ms,
+                r.rss_start_mb.unwrap_or(f64::NAN),
+                r.rss_end_mb.unwrap_or(f64::NAN)
             );
         }
     }

@@ -127,6 +127,8 @@ pub struct Shared {
     pub first_present: AtomicBool,
     /// Time of the last successful inference / present (watchdog health).
     pub last_progress: Mutex<Instant>,
+    /// Capture -> on-screen latency (ms) of the last classified frames (bounded ring).
+    pub frame_to_screen_ms: Mutex<std::collections::VecDeque<f64>>,
 }
 
 impl Shared {
@@ -190,6 +192,7 @@ impl Pipeline {
             source_done: AtomicBool::new(false),
             first_present: AtomicBool::new(false),
             last_progress: Mutex::new(Instant::now()),
+            frame_to_screen_ms: Mutex::new(Default::default()),
         });
         let frames: Arc<Latest<Frame>> = Arc::new(Latest::default());
         let source_status: Arc<Mutex<SourceStatus>> = Arc::new(Mutex::new(SourceStatus::Starting));
@@ -462,6 +465,16 @@ impl Pipeline {
                                         failing = false;
                                     }
                                     shared.first_present.store(true, Ordering::SeqCst);
+                                    if let (Some(f), Some(_)) = (&u.frame, &u.prediction) {
+                                        let mut ring = shared
+                                            .frame_to_screen_ms
+                                            .lock()
+                                            .unwrap_or_else(|e| e.into_inner());
+                                        if ring.len() >= 1000 {
+                                            ring.pop_front();
+                                        }
+                                        ring.push_back(f.captured.elapsed().as_secs_f64() * 1e3);
+                                    }
                                 }
                                 Err(e) => {
                                     shared

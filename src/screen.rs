@@ -71,6 +71,18 @@ impl Screen for NoScreen {
     }
 }
 
+/// Renders but shows nowhere: measures the pipeline without display I/O (`dermcam bench`).
+pub struct MemoryScreen(pub u32, pub u32);
+
+impl Screen for MemoryScreen {
+    fn present(&mut self, _: &Canvas) -> Result<(), ScreenError> {
+        Ok(())
+    }
+    fn size(&self) -> (u32, u32) {
+        (self.0, self.1)
+    }
+}
+
 /// Pack RGB888 pixels into a framebuffer/SPI pixel format (host-testable).
 pub fn pack_rgb565_le(rgb: &[u8], out: &mut Vec<u8>) {
     out.clear();
