@@ -279,12 +279,7 @@ impl Pipeline {
                                                 let mut st = state.clone();
                                                 st.frozen = true;
                                                 st.quality = None;
-                                                st.top = p
-                                                    .top_k(3, &model.manifest)
-                                                    .into_iter()
-                                                    .map(|s| (s.name, s.probability))
-                                                    .collect();
-                                                st.uncertain = p.uncertain;
+                                                st.show(&p, &model.manifest);
                                                 let u = Update {
                                                     frame: Some(f),
                                                     state: st,
@@ -399,12 +394,7 @@ impl Pipeline {
                                     };
                                     smoothed = Some((frame.scene, probs.clone()));
                                     let sp = Prediction::from_probabilities(probs, &model.manifest);
-                                    state.top = sp
-                                        .top_k(3, &model.manifest)
-                                        .into_iter()
-                                        .map(|s| (s.name, s.probability))
-                                        .collect();
-                                    state.uncertain = sp.uncertain;
+                                    state.show(&sp, &model.manifest);
                                     state.inference_ms = t.inference_ms as f32;
                                     publish(
                                         &shared,

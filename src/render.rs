@@ -82,6 +82,18 @@ pub struct DisplayState {
     pub inference_ms: f32,
 }
 
+impl DisplayState {
+    /// Show a prediction: its top 3 classes and whether it is uncertain.
+    pub fn show(&mut self, p: &crate::classifier::Prediction, m: &crate::manifest::Manifest) {
+        self.top = p
+            .top_k(3, m)
+            .into_iter()
+            .map(|s| (s.name, s.probability))
+            .collect();
+        self.uncertain = p.uncertain;
+    }
+}
+
 const BG: Rgb888 = Rgb888::new(16, 18, 24);
 const FG: Rgb888 = Rgb888::WHITE;
 const DIM: Rgb888 = Rgb888::new(170, 176, 190);
