@@ -142,8 +142,12 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     rt.block_on(async {
         #[cfg(feature = "web")]
         if cfg.web.enabled {
-            let state =
-                dermcam::web::AppState::new(model.clone(), Some(shared.clone()), cfg.web.clone());
+            let state = dermcam::web::AppState::new(
+                model.clone(),
+                Some(shared.clone()),
+                cfg.web.clone(),
+                cfg.pipeline.clone(),
+            );
             let listener = tokio::net::TcpListener::bind(&cfg.web.bind)
                 .await
                 .with_context(|| format!("web.bind {}", cfg.web.bind))?;

@@ -9,8 +9,7 @@ use nokhwa::pixel_format::RgbFormat;
 use nokhwa::utils::{
     CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType, Resolution,
 };
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct CameraSource {
     cam: Camera,
@@ -112,13 +111,7 @@ impl FrameSource for CameraSource {
             }
         };
         self.seq += 1;
-        Ok(Frame {
-            image: Arc::new(img),
-            seq: self.seq,
-            captured: Instant::now(),
-            scene: 0,
-            label: None,
-        })
+        Ok(Frame::live(img, self.seq))
     }
 }
 

@@ -34,6 +34,19 @@ pub struct Frame {
     pub label: Option<String>,
 }
 
+impl Frame {
+    /// A live camera-style frame captured now: one continuous scene, no file name.
+    pub fn live(image: RgbImage, seq: u64) -> Frame {
+        Frame {
+            image: Arc::new(image),
+            seq,
+            captured: Instant::now(),
+            scene: 0,
+            label: None,
+        }
+    }
+}
+
 pub trait FrameSource: Send {
     /// Block until the next frame is available.
     fn next_frame(&mut self) -> Result<Frame, SourceError>;
@@ -178,13 +191,7 @@ impl FrameSource for SyntheticSource {
             }
             image::Rgb(c)
         });
-        Ok(Frame {
-            image: Arc::new(img),
-            seq: self.seq,
-            captured: Instant::now(),
-            scene: 0,
-            label: None,
-        })
+        Ok(Frame::live(img, self.seq))
     }
 }
 

@@ -62,6 +62,8 @@ pub struct AppState {
     pub model: Arc<Model>,
     pub live: Option<Arc<Shared>>,
     pub cfg: Arc<WebConfig>,
+    /// The appliance's own quality thresholds, so uploads get the same warnings as the screen.
+    quality: Arc<crate::config::PipelineConfig>,
     slots: Arc<Semaphore>,
     waiting: Arc<AtomicUsize>,
     pub counters: Arc<WebCounters>,
@@ -69,12 +71,18 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(model: Arc<Model>, live: Option<Arc<Shared>>, cfg: WebConfig) -> AppState {
+    pub fn new(
+        model: Arc<Model>,
+        live: Option<Arc<Shared>>,
+        cfg: WebConfig,
+        quality: crate::config::PipelineConfig,
+    ) -> AppState {
         AppState {
             slots: Arc::new(Semaphore::new(cfg.max_concurrent.max(1))),
             model,
             live,
             cfg: Arc::new(cfg),
+            quality: Arc::new(quality),
             waiting: Arc::new(AtomicUsize::new(0)),
             counters: Arc::new(WebCounters::default()),
             started: Instant::now(),
@@ -316,7 +324,7 @@ async fn run_classification(
     st.counters.classified.fetch_add(1, Ordering::Relaxed);
     st.counters.observe(total_ms);
     let m = &st.model.manifest;
-    let issue = quality::check(&q, &crate::config::PipelineConfig::default());
+    let issue = quality::check(&q, &st.quality);
     Ok((
         ClassifyResult {
             classes: p.top_k(m.classes.len(), m),

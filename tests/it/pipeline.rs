@@ -86,13 +86,10 @@ fn dark_frames_are_not_classified() {
             }
             self.0 += 1;
             std::thread::sleep(Duration::from_millis(20));
-            Ok(Frame {
-                image: Arc::new(image::RgbImage::from_pixel(640, 480, image::Rgb([8, 6, 5]))),
-                seq: self.0,
-                captured: Instant::now(),
-                scene: 0,
-                label: None,
-            })
+            Ok(Frame::live(
+                image::RgbImage::from_pixel(640, 480, image::Rgb([8, 6, 5])),
+                self.0,
+            ))
         }
     }
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -128,13 +125,7 @@ impl FrameSource for FakeCam {
         self.frames_left -= 1;
         std::thread::sleep(Duration::from_millis(10));
         let img = dermcam::preprocess::load_image(&samples()[1], u64::MAX).unwrap();
-        Ok(Frame {
-            image: Arc::new(img),
-            seq: 0,
-            captured: Instant::now(),
-            scene: 0,
-            label: None,
-        })
+        Ok(Frame::live(img, 0))
     }
 }
 

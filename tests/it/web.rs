@@ -10,7 +10,12 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 fn app(cfg: WebConfig) -> axum::Router {
-    router(AppState::new(default_model(), None, cfg))
+    router(AppState::new(
+        default_model(),
+        None,
+        cfg,
+        Default::default(),
+    ))
 }
 
 async fn send(
@@ -399,6 +404,7 @@ async fn live_status_reflects_the_pipeline() {
         model,
         Some(shared.clone()),
         WebConfig::default(),
+        Default::default(),
     ));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while shared.counters.snapshot().inferences < 2 && std::time::Instant::now() < deadline {
