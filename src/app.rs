@@ -81,16 +81,13 @@ fn hardware_screen(cfg: &Config) -> Result<Box<dyn Screen>> {
 }
 
 pub fn load_model(cfg: &Config) -> Result<Arc<Model>> {
-    let dir = cfg
-        .model
-        .path
-        .clone()
-        .unwrap_or_else(dermcam::default_model_dir);
+    let dir = cfg.model.dir();
     let m = Model::load(
         &dir,
         &LoadOptions {
             backend: cfg.model.backend,
             threads: cfg.model.threads,
+            ort: cfg.model.ort.clone(),
         },
     )
     .with_context(|| format!("loading model bundle {}", dir.display()))?;
@@ -122,18 +119,26 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     }
     if cfg.capture.enabled {
         eprintln!(
-            "captures: saving frozen frames to {} (max {})",
+            "captures: saving frozen frames to {} (max {} captures, {} MB)",
             cfg.capture.dir.display(),
-            cfg.capture.max_files
-        );
-        sinks.push(Box::new(dermcam::storage::CaptureSink::new(
-            cfg.capture.dir.clone(),
             cfg.capture.max_files,
-            model.manifest.clone(),
-        )));
+            cfg.capture.max_bytes >> 20
+        );
+        sinks.push(Box::new(
+            dermcam::storage::CaptureSink::new(
+                cfg.capture.dir.clone(),
+                cfg.capture.max_files,
+                model.manifest.clone(),
+            )
+            .with_max_bytes(cfg.capture.max_bytes),
+        ));
     }
     let pipeline = Pipeline::start(model.clone(), source, screen, sinks, cfg.pipeline.clone());
     let shared = pipeline.shared.clone();
+    let notifier = dermcam::service::spawn(
+        shared.clone(),
+        Duration::from_millis(cfg.pipeline.stall_timeout_ms),
+    );
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -196,6 +201,9 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     })?;
     shared.request_shutdown();
     pipeline.join();
+    if let Some(n) = notifier {
+        let _ = n.join();
+    }
     let c = shared.counters.snapshot();
     eprintln!(
         "frames {} inferences {} dropped {} quality-rejected {} errors {} screen-errors {}",

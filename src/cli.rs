@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use dermcam::classifier::Prediction;
 use dermcam::manifest::BundleError;
-use dermcam::model::{BackendKind, LoadOptions, Model};
+use dermcam::model::{BackendKind, LoadOptions, Model, OrtOptions, OrtProvider};
 use dermcam::preprocess::{DEFAULT_MAX_PIXELS, load_image};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -32,6 +32,19 @@ struct ModelArgs {
     /// Inference backend.
     #[arg(long, value_enum, default_value = "tract")]
     backend: Backend,
+    /// ONNX Runtime execution providers in order (with --backend ort): tensorrt, cuda, cpu.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "cpu")]
+    ort_providers: Vec<Provider>,
+    /// libonnxruntime.so for --backend ort (default: $ORT_DYLIB_PATH, then the loader path).
+    #[arg(long)]
+    ort_library: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy)]
+enum Provider {
+    Tensorrt,
+    Cuda,
+    Cpu,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy)]
@@ -48,6 +61,19 @@ impl ModelArgs {
                 Backend::Ort => BackendKind::Ort,
             },
             threads: self.threads,
+            ort: OrtOptions {
+                library: self.ort_library.clone(),
+                providers: self
+                    .ort_providers
+                    .iter()
+                    .map(|p| match p {
+                        Provider::Tensorrt => OrtProvider::Tensorrt,
+                        Provider::Cuda => OrtProvider::Cuda,
+                        Provider::Cpu => OrtProvider::Cpu,
+                    })
+                    .collect(),
+                ..OrtOptions::default()
+            },
         }
     }
     fn dir(&self) -> PathBuf {
@@ -176,11 +202,9 @@ fn check_config(config: Option<PathBuf>, board: Option<String>) -> Result<ExitCo
         (None, Some(b)) => format!("board {b}"),
         (None, None) => "defaults".into(),
     };
-    if let Some(p) = &cfg.model.path {
-        if let Err(e) = dermcam::manifest::read_manifest(p) {
-            println!("{what}: model: {e}");
-            return Ok(ExitCode::from(6));
-        }
+    if let Err(e) = dermcam::manifest::read_manifest(&cfg.model.dir()) {
+        println!("{what}: model: {e}");
+        return Ok(ExitCode::from(6));
     }
     for m in &missing {
         println!("{what}: {m}");
@@ -492,6 +516,8 @@ fn bench(
         model: None,
         threads,
         backend,
+        ort_providers: vec![Provider::Cpu],
+        ort_library: None,
     }
     .options();
     if !json {

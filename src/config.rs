@@ -2,7 +2,7 @@
 //! backend whose cargo feature this binary lacks. Board presets (`boards/*.toml`) merge under
 //! the user's file.
 
-use crate::model::BackendKind;
+use crate::model::{BackendKind, OrtOptions};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -41,19 +41,36 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
-    /// Bundle folder; empty = the default bundle.
+    /// Bundle folder; empty = `bundle`, else the default bundle.
     pub path: Option<PathBuf>,
+    /// A shipped bundle by name (e.g. "effl0-skin9"), looked up where the package installs them.
+    pub bundle: Option<String>,
     pub backend: BackendKind,
     /// Inference threads, 0 = all cores.
     pub threads: usize,
+    /// ONNX Runtime settings for `backend = "ort"`.
+    pub ort: OrtOptions,
+}
+
+impl ModelConfig {
+    /// The bundle folder this config selects.
+    pub fn dir(&self) -> PathBuf {
+        match (&self.path, &self.bundle) {
+            (Some(p), _) => p.clone(),
+            (None, Some(name)) => crate::shipped_bundle_dir(name),
+            (None, None) => crate::default_model_dir(),
+        }
+    }
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
             path: None,
+            bundle: None,
             backend: BackendKind::Tract,
             threads: 0,
+            ort: OrtOptions::default(),
         }
     }
 }
@@ -226,6 +243,10 @@ pub struct PipelineConfig {
     pub min_sharpness: f32,
     /// Average the mirrored image when a frame is frozen with the button.
     pub freeze_tta: bool,
+    /// A stage (capture, inference, display) that makes no progress for this long counts as
+    /// hung: the systemd watchdog pings stop and systemd restarts the service. Must exceed the
+    /// slowest inference and the camera's retry backoff.
+    pub stall_timeout_ms: u64,
 }
 
 impl Default for PipelineConfig {
@@ -236,6 +257,7 @@ impl Default for PipelineConfig {
             max_luma: 235.0,
             min_sharpness: 8.0,
             freeze_tta: true,
+            stall_timeout_ms: 10_000,
         }
     }
 }
@@ -256,7 +278,10 @@ pub struct CaptureConfig {
     /// Save frozen frames + result JSON (off by default: privacy).
     pub enabled: bool,
     pub dir: PathBuf,
+    /// Keep at most this many captures (oldest removed first).
     pub max_files: usize,
+    /// And at most this many bytes of captures; 0 = no byte limit.
+    pub max_bytes: u64,
 }
 
 impl Default for CaptureConfig {
@@ -265,6 +290,7 @@ impl Default for CaptureConfig {
             enabled: false,
             dir: "/var/lib/dermcam/captures".into(),
             max_files: 500,
+            max_bytes: 1 << 30,
         }
     }
 }
@@ -384,11 +410,25 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Load `file` (if any) over the preset `board` (if any).
+    /// Load `file` (if any) over the preset `board` (if any). The file may name its preset
+    /// itself with a top-level `board = "name"`; `--board` on the command line wins.
     pub fn load(file: Option<&Path>, board: Option<&str>) -> Result<Config, ConfigError> {
+        let mut file_table = file.map(read_table).transpose()?;
+        let file_board = match file_table.as_mut().and_then(|t| t.remove("board")) {
+            None => None,
+            Some(toml::Value::String(b)) => Some(b),
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    path: file.unwrap_or(Path::new("")).into(),
+                    field: "board",
+                    message: format!("expected a preset name (string), got {}", other.type_str()),
+                });
+            }
+        };
+        let board = board.map(str::to_string).or(file_board);
         let mut table = toml::Table::new();
         let mut origin = PathBuf::from("<defaults>");
-        if let Some(name) = board {
+        if let Some(name) = board.as_deref() {
             let boards = list_boards();
             let (_, p) = boards.iter().find(|(n, _)| n == name).ok_or_else(|| {
                 ConfigError::UnknownBoard {
@@ -403,8 +443,8 @@ impl Config {
             table = read_table(p)?;
             origin = p.clone();
         }
-        if let Some(f) = file {
-            merge(&mut table, read_table(f)?);
+        if let (Some(f), Some(t)) = (file, file_table) {
+            merge(&mut table, t);
             origin = f.into();
         }
         Self::from_table(table, &origin)
@@ -418,7 +458,24 @@ impl Config {
                 message,
             })
         };
+        if self.model.path.is_some() && self.model.bundle.is_some() {
+            return bad("model", "set either path or bundle, not both".into());
+        }
+        if let Some(b) = &self.model.bundle {
+            if b.is_empty() || b.contains('/') || b.starts_with('.') {
+                return bad("model.bundle", format!("{b:?} is not a bundle name"));
+            }
+        }
+        if let Some(m) = self.model.ort.problems().into_iter().next() {
+            return bad("model.ort", m);
+        }
         let p = &self.pipeline;
+        if p.stall_timeout_ms < 500 {
+            return bad(
+                "pipeline.stall_timeout_ms",
+                format!("{} ms is too short (minimum 500)", p.stall_timeout_ms),
+            );
+        }
         if !(p.ema_alpha > 0.0 && p.ema_alpha <= 1.0) {
             return bad(
                 "pipeline.ema_alpha",
@@ -620,5 +677,77 @@ mod tests {
             }
         ));
         assert_eq!((c.pipeline.min_luma, c.pipeline.max_luma), (20.0, 200.0));
+    }
+
+    #[test]
+    fn file_names_its_board_and_cli_board_wins() {
+        let dir = std::env::temp_dir().join(format!("dermcam-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("config.toml");
+        std::fs::write(&f, "board = \"rpi4-st7789\"\n[screen]\nrotation = 180\n").unwrap();
+        let c = Config::load(Some(&f), None).unwrap();
+        assert!(matches!(
+            c.screen,
+            ScreenConfig::Tft {
+                rotation: 180,
+                dc_pin: 25,
+                ..
+            }
+        ));
+        assert_eq!(c.model.bundle.as_deref(), Some("effl0-skin9"));
+        std::fs::write(&f, "board = \"rpi4-st7789\"\n[pipeline]\nmin_luma = 20.0\n").unwrap();
+        let c = Config::load(Some(&f), Some("rpi5-hdmi")).unwrap();
+        assert!(
+            matches!(c.screen, ScreenConfig::Fbdev { .. }),
+            "--board wins"
+        );
+        assert_eq!(c.pipeline.min_luma, 20.0);
+        std::fs::write(&f, "board = \"rpi9\"\n").unwrap();
+        let e = Config::load(Some(&f), None).unwrap_err().to_string();
+        assert!(e.contains("rpi9") && e.contains("rpi5-hdmi"), "{e}");
+        std::fs::write(&f, "board = 4\n").unwrap();
+        let e = Config::load(Some(&f), None).unwrap_err().to_string();
+        assert!(e.contains("config.toml") && e.contains("board"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn model_bundle_and_ort_settings_are_validated() {
+        let p = Path::new("c.toml");
+        let c = Config::parse("[model]\nbundle = \"resnet18-skin9\"\n", p).unwrap();
+        assert!(c.model.dir().ends_with("resnet18-skin9"));
+        let e = Config::parse("[model]\nbundle = \"x\"\npath = \"/m\"\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("either path or bundle"), "{e}");
+        let e = Config::parse("[model]\nbundle = \"../etc\"\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("model.bundle"), "{e}");
+        let c = Config::parse(
+            "[model]\nbackend = \"ort\"\n[model.ort]\nproviders = [\"tensorrt\", \"cuda\"]\ntrt_fp16 = true\n",
+            p,
+        )
+        .unwrap();
+        assert_eq!(c.model.ort.providers.len(), 2);
+        for (bad, what) in [
+            ("providers = []", "at least one"),
+            ("providers = [\"cpu\", \"cpu\"]", "twice"),
+            ("providers = [\"cuda\"]\ntrt_int8 = true", "tensorrt"),
+            ("providers = [\"opencl\"]", "opencl"),
+        ] {
+            let e = Config::parse(&format!("[model.ort]\n{bad}\n"), p)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(what), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn stall_timeout_has_a_floor() {
+        let e = Config::parse("[pipeline]\nstall_timeout_ms = 10\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("stall_timeout_ms"), "{e}");
     }
 }

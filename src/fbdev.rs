@@ -71,8 +71,16 @@ impl FbScreen {
             .write(true)
             .open(device)
             .map_err(|e| err(e.to_string()))?;
-        // Hide the console cursor while the app owns the screen (best effort).
-        let tty = std::fs::write("/dev/tty1", "\x1b[?25l\x1b[9;0]").is_ok();
+        // The kernel console draws on the same framebuffer: hide its cursor and turn off
+        // blanking / powersave while the app owns the screen (needs write access to /dev/tty1,
+        // e.g. group tty; the systemd unit grants it). Restored on drop.
+        let tty = match std::fs::write("/dev/tty1", "\x1b[?25l\x1b[9;0]\x1b[14;0]") {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("warning: /dev/tty1: {e}: console cursor and blanking left as they are");
+                false
+            }
+        };
         eprintln!("screen: {} {width}x{height} {bpp} bpp", device.display());
         Ok(FbScreen {
             device: device.into(),

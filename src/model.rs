@@ -25,6 +25,70 @@ pub struct LoadOptions {
     pub backend: BackendKind,
     /// Inference threads; 0 = all cores.
     pub threads: usize,
+    /// ONNX Runtime settings (used only by the `ort` backend).
+    pub ort: OrtOptions,
+}
+
+/// An ONNX Runtime execution provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrtProvider {
+    Tensorrt,
+    Cuda,
+    Cpu,
+}
+
+/// `[model.ort]`: ONNX Runtime backend settings. Parsed on every build (the backend itself needs
+/// the `ort` feature).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OrtOptions {
+    /// `libonnxruntime.so` to load; unset = `$ORT_DYLIB_PATH`, else `libonnxruntime.so` from the
+    /// dynamic loader's search path.
+    pub library: Option<PathBuf>,
+    /// Execution providers in order of preference. Every provider listed must load: a missing
+    /// one is an error, never a silent fallback. Without `cpu` in the list, a graph that the GPU
+    /// providers cannot run entirely is an error too.
+    pub providers: Vec<OrtProvider>,
+    /// CUDA / TensorRT device.
+    pub device_id: i32,
+    /// TensorRT engine cache (building engines takes minutes; cached ones load in seconds).
+    pub trt_cache_dir: Option<PathBuf>,
+    pub trt_fp16: bool,
+    pub trt_int8: bool,
+}
+
+impl Default for OrtOptions {
+    fn default() -> Self {
+        OrtOptions {
+            library: None,
+            providers: vec![OrtProvider::Cpu],
+            device_id: 0,
+            trt_cache_dir: None,
+            trt_fp16: false,
+            trt_int8: false,
+        }
+    }
+}
+
+impl OrtOptions {
+    /// Problems with the settings themselves (the config reports them with the file name).
+    pub fn problems(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.providers.is_empty() {
+            v.push("providers must name at least one of tensorrt, cuda, cpu".into());
+        }
+        for (i, p) in self.providers.iter().enumerate() {
+            if self.providers[..i].contains(p) {
+                v.push(format!("provider {p:?} is listed twice"));
+            }
+        }
+        let trt = self.providers.contains(&OrtProvider::Tensorrt);
+        if !trt && (self.trt_fp16 || self.trt_int8 || self.trt_cache_dir.is_some()) {
+            v.push("trt_fp16 / trt_int8 / trt_cache_dir need \"tensorrt\" in providers".into());
+        }
+        v
+    }
 }
 
 pub struct Model {
@@ -137,8 +201,20 @@ impl Model {
     }
 }
 
-/// The ONNX Runtime / TensorRT backend (`ort` feature) is not part of this build yet; a config
-/// or flag that asks for it gets this error instead of a silent fallback to tract.
+#[cfg(feature = "ort")]
+fn load_ort(
+    onnx: &Path,
+    manifest: &Manifest,
+    opts: &LoadOptions,
+) -> Result<(Box<dyn Classifier>, usize), BundleError> {
+    let c = crate::backend_ort::OrtClassifier::load(onnx, manifest, opts.threads, &opts.ort)?;
+    let w = c.output_width();
+    Ok((Box::new(c), w))
+}
+
+/// Without the `ort` feature a config or flag that asks for ONNX Runtime gets this error instead
+/// of a silent fallback to tract.
+#[cfg(not(feature = "ort"))]
 fn load_ort(
     onnx: &Path,
     _: &Manifest,

@@ -125,13 +125,77 @@ pub struct Shared {
     source_done: AtomicBool,
     /// Set once the first frame has been presented on the screen.
     pub first_present: AtomicBool,
-    /// Time of the last successful inference / present (watchdog health).
-    pub last_progress: Mutex<Instant>,
+    /// Set once a source frame (not only a status screen) has been presented.
+    pub first_frame_present: AtomicBool,
+    /// Liveness of each stage (the systemd watchdog pings only while all of them tick).
+    pub heartbeats: Heartbeats,
+    display_absent: AtomicBool,
     /// Capture -> on-screen latency (ms) of the last classified frames (bounded ring).
     pub frame_to_screen_ms: Mutex<std::collections::VecDeque<f64>>,
 }
 
+/// A pipeline stage whose liveness is tracked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Capture,
+    Inference,
+    Display,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Capture => "capture",
+            Stage::Inference => "inference",
+            Stage::Display => "display",
+        }
+    }
+}
+
+/// Last time (ms since start) each stage finished a unit of work or an idle wait. A stage that
+/// blocks (a hung camera read, a model that never returns, a stuck SPI write) stops ticking;
+/// one that handles faults (camera unplugged and retried, screen errors retried) keeps ticking.
+#[derive(Debug, Default)]
+pub struct Heartbeats {
+    ms: [AtomicU64; 3],
+    /// Stages that have finished for good (source ended, no screen): never stalled.
+    done: [AtomicBool; 3],
+}
+
+impl Heartbeats {
+    fn index(stage: Stage) -> usize {
+        stage as usize
+    }
+}
+
 impl Shared {
+    pub fn beat(&self, stage: Stage) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.heartbeats.ms[Heartbeats::index(stage)].store(ms, Ordering::Relaxed);
+    }
+
+    /// True when the pipeline runs without a screen (nothing is ever presented).
+    pub fn display_absent(&self) -> bool {
+        self.display_absent.load(Ordering::SeqCst)
+    }
+
+    pub fn stage_done(&self, stage: Stage) {
+        self.heartbeats.done[Heartbeats::index(stage)].store(true, Ordering::SeqCst);
+    }
+
+    /// The first stage that has not ticked for longer than `limit`, with how long.
+    pub fn stalled(&self, limit: Duration) -> Option<(Stage, Duration)> {
+        let now = self.started.elapsed().as_millis() as u64;
+        [Stage::Capture, Stage::Inference, Stage::Display]
+            .into_iter()
+            .filter(|s| !self.heartbeats.done[Heartbeats::index(*s)].load(Ordering::SeqCst))
+            .map(|s| {
+                let last = self.heartbeats.ms[Heartbeats::index(s)].load(Ordering::Relaxed);
+                (s, Duration::from_millis(now.saturating_sub(last)))
+            })
+            .find(|(_, age)| *age > limit)
+    }
+
     /// The frame of the newest update (the guard is released before returning).
     pub fn latest_frame(&self) -> Option<Frame> {
         self.latest
@@ -191,7 +255,9 @@ impl Pipeline {
             shutdown: AtomicBool::new(false),
             source_done: AtomicBool::new(false),
             first_present: AtomicBool::new(false),
-            last_progress: Mutex::new(Instant::now()),
+            first_frame_present: AtomicBool::new(false),
+            heartbeats: Heartbeats::default(),
+            display_absent: AtomicBool::new(false),
             frame_to_screen_ms: Mutex::new(Default::default()),
         });
         let frames: Arc<Latest<Frame>> = Arc::new(Latest::default());
@@ -206,7 +272,9 @@ impl Pipeline {
                     .name("capture".into())
                     .spawn(move || {
                         while !shared.is_shutdown() {
-                            match source.next_frame() {
+                            let next = source.next_frame();
+                            shared.beat(Stage::Capture);
+                            match next {
                                 Ok(f) => {
                                     *status.lock().unwrap_or_else(|e| e.into_inner()) =
                                         SourceStatus::Live;
@@ -242,6 +310,7 @@ impl Pipeline {
                                 }
                             }
                         }
+                        shared.stage_done(Stage::Capture);
                         shared.source_done.store(true, Ordering::SeqCst);
                     })
                     .expect("spawn capture thread"),
@@ -265,6 +334,8 @@ impl Pipeline {
                             if shared.is_shutdown() {
                                 break;
                             }
+                            // Ticks at least every 100 ms unless an inference hangs.
+                            shared.beat(Stage::Inference);
                             let next = frames.wait_newer(seen, Duration::from_millis(100));
                             let src_status =
                                 status.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -377,10 +448,6 @@ impl Pipeline {
                             match model.classify(&frame.image, false) {
                                 Ok((p, t)) => {
                                     shared.counters.inferences.fetch_add(1, Ordering::Relaxed);
-                                    *shared
-                                        .last_progress
-                                        .lock()
-                                        .unwrap_or_else(|e| e.into_inner()) = Instant::now();
                                     // Exponential moving average within one scene only.
                                     let probs = match smoothed.take() {
                                         Some((scene, prev)) if scene == frame.scene => prev
@@ -414,6 +481,7 @@ impl Pipeline {
                                 }
                             }
                         }
+                        shared.stage_done(Stage::Inference);
                         shared.request_shutdown_display();
                     })
                     .expect("spawn inference thread"),
@@ -429,12 +497,15 @@ impl Pipeline {
                     .spawn(move || {
                         let (w, h) = screen.size();
                         if w == 0 || h == 0 {
+                            shared.display_absent.store(true, Ordering::SeqCst);
+                            shared.stage_done(Stage::Display);
                             return;
                         }
                         let mut canvas = Canvas::new(w, h);
                         let mut seen = 0;
                         let mut failing = false;
                         loop {
+                            shared.beat(Stage::Display);
                             let next = shared.updates.wait_newer(seen, Duration::from_millis(200));
                             let Some((v, u)) = next else {
                                 if shared.display_done() {
@@ -455,6 +526,9 @@ impl Pipeline {
                                         failing = false;
                                     }
                                     shared.first_present.store(true, Ordering::SeqCst);
+                                    if u.frame.is_some() {
+                                        shared.first_frame_present.store(true, Ordering::SeqCst);
+                                    }
                                     if let (Some(f), Some(_)) = (&u.frame, &u.prediction) {
                                         let mut ring = shared
                                             .frame_to_screen_ms
@@ -478,6 +552,7 @@ impl Pipeline {
                                 }
                             }
                         }
+                        shared.stage_done(Stage::Display);
                     })
                     .expect("spawn display thread"),
             );

@@ -10,12 +10,8 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Write `bytes` atomically to `dir/<prefix>-<unix ms>-<n>.<ext>`; returns the final path.
 pub fn save_atomic(dir: &Path, prefix: &str, ext: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = format!("{prefix}-{ms}-{}-{n}.{ext}", std::process::id());
+    let name = format!("{prefix}-{}-{}-{n}.{ext}", unix_ms(), std::process::id());
     write_atomic(&dir.join(name), bytes)
 }
 
@@ -35,24 +31,88 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
-/// Saves each frozen (point-and-classify) frame as JPEG + result JSON, atomically, keeping at
-/// most `max_files` captures (oldest removed first). A full or read-only disk refuses the
-/// capture with a message; the pipeline goes on.
+/// Write several files as one unit: they appear together as `parent/<name>/` or not at all
+/// (built in a hidden temp folder, every file and the folder fsynced, then renamed).
+pub fn save_set_atomic(
+    parent: &Path,
+    name: &str,
+    files: &[(&str, &[u8])],
+) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(parent)?;
+    let tmp = parent.join(format!(".{name}.tmp"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp)?;
+    for (file, bytes) in files {
+        let mut f = std::fs::File::create(tmp.join(file))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::File::open(&tmp)?.sync_all()?;
+    let dst = parent.join(name);
+    std::fs::rename(&tmp, &dst)?;
+    std::fs::File::open(parent)?.sync_all()?;
+    Ok(dst)
+}
+
+/// Remove temp files/folders left by writes that a crash or power loss interrupted.
+pub fn remove_stale_temps(dir: &Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            let p = e.path();
+            let ok = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            n += ok.is_ok() as usize;
+        }
+    }
+    n
+}
+
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// Saves each frozen (point-and-classify) frame as a capture folder `capture-<ms>-<pid>-<n>/`
+/// holding `image.jpg` and `result.json`, both or neither (see `save_set_atomic`). Keeps at most
+/// `max_files` captures and `max_bytes` bytes (oldest removed first). A full or read-only disk
+/// refuses the capture with a message; the pipeline goes on.
 pub struct CaptureSink {
     pub dir: PathBuf,
     pub max_files: usize,
+    /// 0 = no byte limit.
+    pub max_bytes: u64,
     pub manifest: crate::manifest::Manifest,
     last_saved: Option<u64>,
 }
 
 impl CaptureSink {
     pub fn new(dir: PathBuf, max_files: usize, manifest: crate::manifest::Manifest) -> Self {
+        let stale = remove_stale_temps(&dir);
+        if stale > 0 {
+            eprintln!(
+                "captures: removed {stale} incomplete capture(s) left by an interrupted write in {}",
+                dir.display()
+            );
+        }
         CaptureSink {
             dir,
             max_files,
+            max_bytes: 0,
             manifest,
             last_saved: None,
         }
+    }
+
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 
     fn save(&self, u: &crate::pipeline::Update) -> std::io::Result<PathBuf> {
@@ -66,39 +126,60 @@ impl CaptureSink {
                 image::ImageFormat::Jpeg,
             )
             .map_err(std::io::Error::other)?;
-        let img_path = save_atomic(&self.dir, "capture", "jpg", &jpg)?;
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("capture-{}-{}-{n}", unix_ms(), std::process::id());
         let json = serde_json::json!({
-            "image": img_path.file_name().map(|n| n.to_string_lossy().to_string()),
+            "capture": name,
+            "image": "image.jpg",
+            "image_sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&jpg)),
             "model": {"name": self.manifest.name, "sha256": self.manifest.sha256},
             "headline": p.headline(&self.manifest),
             "uncertain": p.uncertain,
             "classes": p.top_k(self.manifest.classes.len(), &self.manifest),
             "disclaimer": crate::DISCLAIMER,
         });
-        write_atomic(
-            &img_path.with_extension("json"),
-            (serde_json::to_string_pretty(&json)? + "\n").as_bytes(),
+        let json = serde_json::to_string_pretty(&json)? + "\n";
+        let path = save_set_atomic(
+            &self.dir,
+            &name,
+            &[("image.jpg", &jpg), ("result.json", json.as_bytes())],
         )?;
         self.enforce_retention()?;
-        Ok(img_path)
+        Ok(path)
+    }
+
+    /// Capture folders, oldest first, with their sizes in bytes.
+    pub fn captures(dir: &Path) -> std::io::Result<Vec<(PathBuf, u64)>> {
+        let mut v: Vec<(PathBuf, u64)> = std::fs::read_dir(dir)?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("capture-"))
+            .map(|e| {
+                let bytes = std::fs::read_dir(e.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter_map(|f| f.metadata().ok())
+                    .map(|m| m.len())
+                    .sum();
+                (e.path(), bytes)
+            })
+            .collect();
+        // Names embed the time in ms (fixed width until 2286), so name order is age order.
+        v.sort();
+        Ok(v)
     }
 
     fn enforce_retention(&self) -> std::io::Result<()> {
-        let mut jpgs: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.extension().is_some_and(|e| e == "jpg")
-                    && p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("capture-"))
-            })
-            .collect();
-        // Names embed the time in ms, so name order is age order.
-        jpgs.sort();
-        while jpgs.len() > self.max_files.max(1) {
-            let old = jpgs.remove(0);
-            let _ = std::fs::remove_file(old.with_extension("json"));
-            std::fs::remove_file(old)?;
+        let mut caps = Self::captures(&self.dir)?;
+        let mut total: u64 = caps.iter().map(|c| c.1).sum();
+        // The newest capture always stays, whatever the limits.
+        while caps.len() > 1
+            && (caps.len() > self.max_files.max(1)
+                || (self.max_bytes > 0 && total > self.max_bytes))
+        {
+            let (old, bytes) = caps.remove(0);
+            std::fs::remove_dir_all(old)?;
+            total -= bytes;
         }
         Ok(())
     }
@@ -121,6 +202,19 @@ impl crate::pipeline::Sink for CaptureSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_temps_are_removed_and_finished_sets_kept() {
+        let d = std::env::temp_dir().join(format!("dermcam-stale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let done = save_set_atomic(&d, "capture-1", &[("a", b"1"), ("b", b"2")]).unwrap();
+        std::fs::create_dir_all(d.join(".capture-2.tmp")).unwrap();
+        std::fs::write(d.join(".upload-3.jpg.tmp"), b"half").unwrap();
+        assert_eq!(remove_stale_temps(&d), 2);
+        assert_eq!(std::fs::read(done.join("b")).unwrap(), b"2");
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
+        let _ = std::fs::remove_dir_all(&d);
+    }
 
     #[test]
     fn atomic_write_leaves_no_temp_file() {

@@ -77,6 +77,10 @@ impl AppState {
         cfg: WebConfig,
         quality: crate::config::PipelineConfig,
     ) -> AppState {
+        if let Some(dir) = &cfg.save_uploads {
+            // Temp files of uploads a crash or power loss interrupted are never complete.
+            crate::storage::remove_stale_temps(dir);
+        }
         AppState {
             slots: Arc::new(Semaphore::new(cfg.max_concurrent.max(1))),
             model,
@@ -277,9 +281,19 @@ async fn run_classification(
             "only JPEG and PNG images are accepted (checked by content, not file name)".into(),
         ));
     }
-    // Bounded concurrency with a short queue; beyond it, tell the client to come back.
-    if st.waiting.fetch_add(1, Ordering::SeqCst) >= st.cfg.max_concurrent + st.cfg.queue {
-        st.waiting.fetch_sub(1, Ordering::SeqCst);
+    // Bounded concurrency with a short queue; beyond it, tell the client to come back. The
+    // guard gives the place back however this request ends (a client that disconnects while
+    // queued drops this future; a leaked place would turn the server into a 503 machine).
+    struct Place(Arc<AtomicUsize>);
+    impl Drop for Place {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let queued = st.waiting.fetch_add(1, Ordering::SeqCst);
+    let place = Place(st.waiting.clone());
+    if queued >= st.cfg.max_concurrent + st.cfg.queue {
+        drop(place);
         st.counters.busy.fetch_add(1, Ordering::Relaxed);
         return Err(ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
@@ -309,7 +323,7 @@ async fn run_classification(
         Ok::<_, ImageError>((img, q, r))
     })
     .await;
-    st.waiting.fetch_sub(1, Ordering::SeqCst);
+    drop(place);
     let (img, q, (p, timings)) = match out {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => return Err(reject(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),

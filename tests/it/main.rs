@@ -3,8 +3,12 @@
 
 mod bundle;
 mod cli;
+mod faults;
+#[cfg(feature = "ort")]
+mod ort;
 mod pipeline;
 mod render;
+mod service;
 #[cfg(feature = "web")]
 mod web;
 

@@ -309,27 +309,39 @@ fn captures_are_complete_and_retention_holds() {
     }
     shared.request_shutdown();
     p.join();
-    let mut jpgs: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
-        .collect();
-    jpgs.sort();
-    assert_eq!(jpgs.len(), 2, "retention keeps the newest 2: {jpgs:?}");
-    for j in jpgs {
-        assert!(image::open(&j).is_ok());
-        let v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(j.with_extension("json")).unwrap())
-                .unwrap();
-        assert_eq!(v["model"]["sha256"], model.manifest.sha256);
-        assert_eq!(v["classes"].as_array().unwrap().len(), 9);
+    let caps = dermcam::storage::CaptureSink::captures(&dir).unwrap();
+    assert_eq!(caps.len(), 2, "retention keeps the newest 2: {caps:?}");
+    for (c, bytes) in caps {
+        assert_capture_complete(&c, &model.manifest.sha256);
+        assert!(bytes > 1000, "{bytes}");
     }
     assert!(
         !std::fs::read_dir(&dir)
             .unwrap()
             .flatten()
             .any(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+    );
+}
+
+/// A capture folder holds a decodable image and a result naming it, with a matching checksum.
+pub fn assert_capture_complete(c: &std::path::Path, model_sha: &str) {
+    let jpg = std::fs::read(c.join("image.jpg")).unwrap_or_else(|e| panic!("{}: {e}", c.display()));
+    assert!(
+        image::load_from_memory(&jpg).is_ok(),
+        "{}: bad image",
+        c.display()
+    );
+    let text = std::fs::read_to_string(c.join("result.json"))
+        .unwrap_or_else(|e| panic!("{}: {e}", c.display()));
+    let v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", c.display()));
+    assert_eq!(v["model"]["sha256"], model_sha);
+    assert_eq!(v["classes"].as_array().unwrap().len(), 9);
+    assert_eq!(v["capture"], c.file_name().unwrap().to_str().unwrap());
+    use sha2::Digest;
+    assert_eq!(
+        v["image_sha256"],
+        hex::encode(sha2::Sha256::digest(&jpg)).as_str()
     );
 }
 

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Checks the arm64 .deb built by cross/build.sh: architecture, contents, conffile, unit,
+# maintainer scripts (service user and groups).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+deb=$(ls -t target/aarch64-unknown-linux-gnu/debian/dermcam_*_arm64.deb | head -1)
+fail() { echo "check-deb: $deb: $*" >&2; exit 1; }
+[ "$(dpkg-deb --field "$deb" Architecture)" = arm64 ] || fail "architecture is not arm64"
+contents=$(dpkg-deb --contents "$deb")
+for f in ./usr/bin/dermcam ./etc/dermcam/config.toml \
+    ./usr/share/dermcam/models/effl0-skin9-int8/model.onnx \
+    ./usr/share/dermcam/models/effl0-skin9-int8/model.json \
+    ./usr/share/dermcam/models/effl0-skin9/model.onnx \
+    ./usr/share/dermcam/boards/rpi4-st7789.toml ./usr/share/dermcam/boards/rpi5-hdmi.toml \
+    ./usr/share/dermcam/boards/jetson-orin-nano-hdmi.toml; do
+    grep -q " $f\$" <<< "$contents" || fail "missing $f"
+done
+grep -Eq " \./(usr/)?lib/systemd/system/dermcam\.service\$" <<< "$contents" || fail "missing systemd unit"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+dpkg-deb --control "$deb" "$tmp/control"
+grep -qx "/etc/dermcam/config.toml" "$tmp/control/conffiles" || fail "config.toml is not a conffile"
+grep -q "adduser .*--system .*dermcam" "$tmp/control/postinst" || fail "postinst does not create the dermcam user"
+for g in video spi gpio; do
+    grep -q "$g" "$tmp/control/postinst" || fail "postinst does not add group $g"
+done
+grep -q "systemctl\|deb-systemd-helper" "$tmp/control/postinst" || fail "postinst does not enable the unit"
+dpkg-deb --extract "$deb" "$tmp/root"
+file "$tmp/root/usr/bin/dermcam" 2> /dev/null | grep -q "ARM aarch64" \
+    || od -An -tx1 -j18 -N2 "$tmp/root/usr/bin/dermcam" | grep -q "b7 00" || fail "binary is not aarch64"
+sh -n "$tmp/control/postinst" || fail "postinst has a syntax error"
+echo "check-deb: $deb OK ($(du -h "$deb" | cut -f1)): arm64, binary, bundles, presets, conffile, unit, user"

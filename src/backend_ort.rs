@@ -1,0 +1,187 @@
+//! ONNX Runtime backend (the only file that imports `ort`): CPU, CUDA and TensorRT execution
+//! providers, in the configured order. `libonnxruntime.so` is loaded at run time (`load-dynamic`),
+//! so the binary builds anywhere and uses whatever ONNX Runtime the board provides (on Jetson:
+//! the TensorRT-enabled build from JetPack). A provider that cannot be registered is an error:
+//! ONNX Runtime's default is to log and fall back to CPU, which would hide a broken GPU setup.
+
+use crate::classifier::{Classifier, InferenceError};
+use crate::manifest::{BundleError, Manifest};
+use crate::model::{OrtOptions, OrtProvider};
+use crate::preprocess::InputTensor;
+use ort::ep::{self, ExecutionProviderDispatch};
+use ort::session::Session;
+use ort::value::Tensor;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+pub struct OrtClassifier {
+    // `Session::run` needs `&mut`; one inference at a time per session.
+    session: Mutex<Session>,
+    input_name: String,
+    outputs: usize,
+}
+
+/// ONNX Runtime is loaded once per process: remember from where. A failed load is not
+/// remembered, so a corrected path can be tried again.
+static ENV: Mutex<Option<(PathBuf, ort::environment::Environment)>> = Mutex::new(None);
+
+fn library_path(opts: &OrtOptions) -> PathBuf {
+    opts.library
+        .clone()
+        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("libonnxruntime.so"))
+}
+
+fn environment(lib: &Path) -> Result<ort::environment::Environment, String> {
+    let mut g = ENV.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((path, env)) = g.as_ref() {
+        if path == lib {
+            return Ok(env.clone());
+        }
+        return Err(format!(
+            "ONNX Runtime was already loaded from {} in this process; cannot switch to {}",
+            path.display(),
+            lib.display()
+        ));
+    }
+    let env = ort::init_from(lib)
+        .map_err(|e| format!("cannot load ONNX Runtime: {e}"))?
+        .with_name("dermcam")
+        .build()
+        .map_err(|e| format!("cannot create ONNX Runtime environment: {e}"))?;
+    *g = Some((lib.to_path_buf(), env.clone()));
+    Ok(env)
+}
+
+fn providers(opts: &OrtOptions) -> Vec<ExecutionProviderDispatch> {
+    opts.providers
+        .iter()
+        .map(|p| match p {
+            OrtProvider::Tensorrt => {
+                let mut trt = ep::TensorRT::default()
+                    .with_device_id(opts.device_id)
+                    .with_fp16(opts.trt_fp16)
+                    .with_int8(opts.trt_int8);
+                if let Some(dir) = &opts.trt_cache_dir {
+                    trt = trt
+                        .with_engine_cache(true)
+                        .with_engine_cache_path(dir.display())
+                        .with_timing_cache(true)
+                        .with_timing_cache_path(dir.display());
+                }
+                trt.build().error_on_failure()
+            }
+            OrtProvider::Cuda => ep::CUDA::default()
+                .with_device_id(opts.device_id)
+                .build()
+                .error_on_failure(),
+            OrtProvider::Cpu => ep::CPU::default().build().error_on_failure(),
+        })
+        .collect()
+}
+
+impl OrtClassifier {
+    /// `threads`: ONNX Runtime intra-op threads, 0 = its default (all cores).
+    pub fn load(
+        onnx: &Path,
+        manifest: &Manifest,
+        threads: usize,
+        opts: &OrtOptions,
+    ) -> Result<Self, BundleError> {
+        let backend = |message: String| BundleError::Backend {
+            path: onnx.into(),
+            backend: "ort".into(),
+            message,
+        };
+        if let Some(p) = opts.problems().first() {
+            return Err(backend(format!("[model.ort] {p}")));
+        }
+        if let Some(dir) = &opts.trt_cache_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| backend(format!("trt_cache_dir {}: {e}", dir.display())))?;
+        }
+        let lib = library_path(opts);
+        let env = environment(&lib).map_err(backend)?;
+        let names: Vec<String> = opts.providers.iter().map(|p| format!("{p:?}")).collect();
+        let mut builder = Session::builder(&env)
+            .map_err(|e| backend(e.to_string()))?
+            .with_execution_providers(providers(opts))
+            .map_err(|e| {
+                backend(format!(
+                    "execution providers [{}] requested, but ONNX Runtime from {} cannot register them: {e}",
+                    names.join(", "),
+                    lib.display()
+                ))
+            })?;
+        if !opts.providers.contains(&OrtProvider::Cpu) {
+            builder = builder
+                .with_disable_cpu_fallback()
+                .map_err(|e| backend(e.to_string()))?;
+        }
+        if threads > 0 {
+            builder = builder
+                .with_intra_threads(threads)
+                .map_err(|e| backend(e.to_string()))?;
+        }
+        let session = builder
+            .commit_from_file(onnx)
+            .map_err(|e| BundleError::Model {
+                path: onnx.into(),
+                message: format!("ONNX Runtime: {e}"),
+            })?;
+        let input = session.inputs().first().ok_or_else(|| BundleError::Model {
+            path: onnx.into(),
+            message: "model has no inputs".into(),
+        })?;
+        let input_name = input.name().to_string();
+        // Fixed input dims must agree with the manifest (dynamic ones are fine).
+        if let Some(shape) = input.dtype().tensor_shape() {
+            let (w, h) = (manifest.input.width as i64, manifest.input.height as i64);
+            let dims: Vec<i64> = shape.iter().copied().collect();
+            let ok =
+                dims.len() == 4 && dims.iter().zip([1, 3, h, w]).all(|(&d, e)| d < 0 || d == e);
+            if !ok {
+                return Err(BundleError::InputShape {
+                    path: onnx.into(),
+                    model: dims
+                        .iter()
+                        .map(|d| if *d < 0 { "?".into() } else { d.to_string() })
+                        .collect(),
+                    width: manifest.input.width,
+                    height: manifest.input.height,
+                });
+            }
+        }
+        let outputs = session
+            .outputs()
+            .first()
+            .and_then(|o| o.dtype().tensor_shape())
+            .map(|s| s.iter().map(|&d| d.max(1) as usize).product::<usize>())
+            .ok_or_else(|| BundleError::Model {
+                path: onnx.into(),
+                message: "model has no tensor output".into(),
+            })?;
+        Ok(OrtClassifier {
+            session: Mutex::new(session),
+            input_name,
+            outputs,
+        })
+    }
+
+    pub fn output_width(&self) -> usize {
+        self.outputs
+    }
+}
+
+impl Classifier for OrtClassifier {
+    fn logits(&self, input: &InputTensor) -> Result<Vec<f32>, InferenceError> {
+        let e = |e: ort::Error| InferenceError(format!("ONNX Runtime: {e}"));
+        let tensor = Tensor::from_array((input.shape(), input.data.clone())).map_err(e)?;
+        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let out = session
+            .run(ort::inputs![self.input_name.as_str() => tensor])
+            .map_err(e)?;
+        let (_, data) = out[0].try_extract_tensor::<f32>().map_err(e)?;
+        Ok(data.to_vec())
+    }
+}

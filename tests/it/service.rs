@@ -1,0 +1,133 @@
+//! systemd `Type=notify` protocol, seen from a fake service manager: a datagram socket passed as
+//! NOTIFY_SOCKET, with WATCHDOG_USEC set, while `dermcam run` classifies real sample images.
+
+use crate::{samples, scratch};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Messages received until `until` returns true or `timeout` passes, with arrival times.
+fn collect(
+    sock: &UnixDatagram,
+    timeout: Duration,
+    mut until: impl FnMut(&[(Duration, String)]) -> bool,
+) -> Vec<(Duration, String)> {
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    while start.elapsed() < timeout && !until(&got) {
+        if let Ok(n) = sock.recv(&mut buf) {
+            for line in String::from_utf8_lossy(&buf[..n]).lines() {
+                got.push((start.elapsed(), line.to_string()));
+            }
+        }
+    }
+    got
+}
+
+#[test]
+fn notify_ready_after_first_frame_then_watchdog_only_while_progressing() {
+    let dir = scratch("notify");
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    for s in samples() {
+        std::fs::copy(&s, images.join(s.file_name().unwrap())).unwrap();
+    }
+    // A "camera" that hangs: after the real images, reading this FIFO blocks forever (nobody
+    // writes to it), like a V4L2 read that never returns.
+    let fifo = images.join("zz_hung_camera.jpg");
+    let st = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(st.success(), "mkfifo failed");
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[source]
+kind = "images"
+path = "{}"
+interval_ms = 300
+loop = false
+
+[screen]
+kind = "png"
+path = "{}"
+width = 240
+height = 240
+
+[web]
+enabled = false
+
+[pipeline]
+stall_timeout_ms = 1500
+"#,
+            images.display(),
+            dir.join("screen.png").display()
+        ),
+    )
+    .unwrap();
+    let sock_path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_dermcam"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
+        .env("DERMCAM_MODEL", crate::default_bundle())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let _child = Killed(child);
+
+    let msgs = collect(&sock, Duration::from_secs(60), |m| {
+        m.iter().any(|(_, s)| s.starts_with("STATUS=stalled"))
+    });
+    let texts: Vec<&str> = msgs.iter().map(|(_, s)| s.as_str()).collect();
+    let ready = texts
+        .iter()
+        .position(|s| *s == "READY=1")
+        .unwrap_or_else(|| panic!("no READY=1 in {texts:?}"));
+    // Nothing is reported ready before the model is loaded and a frame is on screen.
+    assert!(
+        !texts[..ready].contains(&"WATCHDOG=1"),
+        "watchdog ping before READY: {texts:?}"
+    );
+    assert!(
+        dir.join("screen.png").is_file(),
+        "READY before the first screen"
+    );
+    let stalled = texts
+        .iter()
+        .position(|s| s.starts_with("STATUS=stalled"))
+        .unwrap_or_else(|| panic!("capture hang never reported: {texts:?}"));
+    assert!(
+        texts[stalled].contains("capture"),
+        "wrong stage blamed: {}",
+        texts[stalled]
+    );
+    let pings = texts[ready..stalled]
+        .iter()
+        .filter(|s| **s == "WATCHDOG=1")
+        .count();
+    // ~2 s of frames at a 200 ms ping interval.
+    assert!(pings >= 3, "only {pings} pings while healthy: {texts:?}");
+
+    // Once stalled, the pings stay off (systemd would now kill and restart the service).
+    let after = collect(&sock, Duration::from_secs(2), |_| false);
+    assert!(
+        !after.iter().any(|(_, s)| s == "WATCHDOG=1"),
+        "pinged while hung: {after:?}"
+    );
+}
