@@ -29,7 +29,7 @@ fi
 # bindgen must parse V4L2 headers for the target, not the host.
 export BINDGEN_EXTRA_CLANG_ARGS_aarch64_unknown_linux_gnu="--sysroot=/usr/aarch64-linux-gnu"
 cargo build --release --target "$TARGET" --features "$FEATURES"
-cargo deb --target "$TARGET" --no-build
+cargo deb --target "$TARGET" --no-build --strip
 deb=$(ls -t target/$TARGET/debian/dermcam_*_arm64.deb | head -1)
 echo "built $deb"
 dpkg-deb --info "$deb" | sed -n '/Package:/,$p'

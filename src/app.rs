@@ -81,12 +81,16 @@ fn hardware_screen(cfg: &Config) -> Result<Box<dyn Screen>> {
 }
 
 pub fn load_model(cfg: &Config) -> Result<Arc<Model>> {
+    load_model_threads(cfg, cfg.model.threads)
+}
+
+fn load_model_threads(cfg: &Config, threads: usize) -> Result<Arc<Model>> {
     let dir = cfg.model.dir();
     let m = Model::load(
         &dir,
         &LoadOptions {
             backend: cfg.model.backend,
-            threads: cfg.model.threads,
+            threads,
             ort: cfg.model.ort.clone(),
         },
     )
@@ -140,15 +144,26 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         Duration::from_millis(cfg.pipeline.stall_timeout_ms),
     );
 
+    // The web server's threads (request handling and upload classification) run at a lower
+    // priority than the pipeline's, so a burst of uploads cannot starve the live screen.
+    let nice = if cfg.web.enabled { cfg.web.nice } else { 0 };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .on_thread_start(move || lower_thread_priority(nice))
         .enable_all()
         .build()?;
     rt.block_on(async {
         #[cfg(feature = "web")]
         if cfg.web.enabled {
+            // Uploads get their own model instance (single-threaded by default): on tract a
+            // multithreaded plan owns a thread pool at normal priority, shared with the screen.
+            let web_model = if cfg.web.inference_threads == cfg.model.threads {
+                model.clone()
+            } else {
+                load_model_threads(&cfg, cfg.web.inference_threads)?
+            };
             let state = dermcam::web::AppState::new(
-                model.clone(),
+                web_model,
                 Some(shared.clone()),
                 cfg.web.clone(),
                 cfg.pipeline.clone(),
@@ -210,4 +225,25 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         c.frames, c.inferences, c.dropped_frames, c.quality_rejections, c.errors, c.screen_errors
     );
     Ok(())
+}
+
+/// Raise the calling thread's niceness (Linux: per thread).
+fn lower_thread_priority(nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    // SAFETY: plain syscalls on the calling thread's own id.
+    let rc = unsafe {
+        libc::setpriority(
+            libc::PRIO_PROCESS,
+            libc::gettid() as libc::id_t,
+            nice as libc::c_int,
+        )
+    };
+    if rc != 0 {
+        eprintln!(
+            "warning: web threads keep normal priority: setpriority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }

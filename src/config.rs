@@ -309,6 +309,12 @@ pub struct WebConfig {
     /// Requests allowed to wait for a slot before 503.
     pub queue: usize,
     pub save_uploads: Option<PathBuf>,
+    /// Inference threads for uploads (their own model instance, so they never take the live
+    /// pipeline's thread pool).
+    pub inference_threads: usize,
+    /// Scheduling niceness (0-19) of the web server's threads under `dermcam run`: the live
+    /// screen keeps its frame rate however many uploads arrive. 0 = same priority.
+    pub nice: i32,
 }
 
 impl Default for WebConfig {
@@ -322,6 +328,8 @@ impl Default for WebConfig {
             max_concurrent: 2,
             queue: 8,
             save_uploads: None,
+            inference_threads: 1,
+            nice: 10,
         }
     }
 }
@@ -556,6 +564,9 @@ impl Config {
                         w.bind
                     ),
                 );
+            }
+            if !(0..=19).contains(&w.nice) {
+                return bad("web.nice", format!("{} not in 0..=19", w.nice));
             }
             if w.max_concurrent == 0 || w.max_upload_bytes == 0 || w.max_pixels == 0 {
                 return bad(

@@ -250,6 +250,34 @@ pub struct ClassifyResult {
     pub total_ms: f64,
 }
 
+/// A place among the uploads being received, queued or classified; given back on drop however
+/// the request ends (a client that disconnects drops the handler's future mid-way).
+struct Place(Arc<AtomicUsize>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Admission control, before the body is read: at most `max_concurrent + queue` uploads are
+/// in memory at once, so memory stays bounded however many clients connect. Beyond that the
+/// client is told to come back (503 + Retry-After) without its body being read.
+fn admit(st: &AppState) -> Result<Place, ApiError> {
+    let before = st.waiting.fetch_add(1, Ordering::SeqCst);
+    let place = Place(st.waiting.clone());
+    if before >= st.cfg.max_concurrent + st.cfg.queue {
+        drop(place);
+        st.counters.busy.fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "busy: too many classifications in progress".into(),
+            retry_after: Some(1),
+        });
+    }
+    Ok(place)
+}
+
 /// Size/type/decode checks, bounded concurrency, then the shared classifier.
 async fn run_classification(
     st: &AppState,
@@ -281,26 +309,6 @@ async fn run_classification(
             "only JPEG and PNG images are accepted (checked by content, not file name)".into(),
         ));
     }
-    // Bounded concurrency with a short queue; beyond it, tell the client to come back. The
-    // guard gives the place back however this request ends (a client that disconnects while
-    // queued drops this future; a leaked place would turn the server into a 503 machine).
-    struct Place(Arc<AtomicUsize>);
-    impl Drop for Place {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-    let queued = st.waiting.fetch_add(1, Ordering::SeqCst);
-    let place = Place(st.waiting.clone());
-    if queued >= st.cfg.max_concurrent + st.cfg.queue {
-        drop(place);
-        st.counters.busy.fetch_add(1, Ordering::Relaxed);
-        return Err(ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: "busy: too many classifications in progress".into(),
-            retry_after: Some(1),
-        });
-    }
     let permit = st.slots.clone().acquire_owned().await;
     let t0 = Instant::now();
     let (model, max_pixels) = (st.model.clone(), st.cfg.max_pixels);
@@ -323,7 +331,6 @@ async fn run_classification(
         Ok::<_, ImageError>((img, q, r))
     })
     .await;
-    drop(place);
     let (img, q, (p, timings)) = match out {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => return Err(reject(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
@@ -416,6 +423,7 @@ async fn classify_api(
     State(st): State<AppState>,
     req: Request,
 ) -> Result<Json<ClassifyResult>, ApiError> {
+    let _place = admit(&st)?;
     let bytes = body_image(&st, req).await?;
     Ok(Json(run_classification(&st, bytes).await?.0))
 }
@@ -464,8 +472,11 @@ async fn index(State(st): State<AppState>) -> Html<String> {
 }
 
 async fn classify_form(State(st): State<AppState>, req: Request) -> Response {
-    let result = match body_image(&st, req).await {
-        Ok(b) => run_classification(&st, b).await,
+    let result = match admit(&st) {
+        Ok(_place) => match body_image(&st, req).await {
+            Ok(b) => run_classification(&st, b).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     match result {

@@ -260,6 +260,57 @@ async fn overload_gets_503_with_retry_after() {
     assert_eq!(ok + busy.len(), 6);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_or_vanished_uploaders_do_not_hold_places_and_bodies_are_not_read_when_busy() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = app(WebConfig {
+        max_concurrent: 1,
+        queue: 0,
+        ..Default::default()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, a).await.unwrap() });
+    let (_, jpg) = sample_bytes();
+    let head = |len: usize| {
+        format!(
+            "POST /api/v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    async fn status(c: &mut tokio::net::TcpStream) -> String {
+        let mut buf = Vec::new();
+        c.read_to_end(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    }
+    // A: takes the only place, sends half its image, then stalls.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(head(jpg.len()).as_bytes()).await.unwrap();
+    slow.write_all(&jpg[..jpg.len() / 2]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // B: refused at once, before its body is read (it sends only headers and still gets 503).
+    let mut b = tokio::net::TcpStream::connect(addr).await.unwrap();
+    b.write_all(head(jpg.len()).as_bytes()).await.unwrap();
+    let st = tokio::time::timeout(std::time::Duration::from_secs(5), status(&mut b))
+        .await
+        .expect("busy answer must not wait for the body");
+    assert!(st.contains("503"), "{st}");
+    // A vanishes mid-upload: its place must come back.
+    drop(slow);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(head(jpg.len()).as_bytes()).await.unwrap();
+    c.write_all(&jpg).await.unwrap();
+    let st = status(&mut c).await;
+    assert!(
+        st.contains("200"),
+        "place not returned after a client vanished: {st}"
+    );
+}
+
 async fn futures_join_all<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output>
 where
     F: Send + 'static,

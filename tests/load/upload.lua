@@ -1,5 +1,7 @@
 -- wrk script: POST a real JPEG to /api/v1/classify and count responses by status.
--- IMAGE names the file (set by run.sh through the environment).
+-- IMAGE names the file (set by run.sh through the environment). POLITE=1 makes the clients
+-- honour Retry-After (wrk keeps no per-connection state, so a 503 delays this thread's next
+-- request by the advertised seconds); otherwise they retry at once, the worst case.
 local f = assert(io.open(os.getenv("IMAGE"), "rb"))
 local body = f:read("*all")
 f:close()
@@ -12,12 +14,24 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
+local polite = os.getenv("POLITE") == "1"
+local wait_ms = 0
+
 function init(args)
   counts = {}
 end
 
+function delay()
+  local d = wait_ms
+  wait_ms = 0
+  return d
+end
+
 function response(status, headers, body)
   counts[status] = (counts[status] or 0) + 1
+  if polite and status == 503 then
+    wait_ms = 1000 * (tonumber(headers["Retry-After"]) or 1)
+  end
 end
 
 function done(summary, latency, requests)
