@@ -16,7 +16,7 @@ export RUSTC_BOOTSTRAP=1
 # example configs, the shipped manifests, camera frames.
 seed() { mkdir -p "corpus/$1"; }
 for t in image_decode upload_body camera_frames config_toml manifest_json; do seed "$t"; done
-python3 - <<'PY'
+/usr/bin/python3 - <<'PY'  # Debian python3-pil
 import glob, io, os
 from PIL import Image
 samples = sorted(glob.glob("../tests/samples/*.jpg"))
@@ -39,7 +39,7 @@ cp ../boards/*.toml ../systemd/config.toml corpus/config_toml/
 cp ../models/*/model.json corpus/manifest_json/ 2> /dev/null || true
 for f in ../models/*/model.json; do cp "$f" "corpus/manifest_json/$(basename "$(dirname "$f")").json"; done
 
-cargo fuzz build --release "${TARGETS[@]/#/}" 2>&1 | tail -2 || true
+cargo fuzz build --release
 mkdir -p logs
 for t in "${TARGETS[@]}"; do
     # -malloc_limit_mb: any single allocation above 64 MB is a failure (the targets use a

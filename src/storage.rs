@@ -204,6 +204,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn retention_by_count_and_bytes_removes_oldest_first() {
+        let d = std::env::temp_dir().join(format!("dermcam-retain-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        for i in 0..5 {
+            let kb = vec![0u8; 1000];
+            save_set_atomic(&d, &format!("capture-{i:013}-1-{i}"), &[("image.jpg", &kb)]).unwrap();
+        }
+        let manifest = crate::manifest::read_manifest(
+            &Path::new(crate::MODELS_DIR).join(crate::DEFAULT_BUNDLE),
+        )
+        .unwrap();
+        let names = |d: &Path| -> Vec<String> {
+            CaptureSink::captures(d)
+                .unwrap()
+                .iter()
+                .map(|(p, _)| p.file_name().unwrap().to_string_lossy()[..21].to_string())
+                .collect()
+        };
+        // 5 x 1000 bytes; a 2500-byte budget keeps the newest 2.
+        let sink = CaptureSink::new(d.clone(), 4, manifest.clone()).with_max_bytes(2500);
+        sink.enforce_retention().unwrap();
+        assert_eq!(
+            names(&d),
+            ["capture-0000000000003", "capture-0000000000004"],
+            "oldest removed first"
+        );
+        // Count limit; and the newest capture stays even if it alone exceeds the byte budget.
+        let sink = CaptureSink::new(d.clone(), 1, manifest).with_max_bytes(10);
+        sink.enforce_retention().unwrap();
+        assert_eq!(names(&d), ["capture-0000000000004"]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
     fn stale_temps_are_removed_and_finished_sets_kept() {
         let d = std::env::temp_dir().join(format!("dermcam-stale-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 CONNECTIONS=${CONNECTIONS:-200}
 DURATION=${DURATION:-60}
-MAX_RSS_MB=${MAX_RSS_MB:-400}
+MAX_RSS_MB=${MAX_RSS_MB:-300}
 PORT=${PORT:-18089}
 REPORT=${REPORT:-tests/load/report-$([ "${POLITE:-0}" = 1 ] && echo polite || echo impatient).md}
 IMAGE=${IMAGE:-tests/samples/melanoma__ISIC_0000154.jpg}
