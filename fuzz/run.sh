@@ -28,6 +28,7 @@ for i, s in enumerate(samples[:4]):
         open(f"corpus/image_decode/{name}", "wb").write(data)
         for mode in (0, 1):
             body = data if mode == 0 else (b"--XdermcamX\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n" + data + b"\r\n--XdermcamX--\r\n")
+            # Mode byte: route (mode % 3); 0xFF also runs the model (see the target).
             open(f"corpus/upload_body/{name}-{mode}", "wb").write(bytes([mode]) + body)
     w, h = 16, 8
     yuyv = bytes((x * 7 + y) % 256 for y in range(h) for x in range(w * 2))
