@@ -10,7 +10,7 @@ use crate::model::{OrtOptions, OrtProvider};
 use crate::preprocess::InputTensor;
 use ort::ep::{self, ExecutionProviderDispatch};
 use ort::session::Session;
-use ort::value::Tensor;
+use ort::value::TensorRef;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -176,7 +176,9 @@ impl OrtClassifier {
 impl Classifier for OrtClassifier {
     fn logits(&self, input: &InputTensor) -> Result<Vec<f32>, InferenceError> {
         let e = |e: ort::Error| InferenceError(format!("ONNX Runtime: {e}"));
-        let tensor = Tensor::from_array((input.shape(), input.data.clone())).map_err(e)?;
+        // A view of the preprocessed tensor: no per-frame copy.
+        let tensor =
+            TensorRef::from_array_view((input.shape(), input.data.as_slice())).map_err(e)?;
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
         let out = session
             .run(ort::inputs![self.input_name.as_str() => tensor])

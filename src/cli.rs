@@ -31,47 +31,23 @@ struct ModelArgs {
     threads: usize,
     /// Inference backend.
     #[arg(long, value_enum, default_value = "tract")]
-    backend: Backend,
+    backend: BackendKind,
     /// ONNX Runtime execution providers in order (with --backend ort): tensorrt, cuda, cpu.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "cpu")]
-    ort_providers: Vec<Provider>,
+    ort_providers: Vec<OrtProvider>,
     /// libonnxruntime.so for --backend ort (default: $ORT_DYLIB_PATH, then the loader path).
     #[arg(long)]
     ort_library: Option<PathBuf>,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy)]
-enum Provider {
-    Tensorrt,
-    Cuda,
-    Cpu,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy)]
-enum Backend {
-    Tract,
-    Ort,
-}
-
 impl ModelArgs {
     fn options(&self) -> LoadOptions {
         LoadOptions {
-            backend: match self.backend {
-                Backend::Tract => BackendKind::Tract,
-                Backend::Ort => BackendKind::Ort,
-            },
+            backend: self.backend,
             threads: self.threads,
             ort: OrtOptions {
                 library: self.ort_library.clone(),
-                providers: self
-                    .ort_providers
-                    .iter()
-                    .map(|p| match p {
-                        Provider::Tensorrt => OrtProvider::Tensorrt,
-                        Provider::Cuda => OrtProvider::Cuda,
-                        Provider::Cpu => OrtProvider::Cpu,
-                    })
-                    .collect(),
+                providers: self.ort_providers.clone(),
                 ..OrtOptions::default()
             },
         }
@@ -128,7 +104,7 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         iterations: usize,
         #[arg(long, value_enum, default_value = "tract")]
-        backend: Backend,
+        backend: BackendKind,
         /// Print JSON lines instead of a table.
         #[arg(long)]
         json: bool,
@@ -503,7 +479,7 @@ fn bench(
     models: Vec<PathBuf>,
     threads: usize,
     iterations: usize,
-    backend: Backend,
+    backend: BackendKind,
     json: bool,
     pipeline_secs: f64,
 ) -> Result<ExitCode> {
@@ -516,7 +492,7 @@ fn bench(
         model: None,
         threads,
         backend,
-        ort_providers: vec![Provider::Cpu],
+        ort_providers: vec![OrtProvider::Cpu],
         ort_library: None,
     }
     .options();

@@ -123,8 +123,6 @@ pub struct Shared {
     freeze_requested: AtomicBool,
     shutdown: AtomicBool,
     source_done: AtomicBool,
-    /// Set once the first frame has been presented on the screen.
-    pub first_present: AtomicBool,
     /// Set once a source frame (not only a status screen) has been presented.
     pub first_frame_present: AtomicBool,
     /// Liveness of each stage (the systemd watchdog pings only while all of them tick).
@@ -162,16 +160,10 @@ pub struct Heartbeats {
     done: [AtomicBool; 3],
 }
 
-impl Heartbeats {
-    fn index(stage: Stage) -> usize {
-        stage as usize
-    }
-}
-
 impl Shared {
     pub fn beat(&self, stage: Stage) {
         let ms = self.started.elapsed().as_millis() as u64;
-        self.heartbeats.ms[Heartbeats::index(stage)].store(ms, Ordering::Relaxed);
+        self.heartbeats.ms[stage as usize].store(ms, Ordering::Relaxed);
     }
 
     /// True when the pipeline runs without a screen (nothing is ever presented).
@@ -180,7 +172,7 @@ impl Shared {
     }
 
     pub fn stage_done(&self, stage: Stage) {
-        self.heartbeats.done[Heartbeats::index(stage)].store(true, Ordering::SeqCst);
+        self.heartbeats.done[stage as usize].store(true, Ordering::SeqCst);
     }
 
     /// The first stage that has not ticked for longer than `limit`, with how long.
@@ -188,9 +180,9 @@ impl Shared {
         let now = self.started.elapsed().as_millis() as u64;
         [Stage::Capture, Stage::Inference, Stage::Display]
             .into_iter()
-            .filter(|s| !self.heartbeats.done[Heartbeats::index(*s)].load(Ordering::SeqCst))
+            .filter(|s| !self.heartbeats.done[*s as usize].load(Ordering::SeqCst))
             .map(|s| {
-                let last = self.heartbeats.ms[Heartbeats::index(s)].load(Ordering::Relaxed);
+                let last = self.heartbeats.ms[s as usize].load(Ordering::Relaxed);
                 (s, Duration::from_millis(now.saturating_sub(last)))
             })
             .find(|(_, age)| *age > limit)
@@ -254,7 +246,6 @@ impl Pipeline {
             freeze_requested: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             source_done: AtomicBool::new(false),
-            first_present: AtomicBool::new(false),
             first_frame_present: AtomicBool::new(false),
             heartbeats: Heartbeats::default(),
             display_absent: AtomicBool::new(false),
@@ -525,7 +516,6 @@ impl Pipeline {
                                         eprintln!("screen recovered");
                                         failing = false;
                                     }
-                                    shared.first_present.store(true, Ordering::SeqCst);
                                     if u.frame.is_some() {
                                         shared.first_frame_present.store(true, Ordering::SeqCst);
                                     }

@@ -37,56 +37,45 @@ fn send(states: &[NotifyState]) {
 
 fn run(shared: &Shared, tick: Duration, watchdog: bool, stall_limit: Duration) {
     let mut ready = false;
-    let mut last_status = String::new();
+    let mut stalled_before = false;
     while !shared.is_shutdown() {
-        let stalled = shared.stalled(stall_limit);
-        let status = match stalled {
-            Some((stage, age)) => format!(
-                "stalled: {} stage has not progressed for {:.1} s",
-                stage.name(),
-                age.as_secs_f64()
-            ),
-            None if !ready => "starting: waiting for the first frame on screen".into(),
-            None => {
+        if let Some((stage, age)) = shared.stalled(stall_limit) {
+            // No ping: systemd's watchdog (or start timeout) takes over.
+            if !stalled_before {
+                let status = format!(
+                    "stalled: {} stage has not progressed for {:.1} s",
+                    stage.name(),
+                    age.as_secs_f64()
+                );
+                eprintln!("error: {status}; watchdog pings stopped");
+                send(&[NotifyState::Status(&status)]);
+            }
+            stalled_before = true;
+        } else {
+            stalled_before = false;
+            if !ready && first_frame_shown(shared) {
+                ready = true;
+                eprintln!("systemd: READY (model loaded, first frame on screen)");
+                send(&[NotifyState::Ready]);
+            }
+            if ready {
                 let c = shared.counters.snapshot();
-                format!("running: {} frames, {} inferences", c.frames, c.inferences)
-            }
-        };
-        let status_changed = status.split(':').next() != last_status.split(':').next();
-        if status_changed && stalled.is_some() {
-            eprintln!("error: {status}; watchdog pings stopped");
-        }
-        match stalled {
-            Some(_) => {
-                if status_changed {
-                    send(&[NotifyState::Status(&status)]);
-                }
-            }
-            None if !ready => {
-                if first_frame_shown(shared) {
-                    ready = true;
-                    eprintln!("systemd: READY (model loaded, first frame on screen)");
-                    send(&[NotifyState::Ready, NotifyState::Status("running")]);
-                } else {
-                    // Keep systemd waiting while the pipeline is alive (e.g. the camera is
-                    // not plugged in yet); a hang stops the extensions and the start times out.
-                    let usec = (tick * 3).as_micros().min(u32::MAX as u128) as u32;
-                    send(&[
-                        NotifyState::Status(&status),
-                        NotifyState::ExtendTimeoutUsec(usec),
-                    ]);
-                }
-            }
-            None => {
+                let status = format!("running: {} frames, {} inferences", c.frames, c.inferences);
+                let mut states = vec![NotifyState::Status(&status)];
                 if watchdog {
-                    send(&[NotifyState::Watchdog]);
+                    states.push(NotifyState::Watchdog);
                 }
-                if status_changed {
-                    send(&[NotifyState::Status(&status)]);
-                }
+                send(&states);
+            } else {
+                // Keep systemd waiting while the pipeline is alive (e.g. the camera is not
+                // plugged in yet); a hang stops the extensions and the start times out.
+                let usec = (tick * 3).as_micros().min(u32::MAX as u128) as u32;
+                send(&[
+                    NotifyState::Status("starting: waiting for the first frame on screen"),
+                    NotifyState::ExtendTimeoutUsec(usec),
+                ]);
             }
         }
-        last_status = status;
         std::thread::sleep(tick);
     }
     send(&[NotifyState::Stopping]);

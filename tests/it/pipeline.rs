@@ -66,7 +66,7 @@ fn images_source_drives_the_real_model_to_the_screen() {
             model.manifest.classes[direct.top1().0].name
         );
     }
-    assert!(shared.first_present.load(Ordering::SeqCst));
+    assert!(shared.first_frame_present.load(Ordering::SeqCst));
     let screen = image::open(&png).unwrap();
     assert_eq!((screen.width(), screen.height()), (320, 240));
     let c = shared.counters.snapshot();
