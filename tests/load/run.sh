@@ -144,7 +144,8 @@ if drop > float(max_drop):
     verdict.append(f"live pipeline slowed by {drop:.1f} % (> {max_drop} %)")
 if ok == 0:
     verdict.append("nothing classified")
-lines.append("Result: " + ("PASS" if not verdict else "FAIL: " + "; ".join(verdict)))
+limits = f"(limits: pipeline slowdown <= {max_drop} %, peak RSS <= {max_rss} MB)"
+lines.append("Result: " + ("PASS " if not verdict else "FAIL: " + "; ".join(verdict) + " ") + limits)
 open(report, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 sys.exit(1 if verdict else 0)
