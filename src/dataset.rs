@@ -28,9 +28,37 @@ pub struct Sample {
     pub class: String,
     pub split: String,
     pub source: String,
+    /// Image collection (`archive` column), "unknown" when absent.
+    pub archive: String,
+    /// Lesion id (`lesion_id` column): several photos of one lesion share it; may be empty.
+    pub lesion_id: String,
 }
 
 const IMAGE_EXTS: [&str; 3] = ["jpg", "jpeg", "png"];
+
+/// Every sample of several dataset folders (e.g. skin9 and skin9-extra), in order.
+pub fn read_datasets(roots: &[PathBuf]) -> Result<Vec<Sample>, DatasetError> {
+    let mut out = Vec::new();
+    for r in roots {
+        out.extend(read_dataset(r)?);
+    }
+    Ok(out)
+}
+
+/// Non-train samples whose lesion also appears in `train` (another photo of the same lesion):
+/// figures on them are inflated, so `eval` also reports without them ("lesion-clean").
+pub fn leaky(samples: &[Sample]) -> std::collections::HashSet<PathBuf> {
+    let train: std::collections::HashSet<&str> = samples
+        .iter()
+        .filter(|s| s.split == "train" && !s.lesion_id.is_empty())
+        .map(|s| s.lesion_id.as_str())
+        .collect();
+    samples
+        .iter()
+        .filter(|s| s.split != "train" && !s.lesion_id.is_empty() && train.contains(s.lesion_id.as_str()))
+        .map(|s| s.path.clone())
+        .collect()
+}
 
 pub fn read_dataset(root: &Path) -> Result<Vec<Sample>, DatasetError> {
     let manifest = root.join("manifest.csv");
@@ -64,6 +92,8 @@ fn read_manifest_csv(root: &Path, manifest: &Path) -> Result<Vec<Sample>, Datase
         });
     };
     let src = col("source");
+    let arc = col("archive");
+    let les = col("lesion_id");
     let mut out = Vec::new();
     for (i, rec) in rdr.records().enumerate() {
         let row = i as u64 + 2;
@@ -100,11 +130,18 @@ fn read_manifest_csv(root: &Path, manifest: &Path) -> Result<Vec<Sample>, Datase
             .map(get)
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "unknown".into());
+        let archive = arc
+            .map(get)
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "unknown".into());
+        let lesion_id = les.map(get).unwrap_or_default();
         out.push(Sample {
             path,
             class,
             split,
             source,
+            archive,
+            lesion_id,
         });
     }
     if out.is_empty() {
@@ -154,6 +191,8 @@ fn read_folders(root: &Path) -> Result<Vec<Sample>, DatasetError> {
             class: class.clone(),
             split: "all".into(),
             source: "unknown".into(),
+            archive: "unknown".into(),
+            lesion_id: String::new(),
         }));
     }
     if out.is_empty() {
@@ -175,6 +214,30 @@ mod tests {
         std::fs::create_dir_all(d.join("melanoma")).unwrap();
         std::fs::write(d.join("melanoma/a.jpg"), b"x").unwrap();
         d
+    }
+
+    #[test]
+    fn archive_lesion_columns_and_leaky_val() {
+        let d = tmp("leaky");
+        for f in ["b.jpg", "c.jpg", "e.jpg"] {
+            std::fs::write(d.join("melanoma").join(f), b"x").unwrap();
+        }
+        std::fs::write(
+            d.join("manifest.csv"),
+            "path,class,split,source,lesion_id,archive\n\
+             melanoma/a.jpg,melanoma,train,s,L1,ham10000\n\
+             melanoma/b.jpg,melanoma,val,s,L1,ham10000\n\
+             melanoma/c.jpg,melanoma,val,s,L2,\n\
+             melanoma/e.jpg,melanoma,val,s,,isic_2016_2017\n",
+        )
+        .unwrap();
+        let s = read_datasets(&[d.clone()]).unwrap();
+        assert_eq!(s[0].archive, "ham10000");
+        assert_eq!((s[2].archive.as_str(), s[2].lesion_id.as_str()), ("unknown", "L2"));
+        let leaky = leaky(&s);
+        // Only b (lesion L1 is also in train) is leaky; an empty lesion id never matches.
+        assert_eq!(leaky.len(), 1);
+        assert!(leaky.contains(&d.join("melanoma/b.jpg")));
     }
 
     #[test]

@@ -122,6 +122,21 @@ pub struct OutputSpec {
     pub kind: String,
 }
 
+/// The "refer" decision: a clinician should see the lesion when the calibrated probabilities of
+/// `classes` (the malignant ones) sum to at least `threshold`. The toolchain chooses the threshold
+/// on lesion-clean validation for a target sensitivity and records what it gave.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReferSpec {
+    pub classes: Vec<String>,
+    pub threshold: f32,
+    /// target_sensitivity, val_sensitivity, val_specificity, chosen_on: kept verbatim.
+    #[serde(flatten)]
+    pub recorded: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Threshold used for bundles made before the refer decision existed (no calibrated value).
+pub const UNCALIBRATED_REFER_THRESHOLD: f32 = 0.5;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
     pub schema_version: u32,
@@ -133,6 +148,8 @@ pub struct Manifest {
     pub output: OutputSpec,
     pub temperature: f32,
     pub abstain_threshold: f32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refer: Option<ReferSpec>,
     pub sha256: String,
     /// Dataset, split, training/export commands, git commit: kept verbatim.
     pub provenance: serde_json::Value,
@@ -262,6 +279,17 @@ impl Manifest {
                 format!("{} not in [0, 1]", self.abstain_threshold),
             ));
         }
+        if let Some(r) = &self.refer {
+            if !(0.0..=1.0).contains(&r.threshold) {
+                return Err(field("refer.threshold", format!("{} not in [0, 1]", r.threshold)));
+            }
+            if r.classes.is_empty() {
+                return Err(field("refer.classes", "must name at least one class".into()));
+            }
+            if let Some(bad) = r.classes.iter().find(|c| self.class_by_folder(c).is_none()) {
+                return Err(field("refer.classes", format!("{bad:?} is not one of the classes")));
+            }
+        }
         if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(field(
                 "sha256",
@@ -274,6 +302,26 @@ impl Manifest {
     /// Validation metric by JSON pointer, e.g. `/val/balanced_accuracy`.
     pub fn metric(&self, pointer: &str) -> Option<f64> {
         self.metrics.pointer(pointer).and_then(|v| v.as_f64())
+    }
+
+    /// Class ids whose probabilities make up the refer score: the manifest's `refer.classes`, or
+    /// the classes whose risk is "malignant" for bundles without a refer section.
+    pub fn refer_class_ids(&self) -> Vec<usize> {
+        match &self.refer {
+            Some(r) => r.classes.iter().filter_map(|c| self.class_by_folder(c)).collect(),
+            None => self
+                .classes
+                .iter()
+                .filter(|c| c.risk == Risk::Malignant)
+                .map(|c| c.id)
+                .collect(),
+        }
+    }
+
+    pub fn refer_threshold(&self) -> f32 {
+        self.refer
+            .as_ref()
+            .map_or(UNCALIBRATED_REFER_THRESHOLD, |r| r.threshold)
     }
 
     pub fn class_by_folder(&self, folder: &str) -> Option<usize> {
@@ -318,6 +366,22 @@ mod tests {
 
     fn parse(v: &serde_json::Value) -> Result<Manifest, BundleError> {
         Manifest::parse(&v.to_string(), Path::new("b/model.json"))
+    }
+
+    #[test]
+    fn refer_section_is_validated_and_drives_the_class_ids() {
+        let mut v = sample();
+        assert_eq!(parse(&v).unwrap().refer_class_ids(), Vec::<usize>::new());
+        assert_eq!(parse(&v).unwrap().refer_threshold(), UNCALIBRATED_REFER_THRESHOLD);
+        v["refer"] = serde_json::json!({"classes": ["b"], "threshold": 0.2, "val_sensitivity": 0.96});
+        let m = parse(&v).unwrap();
+        assert_eq!((m.refer_class_ids(), m.refer_threshold()), (vec![1], 0.2));
+        // Recorded figures survive a round trip.
+        assert!(serde_json::to_string(&m).unwrap().contains("\"val_sensitivity\":0.96"));
+        v["refer"]["threshold"] = serde_json::json!(1.5);
+        assert!(parse(&v).unwrap_err().to_string().contains("refer.threshold"));
+        v["refer"] = serde_json::json!({"classes": ["zz"], "threshold": 0.2});
+        assert!(parse(&v).unwrap_err().to_string().contains("refer.classes"));
     }
 
     #[test]

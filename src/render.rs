@@ -73,6 +73,10 @@ pub struct DisplayState {
     /// Top classes (display name, calibrated probability), most likely first.
     pub top: Vec<(String, f32)>,
     pub uncertain: bool,
+    /// The refer decision for the shown prediction (malignant classes likely): a banner.
+    pub refer: bool,
+    /// Calibrated probability of the refer (malignant) classes, shown in the banner.
+    pub malignant_probability: f32,
     /// Why the current frame was not classified ("Hold steady", "More light"), if it was not.
     pub quality: Option<String>,
     pub source: SourceStatus,
@@ -91,8 +95,21 @@ impl DisplayState {
             .map(|s| (s.name, s.probability))
             .collect();
         self.uncertain = p.uncertain;
+        self.refer = p.refer;
+        self.malignant_probability = p.malignant_probability;
+    }
+
+    /// The refer banner is shown only over a current classification.
+    fn shows_refer(&self) -> bool {
+        self.refer
+            && !self.top.is_empty()
+            && self.quality.is_none()
+            && !matches!(self.source, SourceStatus::Disconnected(_))
     }
 }
+
+/// Refer banner: white text on red, so the decision never depends on colour alone.
+const REFER_BG: Rgb888 = Rgb888::new(200, 30, 40);
 
 const BG: Rgb888 = Rgb888::new(16, 18, 24);
 const FG: Rgb888 = Rgb888::WHITE;
@@ -241,6 +258,35 @@ pub fn render(canvas: &mut Canvas, frame: Option<&RgbImage>, state: &DisplayStat
         if frame_area.size.height > 8 {
             draw_frame(canvas, fr, frame_area);
         }
+    }
+    if state.shows_refer() {
+        // Across the bottom of the picture: seen together with the lesion, never hides the text.
+        let bh: u32 = if large { 40 } else { 20 };
+        let top = frame_area.top_left.y + frame_area.size.height as i32 - bh as i32;
+        let _ = Rectangle::new(
+            Point::new(frame_area.top_left.x, top),
+            Size::new(frame_area.size.width, bh),
+        )
+        .into_styled(PrimitiveStyle::with_fill(REFER_BG))
+        .draw(canvas);
+        let label = if frame_area.size.width >= 300 {
+            format!(
+                "REFER: see a clinician ({:.0}% malignant)",
+                state.malignant_probability * 100.0
+            )
+        } else {
+            "REFER to a clinician".to_string()
+        };
+        text(
+            canvas,
+            &label,
+            Point::new(
+                frame_area.top_left.x + frame_area.size.width as i32 / 2,
+                top + if large { 8 } else { 3 },
+            ),
+            if large { styled(3, FG) } else { styled(4, FG) },
+            Alignment::Center,
+        );
     }
     if state.frozen {
         let _ = frame_area

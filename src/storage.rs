@@ -1,15 +1,74 @@
 //! Crash-safe file writes for captures and saved uploads: temp file, fsync, rename, fsync of
-//! the directory. A reader never sees a partial file, even after power loss.
+//! the directory. A reader never sees a partial file, even after power loss. Files are created
+//! 0640 and folders 0750 whatever the umask; clean-up and retention touch only entries named
+//! the way dermcam names them (`<prefix>-<ms>-<pid>-<n>`), never a symlink, never anything else
+//! a user keeps in the same folder.
 
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Write `bytes` atomically to `dir/<prefix>-<unix ms>-<n>.<ext>`; returns the final path.
+/// Marker file written first into every temp capture folder: clean-up removes only folders
+/// that carry it.
+const PARTIAL_MARKER: &str = ".dermcam-partial";
+
+fn create_dir_all(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+}
+
+fn create_file(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o640)
+        .open(path)
+}
+
+/// Refuse a storage folder that is a symlink (it would make dermcam write, clean up and
+/// delete somewhere else than configured).
+pub fn check_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => Err(std::io::Error::other(format!(
+            "{} is a symlink (to {}); refusing to store or delete anything through it: configure the real folder",
+            dir.display(),
+            std::fs::read_link(dir)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "?".into())
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// True for `<prefix>-<digits>-<digits>-<digits>` optionally followed by `.<ext>`: the names
+/// `save_atomic` and `CaptureSink` give their files.
+pub fn is_own_name(name: &str, prefix: &str) -> bool {
+    let Some(rest) = name.strip_prefix(prefix).and_then(|r| r.strip_prefix('-')) else {
+        return false;
+    };
+    let stem = match rest.split_once('.') {
+        Some((stem, ext)) if !ext.is_empty() && ext.chars().all(|c| c.is_ascii_alphanumeric()) => {
+            stem
+        }
+        Some(_) => return false,
+        None => rest,
+    };
+    let parts: Vec<&str> = stem.split('-').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// Write `bytes` atomically to `dir/<prefix>-<unix ms>-<pid>-<n>.<ext>`; returns the final path.
 pub fn save_atomic(dir: &Path, prefix: &str, ext: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
+    check_dir(dir)?;
+    create_dir_all(dir)?;
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let name = format!("{prefix}-{}-{}-{n}.{ext}", unix_ms(), std::process::id());
     write_atomic(&dir.join(name), bytes)
@@ -21,8 +80,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
         ".{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
     ));
+    let _ = std::fs::remove_file(&tmp);
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = create_file(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
@@ -38,15 +98,19 @@ pub fn save_set_atomic(
     name: &str,
     files: &[(&str, &[u8])],
 ) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(parent)?;
+    create_dir_all(parent)?;
     let tmp = parent.join(format!(".{name}.tmp"));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir(&tmp)?;
+    if std::fs::symlink_metadata(tmp.join(PARTIAL_MARKER)).is_ok() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    std::fs::DirBuilder::new().mode(0o750).create(&tmp)?;
+    create_file(&tmp.join(PARTIAL_MARKER))?;
     for (file, bytes) in files {
-        let mut f = std::fs::File::create(tmp.join(file))?;
+        let mut f = create_file(&tmp.join(file))?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
+    std::fs::remove_file(tmp.join(PARTIAL_MARKER))?;
     std::fs::File::open(&tmp)?.sync_all()?;
     let dst = parent.join(name);
     std::fs::rename(&tmp, &dst)?;
@@ -54,22 +118,97 @@ pub fn save_set_atomic(
     Ok(dst)
 }
 
-/// Remove temp files/folders left by writes that a crash or power loss interrupted.
+/// Remove temp files/folders left by writes that a crash or power loss interrupted: only
+/// `.<prefix>-<ms>-<pid>-<n>[.ext].tmp` entries (prefix `capture` or `upload`) owned by this
+/// user, folders only when they carry dermcam's marker, never symlinks. Nothing is removed
+/// through a symlinked `dir`.
 pub fn remove_stale_temps(dir: &Path) -> usize {
+    if check_dir(dir).is_err() {
+        return 0;
+    }
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
     let mut n = 0;
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        if name.starts_with('.') && name.ends_with(".tmp") {
-            let p = e.path();
-            let ok = if p.is_dir() {
-                std::fs::remove_dir_all(&p)
-            } else {
-                std::fs::remove_file(&p)
-            };
-            n += ok.is_ok() as usize;
+        let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+            continue;
+        };
+        if !(is_own_name(inner, "capture") || is_own_name(inner, "upload")) {
+            continue;
         }
+        let p = e.path();
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() || meta.uid() != uid {
+            continue;
+        }
+        let ok = if meta.is_dir() {
+            if std::fs::symlink_metadata(p.join(PARTIAL_MARKER)).is_err() {
+                continue;
+            }
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        n += ok.is_ok() as usize;
     }
     n
+}
+
+/// dermcam's own entries `<prefix>-<ms>-<pid>-<n>[.ext]` in `dir` (folders for captures,
+/// files for uploads; never symlinks), oldest first, with their sizes in bytes.
+pub fn own_entries(dir: &Path, prefix: &str) -> std::io::Result<Vec<(PathBuf, u64)>> {
+    let mut v: Vec<(PathBuf, u64)> = std::fs::read_dir(dir)?
+        .flatten()
+        .filter(|e| is_own_name(&e.file_name().to_string_lossy(), prefix))
+        .filter_map(|e| {
+            let meta = std::fs::symlink_metadata(e.path()).ok()?;
+            let bytes = if meta.is_dir() {
+                std::fs::read_dir(e.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter_map(|f| f.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            } else if meta.is_file() {
+                meta.len()
+            } else {
+                return None;
+            };
+            Some((e.path(), bytes))
+        })
+        .collect();
+    // Names embed the time in ms (fixed width until 2286), so name order is age order.
+    v.sort();
+    Ok(v)
+}
+
+/// Keep at most `max_files` entries and `max_bytes` bytes (0 = no byte limit) of dermcam's own
+/// `prefix` entries in `dir`, removing the oldest first; the newest always stays.
+pub fn enforce_retention(
+    dir: &Path,
+    prefix: &str,
+    max_files: usize,
+    max_bytes: u64,
+) -> std::io::Result<()> {
+    check_dir(dir)?;
+    let mut entries = own_entries(dir, prefix)?;
+    let mut total: u64 = entries.iter().map(|c| c.1).sum();
+    while entries.len() > 1
+        && (entries.len() > max_files.max(1) || (max_bytes > 0 && total > max_bytes))
+    {
+        let (old, bytes) = entries.remove(0);
+        if old.is_dir() {
+            std::fs::remove_dir_all(old)?;
+        } else {
+            std::fs::remove_file(old)?;
+        }
+        total -= bytes;
+    }
+    Ok(())
 }
 
 fn unix_ms() -> u128 {
@@ -94,6 +233,9 @@ pub struct CaptureSink {
 
 impl CaptureSink {
     pub fn new(dir: PathBuf, max_files: usize, manifest: crate::manifest::Manifest) -> Self {
+        if let Err(e) = check_dir(&dir) {
+            eprintln!("warning: captures: {e}");
+        }
         let stale = remove_stale_temps(&dir);
         if stale > 0 {
             eprintln!(
@@ -119,6 +261,7 @@ impl CaptureSink {
         let (Some(f), Some(p)) = (&u.frame, &u.prediction) else {
             return Err(std::io::Error::other("nothing to save"));
         };
+        check_dir(&self.dir)?;
         let mut jpg = Vec::new();
         f.image
             .write_to(
@@ -135,6 +278,9 @@ impl CaptureSink {
             "model": {"name": self.manifest.name, "sha256": self.manifest.sha256},
             "headline": p.headline(&self.manifest),
             "uncertain": p.uncertain,
+            "refer": p.refer,
+            "malignant_probability": p.malignant_probability,
+            "refer_threshold": self.manifest.refer_threshold(),
             "classes": p.top_k(self.manifest.classes.len(), &self.manifest),
             "disclaimer": crate::DISCLAIMER,
         });
@@ -150,38 +296,14 @@ impl CaptureSink {
 
     /// Capture folders, oldest first, with their sizes in bytes.
     pub fn captures(dir: &Path) -> std::io::Result<Vec<(PathBuf, u64)>> {
-        let mut v: Vec<(PathBuf, u64)> = std::fs::read_dir(dir)?
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("capture-"))
-            .map(|e| {
-                let bytes = std::fs::read_dir(e.path())
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .filter_map(|f| f.metadata().ok())
-                    .map(|m| m.len())
-                    .sum();
-                (e.path(), bytes)
-            })
-            .collect();
-        // Names embed the time in ms (fixed width until 2286), so name order is age order.
-        v.sort();
-        Ok(v)
+        Ok(own_entries(dir, "capture")?
+            .into_iter()
+            .filter(|(p, _)| p.is_dir())
+            .collect())
     }
 
     fn enforce_retention(&self) -> std::io::Result<()> {
-        let mut caps = Self::captures(&self.dir)?;
-        let mut total: u64 = caps.iter().map(|c| c.1).sum();
-        // The newest capture always stays, whatever the limits.
-        while caps.len() > 1
-            && (caps.len() > self.max_files.max(1)
-                || (self.max_bytes > 0 && total > self.max_bytes))
-        {
-            let (old, bytes) = caps.remove(0);
-            std::fs::remove_dir_all(old)?;
-            total -= bytes;
-        }
-        Ok(())
+        enforce_retention(&self.dir, "capture", self.max_files, self.max_bytes)
     }
 }
 
@@ -241,13 +363,26 @@ mod tests {
     fn stale_temps_are_removed_and_finished_sets_kept() {
         let d = std::env::temp_dir().join(format!("dermcam-stale-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
-        let done = save_set_atomic(&d, "capture-1", &[("a", b"1"), ("b", b"2")]).unwrap();
-        std::fs::create_dir_all(d.join(".capture-2.tmp")).unwrap();
-        std::fs::write(d.join(".upload-3.jpg.tmp"), b"half").unwrap();
+        let done = save_set_atomic(&d, "capture-1-2-1", &[("a", b"1"), ("b", b"2")]).unwrap();
+        std::fs::create_dir_all(d.join(".capture-1-2-2.tmp")).unwrap();
+        std::fs::write(d.join(".capture-1-2-2.tmp").join(PARTIAL_MARKER), b"").unwrap();
+        std::fs::write(d.join(".upload-1-2-3.jpg.tmp"), b"half").unwrap();
+        // Not dermcam's: a user's hidden temp file, and a folder without the marker.
+        std::fs::write(d.join(".important.tmp"), b"keep").unwrap();
+        std::fs::create_dir_all(d.join(".capture-1-2-4.tmp")).unwrap();
         assert_eq!(remove_stale_temps(&d), 2);
         assert_eq!(std::fs::read(done.join("b")).unwrap(), b"2");
-        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 3);
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn own_names() {
+        assert!(is_own_name("capture-1700000000000-12-3", "capture"));
+        assert!(is_own_name("upload-1700000000000-12-3.jpg", "upload"));
+        for n in ["capture-mine", "capture-1-2", "capture-1-2-3-4", "capture-1-2-3.", "xcapture-1-2-3", "upload-1-2-x.jpg"] {
+            assert!(!is_own_name(n, "capture") && !is_own_name(n, "upload"), "{n}");
+        }
     }
 
     #[test]

@@ -5,6 +5,15 @@
   const meta = document.getElementById("live-meta");
   const freeze = document.getElementById("freeze");
   if (!img) return;
+  // Refer banner: text and colour, shown only over a current classification.
+  let refer = document.getElementById("live-refer");
+  if (!refer) {
+    refer = document.createElement("p");
+    refer.id = "live-refer";
+    refer.className = "refer";
+    refer.hidden = true;
+    label.after(refer);
+  }
   let version = -1;
   async function tick() {
     try {
@@ -16,8 +25,12 @@
           label.textContent = s.headline + (st.frozen ? " (frozen)" : "");
           meta.textContent = st.top.map(([n, p]) => n + " " + Math.round(p * 100) + "%").join(" · ") +
             " | " + s.source + " | " + st.fps.toFixed(1) + " fps";
+          refer.hidden = !(st.refer && !st.quality && st.top.length > 0);
+          refer.textContent = "REFER: a clinician should see this lesion (malignant classes " +
+            Math.round(st.malignant_probability * 100) + "%)";
         } else {
           label.textContent = "No live source";
+          refer.hidden = true;
         }
         if (s.frame_version !== version && s.frame_version > 0) {
           version = s.frame_version;

