@@ -3,6 +3,8 @@
 # an x86-64 Debian host.
 #   bash cross/build.sh        -> target/aarch64-unknown-linux-gnu/debian/dermcam_<version>_arm64.deb
 # Features: camera (nokhwa/V4L2), fbdev, tft, gpio, web, ort (ONNX Runtime loaded at run time).
+# The package ships ONNX Runtime's CPU library from PyPI's aarch64 wheel (cross/onnxruntime.env)
+# under /usr/lib/dermcam/, where the default `auto` backend finds it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET=aarch64-unknown-linux-gnu
@@ -29,6 +31,8 @@ fi
 # bindgen must parse V4L2 headers for the target, not the host.
 export BINDGEN_EXTRA_CLANG_ARGS_aarch64_unknown_linux_gnu="--sysroot=/usr/aarch64-linux-gnu"
 cargo build --release --target "$TARGET" --features "$FEATURES"
+# ONNX Runtime's aarch64 CPU library, pinned by version + sha256 (cross/onnxruntime.env).
+bash cross/fetch-onnxruntime.sh
 cargo deb --target "$TARGET" --no-build --strip
 deb=$(ls -t target/$TARGET/debian/dermcam_*_arm64.deb | head -1)
 echo "built $deb"

@@ -2,6 +2,7 @@
 # The aarch64 binary under qemu-user gives the same answers as the x86-64 build: same top-1 and
 # every class probability within 1e-3, on real sample images. qemu-user is ~2000x slower than
 # native, so this uses two images and the smallest shipped fp32 bundle (ResNet-18 at 128 px).
+# Two aarch64 runs: tract, and ONNX Runtime from the aarch64 library the .deb ships.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUNDLE=${BUNDLE:-models/resnet18-skin9}
@@ -13,11 +14,25 @@ X86=target/release/dermcam
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 args=(classify --model "$BUNDLE" --threads 1 --top-k 9 --json "${IMAGES[@]}")
-"$X86" "${args[@]}" > "$tmp/x86.jsonl"
+# Reference: the x86-64 build on tract.
+"$X86" "${args[@]}" --backend tract > "$tmp/x86.jsonl"
 start=$(date +%s)
-qemu-aarch64 -L /usr/aarch64-linux-gnu "$ARM" "${args[@]}" > "$tmp/arm.jsonl"
-echo "qemu-aarch64 run: $(( $(date +%s) - start )) s for ${#IMAGES[@]} images"
-python3 - "$tmp/x86.jsonl" "$tmp/arm.jsonl" <<'PY'
+qemu-aarch64 -L /usr/aarch64-linux-gnu "$ARM" "${args[@]}" --backend tract > "$tmp/arm.jsonl"
+echo "qemu-aarch64 tract run: $(( $(date +%s) - start )) s for ${#IMAGES[@]} images"
+# The aarch64 binary with the aarch64 ONNX Runtime library the .deb ships (`auto` finds it in
+# the packaged folder; here the fetched copy), also under qemu-aarch64.
+bash cross/fetch-onnxruntime.sh
+. cross/onnxruntime.env
+start=$(date +%s)
+DERMCAM_ORT_DIR=target/onnxruntime-aarch64 qemu-aarch64 -L /usr/aarch64-linux-gnu "$ARM" "${args[@]}" \
+    --backend auto > "$tmp/arm-ort.jsonl" 2> "$tmp/arm-ort.err" || { cat "$tmp/arm-ort.err" >&2; exit 1; }
+grep "^engine:" "$tmp/arm-ort.err"
+grep -q "^engine: ort (.*libonnxruntime.so.$ORT_VERSION)" "$tmp/arm-ort.err" \
+    || { echo "qemu parity: auto did not pick the aarch64 ONNX Runtime library" >&2; cat "$tmp/arm-ort.err" >&2; exit 1; }
+echo "qemu-aarch64 ONNX Runtime $ORT_VERSION run: $(( $(date +%s) - start )) s for ${#IMAGES[@]} images"
+for arm in "$tmp/arm.jsonl" "$tmp/arm-ort.jsonl"; do
+echo "== x86-64 tract vs aarch64 $(basename "$arm" .jsonl | sed 's/arm-ort/ONNX Runtime/;s/arm/tract/')"
+python3 - "$tmp/x86.jsonl" "$arm" <<'PY'
 import json, sys
 x86 = [json.loads(l) for l in open(sys.argv[1])]
 arm = [json.loads(l) for l in open(sys.argv[2])]
@@ -36,3 +51,4 @@ for a, b in zip(x86, arm):
 assert worst <= 1e-3, f"probabilities differ by {worst:.2e} > 1e-3"
 print(f"qemu parity OK: max |dp| {worst:.2e} (limit 1e-3)")
 PY
+done

@@ -102,12 +102,18 @@ fn load_model_threads(cfg: &Config, threads: usize) -> Result<Arc<Model>> {
         m.manifest.architecture,
         m.load_time.as_secs_f64() * 1e3
     );
+    eprintln!("engine: {}", m.engine.summary());
     Ok(Arc::new(m))
 }
 
 pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
+    // Callers validate with their own file name; this catches any path that forgot to.
+    cfg.validate(std::path::Path::new("<configuration>"))?;
     for m in cfg.missing_features() {
         eprintln!("warning: {m}");
+    }
+    if let (true, Some(dir)) = (cfg.web.enabled, &cfg.web.save_uploads) {
+        dermcam::storage::check_dir(dir).context("web.save_uploads")?;
     }
     let model = load_model(&cfg)?;
     let source = build_source(&cfg)?;
@@ -122,6 +128,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         }));
     }
     if cfg.capture.enabled {
+        dermcam::storage::check_dir(&cfg.capture.dir).context("capture.dir")?;
         eprintln!(
             "captures: saving frozen frames to {} (max {} captures, {} MB)",
             cfg.capture.dir.display(),
@@ -149,18 +156,29 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     let nice = if cfg.web.enabled { cfg.web.nice } else { 0 };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Blocking work (upload classification, frame encoding, stdin) is bounded by its own
+        // semaphores; this caps the pool whatever happens.
+        .max_blocking_threads(16)
         .on_thread_start(move || lower_thread_priority(nice))
         .enable_all()
         .build()?;
     rt.block_on(async {
         #[cfg(feature = "web")]
         if cfg.web.enabled {
-            // Uploads get their own model instance (single-threaded by default): on tract a
-            // multithreaded plan owns a thread pool at normal priority, shared with the screen.
-            let web_model = if cfg.web.inference_threads == cfg.model.threads {
-                model.clone()
+            // One thread budget (`model.threads`) for the process, never a second pool:
+            // uploads either run single-threaded on their own (niced) web thread, with their
+            // own model instance, or share the live model and its pool.
+            let web_model = if cfg.web.inference_threads == 1 && cfg.model.threads != 1 {
+                load_model_threads(&cfg, 1)?
             } else {
-                load_model_threads(&cfg, cfg.web.inference_threads)?
+                if cfg.web.inference_threads != cfg.model.threads {
+                    eprintln!(
+                        "web: web.inference_threads = {}: uploads share the live model and its {} inference threads (one thread budget per process)",
+                        cfg.web.inference_threads,
+                        dermcam::backend_tract::resolve_threads(cfg.model.threads)
+                    );
+                }
+                model.clone()
             };
             let state = dermcam::web::AppState::new(
                 web_model,
@@ -181,8 +199,9 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
                 }
             );
             let app = dermcam::web::router(state);
+            let web_cfg = cfg.web.clone();
             tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
+                if let Err(e) = dermcam::web::serve(listener, app, &web_cfg).await {
                     eprintln!("error: web server: {e}");
                 }
             });

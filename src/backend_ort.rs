@@ -12,6 +12,7 @@ use ort::ep::{self, ExecutionProviderDispatch};
 use ort::session::Session;
 use ort::value::TensorRef;
 use std::path::{Path, PathBuf};
+
 use std::sync::Mutex;
 
 pub struct OrtClassifier {
@@ -25,13 +26,6 @@ pub struct OrtClassifier {
 /// remembered, so a corrected path can be tried again.
 static ENV: Mutex<Option<(PathBuf, ort::environment::Environment)>> = Mutex::new(None);
 
-fn library_path(opts: &OrtOptions) -> PathBuf {
-    opts.library
-        .clone()
-        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("libonnxruntime.so"))
-}
-
 fn environment(lib: &Path) -> Result<ort::environment::Environment, String> {
     let mut g = ENV.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((path, env)) = g.as_ref() {
@@ -44,11 +38,26 @@ fn environment(lib: &Path) -> Result<ort::environment::Environment, String> {
             lib.display()
         ));
     }
-    let env = ort::init_from(lib)
-        .map_err(|e| format!("cannot load ONNX Runtime: {e}"))?
-        .with_name("dermcam")
-        .build()
-        .map_err(|e| format!("cannot create ONNX Runtime environment: {e}"))?;
+    // A library that is not ONNX Runtime (or an incompatible one) must give an error, never
+    // take the process down: the `auto` backend then falls back to tract.
+    let built = std::panic::catch_unwind(|| {
+        ort::init_from(lib)
+            .map_err(|e| format!("cannot load ONNX Runtime: {e}"))?
+            .with_name("dermcam")
+            .build()
+            .map_err(|e| format!("cannot create ONNX Runtime environment: {e}"))
+    });
+    let env = match built {
+        Ok(r) => r?,
+        Err(p) => {
+            let what = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into());
+            return Err(format!("cannot load ONNX Runtime from {}: {what}", lib.display()));
+        }
+    };
     *g = Some((lib.to_path_buf(), env.clone()));
     Ok(env)
 }
@@ -87,6 +96,7 @@ impl OrtClassifier {
         manifest: &Manifest,
         threads: usize,
         opts: &OrtOptions,
+        lib: &Path,
     ) -> Result<Self, BundleError> {
         let backend = |message: String| BundleError::Backend {
             path: onnx.into(),
@@ -100,8 +110,7 @@ impl OrtClassifier {
             std::fs::create_dir_all(dir)
                 .map_err(|e| backend(format!("trt_cache_dir {}: {e}", dir.display())))?;
         }
-        let lib = library_path(opts);
-        let env = environment(&lib).map_err(backend)?;
+        let env = environment(lib).map_err(backend)?;
         let names: Vec<String> = opts.providers.iter().map(|p| format!("{p:?}")).collect();
         let mut builder = Session::builder(&env)
             .map_err(|e| backend(e.to_string()))?

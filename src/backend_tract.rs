@@ -1,30 +1,137 @@
 //! tract backend (the only file that imports tract): the ONNX model is loaded, its input fact
-//! pinned to 1x3xHxW f32, optimised once, then run many times (concurrently: each run gets its
-//! own state over the shared plan).
+//! pinned to 1x3xHxW f32, optimised once, then run many times. Run states are kept and reused
+//! across inferences (one per concurrent caller), and every model in the process shares one
+//! thread pool per thread count.
+//!
+//! Int8 (QDQ) bundles are rewritten before tract sees them (`simplify_qdq`): tract 0.23 runs QDQ
+//! convolutions in float anyway, so the `DequantizeLinear` of each int8 weight is folded into an
+//! f32 constant at load (tract's own constant folding skips results over 4 MiB, so the large
+//! ResNet-18 kernels were re-dequantised and re-packed on every run), and each activation
+//! `QuantizeLinear` → `DequantizeLinear` pair (a cast + rounding pass per activation, in float)
+//! becomes a `Clip` to its quantised range. What runs is the fp32 graph with int8-rounded
+//! weights: the speed of the fp32 parent.
 
 use crate::classifier::{Classifier, InferenceError};
 use crate::manifest::{BundleError, Manifest};
 use crate::preprocess::InputTensor;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 use tract_linalg::multithread::Executor;
+use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
 pub struct TractClassifier {
     plan: Arc<TypedRunnableModel>,
+    /// Idle run states, reused across inferences (a fresh state per call re-allocates every
+    /// intermediate buffer and op state).
+    states: Mutex<Vec<TypedSimpleState>>,
     outputs: usize,
+    /// What the QDQ rewrite did (zeros for fp32 bundles).
+    pub qdq: QdqReport,
+}
+
+/// How an int8 QDQ graph was simplified for tract.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QdqReport {
+    /// Weight / bias `DequantizeLinear` nodes folded into f32 constants.
+    pub weights_folded: usize,
+    /// Activation `QuantizeLinear` → `DequantizeLinear` pairs replaced by a `Clip`.
+    pub activation_pairs_removed: usize,
+}
+
+/// Resolved thread count: 0 = all cores.
+pub fn resolve_threads(threads: usize) -> usize {
+    if threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        threads
+    }
+}
+
+/// One thread pool per thread count for the whole process: a second model (the web uploads'
+/// instance, a reload, bench) never adds a second pool of the same size.
+fn shared_executor(threads: usize) -> Executor {
+    if threads <= 1 {
+        return Executor::SingleThread;
+    }
+    static POOLS: OnceLock<Mutex<HashMap<usize, Executor>>> = OnceLock::new();
+    let mut g = POOLS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    g.entry(threads)
+        .or_insert_with(|| Executor::multithread_with_name(threads, "dermcam-infer"))
+        .clone()
+}
+
+/// tract's gate below which a matrix product runs on one thread (in MMM panels; tract's default
+/// is 64). `$DERMCAM_TRACT_PANEL_THRESHOLD` overrides it for experiments (`dermcam bench`).
+fn apply_threading_threshold() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        if let Some(v) = std::env::var("DERMCAM_TRACT_PANEL_THRESHOLD")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            tract_linalg::multithread::set_threading_panel_threshold(v);
+        }
+    });
+}
+
+/// Options for `TractClassifier::load_with`.
+#[derive(Debug, Clone, Copy)]
+pub struct TractOptions {
+    pub threads: usize,
+    /// Fold weight dequantisation into constants (int8 bundles).
+    pub fold_weights: bool,
+    /// Remove activation Q→DQ pairs (int8 bundles).
+    pub strip_activation_qdq: bool,
+}
+
+impl TractOptions {
+    pub fn new(threads: usize) -> Self {
+        // `DERMCAM_TRACT_QDQ=keep` runs the int8 graph as exported (for comparisons).
+        // (`fold` / `strip`: only one of the two rewrites.)
+        let v = std::env::var("DERMCAM_TRACT_QDQ").unwrap_or_default();
+        TractOptions {
+            threads,
+            fold_weights: v != "keep" && v != "strip",
+            strip_activation_qdq: v != "keep" && v != "fold",
+        }
+    }
 }
 
 impl TractClassifier {
     /// `threads`: 0 = all cores; 1 = tract's single-threaded executor.
     pub fn load(onnx: &Path, manifest: &Manifest, threads: usize) -> Result<Self, BundleError> {
+        Self::load_with(onnx, manifest, TractOptions::new(threads))
+    }
+
+    pub fn load_with(
+        onnx: &Path,
+        manifest: &Manifest,
+        o: TractOptions,
+    ) -> Result<Self, BundleError> {
         let err = |e: anyhow::Error| BundleError::Model {
             path: onnx.into(),
             message: format!("{e:#}"),
         };
+        apply_threading_threshold();
         let (w, h) = (manifest.input.width, manifest.input.height);
-        let mut model = tract_onnx::onnx().model_for_path(onnx).map_err(err)?;
+        let onnx_fw = tract_onnx::onnx();
+        let mut proto = onnx_fw.proto_model_for_path(onnx).map_err(err)?;
+        let qdq = match proto.graph.as_mut() {
+            Some(g) => simplify_qdq(g, o.fold_weights, o.strip_activation_qdq).map_err(err)?,
+            None => QdqReport::default(),
+        };
+        let dir = onnx.parent().and_then(|d| d.to_str());
+        let mut model = onnx_fw.parse(&proto, dir).map_err(err)?.model;
+        drop(proto);
         // Compare the file's declared input shape with the manifest before pinning it.
         let declared = model.input_fact(0).map_err(err)?.clone();
         if !declared.shape.is_open() {
@@ -61,28 +168,76 @@ impl TractClassifier {
                 path: onnx.into(),
                 message: format!("output shape {:?} is not fixed", out_fact.shape),
             })?;
-        let threads = if threads == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        } else {
-            threads
-        };
-        let executor = if threads > 1 {
-            Executor::multithread(threads)
-        } else {
-            Executor::SingleThread
-        };
         let options = RunOptions {
-            executor: Some(executor),
+            executor: Some(shared_executor(resolve_threads(o.threads))),
             ..Default::default()
         };
         let plan = typed.into_runnable_with_options(&options).map_err(err)?;
-        Ok(TractClassifier { plan, outputs })
+        let first = plan.spawn().map_err(err)?;
+        Ok(TractClassifier {
+            plan,
+            states: Mutex::new(vec![first]),
+            outputs,
+            qdq,
+        })
     }
 
     pub fn output_width(&self) -> usize {
         self.outputs
+    }
+
+    fn state(&self) -> Result<TypedSimpleState, anyhow::Error> {
+        let idle = self
+            .states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        match idle {
+            Some(s) => Ok(s),
+            None => self.plan.spawn(),
+        }
+    }
+
+    fn give_back(&self, s: TypedSimpleState) {
+        let mut g = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        // More idle states than concurrent callers ever need are dropped.
+        if g.len() < 8 {
+            g.push(s);
+        }
+    }
+
+    /// Per-node timings: every node's share of `iterations` runs on `input`, summed by node
+    /// (name, op, total ms over the runs), slowest first.
+    pub fn profile(
+        &self,
+        input: &InputTensor,
+        iterations: usize,
+    ) -> Result<Vec<(String, String, f64)>, InferenceError> {
+        let e = |e: anyhow::Error| InferenceError(format!("{e:#}"));
+        let mut state = self.state().map_err(e)?;
+        let mut acc: HashMap<usize, f64> = HashMap::new();
+        for _ in 0..iterations.max(1) {
+            let tensor = Tensor::from_shape(&input.shape(), &input.data).map_err(e)?;
+            state
+                .run_plan_with_eval(tvec!(tensor.into()), |ctx, st, node, inputs| {
+                    let t = Instant::now();
+                    let r = tract_onnx::tract_core::plan::eval(ctx, st, node, inputs);
+                    *acc.entry(node.id).or_default() += t.elapsed().as_secs_f64() * 1e3;
+                    r
+                })
+                .map_err(e)?;
+        }
+        self.give_back(state);
+        let model = self.plan.model();
+        let mut v: Vec<(String, String, f64)> = acc
+            .into_iter()
+            .map(|(id, ms)| {
+                let n = model.node(id);
+                (n.name.clone(), n.op().name().to_string(), ms)
+            })
+            .collect();
+        v.sort_by(|a, b| b.2.total_cmp(&a.2));
+        Ok(v)
     }
 }
 
@@ -90,8 +245,334 @@ impl Classifier for TractClassifier {
     fn logits(&self, input: &InputTensor) -> Result<Vec<f32>, InferenceError> {
         let e = |e: anyhow::Error| InferenceError(format!("{e:#}"));
         let tensor = Tensor::from_shape(&input.shape(), &input.data).map_err(e)?;
-        let out = self.plan.run(tvec!(tensor.into())).map_err(e)?;
+        let mut state = self.state().map_err(e)?;
+        let out = state.run(tvec!(tensor.into())).map_err(e)?;
+        self.give_back(state);
         let view = out[0].to_plain_array_view::<f32>().map_err(e)?;
         Ok(view.iter().cloned().collect())
+    }
+}
+
+// ---- QDQ simplification on the ONNX graph -------------------------------------------------
+
+const FLOAT: i32 = 1;
+const UINT8: i32 = 2;
+const INT8: i32 = 3;
+const INT32: i32 = 6;
+
+/// Decode a constant tensor of the types QDQ graphs use into f64 values (+ dims).
+fn decode(t: &pb::TensorProto) -> Option<(Vec<usize>, Vec<f64>)> {
+    let dims: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
+    let n: usize = dims.iter().product();
+    let raw = &t.raw_data;
+    let v: Vec<f64> = match t.data_type {
+        FLOAT if !raw.is_empty() => raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect(),
+        FLOAT => t.float_data.iter().map(|&x| x as f64).collect(),
+        INT8 if !raw.is_empty() => raw.iter().map(|&b| b as i8 as f64).collect(),
+        UINT8 if !raw.is_empty() => raw.iter().map(|&b| b as f64).collect(),
+        INT32 if !raw.is_empty() => raw
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect(),
+        INT8 | UINT8 | INT32 => t.int32_data.iter().map(|&x| x as f64).collect(),
+        _ => return None,
+    };
+    (v.len() == n).then_some((dims, v))
+}
+
+fn f32_tensor(name: &str, dims: &[usize], v: &[f32]) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.to_string(),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: FLOAT,
+        raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+fn int_attr(n: &pb::NodeProto, name: &str) -> Option<i64> {
+    n.attribute.iter().find(|a| a.name == name).map(|a| a.i)
+}
+
+/// `(x - zero_point) * scale`, per tensor or per channel along `axis`.
+fn dequantize(
+    x: &(Vec<usize>, Vec<f64>),
+    scale: &(Vec<usize>, Vec<f64>),
+    zp: Option<&(Vec<usize>, Vec<f64>)>,
+    axis: i64,
+) -> Option<Vec<f32>> {
+    let (dims, xv) = x;
+    let per_channel = scale.1.len() > 1;
+    let (stride, channels) = if per_channel {
+        let rank = dims.len() as i64;
+        let a = if axis < 0 { axis + rank } else { axis };
+        if a < 0 || a >= rank || dims[a as usize] != scale.1.len() {
+            return None;
+        }
+        (dims[a as usize + 1..].iter().product::<usize>(), dims[a as usize])
+    } else {
+        (1, 1)
+    };
+    if let Some(z) = zp
+        && z.1.len() != scale.1.len()
+    {
+        return None;
+    }
+    Some(
+        xv.iter()
+            .enumerate()
+            .map(|(i, &q)| {
+                let c = if per_channel { (i / stride) % channels } else { 0 };
+                let z = zp.map_or(0.0, |z| z.1[c]);
+                ((q - z) * scale.1[c]) as f32
+            })
+            .collect(),
+    )
+}
+
+/// Rewrites a QDQ graph for tract (see the module docs). Returns what it changed; a graph
+/// without `DequantizeLinear` nodes is left as it is.
+pub fn simplify_qdq(
+    g: &mut pb::GraphProto,
+    fold_weights: bool,
+    strip_activations: bool,
+) -> TractResult<QdqReport> {
+    let mut report = QdqReport::default();
+    if !g.node.iter().any(|n| n.op_type == "DequantizeLinear") {
+        return Ok(report);
+    }
+    let mut consts: HashMap<String, (Vec<usize>, Vec<f64>)> = HashMap::new();
+    for t in &g.initializer {
+        if let Some(d) = decode(t) {
+            consts.insert(t.name.clone(), d);
+        }
+    }
+    for n in &g.node {
+        if n.op_type == "Constant"
+            && let Some(t) = n
+                .attribute
+                .iter()
+                .find(|a| a.name == "value")
+                .and_then(|a| a.t.as_ref())
+            && let Some(d) = decode(t)
+        {
+            consts.insert(n.output[0].clone(), d);
+        }
+    }
+
+    // 1. DequantizeLinear of a constant → an f32 initializer.
+    if fold_weights {
+        let mut folded = Vec::new();
+        let mut keep = Vec::with_capacity(g.node.len());
+        for n in std::mem::take(&mut g.node) {
+            if n.op_type == "DequantizeLinear" && n.domain.is_empty() {
+                let x = n.input.first().and_then(|i| consts.get(i));
+                let s = n.input.get(1).and_then(|i| consts.get(i));
+                let z = match n.input.get(2).filter(|i| !i.is_empty()) {
+                    None => Some(None),
+                    Some(name) => consts.get(name).map(Some),
+                };
+                if let (Some(x), Some(s), Some(z)) = (x, s, z)
+                    && let Some(v) = dequantize(x, s, z, int_attr(&n, "axis").unwrap_or(1))
+                {
+                    folded.push(f32_tensor(&n.output[0], &x.0, &v));
+                    report.weights_folded += 1;
+                    continue;
+                }
+            }
+            keep.push(n);
+        }
+        g.node = keep;
+        g.initializer.extend(folded);
+    }
+
+    // 2. Activation QuantizeLinear → DequantizeLinear pairs → a Clip to the quantised range.
+    // The clamp is kept: ONNX Runtime's quantiser removes a Relu / Relu6 before a
+    // QuantizeLinear whose range already starts at 0 (or ends at 6), so the saturation of the
+    // pair *is* the activation function. tract fuses the Clip into the preceding convolution.
+    if strip_activations {
+        let graph_outputs: HashSet<String> = g.output.iter().map(|o| o.name.clone()).collect();
+        let mut consumers: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, n) in g.node.iter().enumerate() {
+            for inp in &n.input {
+                consumers.entry(inp.clone()).or_default().push(i);
+            }
+        }
+        let mut rename: HashMap<String, String> = HashMap::new();
+        let mut drop: HashSet<usize> = HashSet::new();
+        let mut clips: HashMap<usize, pb::NodeProto> = HashMap::new();
+        let mut bounds: Vec<pb::TensorProto> = Vec::new();
+        for (qi, q) in g.node.iter().enumerate() {
+            if q.op_type != "QuantizeLinear" || !q.domain.is_empty() || q.output.len() != 1 {
+                continue;
+            }
+            let y = &q.output[0];
+            if graph_outputs.contains(y) {
+                continue;
+            }
+            let Some(users) = consumers.get(y) else { continue };
+            // Every consumer must be a DequantizeLinear with the same scale / zero point.
+            if users.is_empty()
+                || !users.iter().all(|&u| {
+                    let d = &g.node[u];
+                    d.op_type == "DequantizeLinear"
+                        && d.domain.is_empty()
+                        && d.input.first() == Some(y)
+                        && d.input.get(1) == q.input.get(1)
+                        && d.input.get(2) == q.input.get(2)
+                        && !graph_outputs.contains(&d.output[0])
+                })
+            {
+                continue;
+            }
+            // Per-tensor scale and zero point, known at load.
+            let Some(scale) = q.input.get(1).and_then(|n| consts.get(n)) else { continue };
+            let zp_name = q.input.get(2).filter(|n| !n.is_empty());
+            let zp = zp_name.and_then(|n| consts.get(n));
+            if scale.1.len() != 1 || (zp_name.is_some() && zp.is_none_or(|z| z.1.len() != 1)) {
+                continue;
+            }
+            let zp_type = zp_name
+                .and_then(|n| g.initializer.iter().find(|t| &t.name == n))
+                .map_or(UINT8, |t| t.data_type);
+            let (qmin, qmax) = match zp_type {
+                INT8 => (-128.0, 127.0),
+                UINT8 => (0.0, 255.0),
+                _ => continue,
+            };
+            let (s, z) = (scale.1[0], zp.map_or(0.0, |z| z.1[0]));
+            let lo = format!("{y}.dermcam_clip_min");
+            let hi = format!("{y}.dermcam_clip_max");
+            bounds.push(f32_tensor(&lo, &[], &[((qmin - z) * s) as f32]));
+            bounds.push(f32_tensor(&hi, &[], &[((qmax - z) * s) as f32]));
+            let out = format!("{y}.dermcam_clip");
+            clips.insert(
+                qi,
+                pb::NodeProto {
+                    op_type: "Clip".into(),
+                    name: out.clone(),
+                    input: vec![q.input[0].clone(), lo, hi],
+                    output: vec![out.clone()],
+                    ..Default::default()
+                },
+            );
+            for &u in users {
+                rename.insert(g.node[u].output[0].clone(), out.clone());
+                drop.insert(u);
+                report.activation_pairs_removed += 1;
+            }
+        }
+        if !clips.is_empty() {
+            let nodes = std::mem::take(&mut g.node);
+            g.node = nodes
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| !drop.contains(i))
+                .map(|(i, n)| clips.remove(&i).unwrap_or(n))
+                .map(|mut n| {
+                    for inp in n.input.iter_mut() {
+                        if let Some(r) = rename.get(inp.as_str()) {
+                            *inp = r.clone();
+                        }
+                    }
+                    n
+                })
+                .collect();
+            g.initializer.extend(bounds);
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
+        pb::NodeProto {
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            name: output.into(),
+            ..Default::default()
+        }
+    }
+
+    fn init(name: &str, dt: i32, dims: &[i64], raw: Vec<u8>) -> pb::TensorProto {
+        pb::TensorProto {
+            name: name.into(),
+            data_type: dt,
+            dims: dims.to_vec(),
+            raw_data: raw,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn qdq_weights_fold_per_channel_and_activation_pairs_go() {
+        let f = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let mut g = pb::GraphProto {
+            node: vec![
+                node("DequantizeLinear", &["w", "ws", "wz"], "wf"),
+                node("QuantizeLinear", &["x", "s", "z"], "xq"),
+                node("DequantizeLinear", &["xq", "s", "z"], "xd"),
+                node("Conv", &["xd", "wf"], "y"),
+            ],
+            initializer: vec![
+                // Two output channels, per-channel scales (axis 0).
+                init("w", INT8, &[2, 1, 1, 2], vec![1, 0xff, 4, 2]),
+                init("ws", FLOAT, &[2], f(&[0.5, 0.25])),
+                init("wz", INT8, &[2], vec![0, 2]),
+                init("s", FLOAT, &[], f(&[0.1])),
+                init("z", UINT8, &[], vec![128]),
+            ],
+            output: vec![pb::ValueInfoProto {
+                name: "y".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        g.node[0].attribute.push(pb::AttributeProto {
+            name: "axis".into(),
+            i: 0,
+            ..Default::default()
+        });
+        let r = simplify_qdq(&mut g, true, true).unwrap();
+        assert_eq!(
+            r,
+            QdqReport {
+                weights_folded: 1,
+                activation_pairs_removed: 1
+            }
+        );
+        // Q→DQ became a Clip to the u8 range: (0-128)*0.1 .. (255-128)*0.1.
+        assert_eq!(g.node.len(), 2);
+        assert_eq!(g.node[0].op_type, "Clip");
+        assert_eq!(g.node[0].input[0], "x");
+        let bound = |name: &str| {
+            decode(g.initializer.iter().find(|t| t.name == name).unwrap()).unwrap().1[0]
+        };
+        assert!((bound(&g.node[0].input[1]) + 12.8).abs() < 1e-5);
+        assert!((bound(&g.node[0].input[2]) - 12.7).abs() < 1e-5);
+        assert_eq!(g.node[1].input, vec![g.node[0].output[0].clone(), "wf".to_string()]);
+        let wf = g.initializer.iter().find(|t| t.name == "wf").unwrap();
+        let (dims, v) = decode(wf).unwrap();
+        assert_eq!(dims, vec![2, 1, 1, 2]);
+        // (1-0)*0.5, (-1-0)*0.5, (4-2)*0.25, (2-2)*0.25
+        assert_eq!(v, vec![0.5, -0.5, 0.5, 0.0]);
+    }
+
+    #[test]
+    fn graphs_without_qdq_are_untouched() {
+        let mut g = pb::GraphProto {
+            node: vec![node("Relu", &["x"], "y")],
+            ..Default::default()
+        };
+        let before = g.clone();
+        assert_eq!(simplify_qdq(&mut g, true, true).unwrap(), QdqReport::default());
+        assert_eq!(g, before);
     }
 }

@@ -21,6 +21,44 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// Engine settings every command takes (`bench` too, so TensorRT can be benchmarked on a Jetson).
+#[derive(clap::Args, Clone)]
+struct EngineArgs {
+    /// ONNX Runtime execution providers in order (ort / auto): tensorrt, cuda, cpu.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "cpu")]
+    ort_providers: Vec<OrtProvider>,
+    /// libonnxruntime.so to load (default: $ORT_DYLIB_PATH, then /usr/lib/dermcam/, then, for
+    /// --backend ort, the loader path).
+    #[arg(long)]
+    ort_library: Option<PathBuf>,
+    /// CUDA / TensorRT device.
+    #[arg(long, default_value_t = 0)]
+    ort_device_id: i32,
+    /// TensorRT engine cache folder.
+    #[arg(long)]
+    trt_cache_dir: Option<PathBuf>,
+    /// TensorRT fp16 engine.
+    #[arg(long)]
+    trt_fp16: bool,
+}
+
+impl EngineArgs {
+    fn options(&self, backend: BackendKind, threads: usize) -> LoadOptions {
+        LoadOptions {
+            backend,
+            threads,
+            ort: OrtOptions {
+                library: self.ort_library.clone(),
+                providers: self.ort_providers.clone(),
+                device_id: self.ort_device_id,
+                trt_cache_dir: self.trt_cache_dir.clone(),
+                trt_fp16: self.trt_fp16,
+                ..OrtOptions::default()
+            },
+        }
+    }
+}
+
 #[derive(clap::Args, Clone)]
 struct ModelArgs {
     /// Model bundle folder (model.onnx + model.json). Default: the shipped default bundle.
@@ -29,28 +67,16 @@ struct ModelArgs {
     /// Inference threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Inference backend.
-    #[arg(long, value_enum, default_value = "tract")]
+    /// Inference engine: auto = ONNX Runtime when its library can be loaded, else tract.
+    #[arg(long, value_enum, default_value = "auto")]
     backend: BackendKind,
-    /// ONNX Runtime execution providers in order (with --backend ort): tensorrt, cuda, cpu.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "cpu")]
-    ort_providers: Vec<OrtProvider>,
-    /// libonnxruntime.so for --backend ort (default: $ORT_DYLIB_PATH, then the loader path).
-    #[arg(long)]
-    ort_library: Option<PathBuf>,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 impl ModelArgs {
     fn options(&self) -> LoadOptions {
-        LoadOptions {
-            backend: self.backend,
-            threads: self.threads,
-            ort: OrtOptions {
-                library: self.ort_library.clone(),
-                providers: self.ort_providers.clone(),
-                ..OrtOptions::default()
-            },
-        }
+        self.engine.options(self.backend, self.threads)
     }
     fn dir(&self) -> PathBuf {
         self.model
@@ -59,8 +85,10 @@ impl ModelArgs {
     }
     fn load(&self) -> Result<Model> {
         let dir = self.dir();
-        Model::load(&dir, &self.options())
-            .with_context(|| format!("loading model bundle {}", dir.display()))
+        let m = Model::load(&dir, &self.options())
+            .with_context(|| format!("loading model bundle {}", dir.display()))?;
+        eprintln!("engine: {}", m.engine.summary());
+        Ok(m)
     }
 }
 
@@ -84,7 +112,10 @@ enum Cmd {
     },
     /// Evaluate a bundle on a labelled dataset (manifest.csv or class folders).
     Eval {
-        dataset: PathBuf,
+        /// Dataset folders (one or more, e.g. skin9 and skin9-extra); reported together, with
+        /// per-source, per-archive, lesion-clean and refer figures.
+        #[arg(required = true)]
+        dataset: Vec<PathBuf>,
         /// Split to evaluate ("all" = every row).
         #[arg(long, default_value = "val")]
         split: String,
@@ -94,24 +125,35 @@ enum Cmd {
         #[arg(long, default_value = "out/eval")]
         report: PathBuf,
     },
-    /// Latency, throughput, load time and peak RSS of one or more bundles, side by side.
+    /// Latency, throughput, load time and peak RSS of one or more bundles and engines, side by
+    /// side in one run (each row's p50 also as a ratio to the fastest engine on that bundle).
     Bench {
         /// Bundles to compare (repeatable). Default: every bundle in models/.
         #[arg(long = "model")]
         models: Vec<PathBuf>,
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
+        /// Thread counts to run (comma-separated; 0 = all cores).
+        #[arg(long, value_delimiter = ',', default_value = "0")]
+        threads: Vec<usize>,
         #[arg(long, default_value_t = 30)]
         iterations: usize,
-        #[arg(long, value_enum, default_value = "tract")]
-        backend: BackendKind,
+        /// Engines to compare (comma-separated): auto, tract, ort.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "auto")]
+        backend: Vec<BackendKind>,
+        #[command(flatten)]
+        engine: EngineArgs,
         /// Print JSON lines instead of a table.
         #[arg(long)]
         json: bool,
-        /// Also run the live pipeline this many seconds on the samples (first bundle) and
-        /// report capture -> screen latency and memory growth.
+        /// Also run the live pipeline this many seconds on the samples (first bundle, first
+        /// engine, first thread count) and report capture -> screen latency against its bound.
         #[arg(long, default_value_t = 0.0)]
         pipeline_secs: f64,
+        /// Camera interval of the pipeline run (ms; 33 = 30 fps).
+        #[arg(long, default_value_t = 33)]
+        pipeline_interval_ms: u64,
+        /// Per-node tract timings of the first bundle: the N slowest nodes.
+        #[arg(long, default_value_t = 0)]
+        profile: usize,
     },
     /// Run the appliance: source -> classify -> screen (+ web UI), until SIGINT/SIGTERM.
     Run {
@@ -185,6 +227,15 @@ fn check_config(config: Option<PathBuf>, board: Option<String>) -> Result<ExitCo
     for m in &missing {
         println!("{what}: {m}");
     }
+    if cfg.model.backend == BackendKind::Auto {
+        match dermcam::model::auto_ort_library(&cfg.model.ort) {
+            (Some(lib), _) => println!(
+                "{what}: model.backend = \"auto\": ONNX Runtime from {} if it loads, else tract",
+                lib.display()
+            ),
+            (None, why) => println!("{what}: model.backend = \"auto\": {why}"),
+        }
+    }
     println!(
         "{what}: OK{}",
         if missing.is_empty() {
@@ -232,9 +283,22 @@ pub fn run() -> Result<ExitCode> {
             threads,
             iterations,
             backend,
+            engine,
             json,
             pipeline_secs,
-        } => bench(models, threads, iterations, backend, json, pipeline_secs),
+            pipeline_interval_ms,
+            profile,
+        } => bench(BenchArgs {
+            models,
+            threads,
+            iterations,
+            backends: backend,
+            engine,
+            json,
+            pipeline_secs,
+            pipeline_interval_ms,
+            profile,
+        }),
         Cmd::Models { dir } => list_models(dir),
         Cmd::Run { config, board } => {
             let file = if config.exists() || board.is_none() {
@@ -273,12 +337,16 @@ pub fn run() -> Result<ExitCode> {
             };
             cfg.model.path = Some(model.dir());
             cfg.model.threads = model.threads;
-            cfg.model.backend = model.options().backend;
+            cfg.model.backend = model.backend;
+            cfg.model.ort = model.options().ort;
             cfg.button.stdin = !once;
             cfg.web.enabled = web != "off";
             if cfg.web.enabled {
                 cfg.web.bind = web;
             }
+            // The same validation as every other command: `--web 0.0.0.0:…` without a token
+            // is refused here exactly as in a config file.
+            cfg.validate(Path::new("dermcam demo (command line)"))?;
             println!("dermcam demo - {}", dermcam::DISCLAIMER);
             crate::app::run(
                 cfg,
@@ -374,6 +442,16 @@ fn print_table(path: &Path, p: &Prediction, model: &Model, top_k: usize) {
             bar(s.probability, 20)
         );
     }
+    println!(
+        "  {:<32} {:>6.1}%  {}",
+        "refer (malignant probability)",
+        p.malignant_probability * 100.0,
+        if p.refer {
+            format!("REFER: see a clinician (>= {:.1}%)", m.refer_threshold() * 100.0)
+        } else {
+            format!("no referral flag (< {:.1}%)", m.refer_threshold() * 100.0)
+        }
+    );
 }
 
 fn classify(
@@ -406,6 +484,7 @@ fn classify(
                 if json {
                     let v = serde_json::json!({
                         "path": f, "uncertain": p.uncertain, "headline": p.headline(&model.manifest),
+                        "refer": p.refer, "malignant_probability": p.malignant_probability,
                         "top": p.top_k(top_k, &model.manifest), "model": model.manifest.name, "timings": t,
                     });
                     println!("{v}");
@@ -433,18 +512,22 @@ fn classify(
     Ok(ExitCode::SUCCESS)
 }
 
-fn eval(dataset: &Path, split: &str, args: &ModelArgs, report_dir: &Path) -> Result<ExitCode> {
+fn eval(datasets: &[PathBuf], split: &str, args: &ModelArgs, report_dir: &Path) -> Result<ExitCode> {
     let model = args.load()?;
-    let samples = dermcam::dataset::read_dataset(dataset)?;
+    let samples = dermcam::dataset::read_datasets(datasets)?;
+    let leaky = dermcam::dataset::leaky(&samples);
     let chosen = dermcam::eval::select(&samples, split, &model)?;
+    let names = datasets
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" + ");
     eprintln!(
-        "evaluating {} on {} images of {} split {split}",
+        "evaluating {} on {} images of {names} split {split}",
         model.manifest.name,
         chosen.len(),
-        dataset.display()
     );
-    let report =
-        dermcam::eval::evaluate(&model, &chosen, &dataset.display().to_string(), split, true);
+    let report = dermcam::eval::evaluate(&model, &chosen, &leaky, &names, split, true);
     report.write(report_dir)?;
     let s = &report.summary;
     println!(
@@ -461,11 +544,27 @@ fn eval(dataset: &Path, split: &str, args: &ModelArgs, report_dir: &Path) -> Res
             .map_or("n/a".into(), |r| format!("{r:.4}")),
         s.abstain_rate
     );
+    if let Some(c) = &report.lesion_clean {
+        println!(
+            "lesion-clean (without {} images whose lesion is in train): n={} balanced accuracy {:.4}",
+            report.lesion_leaky_images, c.n, c.balanced_accuracy
+        );
+    }
+    let r = &report.refer;
+    let f = |v: Option<f64>| v.map_or("n/a".into(), |x| format!("{x:.4}"));
+    println!(
+        "refer (threshold {:.4}): sensitivity {}  specificity {}  benign not flagged {}  AUC {}",
+        r.threshold,
+        f(r.sensitivity),
+        f(r.specificity),
+        f(r.benign_not_flagged),
+        f(r.auc)
+    );
     for (p, e) in &report.failed {
         eprintln!("error: {p}: {e}");
     }
     println!(
-        "wrote {}/report.json, report.md, confusion_matrix.png",
+        "wrote {}/report.json, report.md, confusion_matrix.png, refer_roc.png",
         report_dir.display()
     );
     Ok(if report.failed.is_empty() {
@@ -475,94 +574,167 @@ fn eval(dataset: &Path, split: &str, args: &ModelArgs, report_dir: &Path) -> Res
     })
 }
 
-fn bench(
+struct BenchArgs {
     models: Vec<PathBuf>,
-    threads: usize,
+    threads: Vec<usize>,
     iterations: usize,
-    backend: BackendKind,
+    backends: Vec<BackendKind>,
+    engine: EngineArgs,
     json: bool,
     pipeline_secs: f64,
-) -> Result<ExitCode> {
-    let models = if models.is_empty() {
+    pipeline_interval_ms: u64,
+    profile: usize,
+}
+
+fn bench(a: BenchArgs) -> Result<ExitCode> {
+    let models = if a.models.is_empty() {
         dermcam::model::find_bundles(Path::new(dermcam::MODELS_DIR))
     } else {
-        models
+        a.models.clone()
     };
-    let opts = ModelArgs {
-        model: None,
-        threads,
-        backend,
-        ort_providers: vec![OrtProvider::Cpu],
-        ort_library: None,
-    }
-    .options();
-    if !json {
+    let threads = if a.threads.is_empty() { vec![0] } else { a.threads.clone() };
+    let backends = if a.backends.is_empty() {
+        vec![BackendKind::Auto]
+    } else {
+        a.backends.clone()
+    };
+    if !a.json {
         println!(
-            "{:<24} {:>5} {:>3} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>8}",
+            "machine: {} {}, {} logical CPUs",
+            std::env::consts::ARCH,
+            std::env::consts::OS,
+            dermcam::backend_tract::resolve_threads(0)
+        );
+        println!(
+            "{:<24} {:>5} {:<11} {:>3} {:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8} {:>7} {:>7}",
             "bundle",
             "prec",
+            "engine",
             "thr",
             "load ms",
             "1st ms",
             "inf p50",
             "inf p90",
             "inf p99",
+            "x best",
             "pre p50",
-            "pre/inf",
-            "img/s"
+            "img/s",
+            "RSS MB"
         );
     }
     for m in &models {
-        let r = dermcam::bench::bench_bundle(m, &opts, iterations)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", m.display()))?;
-        if json {
-            println!("{}", serde_json::to_string(&r)?);
-        } else {
+        for &t in &threads {
+            let mut rows = Vec::new();
+            for &b in &backends {
+                let opts = a.engine.options(b, t);
+                let r = dermcam::bench::bench_bundle(m, &opts, a.iterations)
+                    .map_err(|e| anyhow::anyhow!("{} ({}): {e}", m.display(), b.name()))?;
+                if !a.json {
+                    eprintln!("{} {}: engine {}", r.bundle, b.name(), r.engine);
+                }
+                rows.push(r);
+            }
+            let best = rows
+                .iter()
+                .map(|r| r.inference.p50_ms)
+                .fold(f64::INFINITY, f64::min);
+            for mut r in rows {
+                r.ratio_to_best = r.inference.p50_ms / best;
+                if a.json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    let engine = if r.requested == r.backend {
+                        r.backend.clone()
+                    } else {
+                        format!("{}>{}", r.requested, r.backend)
+                    };
+                    println!(
+                        "{:<24} {:>5} {:<11} {:>3} {:>8.1} {:>9.1} {:>9.2} {:>9.2} {:>9.2} {:>6.2}x {:>8.2} {:>7.1} {:>7.1}",
+                        r.bundle,
+                        r.precision,
+                        engine,
+                        r.threads,
+                        r.load_ms,
+                        r.first_prediction_ms,
+                        r.inference.p50_ms,
+                        r.inference.p90_ms,
+                        r.inference.p99_ms,
+                        r.ratio_to_best,
+                        r.preprocess_640x480.p50_ms,
+                        r.throughput_per_s,
+                        r.peak_rss_mb.unwrap_or(f64::NAN)
+                    );
+                }
+            }
+        }
+    }
+    if a.profile > 0 {
+        let first = models.first().context("no bundle to profile")?;
+        let t = threads[0];
+        let prof = dermcam::bench::profile_tract(first, t, a.iterations)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", first.display()))?;
+        let total: f64 = prof.iter().map(|p| p.2).sum();
+        println!(
+            "tract per-node profile of {} ({} threads, {} runs): {:.2} ms per run in nodes",
+            first.display(),
+            dermcam::backend_tract::resolve_threads(t),
+            a.iterations.max(1),
+            total / a.iterations.max(1) as f64
+        );
+        for (name, op, ms) in prof.iter().take(a.profile) {
             println!(
-                "{:<24} {:>5} {:>3} {:>8.1} {:>9.1} {:>9.2} {:>9.2} {:>9.2} {:>8.2} {:>6.1}% {:>8.1}",
-                r.bundle,
-                r.precision,
-                r.threads,
-                r.load_ms,
-                r.first_prediction_ms,
-                r.inference.p50_ms,
-                r.inference.p90_ms,
-                r.inference.p99_ms,
-                r.preprocess_640x480.p50_ms,
-                r.preprocess_share_of_inference * 100.0,
-                r.throughput_per_s
+                "  {:>7.3} ms {:>5.1}%  {:<28} {}",
+                ms / a.iterations.max(1) as f64,
+                100.0 * ms / total,
+                op,
+                name
             );
         }
     }
-    if pipeline_secs > 0.0 {
+    if a.pipeline_secs > 0.0 {
         let first = models.first().context("no bundle to benchmark")?;
+        let opts = a.engine.options(backends[0], threads[0]);
         let r = dermcam::bench::bench_pipeline(
             first,
             &opts,
             &samples_dir().display().to_string(),
-            pipeline_secs,
+            a.pipeline_secs,
+            std::time::Duration::from_millis(a.pipeline_interval_ms),
         )
         .map_err(|e| anyhow::anyhow!("{}: {e}", first.display()))?;
-        if json {
+        if a.json {
             println!("{}", serde_json::to_string(&r)?);
         } else {
             println!(
-                "pipeline {} for {:.0} s: {} frames, {} inferences, {} dropped; capture->screen p50 {:.1} ms p99 {:.1} ms = {:.2} x inference p50 {:.1} ms; peak RSS {:.1} -> {:.1} MB",
-                r.bundle,
-                r.seconds,
-                r.frames,
-                r.inferences,
-                r.dropped_frames,
+                "pipeline {} on {} for {:.0} s, camera every {:.0} ms: {} frames, {} inferences, {} dropped",
+                r.bundle, r.engine, r.seconds, r.camera_interval_ms, r.frames, r.inferences, r.dropped_frames
+            );
+            println!(
+                "  capture->screen p50 {:.1} ms p99 {:.1} ms = {:.2}x inference p50 {:.1} ms",
                 r.frame_to_screen.p50_ms,
                 r.frame_to_screen.p99_ms,
                 r.latency_ratio,
+                r.inference_p50_ms
+            );
+            println!(
+                "  design bound per frame: age at inference start (<= one camera interval) + inference + render; p50 {:.1} + {:.1} + {:.1} ms; frames over their own bound: {} of {}",
+                r.age_at_inference.p50_ms,
                 r.inference_p50_ms,
+                r.render.p50_ms,
+                r.over_bound,
+                r.frames_measured
+            );
+            println!(
+                "  frame age when the model took it: p50 {:.1} ms p99 {:.1} ms (bound {:.0} ms); peak RSS {:.1} -> {:.1} MB",
+                r.age_at_inference.p50_ms,
+                r.age_at_inference.p99_ms,
+                r.camera_interval_ms,
                 r.rss_start_mb.unwrap_or(f64::NAN),
                 r.rss_end_mb.unwrap_or(f64::NAN)
             );
         }
     }
-    if !json {
+    if !a.json {
         println!(
             "peak RSS of this process: {:.1} MB",
             dermcam::bench::peak_rss_mb().unwrap_or(f64::NAN)

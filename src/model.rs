@@ -24,10 +24,46 @@ use std::time::{Duration, Instant};
 )]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
+    /// ONNX Runtime when a `libonnxruntime` can be loaded (configured library,
+    /// `$ORT_DYLIB_PATH`, the copy the package installs under `/usr/lib/dermcam/`), else tract.
     #[default]
+    Auto,
     Tract,
     /// ONNX Runtime (TensorRT / CUDA / CPU execution providers); needs the `ort` feature.
     Ort,
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Auto => "auto",
+            BackendKind::Tract => "tract",
+            BackendKind::Ort => "ort",
+        }
+    }
+}
+
+/// Where the arm64 package installs ONNX Runtime's CPU library (`auto` looks here last).
+pub const PACKAGED_ORT_DIR: &str = "/usr/lib/dermcam";
+
+/// Which engine a loaded model runs on, and why (start-up logs print `summary()`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Engine {
+    /// `tract` or `ort`.
+    pub backend: BackendKind,
+    /// The ONNX Runtime library in use (`ort` only).
+    pub library: Option<PathBuf>,
+    /// Why this engine: the request and, for `auto`, why not the other one.
+    pub reason: String,
+}
+
+impl Engine {
+    pub fn summary(&self) -> String {
+        match &self.library {
+            Some(l) => format!("{} ({}): {}", self.backend.name(), l.display(), self.reason),
+            None => format!("{}: {}", self.backend.name(), self.reason),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -55,8 +91,9 @@ pub enum OrtProvider {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OrtOptions {
-    /// `libonnxruntime.so` to load; unset = `$ORT_DYLIB_PATH`, else `libonnxruntime.so` from the
-    /// dynamic loader's search path.
+    /// `libonnxruntime.so` to load; unset = `$ORT_DYLIB_PATH`, else the packaged copy under
+    /// `/usr/lib/dermcam/`, else (`backend = "ort"` only) `libonnxruntime.so` from the dynamic
+    /// loader's search path.
     pub library: Option<PathBuf>,
     /// Execution providers in order of preference. Every provider listed must load: a missing
     /// one is an error, never a silent fallback. Without `cpu` in the list, a graph that the GPU
@@ -108,6 +145,8 @@ pub struct Model {
     pub dir: PathBuf,
     classifier: Box<dyn Classifier>,
     pub load_time: Duration,
+    /// The engine actually running the bundle (resolves `auto`).
+    pub engine: Engine,
 }
 
 /// Per-call timings (milliseconds).
@@ -150,15 +189,82 @@ impl Model {
                 actual,
             });
         }
-        let (classifier, width): (Box<dyn Classifier>, usize) = match opts.backend {
-            BackendKind::Tract => {
-                let c =
-                    crate::backend_tract::TractClassifier::load(&onnx, &manifest, opts.threads)?;
-                let w = c.output_width();
-                (Box::new(c), w)
+        // The QDQ rewrite (int8 bundles) is noted in the engine line.
+        let tract_note = std::cell::RefCell::new(String::new());
+        let load_tract = || -> Result<(Box<dyn Classifier>, usize), BundleError> {
+            let c = crate::backend_tract::TractClassifier::load(&onnx, &manifest, opts.threads)?;
+            let w = c.output_width();
+            if c.qdq.weights_folded + c.qdq.activation_pairs_removed > 0 {
+                *tract_note.borrow_mut() = format!(
+                    "; int8 QDQ graph run as float with int8-rounded weights ({} weight dequantisations folded at load, {} activation Q/DQ pairs replaced by clamps)",
+                    c.qdq.weights_folded, c.qdq.activation_pairs_removed
+                );
             }
-            BackendKind::Ort => load_ort(&onnx, &manifest, opts)?,
+            Ok((Box::new(c), w))
         };
+        let ((classifier, width), engine) = match opts.backend {
+            BackendKind::Tract => (
+                load_tract()?,
+                Engine {
+                    backend: BackendKind::Tract,
+                    library: None,
+                    reason: "requested (backend = \"tract\")".into(),
+                },
+            ),
+            BackendKind::Ort => {
+                let lib = explicit_ort_library(&opts.ort);
+                let c = load_ort(&onnx, &manifest, opts, &lib)?;
+                (
+                    c,
+                    Engine {
+                        backend: BackendKind::Ort,
+                        library: Some(lib),
+                        reason: "requested (backend = \"ort\")".into(),
+                    },
+                )
+            }
+            BackendKind::Auto => {
+                let (candidate, why_not) = auto_ort_library(&opts.ort);
+                match candidate {
+                    Some(lib) => match load_ort(&onnx, &manifest, opts, &lib) {
+                        Ok(c) => (
+                            c,
+                            Engine {
+                                backend: BackendKind::Ort,
+                                library: Some(lib),
+                                reason: "auto: ONNX Runtime loaded (tract not needed)".into(),
+                            },
+                        ),
+                        // A model that is itself broken fails the same way on tract: report it.
+                        Err(e @ (BundleError::InputShape { .. } | BundleError::OutputWidth { .. })) => {
+                            return Err(e);
+                        }
+                        Err(e) => (
+                            load_tract()?,
+                            Engine {
+                                backend: BackendKind::Tract,
+                                library: None,
+                                reason: format!(
+                                    "auto: ONNX Runtime from {} unusable ({}), falling back to tract",
+                                    lib.display(),
+                                    e
+                                ),
+                            },
+                        ),
+                    },
+                    None => (
+                        load_tract()?,
+                        Engine {
+                            backend: BackendKind::Tract,
+                            library: None,
+                            reason: format!("auto: {why_not}"),
+                        },
+                    ),
+                }
+            }
+        };
+        let mut engine = engine;
+        engine.reason.push_str(&tract_note.borrow());
         if width != manifest.classes.len() {
             return Err(BundleError::OutputWidth {
                 path: onnx,
@@ -171,6 +277,7 @@ impl Model {
             dir: dir.to_path_buf(),
             classifier,
             load_time: start.elapsed(),
+            engine,
         })
     }
 
@@ -213,13 +320,74 @@ impl Model {
     }
 }
 
+/// The library `backend = "ort"` loads: the configured one, else `$ORT_DYLIB_PATH`, else the
+/// packaged copy, else `libonnxruntime.so` from the dynamic loader's search path.
+pub fn explicit_ort_library(opts: &OrtOptions) -> PathBuf {
+    auto_ort_library(opts)
+        .0
+        .unwrap_or_else(|| PathBuf::from("libonnxruntime.so"))
+}
+
+/// The library `auto` would try, or why there is none. The configured library and
+/// `$ORT_DYLIB_PATH` win (a TensorRT-enabled build on Jetson) over the packaged CPU library.
+pub fn auto_ort_library(opts: &OrtOptions) -> (Option<PathBuf>, String) {
+    if !cfg!(feature = "ort") {
+        return (
+            None,
+            "this dermcam was built without feature ort: tract".into(),
+        );
+    }
+    if let Some(l) = &opts.library {
+        return (Some(l.clone()), String::new());
+    }
+    if let Some(l) = std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()) {
+        return (Some(PathBuf::from(l)), String::new());
+    }
+    let dir = std::env::var_os("DERMCAM_ORT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(PACKAGED_ORT_DIR));
+    match packaged_ort_library(&dir) {
+        Some(l) => (Some(l), String::new()),
+        None => (
+            None,
+            format!(
+                "no ONNX Runtime library (no [model.ort] library, no $ORT_DYLIB_PATH, no libonnxruntime.so* in {}): tract",
+                dir.display()
+            ),
+        ),
+    }
+}
+
+/// `libonnxruntime.so` in `dir`, else its newest `libonnxruntime.so.<version>`.
+fn packaged_ort_library(dir: &Path) -> Option<PathBuf> {
+    let plain = dir.join("libonnxruntime.so");
+    if plain.is_file() {
+        return Some(plain);
+    }
+    let version = |p: &Path| -> Vec<u64> {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("libonnxruntime.so."))
+            .map(|v| v.split('.').map(|x| x.parse().unwrap_or(0)).collect())
+            .unwrap_or_default()
+    };
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && !version(p).is_empty())
+        .max_by_key(|p| version(p))
+}
+
 #[cfg(feature = "ort")]
 fn load_ort(
     onnx: &Path,
     manifest: &Manifest,
     opts: &LoadOptions,
+    lib: &Path,
 ) -> Result<(Box<dyn Classifier>, usize), BundleError> {
-    let c = crate::backend_ort::OrtClassifier::load(onnx, manifest, opts.threads, &opts.ort)?;
+    let c =
+        crate::backend_ort::OrtClassifier::load(onnx, manifest, opts.threads, &opts.ort, lib)?;
     let w = c.output_width();
     Ok((Box::new(c), w))
 }
@@ -231,6 +399,7 @@ fn load_ort(
     onnx: &Path,
     _: &Manifest,
     _: &LoadOptions,
+    _: &Path,
 ) -> Result<(Box<dyn Classifier>, usize), BundleError> {
     Err(BundleError::Backend {
         path: onnx.into(),

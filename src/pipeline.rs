@@ -130,6 +130,26 @@ pub struct Shared {
     display_absent: AtomicBool,
     /// Capture -> on-screen latency (ms) of the last classified frames (bounded ring).
     pub frame_to_screen_ms: Mutex<std::collections::VecDeque<f64>>,
+    /// The same frames split into the parts of the design bound (bounded ring).
+    pub latency_parts: Mutex<std::collections::VecDeque<LatencyParts>>,
+    /// When the inference thread took each recent frame (seq, instant), for `latency_parts`.
+    taken: Mutex<std::collections::VecDeque<(u64, Instant)>>,
+}
+
+/// Where one classified frame's capture -> screen time went. Design bound: a frame is taken by
+/// the model at most one camera interval after capture (the inference thread always takes the
+/// newest frame the moment it is free), then waits for nothing but its own inference and the
+/// render: `age_at_take <= camera interval`, `total <= interval + inference + render`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct LatencyParts {
+    /// Capture -> the inference thread took the frame.
+    pub age_at_take_ms: f64,
+    /// Took the frame -> the display thread picked up its update (quality gate,
+    /// preprocessing, inference, publishing).
+    pub inference_ms: f64,
+    /// Render + present.
+    pub display_ms: f64,
+    pub total_ms: f64,
 }
 
 /// A pipeline stage whose liveness is tracked.
@@ -222,6 +242,8 @@ fn initial_state(model: &Model) -> DisplayState {
         model_name: model.manifest.name.clone(),
         top: vec![],
         uncertain: false,
+        refer: false,
+        malignant_probability: 0.0,
         quality: None,
         source: SourceStatus::Starting,
         frozen: false,
@@ -250,6 +272,8 @@ impl Pipeline {
             heartbeats: Heartbeats::default(),
             display_absent: AtomicBool::new(false),
             frame_to_screen_ms: Mutex::new(Default::default()),
+            latency_parts: Mutex::new(Default::default()),
+            taken: Mutex::new(Default::default()),
         });
         let frames: Arc<Latest<Frame>> = Arc::new(Latest::default());
         let source_status: Arc<Mutex<SourceStatus>> = Arc::new(Mutex::new(SourceStatus::Starting));
@@ -402,6 +426,14 @@ impl Pipeline {
                                 continue;
                             };
                             seen = v;
+                            {
+                                let mut t =
+                                    shared.taken.lock().unwrap_or_else(|e| e.into_inner());
+                                if t.len() >= 16 {
+                                    t.pop_front();
+                                }
+                                t.push_back((frame.seq, Instant::now()));
+                            }
                             state.source = src_status;
                             let now = Instant::now();
                             fps_window.push_back(now);
@@ -505,6 +537,7 @@ impl Pipeline {
                                 continue;
                             };
                             seen = v;
+                            let picked = Instant::now();
                             render(
                                 &mut canvas,
                                 u.frame.as_ref().map(|f| f.image.as_ref()),
@@ -527,7 +560,35 @@ impl Pipeline {
                                         if ring.len() >= 1000 {
                                             ring.pop_front();
                                         }
-                                        ring.push_back(f.captured.elapsed().as_secs_f64() * 1e3);
+                                        let total = f.captured.elapsed().as_secs_f64() * 1e3;
+                                        ring.push_back(total);
+                                        drop(ring);
+                                        let took = shared
+                                            .taken
+                                            .lock()
+                                            .unwrap_or_else(|e| e.into_inner())
+                                            .iter()
+                                            .find(|(s, _)| *s == f.seq)
+                                            .map(|(_, t)| *t);
+                                        if let Some(took) = took {
+                                            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+                                            let age = ms(took.saturating_duration_since(f.captured));
+                                            // `picked` is after the update was published.
+                                            let display = ms(picked.elapsed());
+                                            let mut parts = shared
+                                                .latency_parts
+                                                .lock()
+                                                .unwrap_or_else(|e| e.into_inner());
+                                            if parts.len() >= 1000 {
+                                                parts.pop_front();
+                                            }
+                                            parts.push_back(LatencyParts {
+                                                age_at_take_ms: age,
+                                                inference_ms: (total - age - display).max(0.0),
+                                                display_ms: display,
+                                                total_ms: total,
+                                            });
+                                        }
                                     }
                                 }
                                 Err(e) => {
@@ -600,6 +661,11 @@ impl Sink for LogSink {
                 } else {
                     format!("{} {:.1}%", self.manifest.classes[id].name, prob * 100.0)
                 };
+                let what = format!(
+                    "{what}, {} (malignant {:.1}%)",
+                    if p.refer { "REFER" } else { "no refer" },
+                    p.malignant_probability * 100.0
+                );
                 let ms = u.timings.map_or(0.0, |t| t.inference_ms);
                 println!(
                     "{label}: {what}{} [{ms:.0} ms]",

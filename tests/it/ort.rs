@@ -7,23 +7,43 @@ use dermcam::model::{BackendKind, LoadOptions, Model, OrtOptions};
 use dermcam::preprocess::load_image;
 use std::process::Command;
 
-fn library() -> String {
-    std::env::var("ORT_DYLIB_PATH").expect(
-        "ORT_DYLIB_PATH must name libonnxruntime.so (e.g. from the PyPI onnxruntime wheel) for the ort tests",
-    )
+/// The ONNX Runtime library these tests need, or `None` (the test then skips with a message):
+/// plain `cargo test` stays hermetic. `DERMCAM_REQUIRE_ORT=1` (CI) turns a skip into a failure.
+pub fn library() -> Option<String> {
+    match std::env::var("ORT_DYLIB_PATH") {
+        Ok(l) if !l.is_empty() => Some(l),
+        _ => {
+            assert!(
+                std::env::var("DERMCAM_REQUIRE_ORT").is_err(),
+                "DERMCAM_REQUIRE_ORT is set but ORT_DYLIB_PATH does not name libonnxruntime.so"
+            );
+            eprintln!(
+                "skipped: set ORT_DYLIB_PATH to a libonnxruntime.so (e.g. from the PyPI onnxruntime wheel) to run the ONNX Runtime tests"
+            );
+            None
+        }
+    }
 }
 
 #[test]
 fn ort_cpu_matches_tract_on_samples_fp32() {
+    let Some(lib) = library() else { return };
     let dir = bundle_dir("effl0-skin9");
-    let tract = Model::load(&dir, &LoadOptions::default()).unwrap();
+    let tract = Model::load(
+        &dir,
+        &LoadOptions {
+            backend: BackendKind::Tract,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
     let ort = Model::load(
         &dir,
         &LoadOptions {
             backend: BackendKind::Ort,
             threads: 2,
             ort: OrtOptions {
-                library: Some(library().into()),
+                library: Some(lib.into()),
                 ..OrtOptions::default()
             },
         },
@@ -43,12 +63,12 @@ fn ort_cpu_matches_tract_on_samples_fp32() {
     assert!(worst <= 1e-3, "probabilities differ by {worst}");
 }
 
-fn classify_with(args: &[&str]) -> (i32, String) {
+fn classify_with(lib: &str, args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_dermcam"))
         .args(["classify", "--backend", "ort"])
         .args(args)
         .arg(&samples()[0])
-        .env("ORT_DYLIB_PATH", library())
+        .env("ORT_DYLIB_PATH", lib)
         .output()
         .unwrap();
     (
@@ -61,19 +81,76 @@ fn classify_with(args: &[&str]) -> (i32, String) {
 fn missing_gpu_provider_is_an_error_not_a_cpu_fallback() {
     // The PyPI wheel has only the CPU provider: asking for TensorRT (then CUDA, then CPU) must
     // fail at start-up and say which provider, instead of quietly running on the CPU.
-    let (code, err) = classify_with(&["--ort-providers", "tensorrt,cuda,cpu"]);
+    let Some(lib) = library() else { return };
+    let (code, err) = classify_with(&lib, &["--ort-providers", "tensorrt,cuda,cpu"]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("Tensorrt"), "{err}");
     assert!(err.contains("cannot register"), "{err}");
-    let (code, err) = classify_with(&["--ort-providers", "cuda"]);
+    let (code, err) = classify_with(&lib, &["--ort-providers", "cuda"]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("Cuda"), "{err}");
 }
 
 #[test]
 fn wrong_library_path_is_named() {
-    let (code, err) = classify_with(&["--ort-library", "/nonexistent/libonnxruntime.so"]);
+    // Explicit `ort` never falls back: the missing library is an error naming the path.
+    let (code, err) = classify_with("", &["--ort-library", "/nonexistent/libonnxruntime.so"]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("/nonexistent/libonnxruntime.so"), "{err}");
     assert!(err.contains("cannot load ONNX Runtime"), "{err}");
+}
+
+#[test]
+fn auto_uses_onnx_runtime_when_it_loads_and_gives_the_same_answers() {
+    let Some(lib) = library() else { return };
+    let out = Command::new(env!("CARGO_BIN_EXE_dermcam"))
+        .args(["classify", "--json", "--top-k", "9", "--model"])
+        .arg(bundle_dir("effl0-skin9"))
+        .args(samples())
+        .env("ORT_DYLIB_PATH", &lib)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("engine: ort ("), "{err}");
+    assert!(err.contains("auto: ONNX Runtime loaded"), "{err}");
+    let tract = Command::new(env!("CARGO_BIN_EXE_dermcam"))
+        .args(["classify", "--json", "--top-k", "9", "--backend", "tract", "--model"])
+        .arg(bundle_dir("effl0-skin9"))
+        .args(samples())
+        .output()
+        .unwrap();
+    assert!(tract.status.success());
+    let top = |o: &[u8]| -> Vec<String> {
+        String::from_utf8_lossy(o)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["top"][0]["name"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    assert_eq!(top(&out.stdout), top(&tract.stdout));
+}
+
+#[test]
+fn bench_compares_engines_with_a_ratio_column() {
+    let Some(lib) = library() else { return };
+    let out = Command::new(env!("CARGO_BIN_EXE_dermcam"))
+        .args(["bench", "--backend", "tract,ort", "--threads", "1", "--iterations", "3"])
+        .args(["--json", "--model"])
+        .arg(bundle_dir("resnet18-skin9"))
+        .env("ORT_DYLIB_PATH", &lib)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["backend"], "tract");
+    assert_eq!(rows[1]["backend"], "ort");
+    let ratios: Vec<f64> = rows.iter().map(|r| r["ratio_to_best"].as_f64().unwrap()).collect();
+    assert!(ratios.iter().all(|&r| r >= 1.0) && ratios.contains(&1.0), "{ratios:?}");
 }
