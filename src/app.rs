@@ -107,13 +107,8 @@ fn load_model_threads(cfg: &Config, threads: usize) -> Result<Arc<Model>> {
 }
 
 pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
-    // Callers validate with their own file name; this catches any path that forgot to.
-    cfg.validate(std::path::Path::new("<configuration>"))?;
     for m in cfg.missing_features() {
         eprintln!("warning: {m}");
-    }
-    if let (true, Some(dir)) = (cfg.web.enabled, &cfg.web.save_uploads) {
-        dermcam::storage::check_dir(dir).context("web.save_uploads")?;
     }
     let model = load_model(&cfg)?;
     let source = build_source(&cfg)?;
@@ -128,7 +123,6 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         }));
     }
     if cfg.capture.enabled {
-        dermcam::storage::check_dir(&cfg.capture.dir).context("capture.dir")?;
         eprintln!(
             "captures: saving frozen frames to {} (max {} captures, {} MB)",
             cfg.capture.dir.display(),
@@ -156,9 +150,6 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     let nice = if cfg.web.enabled { cfg.web.nice } else { 0 };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        // Blocking work (upload classification, frame encoding, stdin) is bounded by its own
-        // semaphores; this caps the pool whatever happens.
-        .max_blocking_threads(16)
         .on_thread_start(move || lower_thread_priority(nice))
         .enable_all()
         .build()?;
@@ -199,9 +190,8 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
                 }
             );
             let app = dermcam::web::router(state);
-            let web_cfg = cfg.web.clone();
             tokio::spawn(async move {
-                if let Err(e) = dermcam::web::serve(listener, app, &web_cfg).await {
+                if let Err(e) = axum::serve(listener, app).await {
                     eprintln!("error: web server: {e}");
                 }
             });

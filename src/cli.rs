@@ -112,10 +112,7 @@ enum Cmd {
     },
     /// Evaluate a bundle on a labelled dataset (manifest.csv or class folders).
     Eval {
-        /// Dataset folders (one or more, e.g. skin9 and skin9-extra); reported together, with
-        /// per-source, per-archive, lesion-clean and refer figures.
-        #[arg(required = true)]
-        dataset: Vec<PathBuf>,
+        dataset: PathBuf,
         /// Split to evaluate ("all" = every row).
         #[arg(long, default_value = "val")]
         split: String,
@@ -344,9 +341,6 @@ pub fn run() -> Result<ExitCode> {
             if cfg.web.enabled {
                 cfg.web.bind = web;
             }
-            // The same validation as every other command: `--web 0.0.0.0:…` without a token
-            // is refused here exactly as in a config file.
-            cfg.validate(Path::new("dermcam demo (command line)"))?;
             println!("dermcam demo - {}", dermcam::DISCLAIMER);
             crate::app::run(
                 cfg,
@@ -442,16 +436,6 @@ fn print_table(path: &Path, p: &Prediction, model: &Model, top_k: usize) {
             bar(s.probability, 20)
         );
     }
-    println!(
-        "  {:<32} {:>6.1}%  {}",
-        "refer (malignant probability)",
-        p.malignant_probability * 100.0,
-        if p.refer {
-            format!("REFER: see a clinician (>= {:.1}%)", m.refer_threshold() * 100.0)
-        } else {
-            format!("no referral flag (< {:.1}%)", m.refer_threshold() * 100.0)
-        }
-    );
 }
 
 fn classify(
@@ -484,7 +468,6 @@ fn classify(
                 if json {
                     let v = serde_json::json!({
                         "path": f, "uncertain": p.uncertain, "headline": p.headline(&model.manifest),
-                        "refer": p.refer, "malignant_probability": p.malignant_probability,
                         "top": p.top_k(top_k, &model.manifest), "model": model.manifest.name, "timings": t,
                     });
                     println!("{v}");
@@ -512,22 +495,18 @@ fn classify(
     Ok(ExitCode::SUCCESS)
 }
 
-fn eval(datasets: &[PathBuf], split: &str, args: &ModelArgs, report_dir: &Path) -> Result<ExitCode> {
+fn eval(dataset: &Path, split: &str, args: &ModelArgs, report_dir: &Path) -> Result<ExitCode> {
     let model = args.load()?;
-    let samples = dermcam::dataset::read_datasets(datasets)?;
-    let leaky = dermcam::dataset::leaky(&samples);
+    let samples = dermcam::dataset::read_dataset(dataset)?;
     let chosen = dermcam::eval::select(&samples, split, &model)?;
-    let names = datasets
-        .iter()
-        .map(|d| d.display().to_string())
-        .collect::<Vec<_>>()
-        .join(" + ");
     eprintln!(
-        "evaluating {} on {} images of {names} split {split}",
+        "evaluating {} on {} images of {} split {split}",
         model.manifest.name,
         chosen.len(),
+        dataset.display()
     );
-    let report = dermcam::eval::evaluate(&model, &chosen, &leaky, &names, split, true);
+    let report =
+        dermcam::eval::evaluate(&model, &chosen, &dataset.display().to_string(), split, true);
     report.write(report_dir)?;
     let s = &report.summary;
     println!(
@@ -544,27 +523,11 @@ fn eval(datasets: &[PathBuf], split: &str, args: &ModelArgs, report_dir: &Path) 
             .map_or("n/a".into(), |r| format!("{r:.4}")),
         s.abstain_rate
     );
-    if let Some(c) = &report.lesion_clean {
-        println!(
-            "lesion-clean (without {} images whose lesion is in train): n={} balanced accuracy {:.4}",
-            report.lesion_leaky_images, c.n, c.balanced_accuracy
-        );
-    }
-    let r = &report.refer;
-    let f = |v: Option<f64>| v.map_or("n/a".into(), |x| format!("{x:.4}"));
-    println!(
-        "refer (threshold {:.4}): sensitivity {}  specificity {}  benign not flagged {}  AUC {}",
-        r.threshold,
-        f(r.sensitivity),
-        f(r.specificity),
-        f(r.benign_not_flagged),
-        f(r.auc)
-    );
     for (p, e) in &report.failed {
         eprintln!("error: {p}: {e}");
     }
     println!(
-        "wrote {}/report.json, report.md, confusion_matrix.png, refer_roc.png",
+        "wrote {}/report.json, report.md, confusion_matrix.png",
         report_dir.display()
     );
     Ok(if report.failed.is_empty() {

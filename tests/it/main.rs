@@ -5,8 +5,6 @@ mod bundle;
 mod cli;
 mod engine;
 mod faults;
-#[cfg(feature = "web")]
-mod hardening;
 #[cfg(feature = "ort")]
 mod ort;
 mod pipeline;
