@@ -288,7 +288,13 @@ fn f32_tensor(name: &str, dims: &[usize], v: &[f32]) -> pb::TensorProto {
         name: name.to_string(),
         dims: dims.iter().map(|&d| d as i64).collect(),
         data_type: FLOAT,
-        raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        raw_data: {
+            let mut raw = Vec::with_capacity(v.len() * 4);
+            for x in v {
+                raw.extend_from_slice(&x.to_le_bytes());
+            }
+            raw
+        },
         ..Default::default()
     }
 }
@@ -344,9 +350,16 @@ pub fn simplify_qdq(
     if !g.node.iter().any(|n| n.op_type == "DequantizeLinear") {
         return Ok(report);
     }
+    // Small constants (scales, zero points) decoded up front; large ones (weights) one at a
+    // time when folded, so load-time memory stays near the model's own size.
+    const SMALL: usize = 1 << 16;
+    let volume = |t: &pb::TensorProto| t.dims.iter().map(|&d| d.max(0) as usize).product::<usize>();
     let mut consts: HashMap<String, (Vec<usize>, Vec<f64>)> = HashMap::new();
-    for t in &g.initializer {
-        if let Some(d) = decode(t) {
+    let mut large: HashMap<String, usize> = HashMap::new();
+    for (i, t) in g.initializer.iter().enumerate() {
+        if volume(t) > SMALL {
+            large.insert(t.name.clone(), i);
+        } else if let Some(d) = decode(t) {
             consts.insert(t.name.clone(), d);
         }
     }
@@ -369,7 +382,12 @@ pub fn simplify_qdq(
         let mut keep = Vec::with_capacity(g.node.len());
         for n in std::mem::take(&mut g.node) {
             if n.op_type == "DequantizeLinear" && n.domain.is_empty() {
-                let x = n.input.first().and_then(|i| consts.get(i));
+                let big = n
+                    .input
+                    .first()
+                    .and_then(|i| large.get(i))
+                    .and_then(|&ix| decode(&g.initializer[ix]));
+                let x = big.as_ref().or_else(|| n.input.first().and_then(|i| consts.get(i)));
                 let s = n.input.get(1).and_then(|i| consts.get(i));
                 let z = match n.input.get(2).filter(|i| !i.is_empty()) {
                     None => Some(None),
@@ -483,6 +501,17 @@ pub fn simplify_qdq(
                 .collect();
             g.initializer.extend(bounds);
         }
+    }
+    // The int8 originals of folded weights are unused now: free them before tract parses.
+    if report.weights_folded > 0 {
+        let used: HashSet<&str> = g
+            .node
+            .iter()
+            .flat_map(|n| n.input.iter().map(|s| s.as_str()))
+            .chain(g.output.iter().map(|o| o.name.as_str()))
+            .collect();
+        let used: HashSet<String> = used.into_iter().map(String::from).collect();
+        g.initializer.retain(|t| used.contains(&t.name));
     }
     Ok(report)
 }
