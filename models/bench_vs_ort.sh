@@ -12,7 +12,9 @@ BIN=${BIN:-target/release/dermcam}
 ITER=${ITER:-30}
 THREADS=${THREADS:-1,0}
 BUNDLES=("$@")
-[ ${#BUNDLES[@]} -gt 0 ] || BUNDLES=($(ls -d models/*/ | sed 's:/$::' | while read d; do [ -f "$d/model.json" ] && echo "$d"; done))
+if [ ${#BUNDLES[@]} -eq 0 ]; then
+    for d in models/*/; do if [ -f "$d/model.json" ]; then BUNDLES+=("${d%/}"); fi; done
+fi
 if [ -z "${ORT_DYLIB_PATH:-}" ]; then
     ORT_DYLIB_PATH=$(ls target/toolchain-venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2> /dev/null | head -1 || true)
 fi
@@ -22,7 +24,7 @@ ARGS=(); for b in "${BUNDLES[@]}"; do ARGS+=(--model "$b"); done
 echo "# $(date -u +%FT%TZ) $(uname -m), $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "# ONNX Runtime: $ORT_DYLIB_PATH"
 "$BIN" bench "${ARGS[@]}" --backend tract,ort,auto --threads "$THREADS" --iterations "$ITER" 2> /dev/null
-INT8=(); for b in "${BUNDLES[@]}"; do grep -q '"precision": *"int8"' "$b/model.json" && INT8+=(--model "$b"); done
+INT8=(); for b in "${BUNDLES[@]}"; do if grep -q '"precision": *"int8"' "$b/model.json"; then INT8+=(--model "$b"); fi; done
 if [ ${#INT8[@]} -gt 0 ]; then
     echo "# tract running the int8 QDQ graphs as exported (DERMCAM_TRACT_QDQ=keep), for comparison"
     DERMCAM_TRACT_QDQ=keep "$BIN" bench "${INT8[@]}" --backend tract --threads "$THREADS" --iterations "$ITER" 2> /dev/null | grep -v "^machine\|^peak"
