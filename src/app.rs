@@ -107,6 +107,8 @@ fn load_model_threads(cfg: &Config, threads: usize) -> Result<Arc<Model>> {
 }
 
 pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
+    // Callers validate with their own file name; this catches any path that forgot to.
+    cfg.validate(std::path::Path::new("<configuration>"))?;
     for m in cfg.missing_features() {
         eprintln!("warning: {m}");
     }

@@ -341,6 +341,9 @@ pub fn run() -> Result<ExitCode> {
             if cfg.web.enabled {
                 cfg.web.bind = web;
             }
+            // The same validation as every other command: `--web 0.0.0.0:…` without a token
+            // is refused here exactly as in a config file.
+            cfg.validate(Path::new("dermcam demo (command line)"))?;
             println!("dermcam demo - {}", dermcam::DISCLAIMER);
             crate::app::run(
                 cfg,

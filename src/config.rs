@@ -300,15 +300,37 @@ impl Default for CaptureConfig {
 pub struct WebConfig {
     pub enabled: bool,
     pub bind: String,
-    /// Required when `bind` is not a loopback address.
+    /// Required when `bind` is not a loopback address; checked for strength and character set
+    /// (`validate_token`).
     pub token: Option<String>,
+    /// Host names (besides IP literals and `localhost`) the device answers to, e.g.
+    /// `"dermcam.local"`. Requests with another `Host` are refused (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
     pub max_upload_bytes: usize,
     pub max_pixels: u64,
     /// Classifications running at once.
     pub max_concurrent: usize,
     /// Requests allowed to wait for a slot before 503.
     pub queue: usize,
+    /// Open HTTP connections at once; more wait in the kernel's accept queue. One client
+    /// address gets at most a quarter of them (at least 4).
+    pub max_connections: usize,
+    /// A request's headers must arrive within this time; also the idle keep-alive limit.
+    pub header_timeout_ms: u64,
+    /// A request body must arrive completely within this time (408 otherwise; an upload's
+    /// admission place is given back).
+    pub body_timeout_ms: u64,
+    /// Login session lifetime (the cookie holds a random session id, never the token).
+    pub session_ttl_s: u64,
+    /// Mark the session cookie `Secure` (only when served behind HTTPS).
+    pub cookie_secure: bool,
+    /// HTTP freeze/release requests: at most one per this many ms (429 otherwise), so a flood
+    /// cannot push real captures out of retention.
+    pub freeze_interval_ms: u64,
     pub save_uploads: Option<PathBuf>,
+    /// Retention of saved uploads: count and bytes (0 = no byte limit), oldest removed first.
+    pub save_max_files: usize,
+    pub save_max_bytes: u64,
     /// Inference threads for uploads (their own model instance, so they never take the live
     /// pipeline's thread pool).
     pub inference_threads: usize,
@@ -323,15 +345,75 @@ impl Default for WebConfig {
             enabled: true,
             bind: "127.0.0.1:8080".into(),
             token: None,
+            allowed_hosts: vec![],
             max_upload_bytes: 10 * 1024 * 1024,
             max_pixels: crate::preprocess::DEFAULT_MAX_PIXELS,
             max_concurrent: 2,
             queue: 8,
+            max_connections: 64,
+            header_timeout_ms: 5_000,
+            body_timeout_ms: 30_000,
+            session_ttl_s: 12 * 3600,
+            cookie_secure: false,
+            freeze_interval_ms: 1000,
             save_uploads: None,
+            save_max_files: 500,
+            save_max_bytes: 1 << 30,
             inference_threads: 1,
             nice: 10,
         }
     }
+}
+
+/// Why `token` is not acceptable as `web.token`, if it is not: at least 16 characters of the
+/// bearer-token alphabet (RFC 6750: letters, digits, `-._~+/=`; no spaces, `;` or non-ASCII,
+/// which would break the `Authorization` header), at least 10 distinct characters and about
+/// 64 bits by a character-class estimate, and none of the placeholder words people copy from
+/// examples. `openssl rand -hex 16` passes.
+pub fn token_problem(token: &str) -> Option<String> {
+    if token.len() < 16 {
+        return Some(format!("is {} characters; at least 16 are needed", token.len()));
+    }
+    if let Some(c) = token
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-._~+/=".contains(*c)))
+    {
+        return Some(format!(
+            "contains {c:?}; use only letters, digits and - . _ ~ + / = (e.g. `openssl rand -hex 16`)"
+        ));
+    }
+    let mut distinct: Vec<char> = token.chars().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let classes: f64 = [
+        (token.chars().any(|c| c.is_ascii_lowercase()), 26.0),
+        (token.chars().any(|c| c.is_ascii_uppercase()), 26.0),
+        (token.chars().any(|c| c.is_ascii_digit()), 10.0),
+        (token.chars().any(|c| !c.is_ascii_alphanumeric()), 7.0),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, n)| n)
+    .sum();
+    let bits = token.len() as f64 * classes.log2();
+    let lower = token.to_ascii_lowercase();
+    let weak = ["secret", "password", "passw", "token", "change", "example", "random", "dermcam", "12345", "qwerty"]
+        .into_iter()
+        .find(|w| lower.contains(w));
+    // Runs like "abcdef" or "123456": most neighbours one apart.
+    let steps = token
+        .as_bytes()
+        .windows(2)
+        .filter(|w| w[1] as i32 - w[0] as i32 == 1)
+        .count();
+    if distinct.len() < 10 || bits < 64.0 || weak.is_some() || steps * 2 >= token.len() {
+        return Some(format!(
+            "is too weak ({} distinct characters, ~{bits:.0} bits{}); generate one, e.g. `openssl rand -hex 16`",
+            distinct.len(),
+            weak.map(|w| format!(", contains {w:?}")).unwrap_or_default()
+        ));
+    }
+    None
 }
 
 /// Folder of board presets: `$DERMCAM_BOARDS`, else the installed copy, else the source tree.
@@ -458,7 +540,9 @@ impl Config {
         Self::from_table(table, &origin)
     }
 
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+    /// Every check a config must pass before anything runs; every command path (`run`,
+    /// `demo`, `check-config`) goes through it.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let bad = |field: &'static str, message: String| {
             Err(ConfigError::Invalid {
                 path: path.into(),
@@ -550,31 +634,104 @@ impl Config {
         if self.button.line.is_some() != self.button.gpiochip.is_some() {
             return bad("button", "set both gpiochip and line, or neither".into());
         }
+        self.check_ranges(path)?;
         let w = &self.web;
         if w.enabled {
             let addr: std::net::SocketAddr = match w.bind.parse() {
                 Ok(a) => a,
                 Err(e) => return bad("web.bind", format!("{:?}: {e}", w.bind)),
             };
-            if !addr.ip().is_loopback() && w.token.as_deref().is_none_or(|t| t.len() < 16) {
-                return bad(
-                    "web.token",
-                    format!(
-                        "binding to {} (not loopback) requires an access token of at least 16 characters",
-                        w.bind
-                    ),
-                );
+            match w.token.as_deref() {
+                None if !addr.ip().is_loopback() => {
+                    return bad(
+                        "web.token",
+                        format!(
+                            "binding to {} (not loopback) requires an access token (at least 16 characters, e.g. `openssl rand -hex 16`)",
+                            w.bind
+                        ),
+                    );
+                }
+                Some(t) => {
+                    if let Some(p) = token_problem(t) {
+                        return bad("web.token", format!("the token {p}"));
+                    }
+                }
+                None => {}
             }
-            if !(0..=19).contains(&w.nice) {
-                return bad("web.nice", format!("{} not in 0..=19", w.nice));
-            }
-            if w.max_concurrent == 0 || w.max_upload_bytes == 0 || w.max_pixels == 0 {
-                return bad(
-                    "web",
-                    "max_concurrent, max_upload_bytes and max_pixels must be > 0".into(),
-                );
+            for h in &w.allowed_hosts {
+                if h.is_empty() || !h.chars().all(|c| c.is_ascii_alphanumeric() || ".-".contains(c)) {
+                    return bad("web.allowed_hosts", format!("{h:?} is not a host name"));
+                }
             }
         }
+        Ok(())
+    }
+
+    /// Range checks of every numeric key: anything `check-config` accepts must not crash `run`
+    /// (a semaphore with usize::MAX permits panics; 100,000 inference threads exhaust the
+    /// process).
+    fn check_ranges(&self, path: &Path) -> Result<(), ConfigError> {
+        fn range<T: PartialOrd + std::fmt::Display + Copy>(
+            path: &Path,
+            field: &'static str,
+            v: T,
+            lo: T,
+            hi: T,
+        ) -> Result<(), ConfigError> {
+            if v < lo || v > hi {
+                return Err(ConfigError::Invalid {
+                    path: path.into(),
+                    field,
+                    message: format!("{v} not in {lo}..={hi}"),
+                });
+            }
+            Ok(())
+        }
+        let p = path;
+        range(p, "model.threads", self.model.threads, 0, 256)?;
+        range(p, "model.ort.device_id", self.model.ort.device_id, 0, 64)?;
+        let pl = &self.pipeline;
+        range(p, "pipeline.stall_timeout_ms", pl.stall_timeout_ms, 500, 3_600_000)?;
+        if !pl.min_sharpness.is_finite() {
+            return Err(ConfigError::Invalid {
+                path: p.into(),
+                field: "pipeline.min_sharpness",
+                message: format!("{} is not a number", pl.min_sharpness),
+            });
+        }
+        range(p, "pipeline.min_sharpness", pl.min_sharpness, 0.0, 1e6)?;
+        if let SourceConfig::Images { interval_ms, .. } = &self.source {
+            range(p, "source.interval_ms", *interval_ms, 1, 86_400_000)?;
+        }
+        if let ScreenConfig::Tft {
+            spi_hz,
+            dc_pin,
+            rst_pin,
+            backlight_pin,
+            ..
+        } = &self.screen
+        {
+            range(p, "screen.spi_hz", *spi_hz, 100_000, 125_000_000)?;
+            range(p, "screen.dc_pin", *dc_pin, 0, 1023)?;
+            range(p, "screen.rst_pin", rst_pin.unwrap_or(0), 0, 1023)?;
+            range(p, "screen.backlight_pin", backlight_pin.unwrap_or(0), 0, 1023)?;
+        }
+        range(p, "button.line", self.button.line.unwrap_or(0), 0, 1023)?;
+        let c = &self.capture;
+        range(p, "capture.max_files", c.max_files, 1, 1_000_000)?;
+        let w = &self.web;
+        range(p, "web.nice", w.nice, 0, 19)?;
+        range(p, "web.max_upload_bytes", w.max_upload_bytes, 1024, 256 << 20)?;
+        range(p, "web.max_pixels", w.max_pixels, 1, 250_000_000)?;
+        range(p, "web.max_concurrent", w.max_concurrent, 1, 64)?;
+        range(p, "web.queue", w.queue, 0, 1024)?;
+        range(p, "web.max_connections", w.max_connections, 4, 4096)?;
+        range(p, "web.header_timeout_ms", w.header_timeout_ms, 100, 600_000)?;
+        range(p, "web.body_timeout_ms", w.body_timeout_ms, 100, 3_600_000)?;
+        range(p, "web.session_ttl_s", w.session_ttl_s, 60, 30 * 86_400)?;
+        range(p, "web.freeze_interval_ms", w.freeze_interval_ms, 0, 3_600_000)?;
+        range(p, "web.save_max_files", w.save_max_files, 1, 1_000_000)?;
+        range(p, "web.inference_threads", w.inference_threads, 0, 64)?;
         Ok(())
     }
 
@@ -705,7 +862,7 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(c.model.bundle.as_deref(), Some("effl0-skin9"));
+        assert_eq!(c.model.bundle.as_deref(), Some("effl0-v2"));
         std::fs::write(&f, "board = \"rpi4-st7789\"\n[pipeline]\nmin_luma = 20.0\n").unwrap();
         let c = Config::load(Some(&f), Some("rpi5-hdmi")).unwrap();
         assert!(
@@ -725,8 +882,8 @@ mod tests {
     #[test]
     fn model_bundle_and_ort_settings_are_validated() {
         let p = Path::new("c.toml");
-        let c = Config::parse("[model]\nbundle = \"resnet18-skin9\"\n", p).unwrap();
-        assert!(c.model.dir().ends_with("resnet18-skin9"));
+        let c = Config::parse("[model]\nbundle = \"resnet18-v2\"\n", p).unwrap();
+        assert!(c.model.dir().ends_with("resnet18-v2"));
         let e = Config::parse("[model]\nbundle = \"x\"\npath = \"/m\"\n", p)
             .unwrap_err()
             .to_string();
