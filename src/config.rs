@@ -862,7 +862,7 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(c.model.bundle.as_deref(), Some("effl0-v2"));
+        assert_eq!(c.model.bundle.as_deref(), Some("effl0-skin9"));
         std::fs::write(&f, "board = \"rpi4-st7789\"\n[pipeline]\nmin_luma = 20.0\n").unwrap();
         let c = Config::load(Some(&f), Some("rpi5-hdmi")).unwrap();
         assert!(
@@ -882,8 +882,8 @@ mod tests {
     #[test]
     fn model_bundle_and_ort_settings_are_validated() {
         let p = Path::new("c.toml");
-        let c = Config::parse("[model]\nbundle = \"resnet18-v2\"\n", p).unwrap();
-        assert!(c.model.dir().ends_with("resnet18-v2"));
+        let c = Config::parse("[model]\nbundle = \"resnet18-skin9\"\n", p).unwrap();
+        assert!(c.model.dir().ends_with("resnet18-skin9"));
         let e = Config::parse("[model]\nbundle = \"x\"\npath = \"/m\"\n", p)
             .unwrap_err()
             .to_string();
