@@ -112,6 +112,9 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     for m in cfg.missing_features() {
         eprintln!("warning: {m}");
     }
+    if let (true, Some(dir)) = (cfg.web.enabled, &cfg.web.save_uploads) {
+        dermcam::storage::check_dir(dir).context("web.save_uploads")?;
+    }
     let model = load_model(&cfg)?;
     let source = build_source(&cfg)?;
     let screen = build_screen(&cfg)?;
@@ -125,6 +128,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         }));
     }
     if cfg.capture.enabled {
+        dermcam::storage::check_dir(&cfg.capture.dir).context("capture.dir")?;
         eprintln!(
             "captures: saving frozen frames to {} (max {} captures, {} MB)",
             cfg.capture.dir.display(),
@@ -152,6 +156,9 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     let nice = if cfg.web.enabled { cfg.web.nice } else { 0 };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Blocking work (upload classification, frame encoding, stdin) is bounded by its own
+        // semaphores; this caps the pool whatever happens.
+        .max_blocking_threads(16)
         .on_thread_start(move || lower_thread_priority(nice))
         .enable_all()
         .build()?;
@@ -192,8 +199,9 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
                 }
             );
             let app = dermcam::web::router(state);
+            let web_cfg = cfg.web.clone();
             tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
+                if let Err(e) = dermcam::web::serve(listener, app, &web_cfg).await {
                     eprintln!("error: web server: {e}");
                 }
             });

@@ -7,6 +7,7 @@ use fast_image_resize::{
     FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer, images::Image, images::ImageRef,
 };
 use image::{ImageDecoder, ImageFormat, ImageReader, RgbImage};
+
 use std::io::Cursor;
 use std::path::Path;
 
@@ -33,6 +34,17 @@ pub enum ImageError {
     },
     #[error("{what}: corrupt or truncated image: {message}")]
     Decode { what: String, message: String },
+    #[error(
+        "{what}: {width}x{height} {kind} needs {need_mb} MB to decode, over the decode budget of {budget_mb} MB"
+    )]
+    OverBudget {
+        what: String,
+        width: u32,
+        height: u32,
+        kind: String,
+        need_mb: u64,
+        budget_mb: u64,
+    },
     #[error("{what}: image is empty (0 pixels)")]
     Empty { what: String },
 }
@@ -57,15 +69,24 @@ pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
     matches!((last_sos, last_eoi), (Some(s), Some(e)) if e > s)
 }
 
-/// Decode JPEG/PNG bytes to RGB8, applying EXIF orientation (phone photos), refusing
-/// images whose decoded size exceeds `max_pixels` before allocating them.
+/// Decoding may use at most this many bytes per allowed pixel (`max_pixels`), counted for the
+/// actual format: the decoder's own buffer at the image's bytes per pixel, the RGB8 result and
+/// the copy an EXIF rotation makes. 160 MB at the default 40 M pixels.
+pub const DECODE_BYTES_PER_PIXEL: u64 = 4;
+
+fn needs_copy(o: image::metadata::Orientation) -> bool {
+    use image::metadata::Orientation::*;
+    matches!(o, Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH)
+}
+
+/// Decode JPEG/PNG bytes to RGB8, applying EXIF orientation (phone photos), refusing images
+/// whose decoded size exceeds `max_pixels`, or whose decoding would need more memory than
+/// `DECODE_BYTES_PER_PIXEL x max_pixels` for their actual format, before allocating them.
+/// PNGs (any bit depth, palette, alpha) are decoded row by row straight into RGB8: a 16-bit
+/// RGBA PNG needs 3 bytes per pixel, not 8 + 3.
 pub fn decode_image(bytes: &[u8], what: &str, max_pixels: u64) -> Result<RgbImage, ImageError> {
     let format =
         sniff_format(bytes).ok_or_else(|| ImageError::UnsupportedFormat { what: what.into() })?;
-    let dec_err = |e: image::ImageError| ImageError::Decode {
-        what: what.into(),
-        message: e.to_string(),
-    };
     if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
         // The JPEG decoder fills missing scan data with grey; refuse instead of classifying it.
         return Err(ImageError::Decode {
@@ -73,30 +94,147 @@ pub fn decode_image(bytes: &[u8], what: &str, max_pixels: u64) -> Result<RgbImag
             message: "JPEG data ends before its end-of-image marker (truncated)".into(),
         });
     }
+    let budget = max_pixels
+        .saturating_mul(DECODE_BYTES_PER_PIXEL)
+        .max(1 << 20);
+    let size_check = |width: u32, height: u32| {
+        let pixels = width as u64 * height as u64;
+        if pixels == 0 {
+            return Err(ImageError::Empty { what: what.into() });
+        }
+        if pixels > max_pixels {
+            return Err(ImageError::TooLarge {
+                what: what.into(),
+                width,
+                height,
+                pixels,
+                max: max_pixels,
+            });
+        }
+        Ok(pixels)
+    };
+    let budget_check = |width: u32, height: u32, kind: String, need: u64| {
+        if need > budget {
+            return Err(ImageError::OverBudget {
+                what: what.into(),
+                width,
+                height,
+                kind,
+                need_mb: need.div_ceil(1 << 20),
+                budget_mb: budget >> 20,
+            });
+        }
+        Ok(())
+    };
+    if format == ImageFormat::Png {
+        return decode_png(bytes, what, budget, size_check, budget_check);
+    }
+    let dec_err = |e: image::ImageError| ImageError::Decode {
+        what: what.into(),
+        message: e.to_string(),
+    };
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = image::Limits::default();
-    // RGBA16 is the widest buffer a JPEG/PNG decode can need: 8 bytes per pixel.
-    limits.max_alloc = Some(max_pixels.saturating_mul(8).max(1 << 20));
+    limits.max_alloc = Some(budget);
     reader.limits(limits);
     let mut decoder = reader.into_decoder().map_err(dec_err)?;
     let (width, height) = decoder.dimensions();
-    let pixels = width as u64 * height as u64;
-    if pixels == 0 {
-        return Err(ImageError::Empty { what: what.into() });
-    }
-    if pixels > max_pixels {
-        return Err(ImageError::TooLarge {
-            what: what.into(),
-            width,
-            height,
-            pixels,
-            max: max_pixels,
-        });
-    }
+    let pixels = size_check(width, height)?;
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let color = decoder.color_type();
+    let native = pixels * color.bytes_per_pixel() as u64;
+    let convert = if color == image::ColorType::Rgb8 { 0 } else { pixels * 3 };
+    let rotate = if needs_copy(orientation) { pixels * 3 } else { 0 };
+    budget_check(width, height, format!("JPEG {color:?}"), native + convert + rotate)?;
     let mut img = image::DynamicImage::from_decoder(decoder).map_err(dec_err)?;
+    img.apply_orientation(orientation);
+    Ok(img.into_rgb8())
+}
+
+fn decode_png(
+    bytes: &[u8],
+    what: &str,
+    budget: u64,
+    size_check: impl Fn(u32, u32) -> Result<u64, ImageError>,
+    budget_check: impl Fn(u32, u32, String, u64) -> Result<(), ImageError>,
+) -> Result<RgbImage, ImageError> {
+    let dec_err = |e: png::DecodingError| ImageError::Decode {
+        what: what.into(),
+        message: e.to_string(),
+    };
+    let mut dec = png::Decoder::new_with_limits(
+        Cursor::new(bytes),
+        png::Limits {
+            bytes: budget.min(usize::MAX as u64) as usize,
+        },
+    );
+    // 16-bit samples stripped to 8, palettes and low bit depths expanded: at most 4 bytes per
+    // pixel come out of the decoder, one row at a time.
+    dec.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = dec.read_info().map_err(dec_err)?;
+    let info = reader.info();
+    let (width, height, interlaced) = (info.width, info.height, info.interlaced);
+    let source_kind = format!("PNG {:?} {}-bit", info.color_type, info.bit_depth as u8);
+    let orientation = info
+        .exif_metadata
+        .as_deref()
+        .and_then(image::metadata::Orientation::from_exif_chunk)
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let pixels = size_check(width, height)?;
+    let samples = reader.output_color_type().0.samples();
+    // Interlaced images need the whole (8-bit) frame before de-interlacing.
+    let frame = if interlaced { pixels * samples as u64 } else { 0 };
+    let rotate = if needs_copy(orientation) { pixels * 3 } else { 0 };
+    budget_check(width, height, source_kind, pixels * 3 + frame + rotate)?;
+    let row_px = width as usize;
+    let mut out = vec![0u8; pixels as usize * 3];
+    let convert = |src: &[u8], dst: &mut [u8]| match samples {
+        1 => dst
+            .chunks_exact_mut(3)
+            .zip(src)
+            .for_each(|(d, &g)| d.fill(g)),
+        2 => dst
+            .chunks_exact_mut(3)
+            .zip(src.chunks_exact(2))
+            .for_each(|(d, s)| d.fill(s[0])),
+        3 => dst.copy_from_slice(&src[..dst.len()]),
+        _ => dst
+            .chunks_exact_mut(3)
+            .zip(src.chunks_exact(4))
+            .for_each(|(d, s)| d.copy_from_slice(&s[..3])),
+    };
+    if interlaced {
+        let mut buf = vec![0u8; reader.output_buffer_size().unwrap_or(usize::MAX).min(frame as usize)];
+        let out_info = reader.next_frame(&mut buf).map_err(dec_err)?;
+        for (src, dst) in buf
+            .chunks(out_info.line_size)
+            .zip(out.chunks_exact_mut(row_px * 3))
+        {
+            convert(src, dst);
+        }
+    } else {
+        let mut rows = out.chunks_exact_mut(row_px * 3);
+        while let Some(row) = reader.next_row().map_err(dec_err)? {
+            let Some(dst) = rows.next() else { break };
+            convert(row.data(), dst);
+        }
+        if rows.next().is_some() {
+            return Err(ImageError::Decode {
+                what: what.into(),
+                message: "PNG data ends before the last row".into(),
+            });
+        }
+    }
+    let rgb = RgbImage::from_raw(width, height, out).ok_or_else(|| ImageError::Decode {
+        what: what.into(),
+        message: "row sizes do not match the image size".into(),
+    })?;
+    if orientation == image::metadata::Orientation::NoTransforms {
+        return Ok(rgb);
+    }
+    let mut img = image::DynamicImage::ImageRgb8(rgb);
     img.apply_orientation(orientation);
     Ok(img.into_rgb8())
 }

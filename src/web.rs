@@ -1,6 +1,17 @@
 //! The device's web interface (axum): the paper's upload page, a versioned JSON API, a live
 //! view of the appliance, health and Prometheus metrics. `router` builds everything so tests
-//! drive it without a socket.
+//! drive it without a socket; `serve` runs it with connection and timeout limits.
+//!
+//! Memory is bounded on every route: upload bodies only after admission
+//! (`max_concurrent + queue` at once), every other body at `SMALL_BODY` bytes, connections at
+//! `max_connections`, request heads at 64 KiB, decoding by `preprocess::decode_image`'s budget.
+
+mod security;
+mod server;
+
+pub use security::token_eq;
+pub use server::{per_client_limit, serve};
+use security::{Credential, RateLimit, SESSION_COOKIE, Sessions};
 
 use crate::config::WebConfig;
 use crate::model::{Model, Timings};
@@ -8,7 +19,7 @@ use crate::pipeline::Shared;
 use crate::preprocess::{ImageError, decode_image, sniff_format};
 use crate::quality;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -17,9 +28,13 @@ use axum::{Json, Router};
 use base64::Engine;
 use serde_json::json;
 use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+
+/// Body limit of every route but the two upload routes (login form, freeze, ...).
+pub const SMALL_BODY: usize = 16 * 1024;
 
 /// Upper bounds (ms) of the latency histogram buckets in /metrics.
 const BUCKETS_MS: [f64; 10] = [
@@ -41,6 +56,13 @@ pub struct WebCounters {
     pub classified: AtomicU64,
     pub rejected_uploads: AtomicU64,
     pub busy: AtomicU64,
+    /// Live frames encoded to JPEG for `/api/v1/frame.jpg` (at most one per frame).
+    pub frame_encodes: AtomicU64,
+    /// Requests presenting a wrong token, and those refused by the rate limit.
+    pub auth_failures: AtomicU64,
+    pub rate_limited: AtomicU64,
+    /// Requests refused for a foreign `Host` or a cross-origin state change.
+    pub refused_origin: AtomicU64,
     latency: [AtomicU64; 10],
     latency_sum_us: AtomicU64,
 }
@@ -68,6 +90,14 @@ pub struct AppState {
     waiting: Arc<AtomicUsize>,
     pub counters: Arc<WebCounters>,
     started: Instant,
+    sessions: Arc<Sessions>,
+    /// Failed token checks: 5 per client IP then one per 2 s; 20 over all clients then 5/s.
+    auth_limit: Arc<RateLimit>,
+    /// HTTP freeze/release: one per `freeze_interval_ms`.
+    freeze_limit: Arc<RateLimit>,
+    /// The JPEG of the newest live frame (sequence number, bytes); the lock makes concurrent
+    /// requests wait for one encode instead of each starting their own.
+    frame_cache: Arc<tokio::sync::Mutex<Option<(u64, Bytes)>>>,
 }
 
 impl AppState {
@@ -81,7 +111,12 @@ impl AppState {
             // Temp files of uploads a crash or power loss interrupted are never complete.
             crate::storage::remove_stale_temps(dir);
         }
+        let freeze_per_sec = 1000.0 / cfg.freeze_interval_ms.max(1) as f64;
         AppState {
+            sessions: Arc::new(Sessions::new(Duration::from_secs(cfg.session_ttl_s.max(1)))),
+            auth_limit: Arc::new(RateLimit::new(5.0, 0.5, 20.0, 5.0)),
+            freeze_limit: Arc::new(RateLimit::new(1.0, freeze_per_sec, 1.0, freeze_per_sec)),
+            frame_cache: Arc::new(tokio::sync::Mutex::new(None)),
             slots: Arc::new(Semaphore::new(cfg.max_concurrent.max(1))),
             model,
             live,
@@ -110,6 +145,14 @@ impl ApiError {
             retry_after: None,
         }
     }
+
+    fn too_many(what: &str, wait: Duration) -> Self {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!("{what}: too many requests, try again later"),
+            retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u32),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -128,11 +171,14 @@ impl IntoResponse for ApiError {
 }
 
 pub fn router(state: AppState) -> Router {
-    let limit = state.cfg.max_upload_bytes;
+    // Only the two upload routes accept large bodies; everything else (login form included)
+    // is capped at SMALL_BODY, so no route lets a client park megabytes in memory.
+    let upload_limit = DefaultBodyLimit::max(upload_body_limit(&state.cfg));
     Router::new()
         .route("/", get(index))
-        .route("/classify", post(classify_form))
+        .route("/classify", post(classify_form).layer(upload_limit))
         .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
         .route(
             "/static/app.js",
             get(|| async {
@@ -151,7 +197,7 @@ pub fn router(state: AppState) -> Router {
                 )
             }),
         )
-        .route("/api/v1/classify", post(classify_api))
+        .route("/api/v1/classify", post(classify_api).layer(upload_limit))
         .route("/api/v1/status", get(status))
         .route("/api/v1/model", get(model_manifest))
         .route("/api/v1/frame.jpg", get(frame_jpeg))
@@ -159,56 +205,61 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
-        // Multipart framing adds a little over the file itself.
-        .layer(DefaultBodyLimit::max(limit + 64 * 1024))
+        .layer(DefaultBodyLimit::max(SMALL_BODY))
         .with_state(state)
 }
 
-fn bearer_or_cookie(headers: &HeaderMap) -> Option<String> {
-    if let Some(a) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        if let Some(t) = a.strip_prefix("Bearer ") {
-            return Some(t.trim().to_string());
-        }
-    }
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().strip_prefix("dermcam_token="))
-        .map(|t| t.to_string())
-        .next()
+/// Multipart framing adds a little over the file itself.
+fn upload_body_limit(cfg: &WebConfig) -> usize {
+    cfg.max_upload_bytes + 64 * 1024
 }
 
-/// Constant-time comparison, so response timing does not leak the token.
-fn token_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+fn is_upload_route(path: &str) -> bool {
+    matches!(path, "/classify" | "/api/v1/classify")
 }
 
-/// Access control, upload size pre-check and security headers for every response.
+fn client_ip(req: &Request) -> Option<IpAddr> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// Host and origin checks, access control, body size pre-check and security headers for
+/// every response.
 async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
     st.counters.requests.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path().to_string();
-    let open = matches!(path.as_str(), "/healthz" | "/login" | "/static/style.css");
-    let mut resp = if let (Some(token), false) = (st.cfg.token.as_deref(), open) {
-        match bearer_or_cookie(req.headers()) {
-            Some(t) if token_eq(&t, token) => pre_checked(&st, req, next).await,
-            _ if path.starts_with("/api/") || path == "/metrics" => ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "access token required (Authorization: Bearer <token>)",
-            )
-            .into_response(),
-            _ => Redirect::to("/login").into_response(),
-        }
+    let mut resp = if !security::host_allowed(req.headers(), &st.cfg.allowed_hosts) {
+        // A DNS-rebinding page reaches the device under the attacker's host name.
+        st.counters.refused_origin.fetch_add(1, Ordering::Relaxed);
+        ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "unknown Host: use the device's IP address or a name in web.allowed_hosts",
+        )
+        .into_response()
+    } else if security::cross_origin(req.method(), req.headers()) {
+        st.counters.refused_origin.fetch_add(1, Ordering::Relaxed);
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross-origin request refused: state changes must come from this device's own pages",
+        )
+        .into_response()
     } else {
-        pre_checked(&st, req, next).await
+        let open = matches!(
+            path.as_str(),
+            "/healthz" | "/login" | "/logout" | "/static/style.css"
+        );
+        match (st.cfg.token.as_deref(), open) {
+            (Some(token), false) => match authorise(&st, &req, token) {
+                Ok(()) => pre_checked(&st, req, next).await,
+                Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => e.into_response(),
+                Err(_) if !(path.starts_with("/api/") || path == "/metrics") => {
+                    Redirect::to("/login").into_response()
+                }
+                Err(e) => e.into_response(),
+            },
+            _ => pre_checked(&st, req, next).await,
+        }
     };
     let h = resp.headers_mut();
     h.insert("content-security-policy", HeaderValue::from_static("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'"));
@@ -222,17 +273,57 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
     resp
 }
 
+/// A valid session cookie, or the right bearer token. Wrong tokens are rate-limited per client
+/// and overall (a session id is 128 random bits: guessing those needs no limit).
+fn authorise(st: &AppState, req: &Request, token: &str) -> Result<(), ApiError> {
+    let unauthorised = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "access token required (Authorization: Bearer <token>, or sign in at /login)",
+        )
+    };
+    match security::credential(req.headers()) {
+        Some(Credential::Session(id)) if st.sessions.valid(&id) => Ok(()),
+        Some(Credential::Bearer(given)) => {
+            let ip = client_ip(req);
+            if let Err(wait) = st.auth_limit.allowed(ip) {
+                st.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                return Err(ApiError::too_many("authentication", wait));
+            }
+            if token_eq(&given, token) {
+                return Ok(());
+            }
+            st.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
+            let _ = st.auth_limit.spend(ip);
+            Err(unauthorised())
+        }
+        _ => Err(unauthorised()),
+    }
+}
+
 async fn pre_checked(st: &AppState, req: Request, next: Next) -> Response {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > st.cfg.max_upload_bytes + 64 * 1024) {
-        st.counters.rejected_uploads.fetch_add(1, Ordering::Relaxed);
+    let upload = is_upload_route(req.uri().path());
+    let limit = if upload {
+        upload_body_limit(&st.cfg)
+    } else {
+        SMALL_BODY
+    };
+    if declared.is_some_and(|n| n > limit) {
+        if upload {
+            st.counters.rejected_uploads.fetch_add(1, Ordering::Relaxed);
+        }
         return ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("upload larger than {} bytes", st.cfg.max_upload_bytes),
+            if upload {
+                format!("upload larger than {} bytes", st.cfg.max_upload_bytes)
+            } else {
+                format!("request body larger than {SMALL_BODY} bytes")
+            },
         )
         .into_response();
     }
@@ -241,9 +332,16 @@ async fn pre_checked(st: &AppState, req: Request, next: Next) -> Response {
 
 #[derive(serde::Serialize)]
 pub struct ClassifyResult {
+    /// False when the image failed the quality gate (too dark, too bright, blurred): like the
+    /// live pipeline, such an image gets no class; `classes` is empty and `headline` says why.
+    pub classified: bool,
     pub classes: Vec<crate::classifier::ClassScore>,
     pub headline: String,
     pub uncertain: bool,
+    /// A clinician should see this lesion (malignant classes likely); null when not classified.
+    pub refer: Option<bool>,
+    /// Calibrated probability of the refer (malignant) classes; null when not classified.
+    pub malignant_probability: Option<f32>,
     pub quality: serde_json::Value,
     pub model: serde_json::Value,
     pub timings: Timings,
@@ -278,11 +376,60 @@ fn admit(st: &AppState) -> Result<Place, ApiError> {
     Ok(place)
 }
 
-/// Size/type/decode checks, bounded concurrency, then the shared classifier.
+/// Longest side of the result page's preview.
+const PREVIEW_PX: u32 = 480;
+
+/// The preview's size: the image scaled to fit PREVIEW_PX x PREVIEW_PX (never up), aspect
+/// kept, at least 1 px a side (64-bit arithmetic: 1 x 8,947,849 images exist).
+pub fn preview_size(width: u32, height: u32) -> (u32, u32) {
+    let long = width.max(height).max(1) as f64;
+    let s = (PREVIEW_PX as f64 / long).min(1.0);
+    let f = |v: u32| ((v as f64 * s).round() as u32).clamp(1, PREVIEW_PX);
+    (f(width), f(height))
+}
+
+fn encode_jpeg(img: &image::RgbImage, quality: u8) -> Result<Vec<u8>, image::ImageError> {
+    let mut v = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut v, quality).encode_image(img)?;
+    Ok(v)
+}
+
+/// Saved uploads are the decoded, orientation-corrected pixels re-encoded (JPEG q95): no EXIF
+/// (GPS, device, time), ICC or comment metadata of the original file reaches the disk.
+fn save_upload(cfg: &WebConfig, dir: &std::path::Path, img: &image::RgbImage) {
+    let r = encode_jpeg(img, 95)
+        .map_err(std::io::Error::other)
+        .and_then(|jpg| crate::storage::save_atomic(dir, "upload", "jpg", &jpg))
+        .and_then(|_| {
+            crate::storage::enforce_retention(dir, "upload", cfg.save_max_files, cfg.save_max_bytes)
+        });
+    if let Err(e) = r {
+        eprintln!("warning: could not save upload: {e}");
+    }
+}
+
+/// Give freed heap pages back to the OS after a large decode (glibc keeps them otherwise, so
+/// RSS would stay at its peak after a burst of big uploads).
+fn release_memory(bytes: usize) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if bytes >= 16 << 20 {
+        // SAFETY: malloc_trim only returns free memory to the OS.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = bytes;
+}
+
+/// Size/type/decode checks, bounded concurrency, the quality gate, then the shared classifier.
+/// With `preview`, a small JPEG of the image for the result page (None when it could not be
+/// made). The decoded image never leaves the classification slot.
 async fn run_classification(
     st: &AppState,
     bytes: Bytes,
-) -> Result<(ClassifyResult, image::RgbImage), ApiError> {
+    preview: bool,
+) -> Result<(ClassifyResult, Option<Vec<u8>>), ApiError> {
     let reject = |status: StatusCode, msg: String| {
         st.counters.rejected_uploads.fetch_add(1, Ordering::Relaxed);
         ApiError::new(status, msg)
@@ -311,27 +458,37 @@ async fn run_classification(
     }
     let permit = st.slots.clone().acquire_owned().await;
     let t0 = Instant::now();
-    let (model, max_pixels) = (st.model.clone(), st.cfg.max_pixels);
-    let save = st.cfg.save_uploads.clone();
+    let (model, cfg, gate) = (st.model.clone(), st.cfg.clone(), st.quality.clone());
     let out = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let img = decode_image(&bytes, "upload", max_pixels)?;
-        if let Some(dir) = save {
-            if let Err(e) = crate::storage::save_atomic(&dir, "upload", sniff_ext(&bytes), &bytes) {
-                eprintln!("warning: could not save upload: {e}");
-            }
+        let img = decode_image(&bytes, "upload", cfg.max_pixels)?;
+        drop(bytes);
+        let decoded = img.as_raw().len();
+        if let Some(dir) = &cfg.save_uploads {
+            save_upload(&cfg, dir, &img);
         }
         let q = quality::measure(&img);
-        let r = model
-            .classify(&img, false)
-            .map_err(|e| ImageError::Decode {
+        let issue = quality::check(&q, &gate);
+        let thumb = preview.then(|| {
+            let (w, h) = preview_size(img.width(), img.height());
+            encode_jpeg(&image::imageops::thumbnail(&img, w, h), 85)
+                .map_err(|e| eprintln!("warning: upload preview: {e}"))
+                .ok()
+        });
+        // An image the live pipeline would not classify gets no class here either.
+        let r = match issue {
+            None => Some(model.classify(&img, false).map_err(|e| ImageError::Decode {
                 what: "upload".into(),
                 message: e.to_string(),
-            })?;
-        Ok::<_, ImageError>((img, q, r))
+            })?),
+            Some(_) => None,
+        };
+        drop(img);
+        release_memory(decoded);
+        Ok::<_, ImageError>((q, issue, r, thumb.flatten()))
     })
     .await;
-    let (img, q, (p, timings)) = match out {
+    let (q, issue, r, thumb) = match out {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => return Err(reject(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
         Err(e) => {
@@ -345,26 +502,38 @@ async fn run_classification(
     st.counters.classified.fetch_add(1, Ordering::Relaxed);
     st.counters.observe(total_ms);
     let m = &st.model.manifest;
-    let issue = quality::check(&q, &st.quality);
-    Ok((
-        ClassifyResult {
+    let quality = json!({"luma": q.luma, "sharpness": q.sharpness, "warning": issue.map(|i| i.advice())});
+    let model = json!({"name": m.name, "sha256": m.sha256, "precision": m.precision});
+    let result = match (r, issue) {
+        (Some((p, timings)), _) => ClassifyResult {
+            classified: true,
             classes: p.top_k(m.classes.len(), m),
             headline: p.headline(m),
             uncertain: p.uncertain,
-            quality: json!({"luma": q.luma, "sharpness": q.sharpness, "warning": issue.map(|i| i.advice())}),
-            model: json!({"name": m.name, "sha256": m.sha256, "precision": m.precision}),
+            refer: Some(p.refer),
+            malignant_probability: Some(p.malignant_probability),
+            quality,
+            model,
             timings,
             total_ms,
         },
-        img,
-    ))
-}
-
-fn sniff_ext(bytes: &[u8]) -> &'static str {
-    match sniff_format(bytes) {
-        Some(image::ImageFormat::Png) => "png",
-        _ => "jpg",
-    }
+        (None, issue) => ClassifyResult {
+            classified: false,
+            classes: vec![],
+            headline: format!(
+                "Not classified: {}",
+                issue.map_or("image quality", |i| i.advice())
+            ),
+            uncertain: true,
+            refer: None,
+            malignant_probability: None,
+            quality,
+            model,
+            timings: Timings::default(),
+            total_ms,
+        },
+    };
+    Ok((result, thumb))
 }
 
 async fn first_file(mut mp: Multipart) -> Result<Bytes, ApiError> {
@@ -419,13 +588,32 @@ async fn body_image(st: &AppState, req: Request) -> Result<Bytes, ApiError> {
     r
 }
 
+/// The upload's body within `web.body_timeout_ms`: a client that sends slowly (or stalls)
+/// gets 408 and its admission place back, instead of holding it for as long as it likes.
+async fn timed_body_image(st: &AppState, req: Request) -> Result<Bytes, ApiError> {
+    let limit = Duration::from_millis(st.cfg.body_timeout_ms);
+    match tokio::time::timeout(limit, body_image(st, req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            st.counters.rejected_uploads.fetch_add(1, Ordering::Relaxed);
+            Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "upload not received within {:.0} s (web.body_timeout_ms)",
+                    limit.as_secs_f64()
+                ),
+            ))
+        }
+    }
+}
+
 async fn classify_api(
     State(st): State<AppState>,
     req: Request,
 ) -> Result<Json<ClassifyResult>, ApiError> {
     let _place = admit(&st)?;
-    let bytes = body_image(&st, req).await?;
-    Ok(Json(run_classification(&st, bytes).await?.0))
+    let bytes = timed_body_image(&st, req).await?;
+    Ok(Json(run_classification(&st, bytes, false).await?.0))
 }
 
 pub fn escape(s: &str) -> String {
@@ -462,8 +650,21 @@ async fn index(State(st): State<AppState>) -> Html<String> {
             "<main><section><h2>Classify an image</h2><form action=\"/classify\" method=\"post\" enctype=\"multipart/form-data\">\
              <p><input type=\"file\" name=\"image\" accept=\"image/jpeg,image/png,image/*\" capture=\"environment\" required></p>\
              <p><input type=\"submit\" value=\"Classify\"></p></form>\
-             <p>JPEG or PNG, up to {mb} MB. Model: <b>{name}</b> ({arch}, {prec:?}). Images are not stored.</p></section>{live}</main>",
+             <p>JPEG or PNG, up to {mb} MB. Model: <b>{name}</b> ({arch}, {prec:?}). {stored}</p></section>{live}{logout}</main>",
             mb = st.cfg.max_upload_bytes / (1024 * 1024),
+            stored = if st.cfg.save_uploads.is_some() {
+                format!(
+                    "Uploaded images are stored on this device (without their metadata; the newest {} are kept).",
+                    st.cfg.save_max_files
+                )
+            } else {
+                "Images are not stored.".into()
+            },
+            logout = if st.cfg.token.is_some() {
+                "<section><form method=\"post\" action=\"/logout\"><p><input type=\"submit\" value=\"Sign out\"></p></form></section>"
+            } else {
+                ""
+            },
             name = escape(&m.name),
             arch = escape(&m.architecture),
             prec = m.precision
@@ -473,27 +674,21 @@ async fn index(State(st): State<AppState>) -> Html<String> {
 
 async fn classify_form(State(st): State<AppState>, req: Request) -> Response {
     let result = match admit(&st) {
-        Ok(_place) => match body_image(&st, req).await {
-            Ok(b) => run_classification(&st, b).await,
+        Ok(_place) => match timed_body_image(&st, req).await {
+            Ok(b) => run_classification(&st, b, true).await,
             Err(e) => Err(e),
         },
         Err(e) => Err(e),
     };
     match result {
-        Ok((r, img)) => {
-            let thumb = image::imageops::thumbnail(
-                &img,
-                480.min(img.width()),
-                (480 * img.height() / img.width().max(1))
-                    .max(1)
-                    .min(img.height()),
-            );
-            let mut jpg = Vec::new();
-            let _ = thumb.write_to(
-                &mut std::io::Cursor::new(&mut jpg),
-                image::ImageFormat::Jpeg,
-            );
-            let b64 = base64::engine::general_purpose::STANDARD.encode(&jpg);
+        Ok((r, thumb)) => {
+            let preview = match thumb {
+                Some(jpg) => format!(
+                    "<img class=\"preview\" alt=\"uploaded image\" src=\"data:image/jpeg;base64,{}\">",
+                    base64::engine::general_purpose::STANDARD.encode(&jpg)
+                ),
+                None => "<p id=\"no-preview\">Preview unavailable for this image.</p>".into(),
+            };
             let mut rows = String::new();
             for c in r.classes.iter().take(3) {
                 rows += &format!(
@@ -511,7 +706,12 @@ async fn classify_form(State(st): State<AppState>, req: Request) -> Response {
                 .and_then(|w| w.as_str())
                 .map(|w| format!("<p class=\"warn\">Image quality: {}</p>", escape(w)))
                 .unwrap_or_default();
-            let head = if r.uncertain {
+            let head = if !r.classified {
+                format!(
+                    "<p class=\"headline\" id=\"prediction\">Not classified</p><p>{}: the device does not classify images it would refuse from its own camera. Retake the photo.</p>",
+                    escape(r.headline.trim_start_matches("Not classified: "))
+                )
+            } else if r.uncertain {
                 "<p class=\"headline\" id=\"prediction\">Uncertain</p><p>The model is not confident about any class for this image.</p>".to_string()
             } else {
                 format!(
@@ -519,12 +719,24 @@ async fn classify_form(State(st): State<AppState>, req: Request) -> Response {
                     escape(&r.headline)
                 )
             };
+            let refer = match (r.refer, r.malignant_probability) {
+                (Some(true), Some(mp)) => format!(
+                    "<p class=\"refer\" id=\"refer\">REFER: a clinician should see this lesion (malignant classes {:.0}%).</p>",
+                    mp * 100.0
+                ),
+                (Some(false), Some(mp)) => format!(
+                    "<p id=\"refer\">No referral flag (malignant classes {:.0}%). This is not a diagnosis.</p>",
+                    mp * 100.0
+                ),
+                _ => String::new(),
+            };
+            let head = head + &refer;
             page(
                 "dermcam result",
                 &format!(
                     "<main><section class=\"{cls}\"><h2>Result</h2>{head}{warn}<table>{rows}</table>\
                      <p>Model {model}; {ms:.0} ms.</p><p><a href=\"/\">Classify another image</a></p></section>\
-                     <section><img class=\"preview\" alt=\"uploaded image\" src=\"data:image/jpeg;base64,{b64}\"></section></main>",
+                     <section>{preview}</section></main>",
                     cls = if r.uncertain { "uncertain" } else { "" },
                     model = escape(r.model["name"].as_str().unwrap_or("")),
                     ms = r.total_ms
@@ -548,41 +760,73 @@ async fn login_page() -> Html<String> {
     )
 }
 
-async fn login(State(st): State<AppState>, body: Bytes) -> Response {
-    let given = std::str::from_utf8(&body)
-        .ok()
-        .and_then(|b| b.split('&').find_map(|kv| kv.strip_prefix("token=")))
-        .map(|t| t.replace('+', " "))
-        .map(|t| percent_decode(&t))
-        .unwrap_or_default();
-    match st.cfg.token.as_deref() {
-        Some(token) if token_eq(&given, token) => {
-            let cookie = format!("dermcam_token={token}; HttpOnly; SameSite=Strict; Path=/");
-            let mut r = Redirect::to("/").into_response();
-            r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).unwrap_or(HeaderValue::from_static("")));
-            r
-        }
-        Some(_) => (StatusCode::UNAUTHORIZED, page("dermcam login", "<main><section><p class=\"err\">Wrong token.</p><a href=\"/login\">Try again</a></section></main>")).into_response(),
-        None => Redirect::to("/").into_response(),
-    }
+#[derive(serde::Deserialize)]
+struct LoginForm {
+    token: String,
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
+fn session_cookie(st: &AppState, value: &str, max_age: u64) -> HeaderValue {
+    let cookie = format!(
+        "{SESSION_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{}",
+        if st.cfg.cookie_secure { "; Secure" } else { "" }
+    );
+    HeaderValue::from_str(&cookie).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// Token in, random session id out (the cookie never holds the token). The body is decoded by
+/// axum's form extractor (no hand-written percent-decoding), capped at SMALL_BODY, read within
+/// the body timeout; wrong tokens are rate-limited and never logged.
+async fn login(State(st): State<AppState>, req: Request) -> Response {
+    let Some(token) = st.cfg.token.clone() else {
+        return Redirect::to("/").into_response();
+    };
+    let ip = client_ip(&req);
+    let wrong = |st: &AppState| {
+        st.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
+        let _ = st.auth_limit.spend(ip);
+        (StatusCode::UNAUTHORIZED, page("dermcam login", "<main><section><p class=\"err\">Wrong token.</p><a href=\"/login\">Try again</a></section></main>")).into_response()
+    };
+    if let Err(wait) = st.auth_limit.allowed(ip) {
+        st.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+        return ApiError::too_many("sign-in", wait).into_response();
     }
-    String::from_utf8_lossy(&out).into_owned()
+    let limit = Duration::from_millis(st.cfg.body_timeout_ms);
+    let form = match tokio::time::timeout(limit, Form::<LoginForm>::from_request(req, &st)).await {
+        Err(_) => {
+            return ApiError::new(StatusCode::REQUEST_TIMEOUT, "request body not received in time")
+                .into_response();
+        }
+        Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return rejection.into_response();
+        }
+        // Undecodable bodies count as wrong tokens (and are not echoed anywhere).
+        Ok(Err(_)) => return wrong(&st),
+        Ok(Ok(Form(f))) => f,
+    };
+    if !token_eq(&form.token, &token) {
+        return wrong(&st);
+    }
+    let Some(id) = st.sessions.create() else {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no randomness for a session id")
+            .into_response();
+    };
+    let mut r = Redirect::to("/").into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        session_cookie(&st, &id, st.sessions.ttl().as_secs()),
+    );
+    r
+}
+
+/// Ends the session (server side: the id stops working at once) and clears the cookie.
+async fn logout(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(id) = security::session_cookie(&headers) {
+        st.sessions.revoke(&id);
+    }
+    let mut r = Redirect::to(if st.cfg.token.is_some() { "/login" } else { "/" }).into_response();
+    r.headers_mut()
+        .insert(header::SET_COOKIE, session_cookie(&st, "", 0));
+    r
 }
 
 async fn status(State(st): State<AppState>) -> Json<serde_json::Value> {
@@ -606,7 +850,7 @@ async fn status(State(st): State<AppState>) -> Json<serde_json::Value> {
             } else {
                 u.state.top.first().map(|t| t.0.clone()).unwrap_or_default()
             };
-            let last = u.prediction.as_ref().map(|p| json!({"classes": p.top_k(3, m), "uncertain": p.uncertain, "frame": u.frame.as_ref().map(|f| f.seq)}));
+            let last = u.prediction.as_ref().map(|p| json!({"classes": p.top_k(3, m), "uncertain": p.uncertain, "refer": p.refer, "malignant_probability": p.malignant_probability, "frame": u.frame.as_ref().map(|f| f.seq)}));
             (
                 serde_json::to_value(&u.state).unwrap_or_default(),
                 head,
@@ -633,30 +877,51 @@ async fn model_manifest(State(st): State<AppState>) -> Json<crate::manifest::Man
     Json(st.model.manifest.clone())
 }
 
+/// The newest live frame as JPEG. Each frame is encoded at most once, by one blocking task at
+/// a time; concurrent requests wait for that encode and share its bytes, so polling clients
+/// cannot multiply the CPU work or the blocking threads.
 async fn frame_jpeg(State(st): State<AppState>) -> Response {
-    let frame = st.live.as_ref().and_then(|l| l.latest_frame());
-    let Some(f) = frame else {
-        return ApiError::new(StatusCode::NOT_FOUND, "no live frame").into_response();
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "no live frame").into_response();
+    let Some(live) = st.live.clone() else {
+        return not_found();
     };
-    let jpg = tokio::task::spawn_blocking(move || {
-        let mut v = Vec::new();
-        f.image
-            .write_to(&mut std::io::Cursor::new(&mut v), image::ImageFormat::Jpeg)
-            .map(|_| v)
-    })
-    .await;
-    match jpg {
-        Ok(Ok(v)) => ([(header::CONTENT_TYPE, "image/jpeg")], v).into_response(),
+    let mut cache = st.frame_cache.lock().await;
+    let Some(f) = live.latest_frame() else {
+        return not_found();
+    };
+    let jpeg = |b: Bytes| ([(header::CONTENT_TYPE, "image/jpeg")], b).into_response();
+    if let Some((seq, bytes)) = cache.as_ref() {
+        if *seq == f.seq {
+            return jpeg(bytes.clone());
+        }
+    }
+    let seq = f.seq;
+    let encoded = tokio::task::spawn_blocking(move || encode_jpeg(&f.image, 80)).await;
+    st.counters.frame_encodes.fetch_add(1, Ordering::Relaxed);
+    match encoded {
+        Ok(Ok(v)) => {
+            let b = Bytes::from(v);
+            *cache = Some((seq, b.clone()));
+            jpeg(b)
+        }
         _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "could not encode frame")
             .into_response(),
     }
 }
 
+/// Toggle freeze; at most one per `web.freeze_interval_ms` (429 + Retry-After otherwise), so
+/// a flood of toggles cannot push real captures out of retention.
 async fn freeze(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let live = st
         .live
         .as_ref()
         .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "no live pipeline on this device"))?;
+    if st.cfg.freeze_interval_ms > 0 {
+        if let Err(wait) = st.freeze_limit.spend(None) {
+            st.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::too_many("freeze", wait));
+        }
+    }
     live.toggle_freeze();
     Ok(Json(json!({"toggled": true})))
 }
@@ -711,6 +976,26 @@ async fn metrics(State(st): State<AppState>) -> Response {
         "dermcam_uploads_busy_total",
         "Uploads refused with 503 (queue full).",
         c.busy.load(Ordering::Relaxed),
+    );
+    counter(
+        "dermcam_frame_encodes_total",
+        "Live frames encoded for /api/v1/frame.jpg.",
+        c.frame_encodes.load(Ordering::Relaxed),
+    );
+    counter(
+        "dermcam_auth_failures_total",
+        "Requests with a wrong token.",
+        c.auth_failures.load(Ordering::Relaxed),
+    );
+    counter(
+        "dermcam_rate_limited_total",
+        "Requests refused with 429 (sign-in, freeze).",
+        c.rate_limited.load(Ordering::Relaxed),
+    );
+    counter(
+        "dermcam_refused_origin_total",
+        "Requests refused for a foreign Host or cross-origin state change.",
+        c.refused_origin.load(Ordering::Relaxed),
     );
     s += "# HELP dermcam_upload_latency_ms Upload classification latency.\n# TYPE dermcam_upload_latency_ms histogram\n";
     let mut cum = 0;
