@@ -5,6 +5,8 @@ mod bundle;
 mod cli;
 mod engine;
 mod faults;
+#[cfg(feature = "web")]
+mod hardening;
 #[cfg(feature = "ort")]
 mod ort;
 mod pipeline;

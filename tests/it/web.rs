@@ -274,7 +274,7 @@ async fn slow_or_vanished_uploaders_do_not_hold_places_and_bodies_are_not_read_w
     let (_, jpg) = sample_bytes();
     let head = |len: usize| {
         format!(
-            "POST /api/v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+            "POST /api/v1/classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
         )
     };
     async fn status(c: &mut tokio::net::TcpStream) -> String {
