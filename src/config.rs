@@ -320,6 +320,9 @@ pub struct WebConfig {
     /// A request body must arrive completely within this time (408 otherwise; an upload's
     /// admission place is given back).
     pub body_timeout_ms: u64,
+    /// After a body's first 2 s, it must have arrived at this average rate (bytes/s, 0 = off),
+    /// else 408: a trickling upload cannot hold an admission place for the whole timeout.
+    pub min_upload_rate: u64,
     /// Login session lifetime (the cookie holds a random session id, never the token).
     pub session_ttl_s: u64,
     /// Mark the session cookie `Secure` (only when served behind HTTPS).
@@ -353,6 +356,7 @@ impl Default for WebConfig {
             max_connections: 64,
             header_timeout_ms: 5_000,
             body_timeout_ms: 30_000,
+            min_upload_rate: 32 * 1024,
             session_ttl_s: 12 * 3600,
             cookie_secure: false,
             freeze_interval_ms: 1000,
@@ -728,6 +732,7 @@ impl Config {
         range(p, "web.max_connections", w.max_connections, 4, 4096)?;
         range(p, "web.header_timeout_ms", w.header_timeout_ms, 100, 600_000)?;
         range(p, "web.body_timeout_ms", w.body_timeout_ms, 100, 3_600_000)?;
+        range(p, "web.min_upload_rate", w.min_upload_rate, 0, 1 << 30)?;
         range(p, "web.session_ttl_s", w.session_ttl_s, 60, 30 * 86_400)?;
         range(p, "web.freeze_interval_ms", w.freeze_interval_ms, 0, 3_600_000)?;
         range(p, "web.save_max_files", w.save_max_files, 1, 1_000_000)?;

@@ -28,8 +28,10 @@ use axum::{Json, Router};
 use base64::Engine;
 use serde_json::json;
 use std::sync::Arc;
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
@@ -98,6 +100,8 @@ pub struct AppState {
     /// The JPEG of the newest live frame (sequence number, bytes); the lock makes concurrent
     /// requests wait for one encode instead of each starting their own.
     frame_cache: Arc<tokio::sync::Mutex<Option<(u64, Bytes)>>>,
+    /// Upload places held per client address.
+    per_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
 impl AppState {
@@ -117,6 +121,7 @@ impl AppState {
             auth_limit: Arc::new(RateLimit::new(5.0, 0.5, 20.0, 5.0)),
             freeze_limit: Arc::new(RateLimit::new(1.0, freeze_per_sec, 1.0, freeze_per_sec)),
             frame_cache: Arc::new(tokio::sync::Mutex::new(None)),
+            per_client: Arc::new(Mutex::new(HashMap::new())),
             slots: Arc::new(Semaphore::new(cfg.max_concurrent.max(1))),
             model,
             live,
@@ -350,28 +355,53 @@ pub struct ClassifyResult {
 
 /// A place among the uploads being received, queued or classified; given back on drop however
 /// the request ends (a client that disconnects drops the handler's future mid-way).
-struct Place(Arc<AtomicUsize>);
+struct Place(Arc<AtomicUsize>, Option<(Arc<Mutex<HashMap<IpAddr, usize>>>, IpAddr)>);
 
 impl Drop for Place {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+        if let Some((map, ip)) = &self.1 {
+            let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = m.get_mut(ip) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(ip);
+                }
+            }
+        }
     }
 }
 
 /// Admission control, before the body is read: at most `max_concurrent + queue` uploads are
-/// in memory at once, so memory stays bounded however many clients connect. Beyond that the
-/// client is told to come back (503 + Retry-After) without its body being read.
-fn admit(st: &AppState) -> Result<Place, ApiError> {
-    let before = st.waiting.fetch_add(1, Ordering::SeqCst);
-    let place = Place(st.waiting.clone());
-    if before >= st.cfg.max_concurrent + st.cfg.queue {
-        drop(place);
+/// in memory at once, so memory stays bounded however many clients connect, and one client
+/// address holds at most half of those places (so one machine cannot keep every other client
+/// out). Beyond that the client is told to come back (503 + Retry-After) without its body
+/// being read.
+fn admit(st: &AppState, ip: Option<IpAddr>) -> Result<Place, ApiError> {
+    let busy = || {
         st.counters.busy.fetch_add(1, Ordering::Relaxed);
-        return Err(ApiError {
+        ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: "busy: too many classifications in progress".into(),
             retry_after: Some(1),
-        });
+        }
+    };
+    let places = st.cfg.max_concurrent + st.cfg.queue;
+    let mut per_client = None;
+    if let Some(ip) = ip {
+        let mut m = st.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= (places / 2).max(1) {
+            return Err(busy());
+        }
+        *n += 1;
+        per_client = Some((st.per_client.clone(), ip));
+    }
+    let before = st.waiting.fetch_add(1, Ordering::SeqCst);
+    let place = Place(st.waiting.clone(), per_client);
+    if before >= places {
+        drop(place);
+        return Err(busy());
     }
     Ok(place)
 }
@@ -588,21 +618,55 @@ async fn body_image(st: &AppState, req: Request) -> Result<Bytes, ApiError> {
     r
 }
 
-/// The upload's body within `web.body_timeout_ms`: a client that sends slowly (or stalls)
-/// gets 408 and its admission place back, instead of holding it for as long as it likes.
+/// Time a body may take before `web.min_upload_rate` applies.
+const BODY_GRACE: Duration = Duration::from_secs(2);
+
+/// The upload's body within `web.body_timeout_ms`, and after the first 2 s at no less than
+/// `web.min_upload_rate` bytes/s on average: a client that sends slowly (or stalls) gets 408
+/// and its admission place back within seconds, instead of holding it for as long as it likes.
 async fn timed_body_image(st: &AppState, req: Request) -> Result<Bytes, ApiError> {
-    let limit = Duration::from_millis(st.cfg.body_timeout_ms);
-    match tokio::time::timeout(limit, body_image(st, req)).await {
-        Ok(r) => r,
-        Err(_) => {
-            st.counters.rejected_uploads.fetch_add(1, Ordering::Relaxed);
-            Err(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "upload not received within {:.0} s (web.body_timeout_ms)",
-                    limit.as_secs_f64()
-                ),
-            ))
+    use http_body_util::BodyExt;
+    let received = Arc::new(AtomicU64::new(0));
+    let counter = received.clone();
+    let req = req.map(|b| {
+        axum::body::Body::new(b.map_frame(move |f| {
+            if let Some(d) = f.data_ref() {
+                counter.fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+            f
+        }))
+    });
+    let total = Duration::from_millis(st.cfg.body_timeout_ms);
+    let min_rate = st.cfg.min_upload_rate as f64;
+    let start = Instant::now();
+    let read = body_image(st, req);
+    tokio::pin!(read);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let too_slow = |why: String| {
+        st.counters.rejected_uploads.fetch_add(1, Ordering::Relaxed);
+        Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, why))
+    };
+    loop {
+        tokio::select! {
+            r = &mut read => return r,
+            _ = tick.tick() => {
+                let el = start.elapsed();
+                if el > total {
+                    return too_slow(format!(
+                        "upload not received within {:.0} s (web.body_timeout_ms)",
+                        total.as_secs_f64()
+                    ));
+                }
+                let got = received.load(Ordering::Relaxed) as f64;
+                if min_rate > 0.0 && el > BODY_GRACE && got < min_rate * (el - BODY_GRACE).as_secs_f64() {
+                    return too_slow(format!(
+                        "upload too slow: {:.0} bytes in {:.1} s (web.min_upload_rate = {} bytes/s)",
+                        got,
+                        el.as_secs_f64(),
+                        st.cfg.min_upload_rate
+                    ));
+                }
+            }
         }
     }
 }
@@ -611,7 +675,7 @@ async fn classify_api(
     State(st): State<AppState>,
     req: Request,
 ) -> Result<Json<ClassifyResult>, ApiError> {
-    let _place = admit(&st)?;
+    let _place = admit(&st, client_ip(&req))?;
     let bytes = timed_body_image(&st, req).await?;
     Ok(Json(run_classification(&st, bytes, false).await?.0))
 }
@@ -673,7 +737,7 @@ async fn index(State(st): State<AppState>) -> Html<String> {
 }
 
 async fn classify_form(State(st): State<AppState>, req: Request) -> Response {
-    let result = match admit(&st) {
+    let result = match admit(&st, client_ip(&req)) {
         Ok(_place) => match timed_body_image(&st, req).await {
             Ok(b) => run_classification(&st, b, true).await,
             Err(e) => Err(e),

@@ -215,11 +215,11 @@ async fn item02_one_client_cannot_take_every_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn item02_slow_uploaders_lose_their_place_after_the_body_timeout() {
+async fn item02_slow_uploaders_lose_their_place_and_cannot_take_them_all() {
+    // 4 places (1 running + 3 queued); one client address may hold 2 of them.
     let cfg = WebConfig {
         max_concurrent: 1,
-        queue: 1,
-        body_timeout_ms: 700,
+        queue: 3,
         ..Default::default()
     };
     let addr = serve(app_with(cfg.clone(), None), cfg).await;
@@ -229,29 +229,37 @@ async fn item02_slow_uploaders_lose_their_place_after_the_body_timeout() {
             "POST /api/v1/classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
         )
     };
-    // Two slow clients take both places (running + queue), send a little, then stall.
+    let from = |ip: &'static str| async move {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+        sock.connect(addr).await.unwrap()
+    };
+    // Three slow clients from one machine send 100 bytes of a big upload, then trickle.
+    let t0 = Instant::now();
     let mut slow = Vec::new();
-    for _ in 0..2 {
-        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    for _ in 0..3 {
+        let mut c = from("127.0.0.2").await;
         c.write_all(head(jpg.len()).as_bytes()).await.unwrap();
         c.write_all(&jpg[..100]).await.unwrap();
         slow.push(c);
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
-    c.write_all(head(jpg.len()).as_bytes()).await.unwrap();
-    let st = status_line(&mut c, Duration::from_secs(3)).await;
-    assert!(st.contains("503"), "places should be taken: {st}");
-    // The body timeout gives them 408 and frees the places.
-    for c in slow.iter_mut() {
-        let st = status_line(c, Duration::from_secs(3)).await;
-        assert!(st.contains("408"), "{st}");
-    }
-    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The third is over that machine's share of the places.
+    let st = status_line(&mut slow[2], Duration::from_secs(2)).await;
+    assert!(st.contains("503"), "{st}");
+    // Another client is served while they stall.
+    let mut c = from("127.0.0.1").await;
     c.write_all(head(jpg.len()).as_bytes()).await.unwrap();
     c.write_all(&jpg).await.unwrap();
     let st = status_line(&mut c, Duration::from_secs(20)).await;
-    assert!(st.contains("200"), "slow clients still hold the places: {st}");
+    assert!(st.contains("200"), "slow clients hold every place: {st}");
+    // The stalled ones are cut off by the minimum upload rate (32 KiB/s after 2 s), long
+    // before the 30 s body timeout, and give their places back.
+    for c in slow.iter_mut().take(2) {
+        let st = status_line(c, Duration::from_secs(10)).await;
+        assert!(st.contains("408"), "{st}");
+    }
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
 }
 
 #[test]
