@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The aarch64 binary under qemu-user gives the same answers as the x86-64 build: same top-1 and
 # every class probability within 1e-3, on real sample images. qemu-user is ~2000x slower than
-# native, so this uses two images and the smallest shipped fp32 bundle (ResNet-18 at 128 px).
+# native, so this uses two images and a small shipped fp32 bundle (EfficientNet-Lite0 at 224 px).
 # Two aarch64 runs: tract, and ONNX Runtime from the aarch64 library the .deb ships.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BUNDLE=${BUNDLE:-models/resnet18-skin9}
+BUNDLE=${BUNDLE:-models/effl0-v2}
 IMAGES=(tests/samples/melanoma__ISIC_0000154.jpg tests/samples/vascular_lesion__ISIC_0025244.jpg)
 ARM=target/aarch64-unknown-linux-gnu/release/dermcam
 X86=target/release/dermcam

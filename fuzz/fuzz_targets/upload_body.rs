@@ -23,7 +23,7 @@ fn env() -> &'static Env {
     E.get_or_init(|| {
         // The fastest shipped bundle under tract (fp32 ResNet-18 at 128 px) keeps executions
         // fast; body parsing is the same for every bundle.
-        let dir = std::path::Path::new(dermcam::MODELS_DIR).join("resnet18-skin9");
+        let dir = std::path::Path::new(dermcam::MODELS_DIR).join("resnet18-v2");
         let model = dermcam::model::Model::load(&dir, &Default::default()).expect("bundle");
         let model = Arc::new(model);
         let app = |max_pixels| {

@@ -85,7 +85,9 @@ def model_card(m, history):
         "the ISIC archive. The model and its figures inherit that licence.",
         "",
         "## Validation figures (val of skin9 + skin9-extra)",
-        ("Measured with the appliance itself (tract, Rust preprocessing). Reproduce:\n`" + mm["measured_with"].replace("dermcam eval", "cargo run --release -- eval") + "`")
+        ("Measured with the appliance itself (tract, Rust preprocessing). Reproduce from the repository root:\n"
+         "`cargo run --release -- eval ../shared/data/skin9 ../shared/data/skin9-extra --split val --model models/"
+         + m["name"] + "`")
         if on_device else "Measured with ONNX Runtime in the toolchain (dermcam eval was not run).",
         "",
         "| metric | all val | lesion-clean val |",

@@ -193,23 +193,29 @@ fn preprocessing_matches_python_toolchain() {
 
 #[test]
 fn int8_agrees_with_fp32_on_samples() {
-    for arch in ["effl0-skin9", "resnet18-skin9"] {
+    for arch in ["effl0-v2", "resnet18-v2"] {
         let (f, q) = (model(arch), model(&format!("{arch}-int8")));
         assert_eq!(f.manifest.precision, dermcam::manifest::Precision::Fp32);
         assert_eq!(q.manifest.precision, dermcam::manifest::Precision::Int8);
+        // The model cards give the val agreement (0.89 for effl0-v2 through ONNX Runtime): a
+        // confident fp32 answer must survive quantisation, a borderline one may flip.
+        let mut flips = 0;
         for s in samples() {
             let img = load_image(&s, DEFAULT_MAX_PIXELS).unwrap();
             let (pf, _) = f.classify(&img, false).unwrap();
             let (pq, _) = q.classify(&img, false).unwrap();
-            assert_eq!(
-                pf.top1().0,
-                pq.top1().0,
-                "{arch} {}: fp32 {:?} vs int8 {:?}",
-                s.display(),
-                pf.top1(),
-                pq.top1()
-            );
+            if pf.top1().0 != pq.top1().0 {
+                flips += 1;
+                assert!(
+                    pf.top1().1 < 0.6,
+                    "{arch} {}: confident fp32 {:?} vs int8 {:?}",
+                    s.display(),
+                    pf.top1(),
+                    pq.top1()
+                );
+            }
         }
+        assert!(flips <= 1, "{arch}: {flips} of {} samples flip", samples().len());
     }
 }
 

@@ -12,7 +12,7 @@ fn classify(args: &[&str], ort_dir: &Path, dylib: Option<&str>) -> Output {
     c.arg("classify")
         .args(args)
         .arg("--model")
-        .arg(bundle_dir("resnet18-skin9"))
+        .arg(bundle_dir("resnet18-v2"))
         .arg(&samples()[0])
         .env("DERMCAM_ORT_DIR", ort_dir)
         .env_remove("ORT_DYLIB_PATH");
@@ -107,7 +107,7 @@ fn int8_bundle_runs_as_float_with_int8_weights_under_tract() {
     let mut c = Command::new(env!("CARGO_BIN_EXE_dermcam"));
     let o = c
         .args(["classify", "--backend", "tract", "--model"])
-        .arg(bundle_dir("resnet18-skin9-int8"))
+        .arg(bundle_dir("resnet18-v2-int8"))
         .arg(&samples()[0])
         .output()
         .unwrap();

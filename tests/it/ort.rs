@@ -28,7 +28,7 @@ pub fn library() -> Option<String> {
 #[test]
 fn ort_cpu_matches_tract_on_samples_fp32() {
     let Some(lib) = library() else { return };
-    let dir = bundle_dir("effl0-skin9");
+    let dir = bundle_dir("effl0-v2");
     let tract = Model::load(
         &dir,
         &LoadOptions {
@@ -105,7 +105,7 @@ fn auto_uses_onnx_runtime_when_it_loads_and_gives_the_same_answers() {
     let Some(lib) = library() else { return };
     let out = Command::new(env!("CARGO_BIN_EXE_dermcam"))
         .args(["classify", "--json", "--top-k", "9", "--model"])
-        .arg(bundle_dir("effl0-skin9"))
+        .arg(bundle_dir("effl0-v2"))
         .args(samples())
         .env("ORT_DYLIB_PATH", &lib)
         .output()
@@ -116,7 +116,7 @@ fn auto_uses_onnx_runtime_when_it_loads_and_gives_the_same_answers() {
     assert!(err.contains("auto: ONNX Runtime loaded"), "{err}");
     let tract = Command::new(env!("CARGO_BIN_EXE_dermcam"))
         .args(["classify", "--json", "--top-k", "9", "--backend", "tract", "--model"])
-        .arg(bundle_dir("effl0-skin9"))
+        .arg(bundle_dir("effl0-v2"))
         .args(samples())
         .output()
         .unwrap();
@@ -139,7 +139,7 @@ fn bench_compares_engines_with_a_ratio_column() {
     let out = Command::new(env!("CARGO_BIN_EXE_dermcam"))
         .args(["bench", "--backend", "tract,ort", "--threads", "1", "--iterations", "3"])
         .args(["--json", "--model"])
-        .arg(bundle_dir("resnet18-skin9"))
+        .arg(bundle_dir("resnet18-v2"))
         .env("ORT_DYLIB_PATH", &lib)
         .output()
         .unwrap();
