@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Checks the arm64 .deb built by cross/build.sh: architecture, contents, conffile, unit,
-# maintainer scripts (service user and groups), ONNX Runtime library (pinned sha256, aarch64) +
-# licence and third-party notices.
+# Checks the arm64 .deb built by cross/build.sh: architecture, contents (bundles, presets,
+# sample images), conffile, unit, maintainer scripts (service user and groups), ONNX Runtime
+# library (pinned sha256, aarch64) + licence and third-party notices.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deb=$(ls -t target/aarch64-unknown-linux-gnu/debian/dermcam_*_arm64.deb | head -1)
@@ -15,6 +15,11 @@ for f in ./usr/bin/dermcam ./etc/dermcam/config.toml \
     ./usr/share/dermcam/boards/rpi4-st7789.toml ./usr/share/dermcam/boards/rpi5-hdmi.toml \
     ./usr/share/dermcam/boards/jetson-orin-nano-hdmi.toml; do
     grep -q " $f\$" <<< "$contents" || fail "missing $f"
+done
+# `dermcam demo`'s default images: every sample of the source tree, and their attribution.
+for f in tests/samples/*.jpg tests/samples/ATTRIBUTION.md; do
+    g=./usr/share/dermcam/samples/$(basename "$f")
+    grep -q " $g\$" <<< "$contents" || fail "missing $g"
 done
 grep -Eq " \./(usr/)?lib/systemd/system/dermcam\.service\$" <<< "$contents" || fail "missing systemd unit"
 . cross/onnxruntime.env
@@ -40,4 +45,4 @@ ort=$tmp/root/usr/lib/dermcam/libonnxruntime.so.$ORT_VERSION
 [ "$(sha256sum "$ort" | cut -d' ' -f1)" = "$ORT_LIB_SHA256" ] || fail "$ort sha256 differs from the pin"
 od -An -tx1 -j18 -N2 "$ort" | grep -q "b7 00" || fail "ONNX Runtime library is not aarch64"
 grep -q "MIT License" "$tmp/root/usr/share/doc/dermcam/onnxruntime/LICENSE" || fail "ONNX Runtime licence missing"
-echo "check-deb: $deb OK ($(du -h "$deb" | cut -f1)): arm64, binary, bundles, presets, conffile, unit, user, ONNX Runtime $ORT_VERSION + licence"
+echo "check-deb: $deb OK ($(du -h "$deb" | cut -f1)): arm64, binary, bundles, presets, samples, conffile, unit, user, ONNX Runtime $ORT_VERSION + licence"

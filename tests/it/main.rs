@@ -7,6 +7,7 @@ mod engine;
 mod faults;
 #[cfg(feature = "web")]
 mod hardening;
+mod installed;
 #[cfg(feature = "ort")]
 mod ort;
 mod pipeline;
