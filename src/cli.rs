@@ -81,7 +81,7 @@ impl ModelArgs {
     fn dir(&self) -> PathBuf {
         self.model
             .clone()
-            .unwrap_or_else(dermcam::default_model_dir)
+            .unwrap_or_else(dermcam::paths::default_model_dir)
     }
     fn load(&self) -> Result<Model> {
         let dir = self.dir();
@@ -112,7 +112,10 @@ enum Cmd {
     },
     /// Evaluate a bundle on a labelled dataset (manifest.csv or class folders).
     Eval {
-        dataset: PathBuf,
+        /// Dataset folders (one or more, e.g. skin9 and skin9-extra); reported together, with
+        /// per-source, per-archive, lesion-clean and refer figures.
+        #[arg(required = true)]
+        dataset: Vec<PathBuf>,
         /// Split to evaluate ("all" = every row).
         #[arg(long, default_value = "val")]
         split: String,
@@ -125,7 +128,7 @@ enum Cmd {
     /// Latency, throughput, load time and peak RSS of one or more bundles and engines, side by
     /// side in one run (each row's p50 also as a ratio to the fastest engine on that bundle).
     Bench {
-        /// Bundles to compare (repeatable). Default: every bundle in models/.
+        /// Bundles to compare (repeatable). Default: every shipped bundle (`dermcam models`).
         #[arg(long = "model")]
         models: Vec<PathBuf>,
         /// Thread counts to run (comma-separated; 0 = all cores).
@@ -196,16 +199,6 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-}
-
-/// Bundled sample images: installed copy, else the source tree's.
-fn samples_dir() -> PathBuf {
-    let installed = Path::new("/usr/share/dermcam/samples");
-    if installed.is_dir() {
-        installed.into()
-    } else {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/samples")
-    }
 }
 
 fn check_config(config: Option<PathBuf>, board: Option<String>) -> Result<ExitCode> {
@@ -321,9 +314,12 @@ pub fn run() -> Result<ExitCode> {
             model,
             images,
         } => {
+            let images =
+                images.unwrap_or_else(|| dermcam::paths::samples_dir().display().to_string());
+            eprintln!("images: {images}; model: {}", model.dir().display());
             let mut cfg = dermcam::config::Config::default();
             cfg.source = dermcam::config::SourceConfig::Images {
-                path: images.unwrap_or_else(|| samples_dir().display().to_string()),
+                path: images,
                 interval_ms,
                 repeat: !once,
             };
@@ -356,6 +352,8 @@ pub fn run() -> Result<ExitCode> {
         }
         Cmd::CheckConfig { config, board } => check_config(config, board),
         Cmd::Boards => {
+            let (dir, from) = dermcam::paths::resolve(dermcam::paths::Kind::Boards);
+            eprintln!("presets in {} ({from})", dir.display());
             for (name, path) in dermcam::config::list_boards() {
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
                 let summary = text
@@ -439,6 +437,16 @@ fn print_table(path: &Path, p: &Prediction, model: &Model, top_k: usize) {
             bar(s.probability, 20)
         );
     }
+    println!(
+        "  {:<32} {:>6.1}%  {}",
+        "refer (malignant probability)",
+        p.malignant_probability * 100.0,
+        if p.refer {
+            format!("REFER: see a clinician (>= {:.1}%)", m.refer_threshold() * 100.0)
+        } else {
+            format!("no referral flag (< {:.1}%)", m.refer_threshold() * 100.0)
+        }
+    );
 }
 
 fn classify(
@@ -471,6 +479,7 @@ fn classify(
                 if json {
                     let v = serde_json::json!({
                         "path": f, "uncertain": p.uncertain, "headline": p.headline(&model.manifest),
+                        "refer": p.refer, "malignant_probability": p.malignant_probability,
                         "top": p.top_k(top_k, &model.manifest), "model": model.manifest.name, "timings": t,
                     });
                     println!("{v}");
@@ -498,18 +507,22 @@ fn classify(
     Ok(ExitCode::SUCCESS)
 }
 
-fn eval(dataset: &Path, split: &str, args: &ModelArgs, report_dir: &Path) -> Result<ExitCode> {
+fn eval(datasets: &[PathBuf], split: &str, args: &ModelArgs, report_dir: &Path) -> Result<ExitCode> {
     let model = args.load()?;
-    let samples = dermcam::dataset::read_dataset(dataset)?;
+    let samples = dermcam::dataset::read_datasets(datasets)?;
+    let leaky = dermcam::dataset::leaky(&samples);
     let chosen = dermcam::eval::select(&samples, split, &model)?;
+    let names = datasets
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" + ");
     eprintln!(
-        "evaluating {} on {} images of {} split {split}",
+        "evaluating {} on {} images of {names} split {split}",
         model.manifest.name,
         chosen.len(),
-        dataset.display()
     );
-    let report =
-        dermcam::eval::evaluate(&model, &chosen, &dataset.display().to_string(), split, true);
+    let report = dermcam::eval::evaluate(&model, &chosen, &leaky, &names, split, true);
     report.write(report_dir)?;
     let s = &report.summary;
     println!(
@@ -526,11 +539,27 @@ fn eval(dataset: &Path, split: &str, args: &ModelArgs, report_dir: &Path) -> Res
             .map_or("n/a".into(), |r| format!("{r:.4}")),
         s.abstain_rate
     );
+    if let Some(c) = &report.lesion_clean {
+        println!(
+            "lesion-clean (without {} images whose lesion is in train): n={} balanced accuracy {:.4}",
+            report.lesion_leaky_images, c.n, c.balanced_accuracy
+        );
+    }
+    let r = &report.refer;
+    let f = |v: Option<f64>| v.map_or("n/a".into(), |x| format!("{x:.4}"));
+    println!(
+        "refer (threshold {:.4}): sensitivity {}  specificity {}  benign not flagged {}  AUC {}",
+        r.threshold,
+        f(r.sensitivity),
+        f(r.specificity),
+        f(r.benign_not_flagged),
+        f(r.auc)
+    );
     for (p, e) in &report.failed {
         eprintln!("error: {p}: {e}");
     }
     println!(
-        "wrote {}/report.json, report.md, confusion_matrix.png",
+        "wrote {}/report.json, report.md, confusion_matrix.png, refer_roc.png",
         report_dir.display()
     );
     Ok(if report.failed.is_empty() {
@@ -554,7 +583,7 @@ struct BenchArgs {
 
 fn bench(a: BenchArgs) -> Result<ExitCode> {
     let models = if a.models.is_empty() {
-        dermcam::model::find_bundles(Path::new(dermcam::MODELS_DIR))
+        dermcam::model::find_bundles(&dermcam::paths::models_dir())
     } else {
         a.models.clone()
     };
@@ -663,7 +692,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
         let r = dermcam::bench::bench_pipeline(
             first,
             &opts,
-            &samples_dir().display().to_string(),
+            &dermcam::paths::samples_dir().display().to_string(),
             a.pipeline_secs,
             std::time::Duration::from_millis(a.pipeline_interval_ms),
         )
@@ -710,8 +739,15 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
 }
 
 fn list_models(dir: Option<PathBuf>) -> Result<ExitCode> {
-    let dir = dir.unwrap_or_else(|| PathBuf::from(dermcam::MODELS_DIR));
-    let default = dermcam::default_model_dir();
+    let dir = match dir {
+        Some(d) => d,
+        None => {
+            let (d, from) = dermcam::paths::resolve(dermcam::paths::Kind::Models);
+            eprintln!("bundles in {} ({from})", d.display());
+            d
+        }
+    };
+    let default = dermcam::paths::default_model_dir();
     println!(
         "{:<26} {:<18} {:>5} {:>8} {:>8} {:>8} {:>8}  default",
         "bundle", "architecture", "prec", "MB", "val acc", "val bacc", "mel rec"

@@ -43,7 +43,7 @@ pub struct Config {
 pub struct ModelConfig {
     /// Bundle folder; empty = `bundle`, else the default bundle.
     pub path: Option<PathBuf>,
-    /// A shipped bundle by name (e.g. "effl0-skin9"), looked up where the package installs them.
+    /// A shipped bundle by name (e.g. "effl2-v2"), looked up where the package installs them.
     pub bundle: Option<String>,
     pub backend: BackendKind,
     /// Inference threads, 0 = all cores.
@@ -57,8 +57,8 @@ impl ModelConfig {
     pub fn dir(&self) -> PathBuf {
         match (&self.path, &self.bundle) {
             (Some(p), _) => p.clone(),
-            (None, Some(name)) => crate::shipped_bundle_dir(name),
-            (None, None) => crate::default_model_dir(),
+            (None, Some(name)) => crate::paths::shipped_bundle_dir(name),
+            (None, None) => crate::paths::default_model_dir(),
         }
     }
 }
@@ -420,21 +420,8 @@ pub fn token_problem(token: &str) -> Option<String> {
     None
 }
 
-/// Folder of board presets: `$DERMCAM_BOARDS`, else the installed copy, else the source tree.
-pub fn boards_dir() -> PathBuf {
-    if let Some(p) = std::env::var_os("DERMCAM_BOARDS") {
-        return p.into();
-    }
-    let installed = Path::new("/usr/share/dermcam/boards");
-    if installed.is_dir() {
-        installed.into()
-    } else {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("boards")
-    }
-}
-
 pub fn list_boards() -> Vec<(String, PathBuf)> {
-    let mut v: Vec<(String, PathBuf)> = std::fs::read_dir(boards_dir())
+    let mut v: Vec<(String, PathBuf)> = std::fs::read_dir(crate::paths::boards_dir())
         .into_iter()
         .flatten()
         .flatten()
@@ -867,7 +854,7 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(c.model.bundle.as_deref(), Some("effl0-skin9"));
+        assert_eq!(c.model.bundle.as_deref(), Some("effl0-v2"));
         std::fs::write(&f, "board = \"rpi4-st7789\"\n[pipeline]\nmin_luma = 20.0\n").unwrap();
         let c = Config::load(Some(&f), Some("rpi5-hdmi")).unwrap();
         assert!(
@@ -887,8 +874,8 @@ mod tests {
     #[test]
     fn model_bundle_and_ort_settings_are_validated() {
         let p = Path::new("c.toml");
-        let c = Config::parse("[model]\nbundle = \"resnet18-skin9\"\n", p).unwrap();
-        assert!(c.model.dir().ends_with("resnet18-skin9"));
+        let c = Config::parse("[model]\nbundle = \"resnet18-v2\"\n", p).unwrap();
+        assert!(c.model.dir().ends_with("resnet18-v2"));
         let e = Config::parse("[model]\nbundle = \"x\"\npath = \"/m\"\n", p)
             .unwrap_err()
             .to_string();

@@ -17,34 +17,18 @@ pub mod fbdev;
 pub mod manifest;
 pub mod metrics;
 pub mod model;
+pub mod paths;
 pub mod preprocess;
 
 /// Shown on every screen and page.
 pub const DISCLAIMER: &str = "Not a diagnosis - research/education only, not a medical device";
 
-/// Where bundles live in the source tree (and the default bundle's folder name).
-pub const MODELS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
-pub const DEFAULT_BUNDLE: &str = "effl0-skin9-int8";
+/// The default bundle's folder name (see [`paths`] for where bundles are looked up).
+pub const DEFAULT_BUNDLE: &str = "effl2-v2";
 
-/// Where the .deb installs the shipped bundles.
-pub const INSTALLED_MODELS_DIR: &str = "/usr/share/dermcam/models";
-
-/// The folder holding the shipped bundle `name`: the installed copy, else the source tree's.
-pub fn shipped_bundle_dir(name: &str) -> std::path::PathBuf {
-    let installed = std::path::Path::new(INSTALLED_MODELS_DIR).join(name);
-    if installed.join("model.json").is_file() {
-        return installed;
-    }
-    std::path::Path::new(MODELS_DIR).join(name)
-}
-
-/// The default bundle: `$DERMCAM_MODEL`, else the installed copy, else the source tree's.
-pub fn default_model_dir() -> std::path::PathBuf {
-    if let Some(p) = std::env::var_os("DERMCAM_MODEL") {
-        return p.into();
-    }
-    shipped_bundle_dir(DEFAULT_BUNDLE)
-}
+/// The source tree's bundle folder, compiled in: only for tests and fuzz targets run from
+/// the source tree. Commands resolve bundles through [`paths::models_dir`].
+pub const MODELS_DIR: &str = paths::SOURCE_MODELS_DIR;
 #[cfg(feature = "gpio")]
 pub mod button;
 pub mod config;

@@ -242,6 +242,8 @@ fn initial_state(model: &Model) -> DisplayState {
         model_name: model.manifest.name.clone(),
         top: vec![],
         uncertain: false,
+        refer: false,
+        malignant_probability: 0.0,
         quality: None,
         source: SourceStatus::Starting,
         frozen: false,
@@ -659,6 +661,11 @@ impl Sink for LogSink {
                 } else {
                     format!("{} {:.1}%", self.manifest.classes[id].name, prob * 100.0)
                 };
+                let what = format!(
+                    "{what}, {} (malignant {:.1}%)",
+                    if p.refer { "REFER" } else { "no refer" },
+                    p.malignant_probability * 100.0
+                );
                 let ms = u.timings.map_or(0.0, |t| t.inference_ms);
                 println!(
                     "{label}: {what}{} [{ms:.0} ms]",

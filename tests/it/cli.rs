@@ -42,6 +42,15 @@ fn classify_reports_each_bad_file_and_continues() {
         .collect();
     assert_eq!(lines.len(), 4);
     assert!(lines[0]["top"].as_array().unwrap().len() == 3 && lines[0]["error"].is_null());
+    // refer = malignant probability (melanoma + SCC) >= the bundle's threshold.
+    let m = default_model();
+    let mp = lines[0]["malignant_probability"].as_f64().unwrap();
+    assert_eq!(
+        lines[0]["refer"].as_bool().unwrap(),
+        mp >= m.manifest.refer_threshold() as f64,
+        "{}",
+        lines[0]
+    );
     assert!(
         lines[1]["error"]
             .as_str()

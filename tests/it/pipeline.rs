@@ -337,6 +337,7 @@ pub fn assert_capture_complete(c: &std::path::Path, model_sha: &str) {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", c.display()));
     assert_eq!(v["model"]["sha256"], model_sha);
     assert_eq!(v["classes"].as_array().unwrap().len(), 9);
+    assert!(v["refer"].is_boolean() && v["malignant_probability"].is_number(), "{v}");
     assert_eq!(v["capture"], c.file_name().unwrap().to_str().unwrap());
     use sha2::Digest;
     assert_eq!(

@@ -112,6 +112,13 @@ async fn api_classify_raw_and_multipart_match_the_library() {
         );
         assert_eq!(v["model"]["sha256"], m.manifest.sha256);
         assert_eq!(v["uncertain"], direct.uncertain);
+        // The refer decision travels with every classified upload.
+        assert_eq!(v["refer"], direct.refer);
+        assert!(
+            (v["malignant_probability"].as_f64().unwrap() - direct.malignant_probability as f64)
+                .abs()
+                < 1e-6
+        );
         assert!(v["timings"]["inference_ms"].as_f64().unwrap() > 0.0);
     }
     // PNG is accepted too (type by content: a PNG named .jpg).
@@ -134,6 +141,13 @@ async fn form_upload_shows_result_page() {
         html.contains("id=\"prediction\"")
             && html.contains("data:image/jpeg;base64,")
             && html.contains("Not a diagnosis")
+    );
+    // The refer decision is on the page as text (the banner is not colour alone).
+    assert!(
+        html.contains("id=\"refer\"")
+            && (html.contains("REFER: a clinician should see this lesion")
+                || html.contains("No referral flag")),
+        "{html}"
     );
     let (st, _, body) = send(&a, multipart("/classify", "x.gif", b"GIF89a\x01\x00")).await;
     assert_eq!(st, StatusCode::UNSUPPORTED_MEDIA_TYPE);
