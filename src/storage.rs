@@ -120,8 +120,9 @@ pub fn save_set_atomic(
 
 /// Remove temp files/folders left by writes that a crash or power loss interrupted: only
 /// `.<prefix>-<ms>-<pid>-<n>[.ext].tmp` entries (prefix `capture` or `upload`) owned by this
-/// user, folders only when they carry dermcam's marker, never symlinks. Nothing is removed
-/// through a symlinked `dir`.
+/// user, folders only when they hold nothing but the files dermcam writes into them (its
+/// marker, `image.jpg`, `result.json`), never symlinks. Nothing is removed through a
+/// symlinked `dir`.
 pub fn remove_stale_temps(dir: &Path) -> usize {
     if check_dir(dir).is_err() {
         return 0;
@@ -145,7 +146,16 @@ pub fn remove_stale_temps(dir: &Path) -> usize {
             continue;
         }
         let ok = if meta.is_dir() {
-            if std::fs::symlink_metadata(p.join(PARTIAL_MARKER)).is_err() {
+            // A temp capture folder holds only what dermcam writes into one (a kill can land
+            // before the marker is written): anything else means it is not ours to delete.
+            let only_ours = std::fs::read_dir(&p).is_ok_and(|d| {
+                d.flatten().all(|f| {
+                    f.file_type().is_ok_and(|t| t.is_file())
+                        && [PARTIAL_MARKER, "image.jpg", "result.json"]
+                            .contains(&f.file_name().to_string_lossy().as_ref())
+                })
+            });
+            if !only_ours {
                 continue;
             }
             std::fs::remove_dir_all(&p)
@@ -367,9 +377,11 @@ mod tests {
         std::fs::create_dir_all(d.join(".capture-1-2-2.tmp")).unwrap();
         std::fs::write(d.join(".capture-1-2-2.tmp").join(PARTIAL_MARKER), b"").unwrap();
         std::fs::write(d.join(".upload-1-2-3.jpg.tmp"), b"half").unwrap();
-        // Not dermcam's: a user's hidden temp file, and a folder without the marker.
+        // Not dermcam's: a user's hidden temp file, and a folder holding a file dermcam never
+        // writes.
         std::fs::write(d.join(".important.tmp"), b"keep").unwrap();
         std::fs::create_dir_all(d.join(".capture-1-2-4.tmp")).unwrap();
+        std::fs::write(d.join(".capture-1-2-4.tmp/notes.txt"), b"keep").unwrap();
         assert_eq!(remove_stale_temps(&d), 2);
         assert_eq!(std::fs::read(done.join("b")).unwrap(), b"2");
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 3);

@@ -674,6 +674,7 @@ fn item10_cleanup_and_retention_leave_other_files_alone() {
     std::fs::write(caps.join("capture-notes/mine.txt"), b"user data").unwrap();
     std::fs::write(caps.join(".important.tmp"), b"user data").unwrap();
     std::fs::create_dir_all(caps.join(".capture-1-2-3.tmp")).unwrap();
+    std::fs::write(caps.join(".capture-1-2-3.tmp/mine.txt"), b"user data").unwrap();
     std::fs::write(caps.join("capture-list.csv"), b"user data").unwrap();
     let manifest = dermcam::manifest::read_manifest(&default_bundle()).unwrap();
     for n in 1..=2 {
