@@ -57,6 +57,8 @@ pub struct WebCounters {
     pub requests: AtomicU64,
     pub classified: AtomicU64,
     pub rejected_uploads: AtomicU64,
+    /// Uploads that were fine but the model failed on: the device's fault (500), not the client's.
+    pub inference_errors: AtomicU64,
     pub busy: AtomicU64,
     /// Live frames encoded to JPEG for `/api/v1/frame.jpg` (at most one per frame).
     pub frame_encodes: AtomicU64,
@@ -505,12 +507,10 @@ async fn run_classification(
                 .map_err(|e| eprintln!("warning: upload preview: {e}"))
                 .ok()
         });
-        // An image the live pipeline would not classify gets no class here either.
+        // An image the live pipeline would not classify gets no class here either. A model
+        // failure is kept apart from a bad image: it is the device's fault, not the client's.
         let r = match issue {
-            None => Some(model.classify(&img, false).map_err(|e| ImageError::Decode {
-                what: "upload".into(),
-                message: e.to_string(),
-            })?),
+            None => Some(model.classify(&img, false)),
             Some(_) => None,
         };
         drop(img);
@@ -519,7 +519,16 @@ async fn run_classification(
     })
     .await;
     let (q, issue, r, thumb) = match out {
-        Ok(Ok(v)) => v,
+        Ok(Ok((q, issue, Some(Err(e)), _))) => {
+            st.counters.inference_errors.fetch_add(1, Ordering::Relaxed);
+            eprintln!("error: upload: {e:#}");
+            let _ = (q, issue);
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                String::from("the device could not classify this image (inference failed; see the device log)"),
+            ));
+        }
+        Ok(Ok((q, issue, r, thumb))) => (q, issue, r.map(|r| r.expect("errors handled above")), thumb),
         Ok(Err(e)) => return Err(reject(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
         Err(e) => {
             return Err(ApiError::new(
@@ -1035,6 +1044,11 @@ async fn metrics(State(st): State<AppState>) -> Response {
         "dermcam_uploads_rejected_total",
         "Uploads rejected (size, type, decode).",
         c.rejected_uploads.load(Ordering::Relaxed),
+    );
+    counter(
+        "dermcam_upload_inference_errors_total",
+        "Uploads the model failed on (answered 500).",
+        c.inference_errors.load(Ordering::Relaxed),
     );
     counter(
         "dermcam_uploads_busy_total",

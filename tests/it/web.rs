@@ -511,3 +511,33 @@ async fn live_status_reflects_the_pipeline() {
     shared.request_shutdown();
     tokio::task::spawn_blocking(move || p.join()).await.unwrap();
 }
+
+/// A classifier whose every run fails (a wedged accelerator, a corrupted engine state).
+struct Broken;
+
+impl dermcam::classifier::Classifier for Broken {
+    fn logits(
+        &self,
+        _: &dermcam::preprocess::InputTensor,
+    ) -> Result<Vec<f32>, dermcam::classifier::InferenceError> {
+        Err(dermcam::classifier::InferenceError("engine fault".into()))
+    }
+}
+
+#[tokio::test]
+async fn inference_failure_is_the_devices_fault_500_not_a_rejected_upload() {
+    let model = std::sync::Arc::new(dermcam::model::Model::with_classifier(
+        default_model().manifest.clone(),
+        Box::new(Broken),
+        "test: always fails",
+    ));
+    let st = AppState::new(model, None, WebConfig::default(), Default::default());
+    let counters = st.counters.clone();
+    let a = router(st);
+    let (_, bytes) = sample_bytes();
+    let (status, _, body) = send(&a, raw(bytes)).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("inference failed"));
+    assert_eq!(counters.inference_errors.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(counters.rejected_uploads.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
