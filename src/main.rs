@@ -6,6 +6,11 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Child mode of `dermcam::model::probe_ort_library`: load ONNX Runtime in a throw-away
+    // process first, so a library that crashes while loading cannot take the appliance down.
+    if let Some(lib) = std::env::var_os(dermcam::model::PROBE_ENV) {
+        std::process::exit(dermcam::model::probe_child(std::path::Path::new(&lib)));
+    }
     match cli::run() {
         Ok(code) => code,
         Err(e) => {

@@ -171,6 +171,22 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
 }
 
 impl Model {
+    /// A model around any `Classifier` (a simulated or failing engine in tests): the manifest
+    /// still decides classes, preprocessing, calibration and the refer rule.
+    pub fn with_classifier(manifest: Manifest, classifier: Box<dyn Classifier>, reason: &str) -> Model {
+        Model {
+            manifest,
+            dir: PathBuf::new(),
+            classifier,
+            load_time: Duration::ZERO,
+            engine: Engine {
+                backend: BackendKind::Tract,
+                library: None,
+                reason: reason.into(),
+            },
+        }
+    }
+
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Model, BundleError> {
         let start = Instant::now();
         let manifest = read_manifest(dir)?;
@@ -379,6 +395,85 @@ fn packaged_ort_library(dir: &Path) -> Option<PathBuf> {
         .max_by_key(|p| version(p))
 }
 
+/// Environment variable that turns the `dermcam` binary into the ONNX Runtime probe child.
+pub const PROBE_ENV: &str = "DERMCAM_PROBE_ORT";
+
+/// The probe child: dlopen the library and look up `OrtGetApiBase` (this runs the library's
+/// static initialisers, where a crash would happen). Exit status 0 = loaded, 2 = not loadable
+/// (the in-process load then reports why); a crash shows as a signal to the parent.
+pub fn probe_child(lib: &Path) -> i32 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(lib.as_os_str().as_bytes()) else { return 2 };
+    // SAFETY: loading a shared object in a process that exits right after.
+    unsafe {
+        let h = libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+        if h.is_null() || libc::dlsym(h, c"OrtGetApiBase".as_ptr()).is_null() {
+            return 2;
+        }
+    }
+    0
+}
+
+/// Loads `lib` in a child process (the `dermcam` binary itself) before this process does: a
+/// library whose initialisers crash (seen: ONNX Runtime 1.31 under qemu-user, which shows the
+/// host's /proc/cpuinfo) is then an error, not a crash. Only where this process is the
+/// `dermcam` binary (tests and other hosts of the library load in-process directly).
+pub fn probe_ort_library(lib: &Path) -> Result<(), String> {
+    // Once per library and process (the live and the web model load the same one).
+    static DONE: std::sync::Mutex<Vec<(PathBuf, Result<(), String>)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut done = DONE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, r)) = done.iter().find(|(p, _)| p == lib) {
+        return r.clone();
+    }
+    let r = probe_uncached(lib);
+    done.push((lib.to_path_buf(), r.clone()));
+    r
+}
+
+fn probe_uncached(lib: &Path) -> Result<(), String> {
+    use std::os::unix::process::ExitStatusExt;
+    let Ok(exe) = std::env::current_exe() else { return Ok(()) };
+    if exe.file_name().and_then(|n| n.to_str()) != Some("dermcam") {
+        return Ok(());
+    }
+    let mut child = match std::process::Command::new(&exe)
+        .env(PROBE_ENV, lib)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(_) => return Ok(()),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => {
+                return match st.signal() {
+                    Some(sig) => Err(format!(
+                        "cannot load ONNX Runtime from {}: the library crashed while loading (signal {sig}) in a probe process",
+                        lib.display()
+                    )),
+                    None => Ok(()),
+                };
+            }
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "cannot load ONNX Runtime from {}: loading it did not finish within 20 s in a probe process",
+                    lib.display()
+                ));
+            }
+        }
+    }
+}
+
 #[cfg(feature = "ort")]
 fn load_ort(
     onnx: &Path,
@@ -386,6 +481,11 @@ fn load_ort(
     opts: &LoadOptions,
     lib: &Path,
 ) -> Result<(Box<dyn Classifier>, usize), BundleError> {
+    probe_ort_library(lib).map_err(|message| BundleError::Backend {
+        path: onnx.into(),
+        backend: "ort".into(),
+        message,
+    })?;
     let c =
         crate::backend_ort::OrtClassifier::load(onnx, manifest, opts.threads, &opts.ort, lib)?;
     let w = c.output_width();

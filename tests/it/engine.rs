@@ -116,3 +116,35 @@ fn int8_bundle_runs_as_float_with_int8_weights_under_tract() {
     assert!(err.contains("weight dequantisations folded at load"), "{err}");
     assert!(err.contains("activation Q/DQ pairs replaced by clamps"), "{err}");
 }
+
+#[test]
+fn a_library_that_crashes_while_loading_is_probed_in_a_child_process() {
+    // A shared object whose initialiser segfaults (as ONNX Runtime 1.31 does under qemu-user):
+    // `auto` must log it and run tract, `ort` must fail with the reason, neither may crash.
+    let dir = scratch("engine-crash");
+    let src = dir.join("boom.c");
+    std::fs::write(
+        &src,
+        "__attribute__((constructor)) static void boom(void) { *(volatile int *)0 = 0; }\n",
+    )
+    .unwrap();
+    let lib = dir.join("libonnxruntime.so.1.99.9");
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .status();
+    if !built.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: no C compiler (cc) to build the crashing library");
+        return;
+    }
+    let o = classify(&[], &dir, None);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("crashed while loading (signal 11)"), "{err}");
+    assert!(err.contains("falling back to tract"), "{err}");
+    let o = classify(&["--backend", "ort"], &dir, None);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("crashed while loading"), "{err}");
+}
