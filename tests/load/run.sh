@@ -54,7 +54,18 @@ for _ in $(seq 100); do
     curl -sf "http://127.0.0.1:$PORT/healthz" > /dev/null && break
     sleep 0.1
 done
-inferences() { curl -sf "http://127.0.0.1:$PORT/api/v1/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["counters"]["inferences"])'; }
+# The monitor is another client (its own source address, 127.0.0.2): the server caps the
+# connections one address may hold, and the 200 load connections all come from 127.0.0.1.
+inferences() {
+    for _ in 1 2 3 4 5; do
+        n=$(curl -sf --max-time 5 --interface 127.0.0.2 "http://127.0.0.1:$PORT/api/v1/status" \
+            | python3 -c 'import json,sys; print(json.load(sys.stdin)["counters"]["inferences"])' 2> /dev/null) \
+            && { echo "$n"; return 0; }
+        sleep 0.5
+    done
+    echo "FAIL: /api/v1/status unanswered" >&2
+    return 1
+}
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$pid/status"; }
 hwm_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$pid/status"; }
 
@@ -89,7 +100,7 @@ IMAGE="$IMAGE" POLITE="$POLITE" nice -n 19 wrk -t2 -c"$CONNECTIONS" -d"${DURATIO
 wait "$sampler"
 kill "$rss_watch" 2> /dev/null || true
 kill -0 "$pid" || { echo "FAIL: server died under load"; cat "$tmp/server.err"; exit 1; }
-curl -sf "http://127.0.0.1:$PORT/healthz" > /dev/null || { echo "FAIL: server not answering after load"; exit 1; }
+curl -sf --max-time 10 "http://127.0.0.1:$PORT/healthz" > /dev/null || { echo "FAIL: server not answering after load"; exit 1; }
 after_rate=$(cat "$tmp/load_rate")
 peak_rss=$(cat "$tmp/peak_rss")
 hwm=$(hwm_mb)
