@@ -42,7 +42,7 @@ pub fn build_source(cfg: &Config) -> Result<Box<dyn FrameSource>> {
 
 #[cfg(feature = "camera")]
 fn camera_source(cfg: &Config) -> Result<Box<dyn FrameSource>> {
-    Ok(dermcam::camera::supervised(&cfg.source)?)
+    Ok(dermcam::source::camera::supervised(&cfg.source)?)
 }
 
 #[cfg(not(feature = "camera"))]
@@ -69,11 +69,11 @@ fn hardware_screen(cfg: &Config) -> Result<Box<dyn Screen>> {
     match &cfg.screen {
         #[cfg(feature = "fbdev")]
         ScreenConfig::Fbdev { device } => {
-            return Ok(Box::new(dermcam::fbdev::FbScreen::open(device)?));
+            return Ok(Box::new(dermcam::screen::fbdev::FbScreen::open(device)?));
         }
         #[cfg(feature = "tft")]
         ScreenConfig::Tft { .. } => {
-            return Ok(Box::new(dermcam::tft::TftScreen::open(&cfg.screen)?));
+            return Ok(Box::new(dermcam::screen::tft::TftScreen::open(&cfg.screen)?));
         }
         _ => {}
     }
@@ -113,7 +113,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         eprintln!("warning: {m}");
     }
     if let (true, Some(dir)) = (cfg.web.enabled, &cfg.web.save_uploads) {
-        dermcam::storage::check_dir(dir).context("web.save_uploads")?;
+        dermcam::sinks::storage::check_dir(dir).context("web.save_uploads")?;
     }
     let model = load_model(&cfg)?;
     let source = build_source(&cfg)?;
@@ -128,7 +128,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         }));
     }
     if cfg.capture.enabled {
-        dermcam::storage::check_dir(&cfg.capture.dir).context("capture.dir")?;
+        dermcam::sinks::storage::check_dir(&cfg.capture.dir).context("capture.dir")?;
         eprintln!(
             "captures: saving frozen frames to {} (max {} captures, {} MB)",
             cfg.capture.dir.display(),
@@ -136,7 +136,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
             cfg.capture.max_bytes >> 20
         );
         sinks.push(Box::new(
-            dermcam::storage::CaptureSink::new(
+            dermcam::sinks::storage::CaptureSink::new(
                 cfg.capture.dir.clone(),
                 cfg.capture.max_files,
                 model.manifest.clone(),
@@ -146,7 +146,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     }
     let pipeline = Pipeline::start(model.clone(), source, screen, sinks, cfg.pipeline.clone());
     let shared = pipeline.shared.clone();
-    let notifier = dermcam::service::spawn(
+    let notifier = dermcam::device::systemd::spawn(
         shared.clone(),
         Duration::from_millis(cfg.pipeline.stall_timeout_ms),
     );
@@ -175,7 +175,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
                     eprintln!(
                         "web: web.inference_threads = {}: uploads share the live model and its {} inference threads (one thread budget per process)",
                         cfg.web.inference_threads,
-                        dermcam::backend_tract::resolve_threads(cfg.model.threads)
+                        dermcam::model::backend::tract::resolve_threads(cfg.model.threads)
                     );
                 }
                 model.clone()
@@ -218,7 +218,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         }
         #[cfg(feature = "gpio")]
         if let (Some(chip), Some(line)) = (&cfg.button.gpiochip, cfg.button.line) {
-            dermcam::button::spawn(chip, line, shared.clone())
+            dermcam::device::button::spawn(chip, line, shared.clone())
                 .map_err(|e| anyhow::anyhow!("button: {e}"))?;
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -3,7 +3,7 @@
 
 use crate::*;
 use dermcam::model::{LoadOptions, Model, find_bundles};
-use dermcam::preprocess::{DEFAULT_MAX_PIXELS, load_image, normalize, preprocess};
+use dermcam::model::preprocess::{DEFAULT_MAX_PIXELS, load_image, normalize, preprocess};
 
 fn load_err(dir: &Path) -> String {
     match Model::load(dir, &LoadOptions::default()) {
@@ -154,7 +154,7 @@ fn preprocessing_matches_python_toolchain() {
             .map(|v| v.as_f64().unwrap() as f32)
             .collect();
         // Same tensor through tract vs ONNX Runtime: runtimes agree to float precision.
-        let same_input = dermcam::classifier::Prediction::from_logits(
+        let same_input = dermcam::model::classifier::Prediction::from_logits(
             &m.logits(&theirs, false).unwrap(),
             &m.manifest,
         );
@@ -195,8 +195,8 @@ fn preprocessing_matches_python_toolchain() {
 fn int8_agrees_with_fp32_on_samples() {
     for arch in ["effl0-v2", "resnet18-v2"] {
         let (f, q) = (model(arch), model(&format!("{arch}-int8")));
-        assert_eq!(f.manifest.precision, dermcam::manifest::Precision::Fp32);
-        assert_eq!(q.manifest.precision, dermcam::manifest::Precision::Int8);
+        assert_eq!(f.manifest.precision, dermcam::model::manifest::Precision::Fp32);
+        assert_eq!(q.manifest.precision, dermcam::model::manifest::Precision::Int8);
         // The model cards give the val agreement (0.89 for effl0-v2 through ONNX Runtime): a
         // confident fp32 answer must survive quantisation, a borderline one may flip.
         let mut flips = 0;

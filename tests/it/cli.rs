@@ -94,7 +94,7 @@ fn classify_folder_table_matches_library() {
     for s in samples() {
         let (p, _) = m
             .classify(
-                &dermcam::preprocess::load_image(&s, u64::MAX).unwrap(),
+                &dermcam::model::preprocess::load_image(&s, u64::MAX).unwrap(),
                 false,
             )
             .unwrap();

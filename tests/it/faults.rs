@@ -4,7 +4,7 @@
 use crate::pipeline::assert_capture_complete;
 use crate::{copy_bundle, default_model, root, scratch};
 use dermcam::pipeline::Pipeline;
-use dermcam::render::Canvas;
+use dermcam::screen::render::Canvas;
 use dermcam::screen::{Screen, ScreenError};
 use dermcam::source::ImagesSource;
 use std::io::Write;
@@ -252,11 +252,11 @@ max_bytes = 0
         presser.join().unwrap();
         interrupted += has_temp(&caps) as usize;
         // Every capture a reader can see is complete, whatever moment the kill hit.
-        for (c, _) in dermcam::storage::CaptureSink::captures(&caps).unwrap_or_default() {
+        for (c, _) in dermcam::sinks::storage::CaptureSink::captures(&caps).unwrap_or_default() {
             assert_capture_complete(&c, &default_model().manifest.sha256);
         }
     }
-    let total = dermcam::storage::CaptureSink::captures(&caps)
+    let total = dermcam::sinks::storage::CaptureSink::captures(&caps)
         .unwrap()
         .len();
     eprintln!(
@@ -272,7 +272,7 @@ max_bytes = 0
     );
     // The next start clears what the interrupted writes left behind.
     let sink =
-        dermcam::storage::CaptureSink::new(caps.clone(), 10, default_model().manifest.clone());
+        dermcam::sinks::storage::CaptureSink::new(caps.clone(), 10, default_model().manifest.clone());
     drop(sink);
     assert!(!has_temp(&caps));
 }

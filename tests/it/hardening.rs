@@ -426,7 +426,7 @@ fn png16(width: u32, height: u32) -> Vec<u8> {
 fn item06_decode_budget_counts_the_formats_bytes_per_pixel() {
     // Non-interlaced 16-bit RGBA: decoded row by row to RGB8, within the budget.
     let flat = png16(1000, 1000);
-    let img = dermcam::preprocess::decode_image(&flat, "t", 1_000_000).unwrap();
+    let img = dermcam::model::preprocess::decode_image(&flat, "t", 1_000_000).unwrap();
     assert_eq!(img.dimensions(), (1000, 1000));
     let reference = image::load_from_memory(&flat).unwrap().into_rgb8();
     let max_diff = img
@@ -449,9 +449,9 @@ fn item06_decode_budget_counts_the_formats_bytes_per_pixel() {
     app1.extend_from_slice(&((exif.len() + 2) as u16).to_be_bytes());
     app1.extend_from_slice(exif);
     let rotated: Vec<u8> = jpg[..2].iter().chain(&app1).chain(&jpg[2..]).copied().collect();
-    let e = dermcam::preprocess::decode_image(&rotated, "t", 500_000).unwrap_err();
+    let e = dermcam::model::preprocess::decode_image(&rotated, "t", 500_000).unwrap_err();
     assert!(e.to_string().contains("decode budget"), "{e}");
-    let ok = dermcam::preprocess::decode_image(&rotated, "t", 1_000_000).unwrap();
+    let ok = dermcam::model::preprocess::decode_image(&rotated, "t", 1_000_000).unwrap();
     assert_eq!(ok.dimensions(), (500, 1000), "EXIF rotation applied");
 }
 
@@ -676,9 +676,9 @@ fn item10_cleanup_and_retention_leave_other_files_alone() {
     std::fs::create_dir_all(caps.join(".capture-1-2-3.tmp")).unwrap();
     std::fs::write(caps.join(".capture-1-2-3.tmp/mine.txt"), b"user data").unwrap();
     std::fs::write(caps.join("capture-list.csv"), b"user data").unwrap();
-    let manifest = dermcam::manifest::read_manifest(&default_bundle()).unwrap();
+    let manifest = dermcam::model::manifest::read_manifest(&default_bundle()).unwrap();
     for n in 1..=2 {
-        dermcam::storage::save_set_atomic(
+        dermcam::sinks::storage::save_set_atomic(
             &caps,
             &format!("capture-170000000000{n}-1-{n}"),
             &[("image.jpg", b"x"), ("result.json", b"{}")],
@@ -686,20 +686,20 @@ fn item10_cleanup_and_retention_leave_other_files_alone() {
         .unwrap();
     }
     // Start-up clean-up, then retention (max 1): the older capture goes, nothing else.
-    let _sink = dermcam::storage::CaptureSink::new(caps.clone(), 1, manifest.clone());
-    dermcam::storage::enforce_retention(&caps, "capture", 1, 0).unwrap();
+    let _sink = dermcam::sinks::storage::CaptureSink::new(caps.clone(), 1, manifest.clone());
+    dermcam::sinks::storage::enforce_retention(&caps, "capture", 1, 0).unwrap();
     for kept in ["capture-notes/mine.txt", ".important.tmp", ".capture-1-2-3.tmp", "capture-list.csv"] {
         assert!(caps.join(kept).exists(), "{kept} was removed");
     }
-    assert_eq!(dermcam::storage::CaptureSink::captures(&caps).unwrap().len(), 1);
+    assert_eq!(dermcam::sinks::storage::CaptureSink::captures(&caps).unwrap().len(), 1);
     // A symlinked capture folder is refused, and nothing behind it is cleaned up.
     let elsewhere = d.join("elsewhere");
     std::fs::create_dir_all(elsewhere.join(".capture-1-2-9.tmp")).unwrap();
     std::fs::write(elsewhere.join(".capture-1-2-9.tmp/.dermcam-partial"), b"").unwrap();
     let link = d.join("link");
     std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
-    assert!(dermcam::storage::check_dir(&link).is_err());
-    let _ = dermcam::storage::CaptureSink::new(link.clone(), 5, manifest);
+    assert!(dermcam::sinks::storage::check_dir(&link).is_err());
+    let _ = dermcam::sinks::storage::CaptureSink::new(link.clone(), 5, manifest);
     assert!(elsewhere.join(".capture-1-2-9.tmp").exists());
 }
 

@@ -4,7 +4,7 @@
 
 use crate::{bundle_dir, samples};
 use dermcam::model::{BackendKind, LoadOptions, Model, OrtOptions};
-use dermcam::preprocess::load_image;
+use dermcam::model::preprocess::load_image;
 use std::process::Command;
 
 /// The ONNX Runtime library these tests need, or `None` (the test then skips with a message):

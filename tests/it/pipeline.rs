@@ -4,7 +4,7 @@
 use crate::*;
 use dermcam::config::PipelineConfig;
 use dermcam::pipeline::{Latest, Pipeline, Sink, Update};
-use dermcam::render::SourceStatus;
+use dermcam::screen::render::SourceStatus;
 use dermcam::screen::PngScreen;
 use dermcam::source::{Frame, FrameSource, ImagesSource, Reconnecting, SourceError};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -55,7 +55,7 @@ fn images_source_drives_the_real_model_to_the_screen() {
             .unwrap();
         let (direct, _) = model
             .classify(
-                &dermcam::preprocess::load_image(&s, u64::MAX).unwrap(),
+                &dermcam::model::preprocess::load_image(&s, u64::MAX).unwrap(),
                 false,
             )
             .unwrap();
@@ -124,7 +124,7 @@ impl FrameSource for FakeCam {
         }
         self.frames_left -= 1;
         std::thread::sleep(Duration::from_millis(10));
-        let img = dermcam::preprocess::load_image(&samples()[1], u64::MAX).unwrap();
+        let img = dermcam::model::preprocess::load_image(&samples()[1], u64::MAX).unwrap();
         Ok(Frame::live(img, 0))
     }
 }
@@ -289,7 +289,7 @@ fn captures_are_complete_and_retention_holds() {
         true,
     )
     .unwrap();
-    let sink = dermcam::storage::CaptureSink::new(dir.clone(), 2, model.manifest.clone());
+    let sink = dermcam::sinks::storage::CaptureSink::new(dir.clone(), 2, model.manifest.clone());
     let p = Pipeline::start(
         model.clone(),
         Box::new(source),
@@ -309,7 +309,7 @@ fn captures_are_complete_and_retention_holds() {
     }
     shared.request_shutdown();
     p.join();
-    let caps = dermcam::storage::CaptureSink::captures(&dir).unwrap();
+    let caps = dermcam::sinks::storage::CaptureSink::captures(&dir).unwrap();
     assert_eq!(caps.len(), 2, "retention keeps the newest 2: {caps:?}");
     for (c, bytes) in caps {
         assert_capture_complete(&c, &model.manifest.sha256);
@@ -359,7 +359,7 @@ fn capture_to_unwritable_place_is_refused_and_pipeline_continues() {
     )
     .unwrap();
     let sink =
-        dermcam::storage::CaptureSink::new(not_a_dir.join("captures"), 5, model.manifest.clone());
+        dermcam::sinks::storage::CaptureSink::new(not_a_dir.join("captures"), 5, model.manifest.clone());
     let p = Pipeline::start(
         model,
         Box::new(source),
@@ -422,7 +422,7 @@ fn camera_buffers_from_real_images_convert_and_classify_alike() {
     for s in samples() {
         let bytes = std::fs::read(&s).unwrap();
         let via_mjpeg = dermcam::source::mjpeg_to_rgb(&bytes, u64::MAX).unwrap();
-        let direct = dermcam::preprocess::load_image(&s, u64::MAX).unwrap();
+        let direct = dermcam::model::preprocess::load_image(&s, u64::MAX).unwrap();
         assert_eq!(via_mjpeg, direct);
         // YUYV: the same picture as a 4:2:2 buffer; colour survives within chroma-subsampling
         // error and the model's answer does not change.

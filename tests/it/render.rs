@@ -2,8 +2,8 @@
 //! sample. Regenerate after an intended change with DERMCAM_UPDATE_GOLDEN=1 and look at them.
 
 use crate::*;
-use dermcam::preprocess::{DEFAULT_MAX_PIXELS, load_image};
-use dermcam::render::{Canvas, DisplayState, SourceStatus, render};
+use dermcam::model::preprocess::{DEFAULT_MAX_PIXELS, load_image};
+use dermcam::screen::render::{Canvas, DisplayState, SourceStatus, render};
 
 fn state_for_sample() -> (image::RgbImage, DisplayState) {
     let m = default_model();

@@ -90,7 +90,7 @@ async fn api_classify_raw_and_multipart_match_the_library() {
     let m = default_model();
     let (direct, _) = m
         .classify(
-            &dermcam::preprocess::load_image(&path, u64::MAX).unwrap(),
+            &dermcam::model::preprocess::load_image(&path, u64::MAX).unwrap(),
             false,
         )
         .unwrap();
@@ -515,12 +515,12 @@ async fn live_status_reflects_the_pipeline() {
 /// A classifier whose every run fails (a wedged accelerator, a corrupted engine state).
 struct Broken;
 
-impl dermcam::classifier::Classifier for Broken {
+impl dermcam::model::classifier::Classifier for Broken {
     fn logits(
         &self,
-        _: &dermcam::preprocess::InputTensor,
-    ) -> Result<Vec<f32>, dermcam::classifier::InferenceError> {
-        Err(dermcam::classifier::InferenceError("engine fault".into()))
+        _: &dermcam::model::preprocess::InputTensor,
+    ) -> Result<Vec<f32>, dermcam::model::classifier::InferenceError> {
+        Err(dermcam::model::classifier::InferenceError("engine fault".into()))
     }
 }
 

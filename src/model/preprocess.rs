@@ -2,7 +2,7 @@
 //! (RGB image, manifest input spec) -> normalised NCHW tensor. Must match
 //! `models/dermtrain/data.py::preprocess_pil` (see the parity test).
 
-use crate::manifest::{InputSpec, ResizePolicy};
+use crate::model::manifest::{InputSpec, ResizePolicy};
 use fast_image_resize::{
     FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer, images::Image, images::ImageRef,
 };

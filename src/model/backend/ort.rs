@@ -4,10 +4,10 @@
 //! the TensorRT-enabled build from JetPack). A provider that cannot be registered is an error:
 //! ONNX Runtime's default is to log and fall back to CPU, which would hide a broken GPU setup.
 
-use crate::classifier::{Classifier, InferenceError};
-use crate::manifest::{BundleError, Manifest};
+use crate::model::classifier::{Classifier, InferenceError};
+use crate::model::manifest::{BundleError, Manifest};
 use crate::model::{OrtOptions, OrtProvider};
-use crate::preprocess::InputTensor;
+use crate::model::preprocess::InputTensor;
 use ort::ep::{self, ExecutionProviderDispatch};
 use ort::session::Session;
 use ort::value::TensorRef;

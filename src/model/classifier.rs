@@ -2,8 +2,8 @@
 //! probabilities (softmax with the manifest's temperature) are computed here, in Rust, for every
 //! backend (tract 0.23.9 mis-computes a quantised Softmax, so models export logits).
 
-use crate::manifest::Manifest;
-use crate::preprocess::InputTensor;
+use crate::model::manifest::Manifest;
+use crate::model::preprocess::InputTensor;
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,7 @@
 //! a 4096-byte buffer, so no spidev transfer exceeds the kernel's default `bufsiz`.
 
 use crate::config::{ScreenConfig, TftDriver};
-use crate::render::Canvas;
+use crate::screen::render::Canvas;
 use crate::screen::{Screen, ScreenError};
 use embedded_graphics::pixelcolor::{Rgb565, Rgb888};
 use embedded_hal::digital::OutputPin;

@@ -1,10 +1,10 @@
 //! `dermcam eval`: run a bundle over a labelled dataset and write report.json, report.md and
 //! confusion_matrix.png.
 
-use crate::dataset::Sample;
-use crate::metrics::{Summary, summarize};
+use crate::offline::dataset::Sample;
+use crate::offline::metrics::{Summary, summarize};
 use crate::model::Model;
-use crate::preprocess::{DEFAULT_MAX_PIXELS, load_image};
+use crate::model::preprocess::{DEFAULT_MAX_PIXELS, load_image};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -259,7 +259,7 @@ fn refer_figures(
             })
             .collect()
     };
-    let benign = |l: usize| m.classes[l].risk == crate::manifest::Risk::Benign;
+    let benign = |l: usize| m.classes[l].risk == crate::model::manifest::Risk::Benign;
     // ROC: sweep every distinct score, highest first.
     let (np, nn) = (
         pos.iter().filter(|p| **p).count(),
@@ -293,7 +293,7 @@ fn refer_figures(
                 .filter(|&i| benign(labels[i]))
                 .map(|i| !flagged[i]),
         ),
-        auc: crate::metrics::auc(malignant, &pos),
+        auc: crate::offline::metrics::auc(malignant, &pos),
         flagged_per_class: (0..m.classes.len())
             .filter_map(|c| {
                 share((0..labels.len()).filter(|&i| labels[i] == c).map(|i| flagged[i]))
@@ -486,7 +486,7 @@ fn draw_roc(r: &ReferFigures, title: &str, path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSansMono.ttf");
+static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSansMono.ttf");
 
 fn draw_confusion(s: &Summary, title: &str, path: &Path) -> Result<(), String> {
     use plotters::prelude::*;

@@ -11,9 +11,9 @@
 //! becomes a `Clip` to its quantised range. What runs is the fp32 graph with int8-rounded
 //! weights: the speed of the fp32 parent.
 
-use crate::classifier::{Classifier, InferenceError};
-use crate::manifest::{BundleError, Manifest};
-use crate::preprocess::InputTensor;
+use crate::model::classifier::{Classifier, InferenceError};
+use crate::model::manifest::{BundleError, Manifest};
+use crate::model::preprocess::InputTensor;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};

@@ -3,10 +3,10 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use dermcam::classifier::Prediction;
-use dermcam::manifest::BundleError;
+use dermcam::model::classifier::Prediction;
+use dermcam::model::manifest::BundleError;
 use dermcam::model::{BackendKind, LoadOptions, Model, OrtOptions, OrtProvider};
-use dermcam::preprocess::{DEFAULT_MAX_PIXELS, load_image};
+use dermcam::model::preprocess::{DEFAULT_MAX_PIXELS, load_image};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -210,7 +210,7 @@ fn check_config(config: Option<PathBuf>, board: Option<String>) -> Result<ExitCo
         (None, Some(b)) => format!("board {b}"),
         (None, None) => "defaults".into(),
     };
-    if let Err(e) = dermcam::manifest::read_manifest(&cfg.model.dir()) {
+    if let Err(e) = dermcam::model::manifest::read_manifest(&cfg.model.dir()) {
         println!("{what}: model: {e}");
         return Ok(ExitCode::from(6));
     }
@@ -245,7 +245,7 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
         if cause.is::<dermcam::config::ConfigError>() {
             return 6;
         }
-        if cause.is::<dermcam::dataset::DatasetError>() || cause.is::<dermcam::eval::EvalError>() {
+        if cause.is::<dermcam::offline::dataset::DatasetError>() || cause.is::<dermcam::offline::eval::EvalError>() {
             return 5;
         }
     }
@@ -509,9 +509,9 @@ fn classify(
 
 fn eval(datasets: &[PathBuf], split: &str, args: &ModelArgs, report_dir: &Path) -> Result<ExitCode> {
     let model = args.load()?;
-    let samples = dermcam::dataset::read_datasets(datasets)?;
-    let leaky = dermcam::dataset::leaky(&samples);
-    let chosen = dermcam::eval::select(&samples, split, &model)?;
+    let samples = dermcam::offline::dataset::read_datasets(datasets)?;
+    let leaky = dermcam::offline::dataset::leaky(&samples);
+    let chosen = dermcam::offline::eval::select(&samples, split, &model)?;
     let names = datasets
         .iter()
         .map(|d| d.display().to_string())
@@ -522,7 +522,7 @@ fn eval(datasets: &[PathBuf], split: &str, args: &ModelArgs, report_dir: &Path) 
         model.manifest.name,
         chosen.len(),
     );
-    let report = dermcam::eval::evaluate(&model, &chosen, &leaky, &names, split, true);
+    let report = dermcam::offline::eval::evaluate(&model, &chosen, &leaky, &names, split, true);
     report.write(report_dir)?;
     let s = &report.summary;
     println!(
@@ -598,7 +598,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
             "machine: {} {}, {} logical CPUs",
             std::env::consts::ARCH,
             std::env::consts::OS,
-            dermcam::backend_tract::resolve_threads(0)
+            dermcam::model::backend::tract::resolve_threads(0)
         );
         println!(
             "{:<24} {:>5} {:<11} {:>3} {:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8} {:>7} {:>7}",
@@ -622,7 +622,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
             let mut rows = Vec::new();
             for &b in &backends {
                 let opts = a.engine.options(b, t);
-                let r = dermcam::bench::bench_bundle(m, &opts, a.iterations)
+                let r = dermcam::offline::bench::bench_bundle(m, &opts, a.iterations)
                     .map_err(|e| anyhow::anyhow!("{} ({}): {e}", m.display(), b.name()))?;
                 if !a.json {
                     eprintln!("{} {}: engine {}", r.bundle, b.name(), r.engine);
@@ -666,13 +666,13 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
     if a.profile > 0 {
         let first = models.first().context("no bundle to profile")?;
         let t = threads[0];
-        let prof = dermcam::bench::profile_tract(first, t, a.iterations)
+        let prof = dermcam::offline::bench::profile_tract(first, t, a.iterations)
             .map_err(|e| anyhow::anyhow!("{}: {e}", first.display()))?;
         let total: f64 = prof.iter().map(|p| p.2).sum();
         println!(
             "tract per-node profile of {} ({} threads, {} runs): {:.2} ms per run in nodes",
             first.display(),
-            dermcam::backend_tract::resolve_threads(t),
+            dermcam::model::backend::tract::resolve_threads(t),
             a.iterations.max(1),
             total / a.iterations.max(1) as f64
         );
@@ -689,7 +689,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
     if a.pipeline_secs > 0.0 {
         let first = models.first().context("no bundle to benchmark")?;
         let opts = a.engine.options(backends[0], threads[0]);
-        let r = dermcam::bench::bench_pipeline(
+        let r = dermcam::offline::bench::bench_pipeline(
             first,
             &opts,
             &dermcam::paths::samples_dir().display().to_string(),
@@ -732,7 +732,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
     if !a.json {
         println!(
             "peak RSS of this process: {:.1} MB",
-            dermcam::bench::peak_rss_mb().unwrap_or(f64::NAN)
+            dermcam::offline::bench::peak_rss_mb().unwrap_or(f64::NAN)
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -753,7 +753,7 @@ fn list_models(dir: Option<PathBuf>) -> Result<ExitCode> {
         "bundle", "architecture", "prec", "MB", "val acc", "val bacc", "mel rec"
     );
     for b in dermcam::model::find_bundles(&dir) {
-        match dermcam::manifest::read_manifest(&b) {
+        match dermcam::model::manifest::read_manifest(&b) {
             Ok(m) => {
                 let size = std::fs::metadata(b.join("model.onnx"))
                     .map(|m| m.len() as f64 / 1e6)

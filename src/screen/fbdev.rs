@@ -2,7 +2,7 @@
 //! with `pwrite` in the framebuffer's format (16 bpp RGB565 or 32 bpp XRGB8888, little endian).
 //! The canvas is drawn at the framebuffer's resolution.
 
-use crate::render::Canvas;
+use crate::screen::render::Canvas;
 use crate::screen::{Screen, ScreenError, pack_rgb565_le};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;

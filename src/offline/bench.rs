@@ -105,7 +105,7 @@ pub fn bench_bundle(
         backend: model.engine.backend.name().into(),
         engine: model.engine.summary(),
         ratio_to_best: 1.0,
-        threads: crate::backend_tract::resolve_threads(opts.threads),
+        threads: crate::model::backend::tract::resolve_threads(opts.threads),
         load_ms,
         first_prediction_ms,
         preprocess_share_of_inference: preprocess_640x480.p50_ms / inference.p50_ms,
@@ -235,9 +235,9 @@ pub fn profile_tract(
     threads: usize,
     iterations: usize,
 ) -> Result<Vec<(String, String, f64)>, Box<dyn std::error::Error + Send + Sync>> {
-    let manifest = crate::manifest::read_manifest(dir)?;
-    let c = crate::backend_tract::TractClassifier::load(&dir.join("model.onnx"), &manifest, threads)?;
-    let input = crate::preprocess::preprocess(&test_frame(), &manifest.input);
+    let manifest = crate::model::manifest::read_manifest(dir)?;
+    let c = crate::model::backend::tract::TractClassifier::load(&dir.join("model.onnx"), &manifest, threads)?;
+    let input = crate::model::preprocess::preprocess(&test_frame(), &manifest.input);
     // Warm-up, then the measured runs.
     c.profile(&input, 2)?;
     Ok(c.profile(&input, iterations)?)

@@ -2,11 +2,13 @@
 //! Three threads joined by "latest value" slots: a slow model never builds a queue of stale
 //! frames, it just skips to the newest one (counted as dropped).
 
-use crate::classifier::Prediction;
+pub mod quality;
+
+use crate::model::classifier::Prediction;
 use crate::config::PipelineConfig;
 use crate::model::{Model, Timings};
-use crate::quality::{self, Quality};
-use crate::render::{Canvas, DisplayState, SourceStatus, render};
+use crate::pipeline::quality::{Quality};
+use crate::screen::render::{Canvas, DisplayState, SourceStatus, render};
 use crate::screen::Screen;
 use crate::source::{Frame, FrameSource, SourceError};
 use serde::Serialize;
@@ -639,7 +641,7 @@ fn publish(shared: &Shared, sinks: &mut [Box<dyn Sink>], u: &Update) {
 
 /// Prints one line per classified frame.
 pub struct LogSink {
-    pub manifest: crate::manifest::Manifest,
+    pub manifest: crate::model::manifest::Manifest,
 }
 
 impl Sink for LogSink {

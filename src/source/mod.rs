@@ -2,6 +2,9 @@
 //! slideshow (virtual camera), a synthetic test pattern, camera buffer converters and the
 //! reconnecting supervisor. The V4L2 camera itself lives in `camera.rs` (feature `camera`).
 
+#[cfg(feature = "camera")]
+pub mod camera;
+
 use image::RgbImage;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -116,7 +119,7 @@ impl ImagesSource {
             next: 0,
             seq: 0,
             last: None,
-            max_pixels: crate::preprocess::DEFAULT_MAX_PIXELS,
+            max_pixels: crate::model::preprocess::DEFAULT_MAX_PIXELS,
         })
     }
 
@@ -141,7 +144,7 @@ impl FrameSource for ImagesSource {
         let path = self.files[self.next].clone();
         self.next += 1;
         self.seq += 1;
-        let img = crate::preprocess::load_image(&path, self.max_pixels)
+        let img = crate::model::preprocess::load_image(&path, self.max_pixels)
             .map_err(|e| SourceError::BadFrame(e.to_string()))?;
         Ok(Frame {
             image: Arc::new(img),
@@ -236,7 +239,7 @@ pub fn yuyv_to_rgb(buf: &[u8], width: u32, height: u32) -> Result<RgbImage, Sour
 
 /// MJPEG frame (one JPEG) to RGB8; corrupt or truncated data is a `BadFrame`.
 pub fn mjpeg_to_rgb(buf: &[u8], max_pixels: u64) -> Result<RgbImage, SourceError> {
-    crate::preprocess::decode_image(buf, "MJPEG frame", max_pixels)
+    crate::model::preprocess::decode_image(buf, "MJPEG frame", max_pixels)
         .map_err(|e| SourceError::BadFrame(e.to_string()))
 }
 

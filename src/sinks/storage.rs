@@ -237,12 +237,12 @@ pub struct CaptureSink {
     pub max_files: usize,
     /// 0 = no byte limit.
     pub max_bytes: u64,
-    pub manifest: crate::manifest::Manifest,
+    pub manifest: crate::model::manifest::Manifest,
     last_saved: Option<u64>,
 }
 
 impl CaptureSink {
-    pub fn new(dir: PathBuf, max_files: usize, manifest: crate::manifest::Manifest) -> Self {
+    pub fn new(dir: PathBuf, max_files: usize, manifest: crate::model::manifest::Manifest) -> Self {
         if let Err(e) = check_dir(&dir) {
             eprintln!("warning: captures: {e}");
         }
@@ -343,7 +343,7 @@ mod tests {
             let kb = vec![0u8; 1000];
             save_set_atomic(&d, &format!("capture-{i:013}-1-{i}"), &[("image.jpg", &kb)]).unwrap();
         }
-        let manifest = crate::manifest::read_manifest(&crate::paths::shipped_bundle_dir(
+        let manifest = crate::model::manifest::read_manifest(&crate::paths::shipped_bundle_dir(
             crate::DEFAULT_BUNDLE,
         ))
         .unwrap();

@@ -1,7 +1,13 @@
 //! Screens present a finished canvas (one required method). The renderer (`render.rs`) draws;
 //! screens only move pixels: PNG snapshot (always built), framebuffer (`fbdev`), SPI TFT (`tft`).
 
-use crate::render::Canvas;
+#[cfg(feature = "fbdev")]
+pub mod fbdev;
+pub mod render;
+#[cfg(feature = "tft")]
+pub mod tft;
+
+use crate::screen::render::Canvas;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]

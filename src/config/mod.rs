@@ -350,7 +350,7 @@ impl Default for WebConfig {
             token: None,
             allowed_hosts: vec![],
             max_upload_bytes: 10 * 1024 * 1024,
-            max_pixels: crate::preprocess::DEFAULT_MAX_PIXELS,
+            max_pixels: crate::model::preprocess::DEFAULT_MAX_PIXELS,
             max_concurrent: 2,
             queue: 8,
             max_connections: 64,

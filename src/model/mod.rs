@@ -1,9 +1,14 @@
 //! A loaded model bundle: validated manifest + a classifier backend. Everything that classifies
 //! (CLI, camera pipeline, web) goes through `Model::classify`.
 
-use crate::classifier::{Classifier, Prediction};
-use crate::manifest::{BundleError, Manifest, read_manifest};
-use crate::preprocess::{InputTensor, preprocess};
+pub mod backend;
+pub mod classifier;
+pub mod manifest;
+pub mod preprocess;
+
+use crate::model::classifier::{Classifier, Prediction};
+use crate::model::manifest::{BundleError, Manifest, read_manifest};
+use crate::model::preprocess::{InputTensor, preprocess};
 use image::RgbImage;
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -208,7 +213,7 @@ impl Model {
         // The QDQ rewrite (int8 bundles) is noted in the engine line.
         let tract_note = std::cell::RefCell::new(String::new());
         let load_tract = || -> Result<(Box<dyn Classifier>, usize), BundleError> {
-            let c = crate::backend_tract::TractClassifier::load(&onnx, &manifest, opts.threads)?;
+            let c = crate::model::backend::tract::TractClassifier::load(&onnx, &manifest, opts.threads)?;
             let w = c.output_width();
             if c.qdq.weights_folded + c.qdq.activation_pairs_removed > 0 {
                 *tract_note.borrow_mut() = format!(
@@ -306,7 +311,7 @@ impl Model {
         &self,
         input: &InputTensor,
         tta: bool,
-    ) -> Result<Vec<f32>, crate::classifier::InferenceError> {
+    ) -> Result<Vec<f32>, crate::model::classifier::InferenceError> {
         let mut logits = self.classifier.logits(input)?;
         if tta {
             let flipped = self.classifier.logits(&input.flipped())?;
@@ -322,7 +327,7 @@ impl Model {
         &self,
         img: &RgbImage,
         tta: bool,
-    ) -> Result<(Prediction, Timings), crate::classifier::InferenceError> {
+    ) -> Result<(Prediction, Timings), crate::model::classifier::InferenceError> {
         let t0 = Instant::now();
         let input = self.preprocess(img);
         let t1 = Instant::now();
@@ -487,7 +492,7 @@ fn load_ort(
         message,
     })?;
     let c =
-        crate::backend_ort::OrtClassifier::load(onnx, manifest, opts.threads, &opts.ort, lib)?;
+        crate::model::backend::ort::OrtClassifier::load(onnx, manifest, opts.threads, &opts.ort, lib)?;
     let w = c.output_width();
     Ok((Box::new(c), w))
 }

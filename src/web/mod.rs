@@ -16,8 +16,8 @@ use security::{Credential, RateLimit, SESSION_COOKIE, Sessions};
 use crate::config::WebConfig;
 use crate::model::{Model, Timings};
 use crate::pipeline::Shared;
-use crate::preprocess::{ImageError, decode_image, sniff_format};
-use crate::quality;
+use crate::model::preprocess::{ImageError, decode_image, sniff_format};
+use crate::pipeline::quality;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -115,7 +115,7 @@ impl AppState {
     ) -> AppState {
         if let Some(dir) = &cfg.save_uploads {
             // Temp files of uploads a crash or power loss interrupted are never complete.
-            crate::storage::remove_stale_temps(dir);
+            crate::sinks::storage::remove_stale_temps(dir);
         }
         let freeze_per_sec = 1000.0 / cfg.freeze_interval_ms.max(1) as f64;
         AppState {
@@ -191,7 +191,7 @@ pub fn router(state: AppState) -> Router {
             get(|| async {
                 (
                     [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-                    include_str!("../assets/web/app.js"),
+                    include_str!("../../assets/web/app.js"),
                 )
             }),
         )
@@ -200,7 +200,7 @@ pub fn router(state: AppState) -> Router {
             get(|| async {
                 (
                     [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-                    include_str!("../assets/web/style.css"),
+                    include_str!("../../assets/web/style.css"),
                 )
             }),
         )
@@ -342,7 +342,7 @@ pub struct ClassifyResult {
     /// False when the image failed the quality gate (too dark, too bright, blurred): like the
     /// live pipeline, such an image gets no class; `classes` is empty and `headline` says why.
     pub classified: bool,
-    pub classes: Vec<crate::classifier::ClassScore>,
+    pub classes: Vec<crate::model::classifier::ClassScore>,
     pub headline: String,
     pub uncertain: bool,
     /// A clinician should see this lesion (malignant classes likely); null when not classified.
@@ -431,9 +431,9 @@ fn encode_jpeg(img: &image::RgbImage, quality: u8) -> Result<Vec<u8>, image::Ima
 fn save_upload(cfg: &WebConfig, dir: &std::path::Path, img: &image::RgbImage) {
     let r = encode_jpeg(img, 95)
         .map_err(std::io::Error::other)
-        .and_then(|jpg| crate::storage::save_atomic(dir, "upload", "jpg", &jpg))
+        .and_then(|jpg| crate::sinks::storage::save_atomic(dir, "upload", "jpg", &jpg))
         .and_then(|_| {
-            crate::storage::enforce_retention(dir, "upload", cfg.save_max_files, cfg.save_max_bytes)
+            crate::sinks::storage::enforce_retention(dir, "upload", cfg.save_max_files, cfg.save_max_bytes)
         });
     if let Err(e) = r {
         eprintln!("warning: could not save upload: {e}");
@@ -934,9 +934,9 @@ async fn status(State(st): State<AppState>) -> Json<serde_json::Value> {
         None => (serde_json::Value::Null, "Starting".into(), None, 0),
     };
     let source = match latest.as_ref().map(|u| &u.state.source) {
-        Some(crate::render::SourceStatus::Live) => "live".to_string(),
-        Some(crate::render::SourceStatus::Disconnected(m)) => format!("disconnected: {m}"),
-        Some(crate::render::SourceStatus::Ended) => "ended".into(),
+        Some(crate::screen::render::SourceStatus::Live) => "live".to_string(),
+        Some(crate::screen::render::SourceStatus::Disconnected(m)) => format!("disconnected: {m}"),
+        Some(crate::screen::render::SourceStatus::Ended) => "ended".into(),
         _ => "starting".into(),
     };
     Json(json!({
@@ -946,7 +946,7 @@ async fn status(State(st): State<AppState>) -> Json<serde_json::Value> {
     }))
 }
 
-async fn model_manifest(State(st): State<AppState>) -> Json<crate::manifest::Manifest> {
+async fn model_manifest(State(st): State<AppState>) -> Json<crate::model::manifest::Manifest> {
     Json(st.model.manifest.clone())
 }
 
