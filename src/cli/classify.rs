@@ -1,0 +1,96 @@
+//! `dermcam classify`: classify image files and folders.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// Expand folders into their image files (sorted, recursive); files are kept as given so a
+/// non-image file named on the command line gets its own error line.
+pub(super) fn expand_inputs(inputs: &[PathBuf]) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| ["jpg", "jpeg", "png"].contains(&e.to_ascii_lowercase().as_str()))
+            {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for i in inputs {
+        if i.is_dir() {
+            walk(i, &mut out)
+        } else {
+            out.push(i.clone())
+        }
+    }
+    out
+}
+
+pub(super) fn classify(
+    inputs: &[PathBuf],
+    args: &ModelArgs,
+    top_k: usize,
+    json: bool,
+    tta: bool,
+) -> Result<ExitCode> {
+    let model = args.load()?;
+    let files = expand_inputs(inputs);
+    if files.is_empty() {
+        anyhow::bail!("no images found in {:?}", inputs);
+    }
+    let mut failed = 0;
+    if !json {
+        println!(
+            "model {} ({:?}); {}",
+            model.manifest.name,
+            model.manifest.precision,
+            dermcam::DISCLAIMER
+        );
+    }
+    for f in &files {
+        match load_image(f, DEFAULT_MAX_PIXELS)
+            .map_err(anyhow::Error::from)
+            .and_then(|img| Ok(model.classify(&img, tta)?))
+        {
+            Ok((p, t)) => {
+                if json {
+                    let v = serde_json::json!({
+                        "path": f, "uncertain": p.uncertain, "headline": p.headline(&model.manifest),
+                        "refer": p.refer, "malignant_probability": p.malignant_probability,
+                        "top": p.top_k(top_k, &model.manifest), "model": model.manifest.name, "timings": t,
+                    });
+                    println!("{v}");
+                } else {
+                    print_table(f, &p, &model, top_k);
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"path": f, "error": format!("{e:#}")})
+                    );
+                } else {
+                    eprintln!("error: {e:#}");
+                }
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("{failed} of {} inputs failed", files.len());
+        return Ok(ExitCode::from(4));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,66 @@
+//! `dermcam eval`: evaluate a bundle on labelled datasets and write a report.
+
+#[allow(unused_imports)]
+use super::*;
+
+pub(super) fn eval(datasets: &[PathBuf], split: &str, args: &ModelArgs, report_dir: &Path) -> Result<ExitCode> {
+    let model = args.load()?;
+    let samples = dermcam::offline::dataset::read_datasets(datasets)?;
+    let leaky = dermcam::offline::dataset::leaky(&samples);
+    let chosen = dermcam::offline::eval::select(&samples, split, &model)?;
+    let names = datasets
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" + ");
+    eprintln!(
+        "evaluating {} on {} images of {names} split {split}",
+        model.manifest.name,
+        chosen.len(),
+    );
+    let report = dermcam::offline::eval::evaluate(&model, &chosen, &leaky, &names, split, true);
+    report.write(report_dir)?;
+    let s = &report.summary;
+    println!(
+        "{}: n={} accuracy {:.4}  balanced accuracy {:.4}  macro F1 {:.4}  macro AUC {:.4}  ECE {:.4}  melanoma recall {}  abstain {:.3}",
+        report.model,
+        s.n,
+        s.accuracy,
+        s.balanced_accuracy,
+        s.macro_f1,
+        s.macro_auc_ovr,
+        s.ece_15,
+        report
+            .melanoma_recall
+            .map_or("n/a".into(), |r| format!("{r:.4}")),
+        s.abstain_rate
+    );
+    if let Some(c) = &report.lesion_clean {
+        println!(
+            "lesion-clean (without {} images whose lesion is in train): n={} balanced accuracy {:.4}",
+            report.lesion_leaky_images, c.n, c.balanced_accuracy
+        );
+    }
+    let r = &report.refer;
+    let f = |v: Option<f64>| v.map_or("n/a".into(), |x| format!("{x:.4}"));
+    println!(
+        "refer (threshold {:.4}): sensitivity {}  specificity {}  benign not flagged {}  AUC {}",
+        r.threshold,
+        f(r.sensitivity),
+        f(r.specificity),
+        f(r.benign_not_flagged),
+        f(r.auc)
+    );
+    for (p, e) in &report.failed {
+        eprintln!("error: {p}: {e}");
+    }
+    println!(
+        "wrote {}/report.json, report.md, confusion_matrix.png, refer_roc.png",
+        report_dir.display()
+    );
+    Ok(if report.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(4)
+    })
+}

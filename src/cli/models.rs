@@ -1,0 +1,44 @@
+//! `dermcam models`: list the bundles found.
+
+#[allow(unused_imports)]
+use super::*;
+
+pub(super) fn list_models(dir: Option<PathBuf>) -> Result<ExitCode> {
+    let dir = match dir {
+        Some(d) => d,
+        None => {
+            let (d, from) = dermcam::paths::resolve(dermcam::paths::Kind::Models);
+            eprintln!("bundles in {} ({from})", d.display());
+            d
+        }
+    };
+    let default = dermcam::paths::default_model_dir();
+    println!(
+        "{:<26} {:<18} {:>5} {:>8} {:>8} {:>8} {:>8}  default",
+        "bundle", "architecture", "prec", "MB", "val acc", "val bacc", "mel rec"
+    );
+    for b in dermcam::model::find_bundles(&dir) {
+        match dermcam::model::manifest::read_manifest(&b) {
+            Ok(m) => {
+                let size = std::fs::metadata(b.join("model.onnx"))
+                    .map(|m| m.len() as f64 / 1e6)
+                    .unwrap_or(f64::NAN);
+                let f = |p: &str| m.metric(p).map_or("-".into(), |v| format!("{v:.4}"));
+                let is_default = b.canonicalize().ok() == default.canonicalize().ok();
+                println!(
+                    "{:<26} {:<18} {:>5} {:>8.1} {:>8} {:>8} {:>8}  {}",
+                    m.name,
+                    m.architecture,
+                    format!("{:?}", m.precision).to_lowercase(),
+                    size,
+                    f("/val/accuracy"),
+                    f("/val/balanced_accuracy"),
+                    f("/val/melanoma_recall"),
+                    if is_default { "*" } else { "" }
+                );
+            }
+            Err(e) => println!("{}: {e}", b.display()),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

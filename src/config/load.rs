@@ -1,0 +1,294 @@
+//! Loading a configuration (file + board preset) and validating it.
+
+#[allow(unused_imports)]
+use super::*;
+
+impl Config {
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let table = text
+            .parse::<toml::Table>()
+            .map_err(|e| ConfigError::Parse {
+                path: path.into(),
+                message: e.to_string(),
+            })?;
+        Self::from_table(table, path)
+    }
+
+    pub(super) fn from_table(table: toml::Table, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: path.into(),
+                message: e.to_string(),
+            })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// Load `file` (if any) over the preset `board` (if any). The file may name its preset
+    /// itself with a top-level `board = "name"`; `--board` on the command line wins.
+    pub fn load(file: Option<&Path>, board: Option<&str>) -> Result<Config, ConfigError> {
+        let mut file_table = file.map(read_table).transpose()?;
+        let file_board = match file_table.as_mut().and_then(|t| t.remove("board")) {
+            None => None,
+            Some(toml::Value::String(b)) => Some(b),
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    path: file.unwrap_or(Path::new("")).into(),
+                    field: "board",
+                    message: format!("expected a preset name (string), got {}", other.type_str()),
+                });
+            }
+        };
+        let board = board.map(str::to_string).or(file_board);
+        let mut table = toml::Table::new();
+        let mut origin = PathBuf::from("<defaults>");
+        if let Some(name) = board.as_deref() {
+            let boards = list_boards();
+            let (_, p) = boards.iter().find(|(n, _)| n == name).ok_or_else(|| {
+                ConfigError::UnknownBoard {
+                    name: name.into(),
+                    known: boards
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }
+            })?;
+            table = read_table(p)?;
+            origin = p.clone();
+        }
+        if let (Some(f), Some(t)) = (file, file_table) {
+            merge(&mut table, t);
+            origin = f.into();
+        }
+        Self::from_table(table, &origin)
+    }
+
+    /// Every check a config must pass before anything runs; every command path (`run`,
+    /// `demo`, `check-config`) goes through it.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, message: String| {
+            Err(ConfigError::Invalid {
+                path: path.into(),
+                field,
+                message,
+            })
+        };
+        if self.model.path.is_some() && self.model.bundle.is_some() {
+            return bad("model", "set either path or bundle, not both".into());
+        }
+        if let Some(b) = &self.model.bundle {
+            if b.is_empty() || b.contains('/') || b.starts_with('.') {
+                return bad("model.bundle", format!("{b:?} is not a bundle name"));
+            }
+        }
+        if let Some(m) = self.model.ort.problems().into_iter().next() {
+            return bad("model.ort", m);
+        }
+        let p = &self.pipeline;
+        if p.stall_timeout_ms < 500 {
+            return bad(
+                "pipeline.stall_timeout_ms",
+                format!("{} ms is too short (minimum 500)", p.stall_timeout_ms),
+            );
+        }
+        if !(p.ema_alpha > 0.0 && p.ema_alpha <= 1.0) {
+            return bad(
+                "pipeline.ema_alpha",
+                format!("{} not in (0, 1]", p.ema_alpha),
+            );
+        }
+        if !(0.0..=255.0).contains(&p.min_luma)
+            || !(0.0..=255.0).contains(&p.max_luma)
+            || p.min_luma >= p.max_luma
+        {
+            return bad(
+                "pipeline.min_luma/max_luma",
+                format!(
+                    "need 0 <= min_luma < max_luma <= 255, got {} and {}",
+                    p.min_luma, p.max_luma
+                ),
+            );
+        }
+        match &self.source {
+            SourceConfig::Camera {
+                width, height, fps, ..
+            }
+            | SourceConfig::Synthetic { width, height, fps } => {
+                if *width == 0 || *height == 0 || *width > 7680 || *height > 4320 {
+                    return bad(
+                        "source.width/height",
+                        format!("{width}x{height} out of range"),
+                    );
+                }
+                if *fps == 0 || *fps > 240 {
+                    return bad("source.fps", format!("{fps} not in 1..240"));
+                }
+            }
+            SourceConfig::Images {
+                path, interval_ms, ..
+            } => {
+                if path.is_empty() {
+                    return bad("source.path", "empty".into());
+                }
+                if *interval_ms == 0 {
+                    return bad("source.interval_ms", "must be > 0".into());
+                }
+            }
+        }
+        match &self.screen {
+            ScreenConfig::Png { width, height, .. } | ScreenConfig::Tft { width, height, .. } => {
+                if *width < 96 || *height < 96 || *width > 4096 || *height > 4096 {
+                    return bad(
+                        "screen.width/height",
+                        format!("{width}x{height} not in 96..4096"),
+                    );
+                }
+            }
+            _ => {}
+        }
+        if let ScreenConfig::Tft { rotation, .. } = &self.screen {
+            if ![0, 90, 180, 270].contains(rotation) {
+                return bad(
+                    "screen.rotation",
+                    format!("{rotation} not one of 0, 90, 180, 270"),
+                );
+            }
+        }
+        if self.button.line.is_some() != self.button.gpiochip.is_some() {
+            return bad("button", "set both gpiochip and line, or neither".into());
+        }
+        self.check_ranges(path)?;
+        let w = &self.web;
+        if w.enabled {
+            let addr: std::net::SocketAddr = match w.bind.parse() {
+                Ok(a) => a,
+                Err(e) => return bad("web.bind", format!("{:?}: {e}", w.bind)),
+            };
+            match w.token.as_deref() {
+                None if !addr.ip().is_loopback() => {
+                    return bad(
+                        "web.token",
+                        format!(
+                            "binding to {} (not loopback) requires an access token (at least 16 characters, e.g. `openssl rand -hex 16`)",
+                            w.bind
+                        ),
+                    );
+                }
+                Some(t) => {
+                    if let Some(p) = token_problem(t) {
+                        return bad("web.token", format!("the token {p}"));
+                    }
+                }
+                None => {}
+            }
+            for h in &w.allowed_hosts {
+                if h.is_empty() || !h.chars().all(|c| c.is_ascii_alphanumeric() || ".-".contains(c)) {
+                    return bad("web.allowed_hosts", format!("{h:?} is not a host name"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Range checks of every numeric key: anything `check-config` accepts must not crash `run`
+    /// (a semaphore with usize::MAX permits panics; 100,000 inference threads exhaust the
+    /// process).
+    fn check_ranges(&self, path: &Path) -> Result<(), ConfigError> {
+        fn range<T: PartialOrd + std::fmt::Display + Copy>(
+            path: &Path,
+            field: &'static str,
+            v: T,
+            lo: T,
+            hi: T,
+        ) -> Result<(), ConfigError> {
+            if v < lo || v > hi {
+                return Err(ConfigError::Invalid {
+                    path: path.into(),
+                    field,
+                    message: format!("{v} not in {lo}..={hi}"),
+                });
+            }
+            Ok(())
+        }
+        let p = path;
+        range(p, "model.threads", self.model.threads, 0, 256)?;
+        range(p, "model.ort.device_id", self.model.ort.device_id, 0, 64)?;
+        let pl = &self.pipeline;
+        range(p, "pipeline.stall_timeout_ms", pl.stall_timeout_ms, 500, 3_600_000)?;
+        if !pl.min_sharpness.is_finite() {
+            return Err(ConfigError::Invalid {
+                path: p.into(),
+                field: "pipeline.min_sharpness",
+                message: format!("{} is not a number", pl.min_sharpness),
+            });
+        }
+        range(p, "pipeline.min_sharpness", pl.min_sharpness, 0.0, 1e6)?;
+        if let SourceConfig::Images { interval_ms, .. } = &self.source {
+            range(p, "source.interval_ms", *interval_ms, 1, 86_400_000)?;
+        }
+        if let ScreenConfig::Tft {
+            spi_hz,
+            dc_pin,
+            rst_pin,
+            backlight_pin,
+            ..
+        } = &self.screen
+        {
+            range(p, "screen.spi_hz", *spi_hz, 100_000, 125_000_000)?;
+            range(p, "screen.dc_pin", *dc_pin, 0, 1023)?;
+            range(p, "screen.rst_pin", rst_pin.unwrap_or(0), 0, 1023)?;
+            range(p, "screen.backlight_pin", backlight_pin.unwrap_or(0), 0, 1023)?;
+        }
+        range(p, "button.line", self.button.line.unwrap_or(0), 0, 1023)?;
+        let c = &self.capture;
+        range(p, "capture.max_files", c.max_files, 1, 1_000_000)?;
+        let w = &self.web;
+        range(p, "web.nice", w.nice, 0, 19)?;
+        range(p, "web.max_upload_bytes", w.max_upload_bytes, 1024, 256 << 20)?;
+        range(p, "web.max_pixels", w.max_pixels, 1, 250_000_000)?;
+        range(p, "web.max_concurrent", w.max_concurrent, 1, 64)?;
+        range(p, "web.queue", w.queue, 0, 1024)?;
+        range(p, "web.max_connections", w.max_connections, 4, 4096)?;
+        range(p, "web.header_timeout_ms", w.header_timeout_ms, 100, 600_000)?;
+        range(p, "web.body_timeout_ms", w.body_timeout_ms, 100, 3_600_000)?;
+        range(p, "web.min_upload_rate", w.min_upload_rate, 0, 1 << 30)?;
+        range(p, "web.session_ttl_s", w.session_ttl_s, 60, 30 * 86_400)?;
+        range(p, "web.freeze_interval_ms", w.freeze_interval_ms, 0, 3_600_000)?;
+        range(p, "web.save_max_files", w.save_max_files, 1, 1_000_000)?;
+        range(p, "web.inference_threads", w.inference_threads, 0, 64)?;
+        Ok(())
+    }
+
+    /// Backends this config names that the binary was built without (feature names).
+    pub fn missing_features(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        let mut need = |on: bool, feature: &str, what: &str| {
+            if !on {
+                v.push(format!("{what} needs cargo feature `{feature}`: this dermcam was built without feature {feature}"));
+            }
+        };
+        if matches!(self.source, SourceConfig::Camera { .. }) {
+            need(
+                cfg!(feature = "camera"),
+                "camera",
+                "source.kind = \"camera\"",
+            );
+        }
+        match self.screen {
+            ScreenConfig::Fbdev { .. } => {
+                need(cfg!(feature = "fbdev"), "fbdev", "screen.kind = \"fbdev\"")
+            }
+            ScreenConfig::Tft { .. } => need(cfg!(feature = "tft"), "tft", "screen.kind = \"tft\""),
+            _ => {}
+        }
+        if self.button.line.is_some() {
+            need(cfg!(feature = "gpio"), "gpio", "button.line");
+        }
+        if self.model.backend == BackendKind::Ort {
+            need(cfg!(feature = "ort"), "ort", "model.backend = \"ort\"");
+        }
+        v
+    }
+}

@@ -1,0 +1,36 @@
+//! The `[pipeline]` section: quality gate, smoothing and frame-rate settings.
+
+#[allow(unused_imports)]
+use super::*;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Weight of the newest frame in the probability moving average (1 = no smoothing).
+    pub ema_alpha: f32,
+    /// Mean luma (0-255) below which the screen says "More light".
+    pub min_luma: f32,
+    /// Mean luma above which the screen says "Too bright".
+    pub max_luma: f32,
+    /// Variance of the Laplacian below which the screen says "Hold steady".
+    pub min_sharpness: f32,
+    /// Average the mirrored image when a frame is frozen with the button.
+    pub freeze_tta: bool,
+    /// A stage (capture, inference, display) that makes no progress for this long counts as
+    /// hung: the systemd watchdog pings stop and systemd restarts the service. Must exceed the
+    /// slowest inference and the camera's retry backoff.
+    pub stall_timeout_ms: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            ema_alpha: 0.5,
+            min_luma: 35.0,
+            max_luma: 235.0,
+            min_sharpness: 8.0,
+            freeze_tta: true,
+            stall_timeout_ms: 10_000,
+        }
+    }
+}

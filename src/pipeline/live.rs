@@ -1,0 +1,232 @@
+//! The live state shared between pipeline stages, the web UI and the watchdog: latest
+//! frame/result mailboxes, counters, heartbeats.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// A single-value mailbox: `put` replaces the value, readers wait for a newer one.
+pub struct Latest<T> {
+    pub(super) slot: Mutex<(u64, Option<T>, bool)>,
+    pub(super) cv: Condvar,
+}
+
+impl<T: Clone> Default for Latest<T> {
+    fn default() -> Self {
+        Latest {
+            slot: Mutex::new((0, None, false)),
+            cv: Condvar::new(),
+        }
+    }
+}
+
+impl<T: Clone> Latest<T> {
+    /// Store `v`; returns true if an unread value was overwritten.
+    pub fn put(&self, v: T) -> bool {
+        let mut g = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        let replaced = g.1.is_some() && !g.2;
+        g.0 += 1;
+        g.1 = Some(v);
+        g.2 = false;
+        self.cv.notify_all();
+        replaced
+    }
+
+    /// Wait up to `timeout` for a value newer than version `after`; returns (version, value).
+    pub fn wait_newer(&self, after: u64, timeout: Duration) -> Option<(u64, T)> {
+        let g = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut g, _) = self
+            .cv
+            .wait_timeout_while(g, timeout, |s| s.0 <= after)
+            .unwrap_or_else(|e| e.into_inner());
+        if g.0 > after {
+            g.2 = true;
+            g.1.clone().map(|v| (g.0, v))
+        } else {
+            None
+        }
+    }
+
+    pub fn version(&self) -> u64 {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+}
+
+/// Counters for the status page and /metrics.
+#[derive(Default)]
+pub struct Counters {
+    pub frames: AtomicU64,
+    pub inferences: AtomicU64,
+    pub dropped_frames: AtomicU64,
+    pub quality_rejections: AtomicU64,
+    pub errors: AtomicU64,
+    pub screen_errors: AtomicU64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CounterSnapshot {
+    pub frames: u64,
+    pub inferences: u64,
+    pub dropped_frames: u64,
+    pub quality_rejections: u64,
+    pub errors: u64,
+    pub screen_errors: u64,
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CounterSnapshot {
+            frames: g(&self.frames),
+            inferences: g(&self.inferences),
+            dropped_frames: g(&self.dropped_frames),
+            quality_rejections: g(&self.quality_rejections),
+            errors: g(&self.errors),
+            screen_errors: g(&self.screen_errors),
+        }
+    }
+}
+
+/// What the pipeline publishes after each frame it handled.
+#[derive(Debug, Clone)]
+pub struct Update {
+    pub frame: Option<Frame>,
+    pub state: DisplayState,
+    /// This frame's own (unsmoothed) prediction, when it was classified.
+    pub prediction: Option<Prediction>,
+    pub timings: Option<Timings>,
+    pub quality: Option<Quality>,
+}
+
+/// A consumer of pipeline updates (log, web status, ...). Called on the inference thread:
+/// must be quick.
+pub trait Sink: Send {
+    fn publish(&mut self, update: &Update);
+}
+
+/// State shared with the web server and the binary.
+pub struct Shared {
+    pub counters: Counters,
+    pub latest: RwLock<Option<Update>>,
+    pub updates: Latest<Update>,
+    pub started: Instant,
+    pub(super) freeze_requested: AtomicBool,
+    pub(super) shutdown: AtomicBool,
+    pub(super) source_done: AtomicBool,
+    /// Set once a source frame (not only a status screen) has been presented.
+    pub first_frame_present: AtomicBool,
+    /// Liveness of each stage (the systemd watchdog pings only while all of them tick).
+    pub heartbeats: Heartbeats,
+    pub(super) display_absent: AtomicBool,
+    /// Capture -> on-screen latency (ms) of the last classified frames (bounded ring).
+    pub frame_to_screen_ms: Mutex<std::collections::VecDeque<f64>>,
+    /// The same frames split into the parts of the design bound (bounded ring).
+    pub latency_parts: Mutex<std::collections::VecDeque<LatencyParts>>,
+    /// When the inference thread took each recent frame (seq, instant), for `latency_parts`.
+    pub(super) taken: Mutex<std::collections::VecDeque<(u64, Instant)>>,
+}
+
+/// Where one classified frame's capture -> screen time went. Design bound: a frame is taken by
+/// the model at most one camera interval after capture (the inference thread always takes the
+/// newest frame the moment it is free), then waits for nothing but its own inference and the
+/// render: `age_at_take <= camera interval`, `total <= interval + inference + render`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct LatencyParts {
+    /// Capture -> the inference thread took the frame.
+    pub age_at_take_ms: f64,
+    /// Took the frame -> the display thread picked up its update (quality gate,
+    /// preprocessing, inference, publishing).
+    pub inference_ms: f64,
+    /// Render + present.
+    pub display_ms: f64,
+    pub total_ms: f64,
+}
+
+/// A pipeline stage whose liveness is tracked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Capture,
+    Inference,
+    Display,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Capture => "capture",
+            Stage::Inference => "inference",
+            Stage::Display => "display",
+        }
+    }
+}
+
+/// Last time (ms since start) each stage finished a unit of work or an idle wait. A stage that
+/// blocks (a hung camera read, a model that never returns, a stuck SPI write) stops ticking;
+/// one that handles faults (camera unplugged and retried, screen errors retried) keeps ticking.
+#[derive(Debug, Default)]
+pub struct Heartbeats {
+    pub(super) ms: [AtomicU64; 3],
+    /// Stages that have finished for good (source ended, no screen): never stalled.
+    pub(super) done: [AtomicBool; 3],
+}
+
+impl Shared {
+    pub fn beat(&self, stage: Stage) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.heartbeats.ms[stage as usize].store(ms, Ordering::Relaxed);
+    }
+
+    /// True when the pipeline runs without a screen (nothing is ever presented).
+    pub fn display_absent(&self) -> bool {
+        self.display_absent.load(Ordering::SeqCst)
+    }
+
+    pub fn stage_done(&self, stage: Stage) {
+        self.heartbeats.done[stage as usize].store(true, Ordering::SeqCst);
+    }
+
+    /// The first stage that has not ticked for longer than `limit`, with how long.
+    pub fn stalled(&self, limit: Duration) -> Option<(Stage, Duration)> {
+        let now = self.started.elapsed().as_millis() as u64;
+        [Stage::Capture, Stage::Inference, Stage::Display]
+            .into_iter()
+            .filter(|s| !self.heartbeats.done[*s as usize].load(Ordering::SeqCst))
+            .map(|s| {
+                let last = self.heartbeats.ms[s as usize].load(Ordering::Relaxed);
+                (s, Duration::from_millis(now.saturating_sub(last)))
+            })
+            .find(|(_, age)| *age > limit)
+    }
+
+    /// The frame of the newest update (the guard is released before returning).
+    pub fn latest_frame(&self) -> Option<Frame> {
+        self.latest
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|u| u.frame.clone())
+    }
+
+    /// Point-and-classify: toggle freeze (button, stdin key, HTTP trigger).
+    pub fn toggle_freeze(&self) {
+        self.freeze_requested.store(true, Ordering::SeqCst);
+    }
+    pub fn request_shutdown(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+    }
+    pub fn is_shutdown(&self) -> bool {
+        self.shutdown.load(Ordering::SeqCst)
+    }
+    pub fn source_done(&self) -> bool {
+        self.source_done.load(Ordering::SeqCst)
+    }
+}
+
+impl Shared {
+    pub(super) fn request_shutdown_display(&self) {
+        self.source_done.store(true, Ordering::SeqCst);
+        self.shutdown.store(true, Ordering::SeqCst);
+    }
+    pub(super) fn display_done(&self) -> bool {
+        self.is_shutdown()
+    }
+}

@@ -1,0 +1,101 @@
+//! The JSON/JPEG API: status, manifest, live frame, freeze.
+
+#[allow(unused_imports)]
+use super::*;
+
+pub(super) async fn status(State(st): State<AppState>) -> Json<serde_json::Value> {
+    let m = &st.model.manifest;
+    let Some(live) = &st.live else {
+        return Json(
+            json!({"source": "none", "model": m.name, "uptime_s": st.started.elapsed().as_secs_f64(), "frame_version": 0, "display": null, "headline": null}),
+        );
+    };
+    let latest = live
+        .latest
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let (display, headline, last, version) = match &latest {
+        Some(u) => {
+            let head = if let Some(q) = &u.state.quality {
+                q.clone()
+            } else if u.state.uncertain {
+                "Uncertain".into()
+            } else {
+                u.state.top.first().map(|t| t.0.clone()).unwrap_or_default()
+            };
+            let last = u.prediction.as_ref().map(|p| json!({"classes": p.top_k(3, m), "uncertain": p.uncertain, "refer": p.refer, "malignant_probability": p.malignant_probability, "frame": u.frame.as_ref().map(|f| f.seq)}));
+            (
+                serde_json::to_value(&u.state).unwrap_or_default(),
+                head,
+                last,
+                u.frame.as_ref().map_or(0, |f| f.seq),
+            )
+        }
+        None => (serde_json::Value::Null, "Starting".into(), None, 0),
+    };
+    let source = match latest.as_ref().map(|u| &u.state.source) {
+        Some(crate::screen::render::SourceStatus::Live) => "live".to_string(),
+        Some(crate::screen::render::SourceStatus::Disconnected(m)) => format!("disconnected: {m}"),
+        Some(crate::screen::render::SourceStatus::Ended) => "ended".into(),
+        _ => "starting".into(),
+    };
+    Json(json!({
+        "source": source, "model": m.name, "uptime_s": live.started.elapsed().as_secs_f64(),
+        "fps": latest.as_ref().map_or(0.0, |u| u.state.fps), "headline": headline, "display": display,
+        "last_prediction": last, "counters": live.counters.snapshot(), "frame_version": version,
+    }))
+}
+
+pub(super) async fn model_manifest(State(st): State<AppState>) -> Json<crate::model::manifest::Manifest> {
+    Json(st.model.manifest.clone())
+}
+
+/// The newest live frame as JPEG. Each frame is encoded at most once, by one blocking task at
+/// a time; concurrent requests wait for that encode and share its bytes, so polling clients
+/// cannot multiply the CPU work or the blocking threads.
+pub(super) async fn frame_jpeg(State(st): State<AppState>) -> Response {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "no live frame").into_response();
+    let Some(live) = st.live.clone() else {
+        return not_found();
+    };
+    let mut cache = st.frame_cache.lock().await;
+    let Some(f) = live.latest_frame() else {
+        return not_found();
+    };
+    let jpeg = |b: Bytes| ([(header::CONTENT_TYPE, "image/jpeg")], b).into_response();
+    if let Some((seq, bytes)) = cache.as_ref() {
+        if *seq == f.seq {
+            return jpeg(bytes.clone());
+        }
+    }
+    let seq = f.seq;
+    let encoded = tokio::task::spawn_blocking(move || encode_jpeg(&f.image, 80)).await;
+    st.counters.frame_encodes.fetch_add(1, Ordering::Relaxed);
+    match encoded {
+        Ok(Ok(v)) => {
+            let b = Bytes::from(v);
+            *cache = Some((seq, b.clone()));
+            jpeg(b)
+        }
+        _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "could not encode frame")
+            .into_response(),
+    }
+}
+
+/// Toggle freeze; at most one per `web.freeze_interval_ms` (429 + Retry-After otherwise), so
+/// a flood of toggles cannot push real captures out of retention.
+pub(super) async fn freeze(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let live = st
+        .live
+        .as_ref()
+        .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "no live pipeline on this device"))?;
+    if st.cfg.freeze_interval_ms > 0 {
+        if let Err(wait) = st.freeze_limit.spend(None) {
+            st.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::too_many("freeze", wait));
+        }
+    }
+    live.toggle_freeze();
+    Ok(Json(json!({"toggled": true})))
+}

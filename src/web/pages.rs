@@ -1,0 +1,141 @@
+//! The HTML pages: index, classify form.
+
+#[allow(unused_imports)]
+use super::*;
+
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+pub(super) fn page(title: &str, body: &str) -> Html<String> {
+    Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{t}</title><link rel=\"stylesheet\" href=\"/static/style.css\"></head><body>\
+         <header><h1>dermcam</h1></header><div class=\"notice\" id=\"disclaimer\">{d}. Do not use it to make decisions about anyone's health.</div>\
+         {body}<footer>Research and education software. Model trained on public ISIC / web images (CC BY-NC); results may be wrong.</footer>\
+         <script src=\"/static/app.js\"></script></body></html>",
+        t = escape(title),
+        d = escape(crate::DISCLAIMER),
+    ))
+}
+
+pub(super) async fn index(State(st): State<AppState>) -> Html<String> {
+    let m = &st.model.manifest;
+    let live = if st.live.is_some() {
+        "<section><h2>Live device</h2><p class=\"headline\" id=\"live-label\">Connecting...</p><p id=\"live-meta\"></p>\
+         <img id=\"live-frame\" class=\"preview\" alt=\"current camera frame\" hidden><p><button id=\"freeze\">Freeze / release</button></p></section>"
+    } else {
+        ""
+    };
+    page(
+        "dermcam",
+        &format!(
+            "<main><section><h2>Classify an image</h2><form action=\"/classify\" method=\"post\" enctype=\"multipart/form-data\">\
+             <p><input type=\"file\" name=\"image\" accept=\"image/jpeg,image/png,image/*\" capture=\"environment\" required></p>\
+             <p><input type=\"submit\" value=\"Classify\"></p></form>\
+             <p>JPEG or PNG, up to {mb} MB. Model: <b>{name}</b> ({arch}, {prec:?}). {stored}</p></section>{live}{logout}</main>",
+            mb = st.cfg.max_upload_bytes / (1024 * 1024),
+            stored = if st.cfg.save_uploads.is_some() {
+                format!(
+                    "Uploaded images are stored on this device (without their metadata; the newest {} are kept).",
+                    st.cfg.save_max_files
+                )
+            } else {
+                "Images are not stored.".into()
+            },
+            logout = if st.cfg.token.is_some() {
+                "<section><form method=\"post\" action=\"/logout\"><p><input type=\"submit\" value=\"Sign out\"></p></form></section>"
+            } else {
+                ""
+            },
+            name = escape(&m.name),
+            arch = escape(&m.architecture),
+            prec = m.precision
+        ),
+    )
+}
+
+pub(super) async fn classify_form(State(st): State<AppState>, req: Request) -> Response {
+    let result = match admit(&st, client_ip(&req)) {
+        Ok(_place) => match timed_body_image(&st, req).await {
+            Ok(b) => run_classification(&st, b, true).await,
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok((r, thumb)) => {
+            let preview = match thumb {
+                Some(jpg) => format!(
+                    "<img class=\"preview\" alt=\"uploaded image\" src=\"data:image/jpeg;base64,{}\">",
+                    base64::engine::general_purpose::STANDARD.encode(&jpg)
+                ),
+                None => "<p id=\"no-preview\">Preview unavailable for this image.</p>".into(),
+            };
+            let mut rows = String::new();
+            for c in r.classes.iter().take(3) {
+                rows += &format!(
+                    // <progress>, not inline widths: the CSP forbids inline styles.
+                    "<tr><td>{}</td><td class=\"barcell\"><progress max=\"1000\" value=\"{:.0}\">{:.1}%</progress></td><td>{:.1}%</td></tr>",
+                    escape(&c.name),
+                    c.probability * 1000.0,
+                    c.probability * 100.0,
+                    c.probability * 100.0
+                );
+            }
+            let warn = r
+                .quality
+                .get("warning")
+                .and_then(|w| w.as_str())
+                .map(|w| format!("<p class=\"warn\">Image quality: {}</p>", escape(w)))
+                .unwrap_or_default();
+            let head = if !r.classified {
+                format!(
+                    "<p class=\"headline\" id=\"prediction\">Not classified</p><p>{}: the device does not classify images it would refuse from its own camera. Retake the photo.</p>",
+                    escape(r.headline.trim_start_matches("Not classified: "))
+                )
+            } else if r.uncertain {
+                "<p class=\"headline\" id=\"prediction\">Uncertain</p><p>The model is not confident about any class for this image.</p>".to_string()
+            } else {
+                format!(
+                    "<p class=\"headline\" id=\"prediction\">{}</p>",
+                    escape(&r.headline)
+                )
+            };
+            let refer = match (r.refer, r.malignant_probability) {
+                (Some(true), Some(mp)) => format!(
+                    "<p class=\"refer\" id=\"refer\">REFER: a clinician should see this lesion (malignant classes {:.0}%).</p>",
+                    mp * 100.0
+                ),
+                (Some(false), Some(mp)) => format!(
+                    "<p id=\"refer\">No referral flag (malignant classes {:.0}%). This is not a diagnosis.</p>",
+                    mp * 100.0
+                ),
+                _ => String::new(),
+            };
+            let head = head + &refer;
+            page(
+                "dermcam result",
+                &format!(
+                    "<main><section class=\"{cls}\"><h2>Result</h2>{head}{warn}<table>{rows}</table>\
+                     <p>Model {model}; {ms:.0} ms.</p><p><a href=\"/\">Classify another image</a></p></section>\
+                     <section>{preview}</section></main>",
+                    cls = if r.uncertain { "uncertain" } else { "" },
+                    model = escape(r.model["name"].as_str().unwrap_or("")),
+                    ms = r.total_ms
+                ),
+            )
+            .into_response()
+        }
+        Err(e) => {
+            let status = e.status;
+            let mut resp = page("dermcam error", &format!("<main><section><h2>Could not classify</h2><p class=\"err\" id=\"error\">{}</p><p><a href=\"/\">Back</a></p></section></main>", escape(&e.message))).into_response();
+            *resp.status_mut() = status;
+            resp
+        }
+    }
+}
