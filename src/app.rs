@@ -2,11 +2,10 @@
 //! sinks and the web server from a config, handles signals, the stdin/GPIO/HTTP button.
 
 use anyhow::{Context, Result, bail};
-use dermcam::config::{Config, ScreenConfig, SourceConfig};
+use dermcam::config::{Config, ScreenConfig};
 use dermcam::model::{LoadOptions, Model};
 use dermcam::pipeline::{LogSink, Pipeline, Sink};
-use dermcam::screen::{NoScreen, PngScreen, Screen};
-use dermcam::source::{FrameSource, ImagesSource, SyntheticSource};
+use dermcam::screen::ScreenError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,69 +14,6 @@ pub struct RunOptions {
     pub log: bool,
     /// Stop when the source ends (demo --once) instead of serving until a signal.
     pub exit_when_source_ends: bool,
-}
-
-pub fn build_source(cfg: &Config) -> Result<Box<dyn FrameSource>> {
-    Ok(match &cfg.source {
-        SourceConfig::Images {
-            path,
-            interval_ms,
-            repeat,
-        } => {
-            let s = ImagesSource::new(path, Duration::from_millis(*interval_ms), *repeat)
-                .context("source.kind = \"images\"")?;
-            eprintln!(
-                "source: {} images from {path}, every {interval_ms} ms{}",
-                s.len(),
-                if *repeat { ", looping" } else { "" }
-            );
-            Box::new(s)
-        }
-        SourceConfig::Synthetic { width, height, fps } => {
-            Box::new(SyntheticSource::new(*width, *height, *fps))
-        }
-        SourceConfig::Camera { .. } => camera_source(cfg)?,
-    })
-}
-
-#[cfg(feature = "camera")]
-fn camera_source(cfg: &Config) -> Result<Box<dyn FrameSource>> {
-    Ok(dermcam::source::camera::supervised(&cfg.source)?)
-}
-
-#[cfg(not(feature = "camera"))]
-fn camera_source(_: &Config) -> Result<Box<dyn FrameSource>> {
-    bail!(
-        "source.kind = \"camera\" needs cargo feature `camera`: this dermcam was built without feature camera"
-    )
-}
-
-pub fn build_screen(cfg: &Config) -> Result<Box<dyn Screen>> {
-    Ok(match &cfg.screen {
-        ScreenConfig::Png {
-            path,
-            width,
-            height,
-        } => Box::new(PngScreen::new(path.clone(), *width, *height)),
-        ScreenConfig::None => Box::new(NoScreen),
-        ScreenConfig::Fbdev { .. } | ScreenConfig::Tft { .. } => hardware_screen(cfg)?,
-    })
-}
-
-#[allow(unreachable_code, unused_variables)]
-fn hardware_screen(cfg: &Config) -> Result<Box<dyn Screen>> {
-    match &cfg.screen {
-        #[cfg(feature = "fbdev")]
-        ScreenConfig::Fbdev { device } => {
-            return Ok(Box::new(dermcam::screen::fbdev::FbScreen::open(device)?));
-        }
-        #[cfg(feature = "tft")]
-        ScreenConfig::Tft { .. } => {
-            return Ok(Box::new(dermcam::screen::tft::TftScreen::open(&cfg.screen)?));
-        }
-        _ => {}
-    }
-    bail!("{}", cfg.missing_features().join("; "))
 }
 
 pub fn load_model(cfg: &Config) -> Result<Arc<Model>> {
@@ -116,8 +52,11 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         dermcam::sinks::storage::check_dir(dir).context("web.save_uploads")?;
     }
     let model = load_model(&cfg)?;
-    let source = build_source(&cfg)?;
-    let screen = build_screen(&cfg)?;
+    let source = dermcam::source::open(&cfg.source)?;
+    let screen = match dermcam::screen::open(&cfg.screen) {
+        Err(ScreenError::NotBuilt(_)) => bail!("{}", cfg.missing_features().join("; ")),
+        r => r?,
+    };
     if let ScreenConfig::Png { path, .. } = &cfg.screen {
         eprintln!("screen: rendering to {}", path.display());
     }

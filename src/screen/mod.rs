@@ -8,6 +8,7 @@ pub mod render;
 pub mod tft;
 
 use crate::screen::render::Canvas;
+use crate::config::ScreenConfig;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +17,9 @@ pub enum ScreenError {
     Device { device: String, message: String },
     #[error("screen backend unavailable: {0}")]
     Unavailable(String),
+    /// The configured screen's cargo feature is not in this build.
+    #[error("screen.kind = \"{0}\" needs cargo feature `{0}`: this dermcam was built without feature {0}")]
+    NotBuilt(&'static str),
 }
 
 pub trait Screen: Send {
@@ -97,6 +101,28 @@ pub fn pack_rgb565_le(rgb: &[u8], out: &mut Vec<u8>) {
         let v = ((p[0] as u16 & 0xF8) << 8) | ((p[1] as u16 & 0xFC) << 3) | (p[2] as u16 >> 3);
         out.extend_from_slice(&v.to_le_bytes());
     }
+}
+
+/// Builds the screen a configuration names: the one place a new screen driver is wired in
+/// (one file, one match arm, one `ScreenConfig` variant). A driver whose cargo feature is not
+/// in this build answers [`ScreenError::NotBuilt`].
+pub fn open(cfg: &ScreenConfig) -> Result<Box<dyn Screen>, ScreenError> {
+    Ok(match cfg {
+        ScreenConfig::Png {
+            path,
+            width,
+            height,
+        } => Box::new(PngScreen::new(path.clone(), *width, *height)),
+        ScreenConfig::None => Box::new(NoScreen),
+        #[cfg(feature = "fbdev")]
+        ScreenConfig::Fbdev { device } => Box::new(fbdev::FbScreen::open(device)?),
+        #[cfg(not(feature = "fbdev"))]
+        ScreenConfig::Fbdev { .. } => return Err(ScreenError::NotBuilt("fbdev")),
+        #[cfg(feature = "tft")]
+        ScreenConfig::Tft { .. } => Box::new(tft::TftScreen::open(cfg)?),
+        #[cfg(not(feature = "tft"))]
+        ScreenConfig::Tft { .. } => return Err(ScreenError::NotBuilt("tft")),
+    })
 }
 
 #[cfg(test)]

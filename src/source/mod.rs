@@ -5,6 +5,7 @@
 #[cfg(feature = "camera")]
 pub mod camera;
 
+use crate::config::SourceConfig;
 use image::RgbImage;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -312,6 +313,44 @@ where
             }
         }
     }
+}
+
+/// Builds the source a configuration names: the one place a new source kind is wired in
+/// (one file, one match arm, one `SourceConfig` variant).
+pub fn open(cfg: &SourceConfig) -> anyhow::Result<Box<dyn FrameSource>> {
+    use anyhow::Context;
+    Ok(match cfg {
+        SourceConfig::Images {
+            path,
+            interval_ms,
+            repeat,
+        } => {
+            let s = ImagesSource::new(path, Duration::from_millis(*interval_ms), *repeat)
+                .context("source.kind = \"images\"")?;
+            eprintln!(
+                "source: {} images from {path}, every {interval_ms} ms{}",
+                s.len(),
+                if *repeat { ", looping" } else { "" }
+            );
+            Box::new(s)
+        }
+        SourceConfig::Synthetic { width, height, fps } => {
+            Box::new(SyntheticSource::new(*width, *height, *fps))
+        }
+        SourceConfig::Camera { .. } => open_camera(cfg)?,
+    })
+}
+
+#[cfg(feature = "camera")]
+fn open_camera(cfg: &SourceConfig) -> anyhow::Result<Box<dyn FrameSource>> {
+    Ok(camera::supervised(cfg)?)
+}
+
+#[cfg(not(feature = "camera"))]
+fn open_camera(_: &SourceConfig) -> anyhow::Result<Box<dyn FrameSource>> {
+    anyhow::bail!(
+        "source.kind = \"camera\" needs cargo feature `camera`: this dermcam was built without feature camera"
+    )
 }
 
 #[cfg(test)]
