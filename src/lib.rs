@@ -1,7 +1,32 @@
 //! dermcam: an edge appliance that classifies skin-lesion images into nine classes.
 //! Research and education software, not a medical device.
 //!
-//! Data flows one way: source -> preprocess -> classify -> sinks (screen, web status, log).
+//! Data flows one way: source -> quality gate -> preprocess -> classify -> sinks (screen, web
+//! status, log, captures).
+//!
+//! # Architecture
+//!
+//! A [`source::FrameSource`] yields frames; the [`pipeline`] runs three threads (capture,
+//! inference, display) joined by latest-value mailboxes, so a slow model skips stale frames
+//! instead of queueing them. Inference goes through [`model::Model`], which owns a
+//! [`model::classifier::Classifier`] from one of the [`model::backend`]s. Results land in the
+//! pipeline's live state ([`pipeline::Shared`]), read by the [`screen`] (a pure renderer
+//! plus a one-method driver), the [`web`] UI, and the [`sinks`]. Each seam is a small trait
+//! with a factory beside it ([`source::open`], [`screen::open`]); the binary's `app.rs` only
+//! composes them from a [`config::Config`].
+//!
+//! # Crate map
+//!
+//! - [`config`]: the TOML configuration, one file per section, board presets, validation.
+//! - [`source`]: frame sources (images, synthetic, V4L2 camera behind feature `camera`).
+//! - [`pipeline`]: the live loop, shared live state, the image-quality gate.
+//! - [`model`]: bundle manifest, preprocessing, the classifier seam and its backends.
+//! - [`screen`]: renderer and screen drivers (PNG, framebuffer, SPI TFT).
+//! - [`sinks`]: per-frame log, crash-safe capture/upload storage with retention.
+//! - [`device`]: systemd readiness/watchdog, GPIO button.
+//! - `web` (feature `web`): router, auth, uploads, pages, JSON API, Prometheus metrics.
+//! - [`offline`]: datasets, metrics, evaluation reports, benchmarks.
+//! - [`paths`]: where bundles, boards and samples are found.
 
 pub mod config;
 pub mod device;
