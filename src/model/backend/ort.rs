@@ -6,7 +6,7 @@
 
 use crate::model::classifier::{Classifier, InferenceError};
 use crate::model::manifest::{BundleError, Manifest};
-use crate::model::{OrtOptions, OrtProvider};
+use crate::model::backend::{OrtOptions, OrtProvider};
 use crate::model::preprocess::InputTensor;
 use ort::ep::{self, ExecutionProviderDispatch};
 use ort::session::Session;
