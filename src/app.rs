@@ -76,7 +76,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
             cfg.capture.max_bytes >> 20
         );
         sinks.push(Box::new(
-            dermcam::sinks::storage::CaptureSink::new(
+            dermcam::sinks::capture::CaptureSink::new(
                 cfg.capture.dir.clone(),
                 cfg.capture.max_files,
                 model.manifest.clone(),

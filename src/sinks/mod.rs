@@ -1,5 +1,7 @@
 //! Where results go besides the screen and the web UI (both read the pipeline's live state):
-//! the per-frame log, and crash-safe capture/upload storage with retention.
+//! the per-frame log, frozen-frame captures with retention, and crash-safe storage (atomic
+//! writes) shared with saved uploads.
 
+pub mod capture;
 pub mod log;
 pub mod storage;

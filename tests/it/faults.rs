@@ -252,11 +252,11 @@ max_bytes = 0
         presser.join().unwrap();
         interrupted += has_temp(&caps) as usize;
         // Every capture a reader can see is complete, whatever moment the kill hit.
-        for (c, _) in dermcam::sinks::storage::CaptureSink::captures(&caps).unwrap_or_default() {
+        for (c, _) in dermcam::sinks::capture::CaptureSink::captures(&caps).unwrap_or_default() {
             assert_capture_complete(&c, &default_model().manifest.sha256);
         }
     }
-    let total = dermcam::sinks::storage::CaptureSink::captures(&caps)
+    let total = dermcam::sinks::capture::CaptureSink::captures(&caps)
         .unwrap()
         .len();
     eprintln!(
@@ -272,7 +272,7 @@ max_bytes = 0
     );
     // The next start clears what the interrupted writes left behind.
     let sink =
-        dermcam::sinks::storage::CaptureSink::new(caps.clone(), 10, default_model().manifest.clone());
+        dermcam::sinks::capture::CaptureSink::new(caps.clone(), 10, default_model().manifest.clone());
     drop(sink);
     assert!(!has_temp(&caps));
 }

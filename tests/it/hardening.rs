@@ -686,12 +686,12 @@ fn item10_cleanup_and_retention_leave_other_files_alone() {
         .unwrap();
     }
     // Start-up clean-up, then retention (max 1): the older capture goes, nothing else.
-    let _sink = dermcam::sinks::storage::CaptureSink::new(caps.clone(), 1, manifest.clone());
+    let _sink = dermcam::sinks::capture::CaptureSink::new(caps.clone(), 1, manifest.clone());
     dermcam::sinks::storage::enforce_retention(&caps, "capture", 1, 0).unwrap();
     for kept in ["capture-notes/mine.txt", ".important.tmp", ".capture-1-2-3.tmp", "capture-list.csv"] {
         assert!(caps.join(kept).exists(), "{kept} was removed");
     }
-    assert_eq!(dermcam::sinks::storage::CaptureSink::captures(&caps).unwrap().len(), 1);
+    assert_eq!(dermcam::sinks::capture::CaptureSink::captures(&caps).unwrap().len(), 1);
     // A symlinked capture folder is refused, and nothing behind it is cleaned up.
     let elsewhere = d.join("elsewhere");
     std::fs::create_dir_all(elsewhere.join(".capture-1-2-9.tmp")).unwrap();
@@ -699,7 +699,7 @@ fn item10_cleanup_and_retention_leave_other_files_alone() {
     let link = d.join("link");
     std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
     assert!(dermcam::sinks::storage::check_dir(&link).is_err());
-    let _ = dermcam::sinks::storage::CaptureSink::new(link.clone(), 5, manifest);
+    let _ = dermcam::sinks::capture::CaptureSink::new(link.clone(), 5, manifest);
     assert!(elsewhere.join(".capture-1-2-9.tmp").exists());
 }
 

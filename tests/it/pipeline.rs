@@ -289,7 +289,7 @@ fn captures_are_complete_and_retention_holds() {
         true,
     )
     .unwrap();
-    let sink = dermcam::sinks::storage::CaptureSink::new(dir.clone(), 2, model.manifest.clone());
+    let sink = dermcam::sinks::capture::CaptureSink::new(dir.clone(), 2, model.manifest.clone());
     let p = Pipeline::start(
         model.clone(),
         Box::new(source),
@@ -309,7 +309,7 @@ fn captures_are_complete_and_retention_holds() {
     }
     shared.request_shutdown();
     p.join();
-    let caps = dermcam::sinks::storage::CaptureSink::captures(&dir).unwrap();
+    let caps = dermcam::sinks::capture::CaptureSink::captures(&dir).unwrap();
     assert_eq!(caps.len(), 2, "retention keeps the newest 2: {caps:?}");
     for (c, bytes) in caps {
         assert_capture_complete(&c, &model.manifest.sha256);
@@ -359,7 +359,7 @@ fn capture_to_unwritable_place_is_refused_and_pipeline_continues() {
     )
     .unwrap();
     let sink =
-        dermcam::sinks::storage::CaptureSink::new(not_a_dir.join("captures"), 5, model.manifest.clone());
+        dermcam::sinks::capture::CaptureSink::new(not_a_dir.join("captures"), 5, model.manifest.clone());
     let p = Pipeline::start(
         model,
         Box::new(source),
