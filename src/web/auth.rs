@@ -20,9 +20,11 @@ pub(super) fn client_ip(req: &Request) -> Option<IpAddr> {
 
 /// Host and origin checks, access control, body size pre-check and security headers for
 /// every response.
+/// Every request: counted, Host and cross-origin checks, security headers on the response.
+/// Authentication is not decided here but by the router's shape: routes sit in a protected
+/// router behind [`require_auth`] unless they are deliberately put in the public one.
 pub(super) async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
     st.counters.requests.fetch_add(1, Ordering::Relaxed);
-    let path = req.uri().path().to_string();
     let mut resp = if !security::host_allowed(req.headers(), &st.cfg.allowed_hosts) {
         // A DNS-rebinding page reaches the device under the attacker's host name.
         st.counters.refused_origin.fetch_add(1, Ordering::Relaxed);
@@ -39,21 +41,7 @@ pub(super) async fn guard(State(st): State<AppState>, req: Request, next: Next) 
         )
         .into_response()
     } else {
-        let open = matches!(
-            path.as_str(),
-            "/healthz" | "/login" | "/logout" | "/static/style.css"
-        );
-        match (st.cfg.token.as_deref(), open) {
-            (Some(token), false) => match authorise(&st, &req, token) {
-                Ok(()) => pre_checked(&st, req, next).await,
-                Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => e.into_response(),
-                Err(_) if !(path.starts_with("/api/") || path == "/metrics") => {
-                    Redirect::to("/login").into_response()
-                }
-                Err(e) => e.into_response(),
-            },
-            _ => pre_checked(&st, req, next).await,
-        }
+        next.run(req).await
     };
     let h = resp.headers_mut();
     h.insert("content-security-policy", HeaderValue::from_static("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'"));
@@ -65,6 +53,28 @@ pub(super) async fn guard(State(st): State<AppState>, req: Request, next: Next) 
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
+}
+
+/// The protected router's layer: with a token configured, a valid session or bearer token
+/// first (pages redirect to /login, the API and /metrics answer 401), then the body pre-check.
+pub(super) async fn require_auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(token) = st.cfg.token.clone() else {
+        return pre_checked(&st, req, next).await;
+    };
+    let path = req.uri().path().to_string();
+    match authorise(&st, &req, &token) {
+        Ok(()) => pre_checked(&st, req, next).await,
+        Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => e.into_response(),
+        Err(_) if !(path.starts_with("/api/") || path == "/metrics") => {
+            Redirect::to("/login").into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The public router's layer: only the body pre-check.
+pub(super) async fn public(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    pre_checked(&st, req, next).await
 }
 
 /// A valid session cookie, or the right bearer token. Wrong tokens are rate-limited per client

@@ -192,20 +192,13 @@ pub fn router(state: AppState) -> Router {
     // Only the two upload routes accept large bodies; everything else (login form included)
     // is capped at SMALL_BODY, so no route lets a client park megabytes in memory.
     let upload_limit = DefaultBodyLimit::max(upload_body_limit(&state.cfg));
-    Router::new()
-        .route("/", get(index))
-        .route("/classify", post(classify_form).layer(upload_limit))
+    // Deliberately public: health checks, signing in and out, the sign-in page's stylesheet.
+    // Every other route goes in `protected`, so a new route needs the token unless it is
+    // added here on purpose.
+    let public = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
-        .route(
-            "/static/app.js",
-            get(|| async {
-                (
-                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-                    include_str!("../../assets/web/app.js"),
-                )
-            }),
-        )
         .route(
             "/static/style.css",
             get(|| async {
@@ -215,13 +208,28 @@ pub fn router(state: AppState) -> Router {
                 )
             }),
         )
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::public));
+    let protected = Router::new()
+        .route("/", get(index))
+        .route("/classify", post(classify_form).layer(upload_limit))
+        .route(
+            "/static/app.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    include_str!("../../assets/web/app.js"),
+                )
+            }),
+        )
         .route("/api/v1/classify", post(classify_api).layer(upload_limit))
         .route("/api/v1/status", get(status))
         .route("/api/v1/model", get(model_manifest))
         .route("/api/v1/frame.jpg", get(frame_jpeg))
         .route("/api/v1/freeze", post(freeze))
-        .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_auth));
+    public
+        .merge(protected)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(DefaultBodyLimit::max(SMALL_BODY))
         .with_state(state)
