@@ -5,8 +5,8 @@ use anyhow::{Context, Result, bail};
 use dermcam::config::{Config, ScreenConfig};
 use dermcam::model::{LoadOptions, Model};
 use dermcam::pipeline::{Pipeline, Sink};
-use dermcam::sinks::log::LogSink;
 use dermcam::screen::ScreenError;
+use dermcam::sinks::log::LogSink;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -21,7 +21,11 @@ pub(super) fn bench(a: BenchArgs) -> Result<ExitCode> {
     } else {
         a.models.clone()
     };
-    let threads = if a.threads.is_empty() { vec![0] } else { a.threads.clone() };
+    let threads = if a.threads.is_empty() {
+        vec![0]
+    } else {
+        a.threads.clone()
+    };
     let backends = if a.backends.is_empty() {
         vec![BackendKind::Auto]
     } else {
@@ -136,7 +140,13 @@ pub(super) fn bench(a: BenchArgs) -> Result<ExitCode> {
         } else {
             println!(
                 "pipeline {} on {} for {:.0} s, camera every {:.0} ms: {} frames, {} inferences, {} dropped",
-                r.bundle, r.engine, r.seconds, r.camera_interval_ms, r.frames, r.inferences, r.dropped_frames
+                r.bundle,
+                r.engine,
+                r.seconds,
+                r.camera_interval_ms,
+                r.frames,
+                r.inferences,
+                r.dropped_frames
             );
             println!(
                 "  capture->screen p50 {:.1} ms p99 {:.1} ms = {:.2}x inference p50 {:.1} ms",

@@ -3,7 +3,12 @@
 #[allow(unused_imports)]
 use super::*;
 
-pub(super) fn eval(datasets: &[PathBuf], split: &str, args: &ModelArgs, report_dir: &Path) -> Result<ExitCode> {
+pub(super) fn eval(
+    datasets: &[PathBuf],
+    split: &str,
+    args: &ModelArgs,
+    report_dir: &Path,
+) -> Result<ExitCode> {
     let model = args.load()?;
     let samples = dermcam::offline::dataset::read_datasets(datasets)?;
     let leaky = dermcam::offline::dataset::leaky(&samples);

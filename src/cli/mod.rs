@@ -18,8 +18,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use dermcam::model::classifier::Prediction;
 use dermcam::model::manifest::BundleError;
-use dermcam::model::{BackendKind, LoadOptions, Model, OrtOptions, OrtProvider};
 use dermcam::model::preprocess::{DEFAULT_MAX_PIXELS, load_image};
+use dermcam::model::{BackendKind, LoadOptions, Model, OrtOptions, OrtProvider};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -222,7 +222,9 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
         if cause.is::<dermcam::config::ConfigError>() {
             return 6;
         }
-        if cause.is::<dermcam::offline::dataset::DatasetError>() || cause.is::<dermcam::offline::eval::EvalError>() {
+        if cause.is::<dermcam::offline::dataset::DatasetError>()
+            || cause.is::<dermcam::offline::eval::EvalError>()
+        {
             return 5;
         }
     }

@@ -44,7 +44,10 @@ pub(super) fn print_table(path: &Path, p: &Prediction, model: &Model, top_k: usi
         "refer (malignant probability)",
         p.malignant_probability * 100.0,
         if p.refer {
-            format!("REFER: see a clinician (>= {:.1}%)", m.refer_threshold() * 100.0)
+            format!(
+                "REFER: see a clinician (>= {:.1}%)",
+                m.refer_threshold() * 100.0
+            )
         } else {
             format!("no referral flag (< {:.1}%)", m.refer_threshold() * 100.0)
         }

@@ -184,7 +184,11 @@ impl Config {
                 None => {}
             }
             for h in &w.allowed_hosts {
-                if h.is_empty() || !h.chars().all(|c| c.is_ascii_alphanumeric() || ".-".contains(c)) {
+                if h.is_empty()
+                    || !h
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c))
+                {
                     return bad("web.allowed_hosts", format!("{h:?} is not a host name"));
                 }
             }
@@ -216,7 +220,13 @@ impl Config {
         range(p, "model.threads", self.model.threads, 0, 256)?;
         range(p, "model.ort.device_id", self.model.ort.device_id, 0, 64)?;
         let pl = &self.pipeline;
-        range(p, "pipeline.stall_timeout_ms", pl.stall_timeout_ms, 500, 3_600_000)?;
+        range(
+            p,
+            "pipeline.stall_timeout_ms",
+            pl.stall_timeout_ms,
+            500,
+            3_600_000,
+        )?;
         if !pl.min_sharpness.is_finite() {
             return Err(ConfigError::Invalid {
                 path: p.into(),
@@ -239,23 +249,47 @@ impl Config {
             range(p, "screen.spi_hz", *spi_hz, 100_000, 125_000_000)?;
             range(p, "screen.dc_pin", *dc_pin, 0, 1023)?;
             range(p, "screen.rst_pin", rst_pin.unwrap_or(0), 0, 1023)?;
-            range(p, "screen.backlight_pin", backlight_pin.unwrap_or(0), 0, 1023)?;
+            range(
+                p,
+                "screen.backlight_pin",
+                backlight_pin.unwrap_or(0),
+                0,
+                1023,
+            )?;
         }
         range(p, "button.line", self.button.line.unwrap_or(0), 0, 1023)?;
         let c = &self.capture;
         range(p, "capture.max_files", c.max_files, 1, 1_000_000)?;
         let w = &self.web;
         range(p, "web.nice", w.nice, 0, 19)?;
-        range(p, "web.max_upload_bytes", w.max_upload_bytes, 1024, 256 << 20)?;
+        range(
+            p,
+            "web.max_upload_bytes",
+            w.max_upload_bytes,
+            1024,
+            256 << 20,
+        )?;
         range(p, "web.max_pixels", w.max_pixels, 1, 250_000_000)?;
         range(p, "web.max_concurrent", w.max_concurrent, 1, 64)?;
         range(p, "web.queue", w.queue, 0, 1024)?;
         range(p, "web.max_connections", w.max_connections, 4, 4096)?;
-        range(p, "web.header_timeout_ms", w.header_timeout_ms, 100, 600_000)?;
+        range(
+            p,
+            "web.header_timeout_ms",
+            w.header_timeout_ms,
+            100,
+            600_000,
+        )?;
         range(p, "web.body_timeout_ms", w.body_timeout_ms, 100, 3_600_000)?;
         range(p, "web.min_upload_rate", w.min_upload_rate, 0, 1 << 30)?;
         range(p, "web.session_ttl_s", w.session_ttl_s, 60, 30 * 86_400)?;
-        range(p, "web.freeze_interval_ms", w.freeze_interval_ms, 0, 3_600_000)?;
+        range(
+            p,
+            "web.freeze_interval_ms",
+            w.freeze_interval_ms,
+            0,
+            3_600_000,
+        )?;
         range(p, "web.save_max_files", w.save_max_files, 1, 1_000_000)?;
         range(p, "web.inference_threads", w.inference_threads, 0, 64)?;
         Ok(())

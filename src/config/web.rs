@@ -84,7 +84,10 @@ impl Default for WebConfig {
 /// examples. `openssl rand -hex 16` passes.
 pub fn token_problem(token: &str) -> Option<String> {
     if token.len() < 16 {
-        return Some(format!("is {} characters; at least 16 are needed", token.len()));
+        return Some(format!(
+            "is {} characters; at least 16 are needed",
+            token.len()
+        ));
     }
     if let Some(c) = token
         .chars()
@@ -109,9 +112,12 @@ pub fn token_problem(token: &str) -> Option<String> {
     .sum();
     let bits = token.len() as f64 * classes.log2();
     let lower = token.to_ascii_lowercase();
-    let weak = ["secret", "password", "passw", "token", "change", "example", "random", "dermcam", "12345", "qwerty"]
-        .into_iter()
-        .find(|w| lower.contains(w));
+    let weak = [
+        "secret", "password", "passw", "token", "change", "example", "random", "dermcam", "12345",
+        "qwerty",
+    ]
+    .into_iter()
+    .find(|w| lower.contains(w));
     // Runs like "abcdef" or "123456": most neighbours one apart.
     let steps = token
         .as_bytes()
@@ -122,7 +128,8 @@ pub fn token_problem(token: &str) -> Option<String> {
         return Some(format!(
             "is too weak ({} distinct characters, ~{bits:.0} bits{}); generate one, e.g. `openssl rand -hex 16`",
             distinct.len(),
-            weak.map(|w| format!(", contains {w:?}")).unwrap_or_default()
+            weak.map(|w| format!(", contains {w:?}"))
+                .unwrap_or_default()
         ));
     }
     None

@@ -281,13 +281,22 @@ impl Manifest {
         }
         if let Some(r) = &self.refer {
             if !(0.0..=1.0).contains(&r.threshold) {
-                return Err(field("refer.threshold", format!("{} not in [0, 1]", r.threshold)));
+                return Err(field(
+                    "refer.threshold",
+                    format!("{} not in [0, 1]", r.threshold),
+                ));
             }
             if r.classes.is_empty() {
-                return Err(field("refer.classes", "must name at least one class".into()));
+                return Err(field(
+                    "refer.classes",
+                    "must name at least one class".into(),
+                ));
             }
             if let Some(bad) = r.classes.iter().find(|c| self.class_by_folder(c).is_none()) {
-                return Err(field("refer.classes", format!("{bad:?} is not one of the classes")));
+                return Err(field(
+                    "refer.classes",
+                    format!("{bad:?} is not one of the classes"),
+                ));
             }
         }
         if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -308,7 +317,11 @@ impl Manifest {
     /// the classes whose risk is "malignant" for bundles without a refer section.
     pub fn refer_class_ids(&self) -> Vec<usize> {
         match &self.refer {
-            Some(r) => r.classes.iter().filter_map(|c| self.class_by_folder(c)).collect(),
+            Some(r) => r
+                .classes
+                .iter()
+                .filter_map(|c| self.class_by_folder(c))
+                .collect(),
             None => self
                 .classes
                 .iter()
@@ -372,14 +385,27 @@ mod tests {
     fn refer_section_is_validated_and_drives_the_class_ids() {
         let mut v = sample();
         assert_eq!(parse(&v).unwrap().refer_class_ids(), Vec::<usize>::new());
-        assert_eq!(parse(&v).unwrap().refer_threshold(), UNCALIBRATED_REFER_THRESHOLD);
-        v["refer"] = serde_json::json!({"classes": ["b"], "threshold": 0.2, "val_sensitivity": 0.96});
+        assert_eq!(
+            parse(&v).unwrap().refer_threshold(),
+            UNCALIBRATED_REFER_THRESHOLD
+        );
+        v["refer"] =
+            serde_json::json!({"classes": ["b"], "threshold": 0.2, "val_sensitivity": 0.96});
         let m = parse(&v).unwrap();
         assert_eq!((m.refer_class_ids(), m.refer_threshold()), (vec![1], 0.2));
         // Recorded figures survive a round trip.
-        assert!(serde_json::to_string(&m).unwrap().contains("\"val_sensitivity\":0.96"));
+        assert!(
+            serde_json::to_string(&m)
+                .unwrap()
+                .contains("\"val_sensitivity\":0.96")
+        );
         v["refer"]["threshold"] = serde_json::json!(1.5);
-        assert!(parse(&v).unwrap_err().to_string().contains("refer.threshold"));
+        assert!(
+            parse(&v)
+                .unwrap_err()
+                .to_string()
+                .contains("refer.threshold")
+        );
         v["refer"] = serde_json::json!({"classes": ["zz"], "threshold": 0.2});
         assert!(parse(&v).unwrap_err().to_string().contains("refer.classes"));
     }

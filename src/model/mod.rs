@@ -1,11 +1,11 @@
 //! A loaded model bundle: validated manifest + a classifier backend. Everything that classifies
 //! (CLI, camera pipeline, web) goes through `Model::classify`.
 
+use backend::load_ort;
 pub use backend::{
     BackendKind, Engine, OrtOptions, OrtProvider, PACKAGED_ORT_DIR, PROBE_ENV, auto_ort_library,
     explicit_ort_library, probe_child, probe_ort_library,
 };
-use backend::load_ort;
 
 pub mod backend;
 pub mod classifier;
@@ -63,7 +63,11 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
 impl Model {
     /// A model around any `Classifier` (a simulated or failing engine in tests): the manifest
     /// still decides classes, preprocessing, calibration and the refer rule.
-    pub fn with_classifier(manifest: Manifest, classifier: Box<dyn Classifier>, reason: &str) -> Model {
+    pub fn with_classifier(
+        manifest: Manifest,
+        classifier: Box<dyn Classifier>,
+        reason: &str,
+    ) -> Model {
         Model {
             manifest,
             dir: PathBuf::new(),
@@ -98,7 +102,11 @@ impl Model {
         // The QDQ rewrite (int8 bundles) is noted in the engine line.
         let tract_note = std::cell::RefCell::new(String::new());
         let load_tract = || -> Result<(Box<dyn Classifier>, usize), BundleError> {
-            let c = crate::model::backend::tract::TractClassifier::load(&onnx, &manifest, opts.threads)?;
+            let c = crate::model::backend::tract::TractClassifier::load(
+                &onnx,
+                &manifest,
+                opts.threads,
+            )?;
             let w = c.output_width();
             if c.qdq.weights_folded + c.qdq.activation_pairs_removed > 0 {
                 *tract_note.borrow_mut() = format!(
@@ -142,7 +150,9 @@ impl Model {
                             },
                         ),
                         // A model that is itself broken fails the same way on tract: report it.
-                        Err(e @ (BundleError::InputShape { .. } | BundleError::OutputWidth { .. })) => {
+                        Err(
+                            e @ (BundleError::InputShape { .. } | BundleError::OutputWidth { .. }),
+                        ) => {
                             return Err(e);
                         }
                         Err(e) => (

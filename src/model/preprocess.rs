@@ -145,9 +145,22 @@ pub fn decode_image(bytes: &[u8], what: &str, max_pixels: u64) -> Result<RgbImag
         .unwrap_or(image::metadata::Orientation::NoTransforms);
     let color = decoder.color_type();
     let native = pixels * color.bytes_per_pixel() as u64;
-    let convert = if color == image::ColorType::Rgb8 { 0 } else { pixels * 3 };
-    let rotate = if needs_copy(orientation) { pixels * 3 } else { 0 };
-    budget_check(width, height, format!("JPEG {color:?}"), native + convert + rotate)?;
+    let convert = if color == image::ColorType::Rgb8 {
+        0
+    } else {
+        pixels * 3
+    };
+    let rotate = if needs_copy(orientation) {
+        pixels * 3
+    } else {
+        0
+    };
+    budget_check(
+        width,
+        height,
+        format!("JPEG {color:?}"),
+        native + convert + rotate,
+    )?;
     let mut img = image::DynamicImage::from_decoder(decoder).map_err(dec_err)?;
     img.apply_orientation(orientation);
     Ok(img.into_rgb8())
@@ -185,8 +198,16 @@ fn decode_png(
     let pixels = size_check(width, height)?;
     let samples = reader.output_color_type().0.samples();
     // Interlaced images need the whole (8-bit) frame before de-interlacing.
-    let frame = if interlaced { pixels * samples as u64 } else { 0 };
-    let rotate = if needs_copy(orientation) { pixels * 3 } else { 0 };
+    let frame = if interlaced {
+        pixels * samples as u64
+    } else {
+        0
+    };
+    let rotate = if needs_copy(orientation) {
+        pixels * 3
+    } else {
+        0
+    };
     budget_check(width, height, source_kind, pixels * 3 + frame + rotate)?;
     let row_px = width as usize;
     let mut out = vec![0u8; pixels as usize * 3];
@@ -206,7 +227,13 @@ fn decode_png(
             .for_each(|(d, s)| d.copy_from_slice(&s[..3])),
     };
     if interlaced {
-        let mut buf = vec![0u8; reader.output_buffer_size().unwrap_or(usize::MAX).min(frame as usize)];
+        let mut buf = vec![
+            0u8;
+            reader
+                .output_buffer_size()
+                .unwrap_or(usize::MAX)
+                .min(frame as usize)
+        ];
         let out_info = reader.next_frame(&mut buf).map_err(dec_err)?;
         for (src, dst) in buf
             .chunks(out_info.line_size)

@@ -163,8 +163,7 @@ pub fn bench_pipeline(
         inf.push(a.elapsed().as_secs_f64() * 1e3);
     }
     let inference_p50_ms = Percentiles::of(inf).p50_ms;
-    let source =
-        crate::source::ImagesSource::new(images, interval, true)?;
+    let source = crate::source::ImagesSource::new(images, interval, true)?;
     let rss_start_mb = peak_rss_mb();
     let p = crate::pipeline::Pipeline::start(
         model.clone(),
@@ -236,7 +235,11 @@ pub fn profile_tract(
     iterations: usize,
 ) -> Result<Vec<(String, String, f64)>, Box<dyn std::error::Error + Send + Sync>> {
     let manifest = crate::model::manifest::read_manifest(dir)?;
-    let c = crate::model::backend::tract::TractClassifier::load(&dir.join("model.onnx"), &manifest, threads)?;
+    let c = crate::model::backend::tract::TractClassifier::load(
+        &dir.join("model.onnx"),
+        &manifest,
+        threads,
+    )?;
     let input = crate::model::preprocess::preprocess(&test_frame(), &manifest.input);
     // Warm-up, then the measured runs.
     c.profile(&input, 2)?;

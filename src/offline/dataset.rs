@@ -55,7 +55,9 @@ pub fn leaky(samples: &[Sample]) -> std::collections::HashSet<PathBuf> {
         .collect();
     samples
         .iter()
-        .filter(|s| s.split != "train" && !s.lesion_id.is_empty() && train.contains(s.lesion_id.as_str()))
+        .filter(|s| {
+            s.split != "train" && !s.lesion_id.is_empty() && train.contains(s.lesion_id.as_str())
+        })
         .map(|s| s.path.clone())
         .collect()
 }
@@ -233,7 +235,10 @@ mod tests {
         .unwrap();
         let s = read_datasets(&[d.clone()]).unwrap();
         assert_eq!(s[0].archive, "ham10000");
-        assert_eq!((s[2].archive.as_str(), s[2].lesion_id.as_str()), ("unknown", "L2"));
+        assert_eq!(
+            (s[2].archive.as_str(), s[2].lesion_id.as_str()),
+            ("unknown", "L2")
+        );
         let leaky = leaky(&s);
         // Only b (lesion L1 is also in train) is leaky; an empty lesion id never matches.
         assert_eq!(leaky.len(), 1);

@@ -1,10 +1,10 @@
 //! `dermcam eval`: run a bundle over a labelled dataset and write report.json, report.md and
 //! confusion_matrix.png.
 
-use crate::offline::dataset::Sample;
-use crate::offline::metrics::{Summary, summarize};
 use crate::model::Model;
 use crate::model::preprocess::{DEFAULT_MAX_PIXELS, load_image};
+use crate::offline::dataset::Sample;
+use crate::offline::metrics::{Summary, summarize};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -238,10 +238,18 @@ fn refer_figures(
     let pos: Vec<bool> = labels.iter().map(|l| ids.contains(l)).collect();
     let flagged: Vec<bool> = malignant.iter().map(|&p| p >= threshold).collect();
     let sens = |keep: &dyn Fn(usize) -> bool| {
-        share((0..pos.len()).filter(|&i| keep(i) && pos[i]).map(|i| flagged[i]))
+        share(
+            (0..pos.len())
+                .filter(|&i| keep(i) && pos[i])
+                .map(|i| flagged[i]),
+        )
     };
     let spec = |keep: &dyn Fn(usize) -> bool| {
-        share((0..pos.len()).filter(|&i| keep(i) && !pos[i]).map(|i| !flagged[i]))
+        share(
+            (0..pos.len())
+                .filter(|&i| keep(i) && !pos[i])
+                .map(|i| !flagged[i]),
+        )
     };
     let groups = |keys: &[String]| -> BTreeMap<String, ReferGroup> {
         let uniq: std::collections::BTreeSet<&String> = keys.iter().collect();
@@ -296,8 +304,12 @@ fn refer_figures(
         auc: crate::offline::metrics::auc(malignant, &pos),
         flagged_per_class: (0..m.classes.len())
             .filter_map(|c| {
-                share((0..labels.len()).filter(|&i| labels[i] == c).map(|i| flagged[i]))
-                    .map(|r| (m.classes[c].folder.clone(), r))
+                share(
+                    (0..labels.len())
+                        .filter(|&i| labels[i] == c)
+                        .map(|i| flagged[i]),
+                )
+                .map(|r| (m.classes[c].folder.clone(), r))
             })
             .collect(),
         per_source: groups(sources),
@@ -380,7 +392,12 @@ impl EvalReport {
         }
         md += "\n| source / archive | n | sensitivity | specificity |\n|---|---|---|---|\n";
         for (k, v) in r.per_source.iter().chain(r.per_archive.iter()) {
-            md += &format!("| {k} | {} | {} | {} |\n", v.n, f(v.sensitivity), f(v.specificity));
+            md += &format!(
+                "| {k} | {} | {} | {} |\n",
+                v.n,
+                f(v.sensitivity),
+                f(v.specificity)
+            );
         }
         md += "\nROC curve of the malignant probability with the operating point: refer_roc.png.\n";
         md += "\n## Confusion matrix (rows = true, columns = predicted)\n\n| |";
@@ -457,7 +474,10 @@ fn draw_roc(r: &ReferFigures, title: &str, path: &Path) -> Result<(), String> {
         )))
         .map_err(|x| e(&x))?;
     chart
-        .draw_series(std::iter::once(PathElement::new(r.roc.clone(), BLUE.stroke_width(2))))
+        .draw_series(std::iter::once(PathElement::new(
+            r.roc.clone(),
+            BLUE.stroke_width(2),
+        )))
         .map_err(|x| e(&x))?
         .label(format!(
             "malignant probability (AUC {})",
@@ -466,7 +486,11 @@ fn draw_roc(r: &ReferFigures, title: &str, path: &Path) -> Result<(), String> {
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
     if let (Some(se), Some(sp)) = (r.sensitivity, r.specificity) {
         chart
-            .draw_series(std::iter::once(Circle::new((1.0 - sp, se), 7, RED.filled())))
+            .draw_series(std::iter::once(Circle::new(
+                (1.0 - sp, se),
+                7,
+                RED.filled(),
+            )))
             .map_err(|x| e(&x))?
             .label(format!(
                 "refer threshold {:.3}: sensitivity {se:.2}, specificity {sp:.2}",

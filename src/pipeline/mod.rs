@@ -7,12 +7,12 @@ pub use live::*;
 
 pub mod quality;
 
-use crate::model::classifier::Prediction;
 use crate::config::PipelineConfig;
+use crate::model::classifier::Prediction;
 use crate::model::{Model, Timings};
-use crate::pipeline::quality::{Quality};
-use crate::screen::render::{Canvas, DisplayState, SourceStatus, render};
+use crate::pipeline::quality::Quality;
 use crate::screen::Screen;
+use crate::screen::render::{Canvas, DisplayState, SourceStatus, render};
 use crate::source::{Frame, FrameSource, SourceError};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -215,8 +215,7 @@ impl Pipeline {
                             };
                             seen = v;
                             {
-                                let mut t =
-                                    shared.taken.lock().unwrap_or_else(|e| e.into_inner());
+                                let mut t = shared.taken.lock().unwrap_or_else(|e| e.into_inner());
                                 if t.len() >= 16 {
                                     t.pop_front();
                                 }
@@ -360,7 +359,8 @@ impl Pipeline {
                                             .map(|(_, t)| *t);
                                         if let Some(took) = took {
                                             let ms = |d: Duration| d.as_secs_f64() * 1e3;
-                                            let age = ms(took.saturating_duration_since(f.captured));
+                                            let age =
+                                                ms(took.saturating_duration_since(f.captured));
                                             // `picked` is after the update was published.
                                             let display = ms(picked.elapsed());
                                             let mut parts = shared

@@ -7,8 +7,8 @@ pub mod render;
 #[cfg(feature = "tft")]
 pub mod tft;
 
-use crate::screen::render::Canvas;
 use crate::config::ScreenConfig;
+use crate::screen::render::Canvas;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +18,9 @@ pub enum ScreenError {
     #[error("screen backend unavailable: {0}")]
     Unavailable(String),
     /// The configured screen's cargo feature is not in this build.
-    #[error("screen.kind = \"{0}\" needs cargo feature `{0}`: this dermcam was built without feature {0}")]
+    #[error(
+        "screen.kind = \"{0}\" needs cargo feature `{0}`: this dermcam was built without feature {0}"
+    )]
     NotBuilt(&'static str),
 }
 

@@ -88,7 +88,11 @@ pub struct DisplayState {
 
 impl DisplayState {
     /// Show a prediction: its top 3 classes and whether it is uncertain.
-    pub fn show(&mut self, p: &crate::model::classifier::Prediction, m: &crate::model::manifest::Manifest) {
+    pub fn show(
+        &mut self,
+        p: &crate::model::classifier::Prediction,
+        m: &crate::model::manifest::Manifest,
+    ) {
         self.top = p
             .top_k(3, m)
             .into_iter()

@@ -230,8 +230,8 @@ pub(super) fn unix_ms() -> u128 {
 
 #[cfg(test)]
 mod tests {
-    use crate::sinks::capture::CaptureSink;
     use super::*;
+    use crate::sinks::capture::CaptureSink;
 
     #[test]
     fn retention_by_count_and_bytes_removes_oldest_first() {
@@ -290,8 +290,18 @@ mod tests {
     fn own_names() {
         assert!(is_own_name("capture-1700000000000-12-3", "capture"));
         assert!(is_own_name("upload-1700000000000-12-3.jpg", "upload"));
-        for n in ["capture-mine", "capture-1-2", "capture-1-2-3-4", "capture-1-2-3.", "xcapture-1-2-3", "upload-1-2-x.jpg"] {
-            assert!(!is_own_name(n, "capture") && !is_own_name(n, "upload"), "{n}");
+        for n in [
+            "capture-mine",
+            "capture-1-2",
+            "capture-1-2-3-4",
+            "capture-1-2-3.",
+            "xcapture-1-2-3",
+            "upload-1-2-x.jpg",
+        ] {
+            assert!(
+                !is_own_name(n, "capture") && !is_own_name(n, "upload"),
+                "{n}"
+            );
         }
     }
 

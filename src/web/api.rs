@@ -47,7 +47,9 @@ pub(super) async fn status(State(st): State<AppState>) -> Json<serde_json::Value
     }))
 }
 
-pub(super) async fn model_manifest(State(st): State<AppState>) -> Json<crate::model::manifest::Manifest> {
+pub(super) async fn model_manifest(
+    State(st): State<AppState>,
+) -> Json<crate::model::manifest::Manifest> {
     Json(st.model.manifest.clone())
 }
 
@@ -85,7 +87,9 @@ pub(super) async fn frame_jpeg(State(st): State<AppState>) -> Response {
 
 /// Toggle freeze; at most one per `web.freeze_interval_ms` (429 + Retry-After otherwise), so
 /// a flood of toggles cannot push real captures out of retention.
-pub(super) async fn freeze(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+pub(super) async fn freeze(
+    State(st): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let live = st
         .live
         .as_ref()

@@ -174,8 +174,11 @@ pub(super) async fn login(State(st): State<AppState>, req: Request) -> Response 
     let limit = Duration::from_millis(st.cfg.body_timeout_ms);
     let form = match tokio::time::timeout(limit, Form::<LoginForm>::from_request(req, &st)).await {
         Err(_) => {
-            return ApiError::new(StatusCode::REQUEST_TIMEOUT, "request body not received in time")
-                .into_response();
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time",
+            )
+            .into_response();
         }
         Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             return rejection.into_response();
@@ -188,8 +191,11 @@ pub(super) async fn login(State(st): State<AppState>, req: Request) -> Response 
         return wrong(&st);
     }
     let Some(id) = st.sessions.create() else {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no randomness for a session id")
-            .into_response();
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no randomness for a session id",
+        )
+        .into_response();
     };
     let mut r = Redirect::to("/").into_response();
     r.headers_mut().insert(
@@ -204,7 +210,12 @@ pub(super) async fn logout(State(st): State<AppState>, headers: HeaderMap) -> Re
     if let Some(id) = security::session_cookie(&headers) {
         st.sessions.revoke(&id);
     }
-    let mut r = Redirect::to(if st.cfg.token.is_some() { "/login" } else { "/" }).into_response();
+    let mut r = Redirect::to(if st.cfg.token.is_some() {
+        "/login"
+    } else {
+        "/"
+    })
+    .into_response();
     r.headers_mut()
         .insert(header::SET_COOKIE, session_cookie(&st, "", 0));
     r

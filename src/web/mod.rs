@@ -21,13 +21,13 @@ mod security;
 mod server;
 
 pub use security::token_eq;
-pub use server::{per_client_limit, serve};
 use security::{Credential, RateLimit, SESSION_COOKIE, Sessions};
+pub use server::{per_client_limit, serve};
 
 use crate::config::WebConfig;
+use crate::model::preprocess::{ImageError, decode_image, sniff_format};
 use crate::model::{Model, Timings};
 use crate::pipeline::Shared;
-use crate::model::preprocess::{ImageError, decode_image, sniff_format};
 use crate::pipeline::quality;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, FromRequest, Multipart, Request, State};
@@ -38,11 +38,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use serde_json::json;
-use std::sync::Arc;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 

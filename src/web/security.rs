@@ -26,15 +26,13 @@ pub fn host_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     };
     let name = if let Some(rest) = host.strip_prefix('[') {
         // [v6]:port
-        return rest
-            .split_once(']')
-            .is_some_and(|(ip, port)| {
-                ip.parse::<std::net::Ipv6Addr>().is_ok()
-                    && (port.is_empty()
-                        || port
-                            .strip_prefix(':')
-                            .is_some_and(|p| p.parse::<u16>().is_ok()))
-            });
+        return rest.split_once(']').is_some_and(|(ip, port)| {
+            ip.parse::<std::net::Ipv6Addr>().is_ok()
+                && (port.is_empty()
+                    || port
+                        .strip_prefix(':')
+                        .is_some_and(|p| p.parse::<u16>().is_ok()))
+        });
     } else {
         match host.rsplit_once(':') {
             Some((name, port)) if port.parse::<u16>().is_ok() => name,
@@ -265,10 +263,22 @@ mod tests {
     #[test]
     fn hosts() {
         let allowed = vec!["dermcam.local".to_string()];
-        for ok in ["192.168.1.20:8080", "127.0.0.1", "[::1]:8080", "localhost:8080", "DERMCAM.local:80"] {
+        for ok in [
+            "192.168.1.20:8080",
+            "127.0.0.1",
+            "[::1]:8080",
+            "localhost:8080",
+            "DERMCAM.local:80",
+        ] {
             assert!(host_allowed(&h(&[("host", ok)]), &allowed), "{ok}");
         }
-        for bad in ["evil.example:8080", "192.168.1.20.nip.io", "localhost.evil.com", "[::1", "a:b:c"] {
+        for bad in [
+            "evil.example:8080",
+            "192.168.1.20.nip.io",
+            "localhost.evil.com",
+            "[::1",
+            "a:b:c",
+        ] {
             assert!(!host_allowed(&h(&[("host", bad)]), &allowed), "{bad}");
         }
     }
@@ -277,12 +287,33 @@ mod tests {
     fn origins() {
         let post = Method::POST;
         assert!(!cross_origin(&post, &h(&[("host", "10.0.0.2:8080")])));
-        assert!(!cross_origin(&post, &h(&[("host", "10.0.0.2:8080"), ("origin", "http://10.0.0.2:8080")])));
-        assert!(cross_origin(&post, &h(&[("host", "10.0.0.2:8080"), ("origin", "http://10.0.0.2:9090")])));
-        assert!(cross_origin(&post, &h(&[("host", "10.0.0.2:8080"), ("origin", "null")])));
+        assert!(!cross_origin(
+            &post,
+            &h(&[
+                ("host", "10.0.0.2:8080"),
+                ("origin", "http://10.0.0.2:8080")
+            ])
+        ));
+        assert!(cross_origin(
+            &post,
+            &h(&[
+                ("host", "10.0.0.2:8080"),
+                ("origin", "http://10.0.0.2:9090")
+            ])
+        ));
+        assert!(cross_origin(
+            &post,
+            &h(&[("host", "10.0.0.2:8080"), ("origin", "null")])
+        ));
         assert!(cross_origin(&post, &h(&[("sec-fetch-site", "same-site")])));
-        assert!(!cross_origin(&post, &h(&[("sec-fetch-site", "same-origin")])));
-        assert!(!cross_origin(&Method::GET, &h(&[("sec-fetch-site", "cross-site")])));
+        assert!(!cross_origin(
+            &post,
+            &h(&[("sec-fetch-site", "same-origin")])
+        ));
+        assert!(!cross_origin(
+            &Method::GET,
+            &h(&[("sec-fetch-site", "cross-site")])
+        ));
     }
 
     #[test]

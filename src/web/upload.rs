@@ -23,7 +23,10 @@ pub struct ClassifyResult {
 
 /// A place among the uploads being received, queued or classified; given back on drop however
 /// the request ends (a client that disconnects drops the handler's future mid-way).
-pub(super) struct Place(Arc<AtomicUsize>, Option<(Arc<Mutex<HashMap<IpAddr, usize>>>, IpAddr)>);
+pub(super) struct Place(
+    Arc<AtomicUsize>,
+    Option<(Arc<Mutex<HashMap<IpAddr, usize>>>, IpAddr)>,
+);
 
 impl Drop for Place {
     fn drop(&mut self) {
@@ -86,7 +89,10 @@ pub fn preview_size(width: u32, height: u32) -> (u32, u32) {
     (f(width), f(height))
 }
 
-pub(super) fn encode_jpeg(img: &image::RgbImage, quality: u8) -> Result<Vec<u8>, image::ImageError> {
+pub(super) fn encode_jpeg(
+    img: &image::RgbImage,
+    quality: u8,
+) -> Result<Vec<u8>, image::ImageError> {
     let mut v = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut v, quality).encode_image(img)?;
     Ok(v)
@@ -99,7 +105,12 @@ pub(super) fn save_upload(cfg: &WebConfig, dir: &std::path::Path, img: &image::R
         .map_err(std::io::Error::other)
         .and_then(|jpg| crate::sinks::storage::save_atomic(dir, "upload", "jpg", &jpg))
         .and_then(|_| {
-            crate::sinks::storage::enforce_retention(dir, "upload", cfg.save_max_files, cfg.save_max_bytes)
+            crate::sinks::storage::enforce_retention(
+                dir,
+                "upload",
+                cfg.save_max_files,
+                cfg.save_max_bytes,
+            )
         });
     if let Err(e) = r {
         eprintln!("warning: could not save upload: {e}");
@@ -191,10 +202,14 @@ pub(super) async fn run_classification(
             let _ = (q, issue);
             return Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                String::from("the device could not classify this image (inference failed; see the device log)"),
+                String::from(
+                    "the device could not classify this image (inference failed; see the device log)",
+                ),
             ));
         }
-        Ok(Ok((q, issue, r, thumb))) => (q, issue, r.map(|r| r.expect("errors handled above")), thumb),
+        Ok(Ok((q, issue, r, thumb))) => {
+            (q, issue, r.map(|r| r.expect("errors handled above")), thumb)
+        }
         Ok(Err(e)) => return Err(reject(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
         Err(e) => {
             return Err(ApiError::new(
@@ -207,7 +222,8 @@ pub(super) async fn run_classification(
     st.counters.classified.fetch_add(1, Ordering::Relaxed);
     st.counters.observe(total_ms);
     let m = &st.model.manifest;
-    let quality = json!({"luma": q.luma, "sharpness": q.sharpness, "warning": issue.map(|i| i.advice())});
+    let quality =
+        json!({"luma": q.luma, "sharpness": q.sharpness, "warning": issue.map(|i| i.advice())});
     let model = json!({"name": m.name, "sha256": m.sha256, "precision": m.precision});
     let result = match (r, issue) {
         (Some((p, timings)), _) => ClassifyResult {

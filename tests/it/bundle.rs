@@ -2,8 +2,8 @@
 //! int8/fp32 agreement on the sample images.
 
 use crate::*;
-use dermcam::model::{LoadOptions, Model, find_bundles};
 use dermcam::model::preprocess::{DEFAULT_MAX_PIXELS, load_image, normalize, preprocess};
+use dermcam::model::{LoadOptions, Model, find_bundles};
 
 fn load_err(dir: &Path) -> String {
     match Model::load(dir, &LoadOptions::default()) {
@@ -195,8 +195,14 @@ fn preprocessing_matches_python_toolchain() {
 fn int8_agrees_with_fp32_on_samples() {
     for arch in ["effl0-v2", "resnet18-v2"] {
         let (f, q) = (model(arch), model(&format!("{arch}-int8")));
-        assert_eq!(f.manifest.precision, dermcam::model::manifest::Precision::Fp32);
-        assert_eq!(q.manifest.precision, dermcam::model::manifest::Precision::Int8);
+        assert_eq!(
+            f.manifest.precision,
+            dermcam::model::manifest::Precision::Fp32
+        );
+        assert_eq!(
+            q.manifest.precision,
+            dermcam::model::manifest::Precision::Int8
+        );
         // The model cards give the val agreement (0.89 for effl0-v2 through ONNX Runtime): a
         // confident fp32 answer must survive quantisation, a borderline one may flip.
         let mut flips = 0;
@@ -215,7 +221,11 @@ fn int8_agrees_with_fp32_on_samples() {
                 );
             }
         }
-        assert!(flips <= 1, "{arch}: {flips} of {} samples flip", samples().len());
+        assert!(
+            flips <= 1,
+            "{arch}: {flips} of {} samples flip",
+            samples().len()
+        );
     }
 }
 

@@ -32,7 +32,10 @@ fn auto_without_onnx_runtime_runs_tract_and_says_why() {
     let o = classify(&[], &empty, None);
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
-    assert!(err.contains("engine: tract: auto: no ONNX Runtime library"), "{err}");
+    assert!(
+        err.contains("engine: tract: auto: no ONNX Runtime library"),
+        "{err}"
+    );
     assert!(err.contains(&empty.display().to_string()), "{err}");
 }
 
@@ -44,13 +47,20 @@ fn auto_with_a_library_that_is_not_onnx_runtime_falls_back_to_tract() {
     let o = classify(&[], &dir, None);
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
-    assert!(err.contains("engine: tract: auto: ONNX Runtime from"), "{err}");
+    assert!(
+        err.contains("engine: tract: auto: ONNX Runtime from"),
+        "{err}"
+    );
     assert!(err.contains("libonnxruntime.so.1.99.0"), "{err}");
     assert!(err.contains("falling back to tract"), "{err}");
     // A real shared object without ONNX Runtime's API (the C maths library).
-    let libm = ["/lib/x86_64-linux-gnu/libm.so.6", "/lib/aarch64-linux-gnu/libm.so.6", "/usr/lib64/libm.so.6"]
-        .into_iter()
-        .find(|p| Path::new(p).exists());
+    let libm = [
+        "/lib/x86_64-linux-gnu/libm.so.6",
+        "/lib/aarch64-linux-gnu/libm.so.6",
+        "/usr/lib64/libm.so.6",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists());
     if let Some(libm) = libm {
         let o = classify(&[], &dir, Some(libm));
         let err = stderr(&o);
@@ -97,9 +107,17 @@ fn packaged_library_lookup_prefers_plain_name_then_newest_version() {
     for v in ["1.9.0", "1.31.1", "1.20.1"] {
         std::fs::write(dir.join(format!("libonnxruntime.so.{v}")), b"x").unwrap();
     }
-    assert!(auto_line().contains("libonnxruntime.so.1.31.1 if it loads"), "{}", auto_line());
+    assert!(
+        auto_line().contains("libonnxruntime.so.1.31.1 if it loads"),
+        "{}",
+        auto_line()
+    );
     std::fs::write(dir.join("libonnxruntime.so"), b"x").unwrap();
-    assert!(auto_line().contains("libonnxruntime.so if it loads"), "{}", auto_line());
+    assert!(
+        auto_line().contains("libonnxruntime.so if it loads"),
+        "{}",
+        auto_line()
+    );
 }
 
 #[test]
@@ -113,8 +131,14 @@ fn int8_bundle_runs_as_float_with_int8_weights_under_tract() {
         .unwrap();
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
-    assert!(err.contains("weight dequantisations folded at load"), "{err}");
-    assert!(err.contains("activation Q/DQ pairs replaced by clamps"), "{err}");
+    assert!(
+        err.contains("weight dequantisations folded at load"),
+        "{err}"
+    );
+    assert!(
+        err.contains("activation Q/DQ pairs replaced by clamps"),
+        "{err}"
+    );
 }
 
 #[test]

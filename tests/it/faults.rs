@@ -271,8 +271,11 @@ max_bytes = 0
         "no kill landed mid-write: the test proved nothing"
     );
     // The next start clears what the interrupted writes left behind.
-    let sink =
-        dermcam::sinks::capture::CaptureSink::new(caps.clone(), 10, default_model().manifest.clone());
+    let sink = dermcam::sinks::capture::CaptureSink::new(
+        caps.clone(),
+        10,
+        default_model().manifest.clone(),
+    );
     drop(sink);
     assert!(!has_temp(&caps));
 }

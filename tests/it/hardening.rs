@@ -23,11 +23,22 @@ fn token_cfg() -> WebConfig {
     }
 }
 
-fn app_with(cfg: WebConfig, live: Option<std::sync::Arc<dermcam::pipeline::Shared>>) -> axum::Router {
-    router(AppState::new(default_model(), live, cfg, Default::default()))
+fn app_with(
+    cfg: WebConfig,
+    live: Option<std::sync::Arc<dermcam::pipeline::Shared>>,
+) -> axum::Router {
+    router(AppState::new(
+        default_model(),
+        live,
+        cfg,
+        Default::default(),
+    ))
 }
 
-async fn send(app: &axum::Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+async fn send(
+    app: &axum::Router,
+    req: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
     let resp = app.clone().oneshot(req).await.unwrap();
     let (parts, body) = resp.into_parts();
     (
@@ -57,7 +68,10 @@ fn multipart(bytes: &[u8]) -> Request<Body> {
     body.extend_from_slice(bytes);
     body.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
     Request::post("/classify")
-        .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={b}"))
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={b}"),
+        )
         .body(Body::from(body))
         .unwrap()
 }
@@ -98,7 +112,11 @@ async fn serve(app: axum::Router, cfg: WebConfig) -> std::net::SocketAddr {
 async fn status_line(c: &mut tokio::net::TcpStream, limit: Duration) -> String {
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(limit, c.read_to_end(&mut buf)).await;
-    String::from_utf8_lossy(&buf).lines().next().unwrap_or("").to_string()
+    String::from_utf8_lossy(&buf)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
 }
 
 /// True once the server has closed `c` (read returns 0 or an error) within `limit`.
@@ -140,7 +158,6 @@ async fn item01_non_upload_bodies_are_capped_small() {
     assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
-
 // 2. Connections are capped, idle / half-sent requests time out, slow bodies lose their place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item02_idle_connections_time_out_and_are_capped() {
@@ -168,10 +185,16 @@ async fn item02_idle_connections_time_out_and_are_capped() {
         .unwrap();
     let mut first = [0u8; 64];
     let early = tokio::time::timeout(Duration::from_millis(300), probe.read(&mut first)).await;
-    assert!(early.is_err(), "a fifth connection was served beyond max_connections = 4");
+    assert!(
+        early.is_err(),
+        "a fifth connection was served beyond max_connections = 4"
+    );
     // ...until the header timeout closes the idle ones; then it is answered.
     for c in idle.iter_mut() {
-        assert!(closed_within(c, Duration::from_secs(3)).await, "idle connection not closed");
+        assert!(
+            closed_within(c, Duration::from_secs(3)).await,
+            "idle connection not closed"
+        );
     }
     let st = status_line(&mut probe, Duration::from_secs(3)).await;
     assert!(st.contains("200"), "{st}");
@@ -279,7 +302,14 @@ fn item02_unit_caps_open_files() {
 // 3. `demo --web <network address>` goes through the same validation as `run`.
 #[test]
 fn item03_demo_on_a_network_address_needs_a_token() {
-    let (code, out) = dermcam_bin(&["demo", "--once", "--web", "0.0.0.0:18998", "--screen", "/dev/null"]);
+    let (code, out) = dermcam_bin(&[
+        "demo",
+        "--once",
+        "--web",
+        "0.0.0.0:18998",
+        "--screen",
+        "/dev/null",
+    ]);
     assert_eq!(code, 6, "{out}");
     assert!(out.contains("web.token"), "{out}");
 }
@@ -336,13 +366,22 @@ async fn item04_foreign_host_and_cross_origin_requests_are_refused() {
         }
     }
     // Same origin passes the check (then: no live pipeline here).
-    let (st, _, _) = send(&a, post(Some("http://192.168.1.20:8080"), None, "/api/v1/freeze")).await;
+    let (st, _, _) = send(
+        &a,
+        post(Some("http://192.168.1.20:8080"), None, "/api/v1/freeze"),
+    )
+    .await;
     assert_eq!(st, StatusCode::CONFLICT);
     let (st, _, _) = send(&a, post(None, Some("same-origin"), "/api/v1/freeze")).await;
     assert_eq!(st, StatusCode::CONFLICT);
 }
 
-fn live_pipeline(interval: Duration) -> (dermcam::pipeline::Pipeline, std::sync::Arc<dermcam::pipeline::Shared>) {
+fn live_pipeline(
+    interval: Duration,
+) -> (
+    dermcam::pipeline::Pipeline,
+    std::sync::Arc<dermcam::pipeline::Shared>,
+) {
     let src = dermcam::source::ImagesSource::new(
         root().join("tests/samples").to_str().unwrap(),
         interval,
@@ -365,7 +404,12 @@ fn live_pipeline(interval: Duration) -> (dermcam::pipeline::Pipeline, std::sync:
 async fn item04_05_freeze_is_rate_limited_and_frames_are_encoded_once() {
     // A slow slideshow: the frame changes at most once while the requests run.
     let (p, shared) = live_pipeline(Duration::from_secs(3));
-    let st = AppState::new(default_model(), Some(shared.clone()), WebConfig::default(), Default::default());
+    let st = AppState::new(
+        default_model(),
+        Some(shared.clone()),
+        WebConfig::default(),
+        Default::default(),
+    );
     let counters = st.counters.clone();
     let a = router(st);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -376,7 +420,13 @@ async fn item04_05_freeze_is_rate_limited_and_frames_are_encoded_once() {
         .map(|_| {
             let a = a.clone();
             tokio::spawn(async move {
-                send(&a, Request::get("/api/v1/frame.jpg").body(Body::empty()).unwrap()).await
+                send(
+                    &a,
+                    Request::get("/api/v1/frame.jpg")
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
             })
         })
         .collect();
@@ -387,7 +437,9 @@ async fn item04_05_freeze_is_rate_limited_and_frames_are_encoded_once() {
         bodies.push(body);
     }
     assert!(bodies.iter().all(|b| b.starts_with(&[0xFF, 0xD8])));
-    let encodes = counters.frame_encodes.load(std::sync::atomic::Ordering::Relaxed);
+    let encodes = counters
+        .frame_encodes
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert!(
         encodes <= 2,
         "50 requests for (at most two) frames took {encodes} encodes"
@@ -411,7 +463,9 @@ fn png16(width: u32, height: u32) -> Vec<u8> {
         e.set_depth(png::BitDepth::Sixteen);
         e.set_compression(png::Compression::Fast);
         let mut w = e.write_header().unwrap();
-        let row: Vec<u8> = (0..width as usize * 8).map(|i| ((i / 8) % 200 + (i % 8) * 5) as u8).collect();
+        let row: Vec<u8> = (0..width as usize * 8)
+            .map(|i| ((i / 8) % 200 + (i % 8) * 5) as u8)
+            .collect();
         let mut s = w.stream_writer().unwrap();
         for _ in 0..height {
             std::io::Write::write_all(&mut s, &row).unwrap();
@@ -442,13 +496,21 @@ fn item06_decode_budget_counts_the_formats_bytes_per_pixel() {
     // before allocating; with room to spare it decodes (rotated).
     let gray = image::GrayImage::from_fn(1000, 500, |x, y| image::Luma([((x + y) % 256) as u8]));
     let mut jpg = Vec::new();
-    gray.write_to(&mut std::io::Cursor::new(&mut jpg), image::ImageFormat::Jpeg)
-        .unwrap();
+    gray.write_to(
+        &mut std::io::Cursor::new(&mut jpg),
+        image::ImageFormat::Jpeg,
+    )
+    .unwrap();
     let exif: &[u8] = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0\0\0\0\0";
     let mut app1 = vec![0xFF, 0xE1];
     app1.extend_from_slice(&((exif.len() + 2) as u16).to_be_bytes());
     app1.extend_from_slice(exif);
-    let rotated: Vec<u8> = jpg[..2].iter().chain(&app1).chain(&jpg[2..]).copied().collect();
+    let rotated: Vec<u8> = jpg[..2]
+        .iter()
+        .chain(&app1)
+        .chain(&jpg[2..])
+        .copied()
+        .collect();
     let e = dermcam::model::preprocess::decode_image(&rotated, "t", 500_000).unwrap_err();
     assert!(e.to_string().contains("decode budget"), "{e}");
     let ok = dermcam::model::preprocess::decode_image(&rotated, "t", 1_000_000).unwrap();
@@ -536,7 +598,11 @@ async fn item08_sessions_are_random_expiring_and_revocable() {
     let id = cookie.strip_prefix("dermcam_session=").unwrap();
     assert_eq!(id.len(), 32);
     let (_, h2, _) = send(&a, login_req(format!("token={TOKEN}"))).await;
-    assert_ne!(cookie_of(&h2).split(';').next().unwrap(), cookie, "ids must differ");
+    assert_ne!(
+        cookie_of(&h2).split(';').next().unwrap(),
+        cookie,
+        "ids must differ"
+    );
     let get = |c: &str| {
         Request::get("/api/v1/status")
             .header(header::COOKIE, c)
@@ -641,7 +707,10 @@ async fn item09_saved_uploads_are_private_stripped_and_retained() {
     );
     let (_, _, html) = send(&a, Request::get("/").body(Body::empty()).unwrap()).await;
     let html = String::from_utf8(html).unwrap();
-    assert!(!html.contains("not stored") && html.contains("stored on this device"), "{html}");
+    assert!(
+        !html.contains("not stored") && html.contains("stored on this device"),
+        "{html}"
+    );
     // A JPEG carrying an EXIF segment with a recognisable string (think GPS position).
     let jpg = std::fs::read(&samples()[0]).unwrap();
     let secret = b"GPS-POSITION-SECRET";
@@ -649,18 +718,35 @@ async fn item09_saved_uploads_are_private_stripped_and_retained() {
     let payload: Vec<u8> = b"Exif\0\0".iter().chain(secret.iter()).copied().collect();
     app1.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
     app1.extend_from_slice(&payload);
-    let tagged: Vec<u8> = jpg[..2].iter().chain(&app1).chain(&jpg[2..]).copied().collect();
+    let tagged: Vec<u8> = jpg[..2]
+        .iter()
+        .chain(&app1)
+        .chain(&jpg[2..])
+        .copied()
+        .collect();
     for _ in 0..3 {
         let (st, _, body) = send(&a, raw_upload("/api/v1/classify", tagged.clone())).await;
         assert_eq!(st, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     }
-    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     assert_eq!(files.len(), 2, "retention keeps 2: {files:?}");
     for f in files {
         let mode = std::fs::metadata(&f).unwrap().permissions().mode();
-        assert_eq!(mode & 0o007, 0, "{} is world-accessible ({mode:o})", f.display());
+        assert_eq!(
+            mode & 0o007,
+            0,
+            "{} is world-accessible ({mode:o})",
+            f.display()
+        );
         let bytes = std::fs::read(&f).unwrap();
-        assert!(!bytes.windows(secret.len()).any(|w| w == secret), "metadata kept");
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret),
+            "metadata kept"
+        );
         image::load_from_memory(&bytes).unwrap();
     }
 }
@@ -688,10 +774,20 @@ fn item10_cleanup_and_retention_leave_other_files_alone() {
     // Start-up clean-up, then retention (max 1): the older capture goes, nothing else.
     let _sink = dermcam::sinks::capture::CaptureSink::new(caps.clone(), 1, manifest.clone());
     dermcam::sinks::storage::enforce_retention(&caps, "capture", 1, 0).unwrap();
-    for kept in ["capture-notes/mine.txt", ".important.tmp", ".capture-1-2-3.tmp", "capture-list.csv"] {
+    for kept in [
+        "capture-notes/mine.txt",
+        ".important.tmp",
+        ".capture-1-2-3.tmp",
+        "capture-list.csv",
+    ] {
         assert!(caps.join(kept).exists(), "{kept} was removed");
     }
-    assert_eq!(dermcam::sinks::capture::CaptureSink::captures(&caps).unwrap().len(), 1);
+    assert_eq!(
+        dermcam::sinks::capture::CaptureSink::captures(&caps)
+            .unwrap()
+            .len(),
+        1
+    );
     // A symlinked capture folder is refused, and nothing behind it is cleaned up.
     let elsewhere = d.join("elsewhere");
     std::fs::create_dir_all(elsewhere.join(".capture-1-2-9.tmp")).unwrap();
@@ -715,7 +811,11 @@ fn item11_check_config_rejects_values_that_crash_run() {
         ("max_connections = 0", "web.max_connections"),
     ] {
         let f = d.join("c.toml");
-        std::fs::write(&f, format!("[source]\nkind = \"synthetic\"\n[web]\n{line}\n")).unwrap();
+        std::fs::write(
+            &f,
+            format!("[source]\nkind = \"synthetic\"\n[web]\n{line}\n"),
+        )
+        .unwrap();
         let (code, out) = dermcam_bin(&["check-config", f.to_str().unwrap()]);
         assert_eq!(code, 6, "{line}: {out}");
         assert!(out.contains(field), "{line}: {out}");
@@ -723,7 +823,11 @@ fn item11_check_config_rejects_values_that_crash_run() {
     for (section, line, field) in [
         ("model", "threads = 100000", "model.threads"),
         ("capture", "max_files = 0", "capture.max_files"),
-        ("pipeline", "stall_timeout_ms = 9223372036854775807", "pipeline.stall_timeout_ms"),
+        (
+            "pipeline",
+            "stall_timeout_ms = 9223372036854775807",
+            "pipeline.stall_timeout_ms",
+        ),
     ] {
         let e = Config::parse(&format!("[{section}]\n{line}\n"), Path::new("c.toml"))
             .unwrap_err()
@@ -747,9 +851,16 @@ async fn item12_black_upload_gets_no_class() {
     let (st, _, html) = send(&a, multipart(&black)).await;
     assert_eq!(st, StatusCode::OK);
     let html = String::from_utf8(html).unwrap();
-    assert!(html.contains("Not classified") && !html.contains("<progress"), "{html}");
+    assert!(
+        html.contains("Not classified") && !html.contains("<progress"),
+        "{html}"
+    );
     // A real lesion photo is still classified.
-    let (st, _, body) = send(&a, raw_upload("/api/v1/classify", std::fs::read(&samples()[0]).unwrap())).await;
+    let (st, _, body) = send(
+        &a,
+        raw_upload("/api/v1/classify", std::fs::read(&samples()[0]).unwrap()),
+    )
+    .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(json(&body)["classified"], true);
 }
@@ -777,7 +888,9 @@ async fn item13_extreme_aspect_preview_fits_and_keeps_aspect() {
         .and_then(|s| s.split('"').next())
         .expect("preview present");
     use base64::Engine;
-    let jpg = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+    let jpg = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
     let thumb = image::load_from_memory(&jpg).unwrap();
     assert_eq!((thumb.width(), thumb.height()), (1, 480));
 }

@@ -3,8 +3,8 @@
 //! cargo test --release --features ort --test it ort::`. `.ci/run` does this.
 
 use crate::{bundle_dir, samples};
-use dermcam::model::{BackendKind, LoadOptions, Model, OrtOptions};
 use dermcam::model::preprocess::load_image;
+use dermcam::model::{BackendKind, LoadOptions, Model, OrtOptions};
 use std::process::Command;
 
 /// The ONNX Runtime library these tests need, or `None` (the test then skips with a message):
@@ -115,7 +115,15 @@ fn auto_uses_onnx_runtime_when_it_loads_and_gives_the_same_answers() {
     assert!(err.contains("engine: ort ("), "{err}");
     assert!(err.contains("auto: ONNX Runtime loaded"), "{err}");
     let tract = Command::new(env!("CARGO_BIN_EXE_dermcam"))
-        .args(["classify", "--json", "--top-k", "9", "--backend", "tract", "--model"])
+        .args([
+            "classify",
+            "--json",
+            "--top-k",
+            "9",
+            "--backend",
+            "tract",
+            "--model",
+        ])
         .arg(bundle_dir("effl0-v2"))
         .args(samples())
         .output()
@@ -137,13 +145,25 @@ fn auto_uses_onnx_runtime_when_it_loads_and_gives_the_same_answers() {
 fn bench_compares_engines_with_a_ratio_column() {
     let Some(lib) = library() else { return };
     let out = Command::new(env!("CARGO_BIN_EXE_dermcam"))
-        .args(["bench", "--backend", "tract,ort", "--threads", "1", "--iterations", "3"])
+        .args([
+            "bench",
+            "--backend",
+            "tract,ort",
+            "--threads",
+            "1",
+            "--iterations",
+            "3",
+        ])
         .args(["--json", "--model"])
         .arg(bundle_dir("resnet18-v2"))
         .env("ORT_DYLIB_PATH", &lib)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -151,6 +171,12 @@ fn bench_compares_engines_with_a_ratio_column() {
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["backend"], "tract");
     assert_eq!(rows[1]["backend"], "ort");
-    let ratios: Vec<f64> = rows.iter().map(|r| r["ratio_to_best"].as_f64().unwrap()).collect();
-    assert!(ratios.iter().all(|&r| r >= 1.0) && ratios.contains(&1.0), "{ratios:?}");
+    let ratios: Vec<f64> = rows
+        .iter()
+        .map(|r| r["ratio_to_best"].as_f64().unwrap())
+        .collect();
+    assert!(
+        ratios.iter().all(|&r| r >= 1.0) && ratios.contains(&1.0),
+        "{ratios:?}"
+    );
 }

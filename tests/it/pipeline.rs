@@ -4,8 +4,8 @@
 use crate::*;
 use dermcam::config::PipelineConfig;
 use dermcam::pipeline::{Latest, Pipeline, Sink, Update};
-use dermcam::screen::render::SourceStatus;
 use dermcam::screen::PngScreen;
+use dermcam::screen::render::SourceStatus;
 use dermcam::source::{Frame, FrameSource, ImagesSource, Reconnecting, SourceError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -337,7 +337,10 @@ pub fn assert_capture_complete(c: &std::path::Path, model_sha: &str) {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", c.display()));
     assert_eq!(v["model"]["sha256"], model_sha);
     assert_eq!(v["classes"].as_array().unwrap().len(), 9);
-    assert!(v["refer"].is_boolean() && v["malignant_probability"].is_number(), "{v}");
+    assert!(
+        v["refer"].is_boolean() && v["malignant_probability"].is_number(),
+        "{v}"
+    );
     assert_eq!(v["capture"], c.file_name().unwrap().to_str().unwrap());
     use sha2::Digest;
     assert_eq!(
@@ -358,8 +361,11 @@ fn capture_to_unwritable_place_is_refused_and_pipeline_continues() {
         true,
     )
     .unwrap();
-    let sink =
-        dermcam::sinks::capture::CaptureSink::new(not_a_dir.join("captures"), 5, model.manifest.clone());
+    let sink = dermcam::sinks::capture::CaptureSink::new(
+        not_a_dir.join("captures"),
+        5,
+        model.manifest.clone(),
+    );
     let p = Pipeline::start(
         model,
         Box::new(source),

@@ -107,14 +107,20 @@ fn states_match_golden_images() {
         render(&mut c, Some(&img), &st);
         check_golden(&format!("refer-{w}x{h}"), &c);
         // The banner's red is on screen, with its text (not colour alone): white pixels inside it.
-        let red = c.0.pixels().filter(|p| p[0] > 180 && p[1] < 50 && p[2] < 60).count();
+        let red =
+            c.0.pixels()
+                .filter(|p| p[0] > 180 && p[1] < 50 && p[2] < 60)
+                .count();
         assert!(red > 500, "{w}x{h}: refer banner missing");
     }
     // No banner without a current classification (bad quality frame).
     st.quality = Some("More light".into());
     let mut c = Canvas::new(320, 240);
     render(&mut c, Some(&img), &st);
-    let red = c.0.pixels().filter(|p| p[0] > 180 && p[1] < 50 && p[2] < 60).count();
+    let red =
+        c.0.pixels()
+            .filter(|p| p[0] > 180 && p[1] < 50 && p[2] < 60)
+            .count();
     assert!(red < 50, "refer banner drawn over a refused frame");
     st.quality = None;
     st.refer = false;

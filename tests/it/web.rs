@@ -520,7 +520,9 @@ impl dermcam::model::classifier::Classifier for Broken {
         &self,
         _: &dermcam::model::preprocess::InputTensor,
     ) -> Result<Vec<f32>, dermcam::model::classifier::InferenceError> {
-        Err(dermcam::model::classifier::InferenceError("engine fault".into()))
+        Err(dermcam::model::classifier::InferenceError(
+            "engine fault".into(),
+        ))
     }
 }
 
@@ -536,8 +538,23 @@ async fn inference_failure_is_the_devices_fault_500_not_a_rejected_upload() {
     let a = router(st);
     let (_, bytes) = sample_bytes();
     let (status, _, body) = send(&a, raw(bytes)).await;
-    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     assert!(String::from_utf8_lossy(&body).contains("inference failed"));
-    assert_eq!(counters.inference_errors.load(std::sync::atomic::Ordering::Relaxed), 1);
-    assert_eq!(counters.rejected_uploads.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        counters
+            .inference_errors
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        counters
+            .rejected_uploads
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
 }

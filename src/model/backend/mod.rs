@@ -198,7 +198,9 @@ pub const PROBE_ENV: &str = "DERMCAM_PROBE_ORT";
 /// (the in-process load then reports why); a crash shows as a signal to the parent.
 pub fn probe_child(lib: &Path) -> i32 {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(lib.as_os_str().as_bytes()) else { return 2 };
+    let Ok(c) = std::ffi::CString::new(lib.as_os_str().as_bytes()) else {
+        return 2;
+    };
     // SAFETY: loading a shared object in a process that exits right after.
     unsafe {
         let h = libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
@@ -228,7 +230,9 @@ pub fn probe_ort_library(lib: &Path) -> Result<(), String> {
 
 pub(super) fn probe_uncached(lib: &Path) -> Result<(), String> {
     use std::os::unix::process::ExitStatusExt;
-    let Ok(exe) = std::env::current_exe() else { return Ok(()) };
+    let Ok(exe) = std::env::current_exe() else {
+        return Ok(());
+    };
     if exe.file_name().and_then(|n| n.to_str()) != Some("dermcam") {
         return Ok(());
     }
@@ -254,9 +258,7 @@ pub(super) fn probe_uncached(lib: &Path) -> Result<(), String> {
                     None => Ok(()),
                 };
             }
-            Ok(None) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5))
-            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -281,8 +283,13 @@ pub(super) fn load_ort(
         backend: "ort".into(),
         message,
     })?;
-    let c =
-        crate::model::backend::ort::OrtClassifier::load(onnx, manifest, opts.threads, &opts.ort, lib)?;
+    let c = crate::model::backend::ort::OrtClassifier::load(
+        onnx,
+        manifest,
+        opts.threads,
+        &opts.ort,
+        lib,
+    )?;
     let w = c.output_width();
     Ok((Box::new(c), w))
 }

@@ -4,9 +4,9 @@
 //! the TensorRT-enabled build from JetPack). A provider that cannot be registered is an error:
 //! ONNX Runtime's default is to log and fall back to CPU, which would hide a broken GPU setup.
 
+use crate::model::backend::{OrtOptions, OrtProvider};
 use crate::model::classifier::{Classifier, InferenceError};
 use crate::model::manifest::{BundleError, Manifest};
-use crate::model::backend::{OrtOptions, OrtProvider};
 use crate::model::preprocess::InputTensor;
 use ort::ep::{self, ExecutionProviderDispatch};
 use ort::session::Session;
@@ -55,7 +55,10 @@ fn environment(lib: &Path) -> Result<ort::environment::Environment, String> {
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "panic".into());
-            return Err(format!("cannot load ONNX Runtime from {}: {what}", lib.display()));
+            return Err(format!(
+                "cannot load ONNX Runtime from {}: {what}",
+                lib.display()
+            ));
         }
     };
     *g = Some((lib.to_path_buf(), env.clone()));

@@ -187,11 +187,7 @@ impl TractClassifier {
     }
 
     fn state(&self) -> Result<TypedSimpleState, anyhow::Error> {
-        let idle = self
-            .states
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop();
+        let idle = self.states.lock().unwrap_or_else(|p| p.into_inner()).pop();
         match idle {
             Some(s) => Ok(s),
             None => self.plan.spawn(),
@@ -318,7 +314,10 @@ fn dequantize(
         if a < 0 || a >= rank || dims[a as usize] != scale.1.len() {
             return None;
         }
-        (dims[a as usize + 1..].iter().product::<usize>(), dims[a as usize])
+        (
+            dims[a as usize + 1..].iter().product::<usize>(),
+            dims[a as usize],
+        )
     } else {
         (1, 1)
     };
@@ -331,7 +330,11 @@ fn dequantize(
         xv.iter()
             .enumerate()
             .map(|(i, &q)| {
-                let c = if per_channel { (i / stride) % channels } else { 0 };
+                let c = if per_channel {
+                    (i / stride) % channels
+                } else {
+                    0
+                };
                 let z = zp.map_or(0.0, |z| z.1[c]);
                 ((q - z) * scale.1[c]) as f32
             })
@@ -387,7 +390,9 @@ pub fn simplify_qdq(
                     .first()
                     .and_then(|i| large.get(i))
                     .and_then(|&ix| decode(&g.initializer[ix]));
-                let x = big.as_ref().or_else(|| n.input.first().and_then(|i| consts.get(i)));
+                let x = big
+                    .as_ref()
+                    .or_else(|| n.input.first().and_then(|i| consts.get(i)));
                 let s = n.input.get(1).and_then(|i| consts.get(i));
                 let z = match n.input.get(2).filter(|i| !i.is_empty()) {
                     None => Some(None),
@@ -431,7 +436,9 @@ pub fn simplify_qdq(
             if graph_outputs.contains(y) {
                 continue;
             }
-            let Some(users) = consumers.get(y) else { continue };
+            let Some(users) = consumers.get(y) else {
+                continue;
+            };
             // Every consumer must be a DequantizeLinear with the same scale / zero point.
             if users.is_empty()
                 || !users.iter().all(|&u| {
@@ -447,7 +454,9 @@ pub fn simplify_qdq(
                 continue;
             }
             // Per-tensor scale and zero point, known at load.
-            let Some(scale) = q.input.get(1).and_then(|n| consts.get(n)) else { continue };
+            let Some(scale) = q.input.get(1).and_then(|n| consts.get(n)) else {
+                continue;
+            };
             let zp_name = q.input.get(2).filter(|n| !n.is_empty());
             let zp = zp_name.and_then(|n| consts.get(n));
             if scale.1.len() != 1 || (zp_name.is_some() && zp.is_none_or(|z| z.1.len() != 1)) {
@@ -582,11 +591,16 @@ mod tests {
         assert_eq!(g.node[0].op_type, "Clip");
         assert_eq!(g.node[0].input[0], "x");
         let bound = |name: &str| {
-            decode(g.initializer.iter().find(|t| t.name == name).unwrap()).unwrap().1[0]
+            decode(g.initializer.iter().find(|t| t.name == name).unwrap())
+                .unwrap()
+                .1[0]
         };
         assert!((bound(&g.node[0].input[1]) + 12.8).abs() < 1e-5);
         assert!((bound(&g.node[0].input[2]) - 12.7).abs() < 1e-5);
-        assert_eq!(g.node[1].input, vec![g.node[0].output[0].clone(), "wf".to_string()]);
+        assert_eq!(
+            g.node[1].input,
+            vec![g.node[0].output[0].clone(), "wf".to_string()]
+        );
         let wf = g.initializer.iter().find(|t| t.name == "wf").unwrap();
         let (dims, v) = decode(wf).unwrap();
         assert_eq!(dims, vec![2, 1, 1, 2]);
@@ -601,7 +615,10 @@ mod tests {
             ..Default::default()
         };
         let before = g.clone();
-        assert_eq!(simplify_qdq(&mut g, true, true).unwrap(), QdqReport::default());
+        assert_eq!(
+            simplify_qdq(&mut g, true, true).unwrap(),
+            QdqReport::default()
+        );
         assert_eq!(g, before);
     }
 }
