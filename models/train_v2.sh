@@ -6,7 +6,7 @@
 # 3. ResNet-18 (the paper's network, from scratch) distilled from it;
 # 4. two leave-one-archive-out runs: no HAM10000 melanomas / no old-archive nevi in training,
 #    recall measured on exactly those images (holdout.json);
-# 5. archive probes (probe-*.json): ImageNet features vs the trained device model.
+# 5. archive probes (probe-*.json): ImageNet features vs the trained networks.
 # Time budgets (seconds per run) fit each schedule to a short GPU lease; the epoch count each run
 # actually used is in its best.pt / history.csv, and `--epochs N` without a budget reproduces it.
 set -euo pipefail
@@ -29,4 +29,6 @@ common --arch efficientnet_lite0 --size 224 --epochs 25 --time-budget "$B_LOAO" 
 "$PY" -m dermtrain probe --run "$RUNS/effl0" --data $DATA --out "$RUNS/probe-effl0.json"
 # shellcheck disable=SC2086
 "$PY" -m dermtrain probe --run "$RUNS/effl2" --data $DATA --out "$RUNS/probe-effl2.json"
+# shellcheck disable=SC2086
+"$PY" -m dermtrain probe --run "$RUNS/resnet18" --data $DATA --out "$RUNS/probe-resnet18.json"
 echo "all v2 runs done: $RUNS"

@@ -112,6 +112,17 @@ def refer_figures(score, labels, names, threshold, malignant_idx, sources=None):
     return out
 
 
+def per_group(probs, y, names, keys):
+    """n, accuracy, balanced accuracy and per-class recall for each value of `keys`."""
+    out = {}
+    for k in sorted(set(keys)):
+        m = np.array([x == k for x in keys])
+        d = metrics.summary(probs[m], y[m], names)
+        out[k] = {f: d[f] for f in ("n", "accuracy", "balanced_accuracy")}
+        out[k]["recall"] = {p["class"]: p["recall"] for p in d["per_class"] if p["support"]}
+    return out
+
+
 def full_metrics(logits, samples, classes, temperature, abstain, clean=None, refer_threshold=None):
     names = [c["folder"] for c in classes]
     y = np.array([s.label for s in samples])
@@ -121,13 +132,7 @@ def full_metrics(logits, samples, classes, temperature, abstain, clean=None, ref
         d = metrics.summary(probs[clean], y[clean], names, abstain)
         out["val_lesion_clean"] = {k: d[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "macro_auc_ovr", "ece_15")}
         out["val_lesion_clean"]["per_class_recall"] = {p["class"]: p["recall"] for p in d["per_class"]}
-    per_archive = {}
-    for a in sorted({s.archive for s in samples}):
-        m = np.array([s.archive == a for s in samples])
-        d = metrics.summary(probs[m], y[m], names)
-        per_archive[a] = {k: d[k] for k in ("n", "accuracy", "balanced_accuracy")}
-        per_archive[a]["recall"] = {p["class"]: p["recall"] for p in d["per_class"] if p["support"]}
-    out["val_per_archive"] = per_archive
+    out["val_per_archive"] = per_group(probs, y, names, [s.archive for s in samples])
     if refer_threshold is not None:
         score, idx = malignant_score(probs, classes)
         out["refer"] = refer_figures(score, y, names, refer_threshold, idx, [s.source for s in samples])
@@ -136,13 +141,7 @@ def full_metrics(logits, samples, classes, temperature, abstain, clean=None, ref
     if derm.any():
         d = metrics.summary(probs[derm], y[derm], names)
         out["val_dermoscopy_only"] = {k: d[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1")}
-    per_source = {}
-    for src in sorted({s.source for s in samples}):
-        m = np.array([s.source == src for s in samples])
-        d = metrics.summary(probs[m], y[m], names)
-        per_source[src] = {k: d[k] for k in ("n", "accuracy", "balanced_accuracy")}
-        per_source[src]["recall"] = {p["class"]: p["recall"] for p in d["per_class"] if p["support"]}
-    out["val_per_source"] = per_source
+    out["val_per_source"] = per_group(probs, y, names, [s.source for s in samples])
     return out
 
 

@@ -47,7 +47,7 @@ pub(super) fn eval(
         );
     }
     let r = &report.refer;
-    let f = |v: Option<f64>| v.map_or("n/a".into(), |x| format!("{x:.4}"));
+    let f = dermcam::offline::eval::opt4;
     println!(
         "refer (threshold {:.4}): sensitivity {}  specificity {}  benign not flagged {}  AUC {}",
         r.threshold,

@@ -318,6 +318,11 @@ fn refer_figures(
     }
 }
 
+/// A figure that may be undefined (no images of that kind): 4 decimals or "n/a".
+pub fn opt4(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |x| format!("{x:.4}"))
+}
+
 impl EvalReport {
     pub fn markdown(&self) -> String {
         let s = &self.summary;
@@ -373,7 +378,7 @@ impl EvalReport {
             );
         }
         let r = &self.refer;
-        let f = |v: Option<f64>| v.map_or("n/a".into(), |x| format!("{x:.4}"));
+        let f = opt4;
         md += &format!(
             "\n## Refer (a clinician should see it: {} probability >= {:.4})\n\n\
              | metric | value |\n|---|---|\n| malignant images | {} |\n| sensitivity (malignant flagged) | {} |\n\

@@ -558,3 +558,54 @@ async fn inference_failure_is_the_devices_fault_500_not_a_rejected_upload() {
         0
     );
 }
+
+/// With a token, only the deliberately public routes answer without it: every other route
+/// (pages, static script, API, metrics, state changes) is refused, and path tricks that try to
+/// reach a protected route through a public prefix resolve to nothing.
+#[tokio::test]
+async fn only_the_public_router_answers_without_a_token() {
+    let a = app(WebConfig {
+        bind: "0.0.0.0:8080".into(),
+        token: Some("Zq8mX3vR7kP2nL9wT4yB6cD1".into()),
+        ..Default::default()
+    });
+    let get = |p: &str| Request::get(p).body(Body::empty()).unwrap();
+    for p in ["/healthz", "/login", "/static/style.css"] {
+        let (st, _, _) = send(&a, get(p)).await;
+        assert_eq!(st, StatusCode::OK, "{p} is public");
+    }
+    for p in ["/", "/static/app.js"] {
+        let (st, h, _) = send(&a, get(p)).await;
+        assert_eq!(
+            (st, &h[header::LOCATION]),
+            (StatusCode::SEE_OTHER, &"/login".parse().unwrap()),
+            "{p}"
+        );
+    }
+    for p in [
+        "/api/v1/status",
+        "/api/v1/model",
+        "/api/v1/frame.jpg",
+        "/metrics",
+    ] {
+        let (st, _, _) = send(&a, get(p)).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED, "{p}");
+    }
+    for p in ["/api/v1/freeze", "/api/v1/classify"] {
+        let (st, _, _) = send(&a, Request::post(p).body(Body::from("x")).unwrap()).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED, "POST {p}");
+    }
+    for p in [
+        "/healthz/../api/v1/status",
+        "/static/../api/v1/status",
+        "//api/v1/status",
+        "/healthz/",
+    ] {
+        let (st, _, body) = send(&a, get(p)).await;
+        assert!(
+            st == StatusCode::NOT_FOUND || st == StatusCode::UNAUTHORIZED,
+            "{p}: {st}"
+        );
+        assert!(!String::from_utf8_lossy(&body).contains("counters"), "{p}");
+    }
+}
