@@ -48,7 +48,8 @@ stdin = false
 TOML
 target/release/dermcam run --config "$tmp/config.toml" > "$tmp/server.out" 2> "$tmp/server.err" &
 pid=$!
-cleanup() { kill "$pid" 2> /dev/null || true; rm -rf "$tmp"; }
+# Wait for the server to exit before removing its folder: it may still be writing into it.
+cleanup() { kill "$pid" 2> /dev/null || true; wait "$pid" 2> /dev/null || true; rm -rf "$tmp" || true; }
 trap cleanup EXIT
 for _ in $(seq 100); do
     curl -sf "http://127.0.0.1:$PORT/healthz" > /dev/null && break
