@@ -18,13 +18,27 @@ pub struct RunOptions {
 }
 
 pub fn load_model(cfg: &Config) -> Result<Arc<Model>> {
-    load_model_threads(cfg, cfg.model.threads)
+    load_model_threads(cfg, &cfg.model.dir(), cfg.model.threads)
 }
 
-fn load_model_threads(cfg: &Config, threads: usize) -> Result<Arc<Model>> {
-    let dir = cfg.model.dir();
+/// The bundle to start with: the configured one, or (fleet model updates on) the fleet's
+/// active one with automatic rollback; a report for the fleet status after a rollback.
+fn load_startup_model(cfg: &Config) -> Result<(Arc<Model>, Option<serde_json::Value>)> {
+    #[cfg(feature = "fleet")]
+    if cfg.fleet.enabled() {
+        return dermcam::device::update::load_at_startup(
+            Some(&cfg.fleet.updates),
+            &cfg.model.dir(),
+            &|dir| load_model_threads(cfg, dir, cfg.model.threads).map_err(|e| format!("{e:#}")),
+        )
+        .map_err(anyhow::Error::msg);
+    }
+    Ok((load_model(cfg)?, None))
+}
+
+fn load_model_threads(cfg: &Config, dir: &std::path::Path, threads: usize) -> Result<Arc<Model>> {
     let m = Model::load(
-        &dir,
+        dir,
         &LoadOptions {
             backend: cfg.model.backend,
             threads,
@@ -52,7 +66,8 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     if let (true, Some(dir)) = (cfg.web.enabled, &cfg.web.save_uploads) {
         dermcam::sinks::storage::check_dir(dir).context("web.save_uploads")?;
     }
-    let model = load_model(&cfg)?;
+    #[allow(unused_variables)]
+    let (model, rollback) = load_startup_model(&cfg)?;
     let source = dermcam::source::open(&cfg.source)?;
     let screen = match dermcam::screen::open(&cfg.screen) {
         Err(ScreenError::NotBuilt(_)) => bail!("{}", cfg.missing_features().join("; ")),
@@ -84,8 +99,21 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
             .with_max_bytes(cfg.capture.max_bytes),
         ));
     }
+    #[cfg(feature = "fleet")]
+    let fleet_runner = if cfg.fleet.enabled() {
+        let (sink, runner) = dermcam::sinks::fleet::open(&cfg.fleet);
+        sinks.push(Box::new(sink));
+        Some(runner)
+    } else {
+        None
+    };
     let pipeline = Pipeline::start(model.clone(), source, screen, sinks, cfg.pipeline.clone());
     let shared = pipeline.shared.clone();
+    let switch = Arc::new(AppSwitch {
+        cfg: cfg.clone(),
+        shared: shared.clone(),
+        web: std::sync::Mutex::new(None),
+    });
     let notifier = dermcam::device::systemd::spawn(
         shared.clone(),
         Duration::from_millis(cfg.pipeline.stall_timeout_ms),
@@ -108,8 +136,9 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
             // One thread budget (`model.threads`) for the process, never a second pool:
             // uploads either run single-threaded on their own (niced) web thread, with their
             // own model instance, or share the live model and its pool.
-            let web_model = if cfg.web.inference_threads == 1 && cfg.model.threads != 1 {
-                load_model_threads(&cfg, 1)?
+            let separate = cfg.web.inference_threads == 1 && cfg.model.threads != 1;
+            let web_model = if separate {
+                load_model_threads(&cfg, &model.dir, 1)?
             } else {
                 if cfg.web.inference_threads != cfg.model.threads {
                     eprintln!(
@@ -138,6 +167,12 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
                     ""
                 }
             );
+            *switch.web.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((state.model.clone(), separate));
+            #[cfg(feature = "fleet")]
+            if let Some(r) = &fleet_runner {
+                let _ = state.fleet.set(r.stats());
+            }
             let app = dermcam::web::router(state);
             let web_cfg = cfg.web.clone();
             tokio::spawn(async move {
@@ -146,6 +181,20 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
                 }
             });
         }
+        #[cfg(feature = "fleet")]
+        let fleet_thread = match fleet_runner {
+            Some(r) => {
+                let report = Arc::new(dermcam::sinks::fleet::UpdateReport::default());
+                if let Some(v) = rollback {
+                    report.set(v);
+                }
+                Some(
+                    r.spawn(shared.clone(), switch.clone(), report)
+                        .context("fleet")?,
+                )
+            }
+            None => None,
+        };
         if cfg.button.stdin {
             let s = shared.clone();
             tokio::spawn(async move {
@@ -171,10 +220,19 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
                 }
             }
         }
-        anyhow::Ok(())
+        #[cfg(feature = "fleet")]
+        return anyhow::Ok(fleet_thread);
+        #[cfg(not(feature = "fleet"))]
+        anyhow::Ok(None::<std::thread::JoinHandle<()>>)
+    })
+    .map(|fleet_thread| {
+        shared.request_shutdown();
+        pipeline.join();
+        // After the pipeline: every result it made is in the fleet's hands.
+        if let Some(t) = fleet_thread {
+            let _ = t.join();
+        }
     })?;
-    shared.request_shutdown();
-    pipeline.join();
     if let Some(n) = notifier {
         let _ = n.join();
     }
@@ -184,6 +242,34 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         c.frames, c.inferences, c.dropped_frames, c.quality_rejections, c.errors, c.screen_errors
     );
     Ok(())
+}
+
+/// Puts a bundle into service: loads it with the configured engine, then swaps it into the
+/// pipeline and the web server (the old one finishes what it is classifying).
+struct AppSwitch {
+    cfg: Config,
+    shared: Arc<dermcam::pipeline::Shared>,
+    /// The web server's model slot, and whether it holds its own single-thread instance.
+    web: std::sync::Mutex<Option<(Arc<dermcam::model::ModelSlot>, bool)>>,
+}
+
+#[cfg(feature = "fleet")]
+impl dermcam::device::update::ModelSwitch for AppSwitch {
+    fn switch(&self, dir: &std::path::Path) -> Result<(), String> {
+        let err = |e: anyhow::Error| format!("{e:#}");
+        let live = load_model_threads(&self.cfg, dir, self.cfg.model.threads).map_err(err)?;
+        let web = self.web.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let web = match web {
+            Some((slot, true)) => Some((slot, load_model_threads(&self.cfg, dir, 1).map_err(err)?)),
+            Some((slot, false)) => Some((slot, live.clone())),
+            None => None,
+        };
+        self.shared.model.set(live);
+        if let Some((slot, m)) = web {
+            slot.set(m);
+        }
+        Ok(())
+    }
 }
 
 /// Raise the calling thread's niceness (Linux: per thread).

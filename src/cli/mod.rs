@@ -13,6 +13,10 @@ mod bench;
 use bench::*;
 mod models;
 use models::*;
+#[cfg(feature = "fleet")]
+mod bundle;
+#[cfg(feature = "fleet")]
+use bundle::*;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -212,6 +216,10 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Signed model updates, clinic side: keys, update archives, announcements.
+    #[cfg(feature = "fleet")]
+    #[command(subcommand)]
+    Bundle(BundleCmd),
 }
 
 pub fn exit_code_for(e: &anyhow::Error) -> u8 {
@@ -330,6 +338,8 @@ pub fn run() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::CheckConfig { config, board } => check_config(config, board),
+        #[cfg(feature = "fleet")]
+        Cmd::Bundle(c) => bundle(c),
         Cmd::Boards => {
             let (dir, from) = dermcam::paths::resolve(dermcam::paths::Kind::Boards);
             eprintln!("presets in {} ({from})", dir.display());

@@ -292,6 +292,13 @@ impl Config {
         )?;
         range(p, "web.save_max_files", w.save_max_files, 1, 1_000_000)?;
         range(p, "web.inference_threads", w.inference_threads, 0, 64)?;
+        if let Some((field, message)) = self.fleet.problems().into_iter().next() {
+            return Err(ConfigError::Invalid {
+                path: p.into(),
+                field,
+                message,
+            });
+        }
         Ok(())
     }
 
@@ -322,6 +329,9 @@ impl Config {
         }
         if self.model.backend == BackendKind::Ort {
             need(cfg!(feature = "ort"), "ort", "model.backend = \"ort\"");
+        }
+        if self.fleet.enabled() {
+            need(cfg!(feature = "fleet"), "fleet", "fleet.broker");
         }
         v
     }

@@ -14,6 +14,8 @@ mod capture;
 pub use capture::*;
 mod web;
 pub use web::*;
+mod fleet;
+pub use fleet::*;
 mod boards;
 pub use boards::*;
 mod load;
@@ -52,6 +54,7 @@ pub struct Config {
     pub button: ButtonConfig,
     pub capture: CaptureConfig,
     pub web: WebConfig,
+    pub fleet: FleetConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -11,6 +11,8 @@ pub mod backend;
 pub mod classifier;
 pub mod manifest;
 pub mod preprocess;
+#[cfg(feature = "fleet")]
+pub mod signing;
 
 use crate::model::classifier::{Classifier, Prediction};
 use crate::model::manifest::{BundleError, Manifest, read_manifest};
@@ -20,6 +22,22 @@ use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// The model in use, replaceable while the appliance runs (fleet model updates, `reload-model`):
+/// readers take an `Arc` per request, so a swap never waits for an inference in flight.
+pub struct ModelSlot(std::sync::RwLock<std::sync::Arc<Model>>);
+
+impl ModelSlot {
+    pub fn new(m: std::sync::Arc<Model>) -> ModelSlot {
+        ModelSlot(std::sync::RwLock::new(m))
+    }
+    pub fn get(&self) -> std::sync::Arc<Model> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    pub fn set(&self, m: std::sync::Arc<Model>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = m;
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {

@@ -105,6 +105,8 @@ pub trait Sink: Send {
 
 /// State shared with the web server and the binary.
 pub struct Shared {
+    /// The live model; the inference thread takes it per frame, so a swap applies at the next.
+    pub model: crate::model::ModelSlot,
     pub counters: Counters,
     pub latest: RwLock<Option<Update>>,
     pub updates: Latest<Update>,
@@ -204,6 +206,19 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .and_then(|u| u.frame.clone())
+    }
+
+    pub fn model(&self) -> Arc<Model> {
+        self.model.get()
+    }
+
+    /// Whether the screen shows a frozen (point-and-classify) result.
+    pub fn is_frozen(&self) -> bool {
+        self.latest
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|u| u.state.frozen)
     }
 
     /// Point-and-classify: toggle freeze (button, stdin key, HTTP trigger).

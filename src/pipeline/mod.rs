@@ -49,6 +49,7 @@ impl Pipeline {
         cfg: PipelineConfig,
     ) -> Pipeline {
         let shared = Arc::new(Shared {
+            model: crate::model::ModelSlot::new(model.clone()),
             counters: Counters::default(),
             latest: RwLock::new(None),
             updates: Latest::default(),
@@ -127,6 +128,7 @@ impl Pipeline {
                 std::thread::Builder::new()
                     .name("inference".into())
                     .spawn(move || {
+                        let mut model = model;
                         let mut state = initial_state(&model);
                         let mut seen = 0u64;
                         let mut smoothed: Option<(u64, Vec<f32>)> = None;
@@ -139,6 +141,13 @@ impl Pipeline {
                             }
                             // Ticks at least every 100 ms unless an inference hangs.
                             shared.beat(Stage::Inference);
+                            let current = shared.model();
+                            if !Arc::ptr_eq(&current, &model) {
+                                // A model update or reload: new name on screen, smoothing restarts.
+                                model = current;
+                                state.model_name = model.manifest.name.clone();
+                                smoothed = None;
+                            }
                             let next = frames.wait_newer(seen, Duration::from_millis(100));
                             let src_status =
                                 status.lock().unwrap_or_else(|e| e.into_inner()).clone();

@@ -3,5 +3,7 @@
 //! writes) shared with saved uploads.
 
 pub mod capture;
+#[cfg(feature = "fleet")]
+pub mod fleet;
 pub mod log;
 pub mod storage;

@@ -119,7 +119,7 @@ pub fn save_set_atomic(
 }
 
 /// Remove temp files/folders left by writes that a crash or power loss interrupted: only
-/// `.<prefix>-<ms>-<pid>-<n>[.ext].tmp` entries (prefix `capture` or `upload`) owned by this
+/// `.<prefix>-<ms>-<pid>-<n>[.ext].tmp` entries (prefix `capture`, `upload` or `result`) owned by this
 /// user, folders only when they hold nothing but the files dermcam writes into them (its
 /// marker, `image.jpg`, `result.json`), never symlinks. Nothing is removed through a
 /// symlinked `dir`.
@@ -135,7 +135,10 @@ pub fn remove_stale_temps(dir: &Path) -> usize {
         let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
             continue;
         };
-        if !(is_own_name(inner, "capture") || is_own_name(inner, "upload")) {
+        if !["capture", "upload", "result"]
+            .iter()
+            .any(|p| is_own_name(inner, p))
+        {
             continue;
         }
         let p = e.path();
@@ -221,7 +224,7 @@ pub fn enforce_retention(
     Ok(())
 }
 
-pub(super) fn unix_ms() -> u128 {
+pub(crate) fn unix_ms() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())

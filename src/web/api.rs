@@ -4,7 +4,8 @@
 use super::*;
 
 pub(super) async fn status(State(st): State<AppState>) -> Json<serde_json::Value> {
-    let m = &st.model.manifest;
+    let model = st.model.get();
+    let m = &model.manifest;
     let Some(live) = &st.live else {
         return Json(
             json!({"source": "none", "model": m.name, "uptime_s": st.started.elapsed().as_secs_f64(), "frame_version": 0, "display": null, "headline": null}),
@@ -50,7 +51,7 @@ pub(super) async fn status(State(st): State<AppState>) -> Json<serde_json::Value
 pub(super) async fn model_manifest(
     State(st): State<AppState>,
 ) -> Json<crate::model::manifest::Manifest> {
-    Json(st.model.manifest.clone())
+    Json(st.model.get().manifest.clone())
 }
 
 /// The newest live frame as JPEG. Each frame is encoded at most once, by one blocking task at

@@ -96,9 +96,13 @@ impl WebCounters {
 
 #[derive(Clone)]
 pub struct AppState {
-    pub model: Arc<Model>,
+    /// The upload model (swapped by fleet model updates).
+    pub model: Arc<crate::model::ModelSlot>,
     pub live: Option<Arc<Shared>>,
     pub cfg: Arc<WebConfig>,
+    /// Fleet counters for `/metrics`, set once when the fleet sink runs.
+    #[cfg(feature = "fleet")]
+    pub fleet: Arc<std::sync::OnceLock<Arc<crate::sinks::fleet::FleetStats>>>,
     /// The appliance's own quality thresholds, so uploads get the same warnings as the screen.
     quality: Arc<crate::config::PipelineConfig>,
     slots: Arc<Semaphore>,
@@ -136,7 +140,9 @@ impl AppState {
             frame_cache: Arc::new(tokio::sync::Mutex::new(None)),
             per_client: Arc::new(Mutex::new(HashMap::new())),
             slots: Arc::new(Semaphore::new(cfg.max_concurrent.max(1))),
-            model,
+            model: Arc::new(crate::model::ModelSlot::new(model)),
+            #[cfg(feature = "fleet")]
+            fleet: Default::default(),
             live,
             cfg: Arc::new(cfg),
             quality: Arc::new(quality),

@@ -24,7 +24,8 @@ pub(super) fn page(title: &str, body: &str) -> Html<String> {
 }
 
 pub(super) async fn index(State(st): State<AppState>) -> Html<String> {
-    let m = &st.model.manifest;
+    let model = st.model.get();
+    let m = &model.manifest;
     let live = if st.live.is_some() {
         "<section><h2>Live device</h2><p class=\"headline\" id=\"live-label\">Connecting...</p><p id=\"live-meta\"></p>\
          <img id=\"live-frame\" class=\"preview\" alt=\"current camera frame\" hidden><p><button id=\"freeze\">Freeze / release</button></p></section>"

@@ -79,6 +79,40 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
         "Requests refused for a foreign Host or cross-origin state change.",
         c.refused_origin.load(Ordering::Relaxed),
     );
+    #[cfg(feature = "fleet")]
+    if let Some(f) = st.fleet.get() {
+        let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        counter(
+            "dermcam_fleet_results_sent_total",
+            "Results the MQTT broker acknowledged.",
+            g(&f.sent),
+        );
+        counter(
+            "dermcam_fleet_results_dropped_total",
+            "Results lost before the broker had them (queue byte limit, full hand-off, disk).",
+            g(&f.dropped),
+        );
+        counter(
+            "dermcam_fleet_reconnects_total",
+            "Broker connections lost.",
+            g(&f.reconnects),
+        );
+        s += &format!(
+            "# HELP dermcam_fleet_queue_results Results waiting in the fleet queue.
+# TYPE dermcam_fleet_queue_results gauge
+dermcam_fleet_queue_results {}
+# HELP dermcam_fleet_queue_bytes Bytes in the fleet queue.
+# TYPE dermcam_fleet_queue_bytes gauge
+dermcam_fleet_queue_bytes {}
+# HELP dermcam_fleet_connected 1 while connected to the broker.
+# TYPE dermcam_fleet_connected gauge
+dermcam_fleet_connected {}
+",
+            g(&f.pending),
+            g(&f.pending_bytes),
+            f.connected.load(Ordering::Relaxed) as u8
+        );
+    }
     s += "# HELP dermcam_upload_latency_ms Upload classification latency.\n# TYPE dermcam_upload_latency_ms histogram\n";
     let mut cum = 0;
     for (i, b) in BUCKETS_MS.iter().enumerate() {

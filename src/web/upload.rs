@@ -167,7 +167,7 @@ pub(super) async fn run_classification(
     }
     let permit = st.slots.clone().acquire_owned().await;
     let t0 = Instant::now();
-    let (model, cfg, gate) = (st.model.clone(), st.cfg.clone(), st.quality.clone());
+    let (model, cfg, gate) = (st.model.get(), st.cfg.clone(), st.quality.clone());
     let out = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let img = decode_image(&bytes, "upload", cfg.max_pixels)?;
@@ -221,7 +221,8 @@ pub(super) async fn run_classification(
     let total_ms = t0.elapsed().as_secs_f64() * 1e3;
     st.counters.classified.fetch_add(1, Ordering::Relaxed);
     st.counters.observe(total_ms);
-    let m = &st.model.manifest;
+    let model = st.model.get();
+    let m = &model.manifest;
     let quality =
         json!({"luma": q.luma, "sharpness": q.sharpness, "warning": issue.map(|i| i.advice())});
     let model = json!({"name": m.name, "sha256": m.sha256, "precision": m.precision});

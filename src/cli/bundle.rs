@@ -1,0 +1,158 @@
+//! `dermcam bundle keygen|pack|sign|verify`: the clinic side of signed model updates.
+
+#[allow(unused_imports)]
+use super::*;
+use dermcam::device::update::{Announcement, archive};
+use dermcam::model::signing;
+
+#[derive(Subcommand)]
+pub(super) enum BundleCmd {
+    /// Make a signing key pair: the private key to a file (mode 0600), the public key (for
+    /// `fleet.updates.public_key` on every device) on stdout.
+    Keygen {
+        /// Where to write the private key.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Pack a bundle folder into an update archive (a tar) with self-test samples and their
+    /// reference outputs (tract backend); prints the archive's sha256.
+    Pack {
+        bundle: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Self-test images (default: the shipped samples).
+        #[arg(long)]
+        samples: Vec<PathBuf>,
+    },
+    /// Sign an archive: prints the announcement JSON to publish (retained) on
+    /// `<prefix>/fleet/model`.
+    Sign {
+        archive: PathBuf,
+        /// Private key file from `keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// Where devices download the archive (http://, https:// or file://).
+        #[arg(long)]
+        url: String,
+        /// Bundle name in the announcement (default: the archive's model.json name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Check an announcement (file or `-` for stdin) against an archive and a public key, the
+    /// way a device does before downloading.
+    Verify {
+        announcement: PathBuf,
+        archive: PathBuf,
+        /// Public key, hex.
+        #[arg(long)]
+        public_key: String,
+    },
+}
+
+pub(super) fn bundle(cmd: BundleCmd) -> Result<ExitCode> {
+    match cmd {
+        BundleCmd::Keygen { out } => {
+            let (private, public) = signing::keygen()?;
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&out)
+                .with_context(|| format!("{} (never overwritten)", out.display()))?;
+            writeln!(f, "{private}")?;
+            eprintln!(
+                "private key written to {} (keep it off the devices)",
+                out.display()
+            );
+            println!("{public}");
+        }
+        BundleCmd::Pack {
+            bundle,
+            out,
+            samples,
+        } => {
+            let samples = if samples.is_empty() {
+                let dir = dermcam::paths::samples_dir();
+                let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+                    .with_context(|| format!("samples folder {}", dir.display()))?
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "png"))
+                    .collect();
+                v.sort();
+                v
+            } else {
+                samples
+            };
+            let sha = archive::pack(&bundle, &samples, &out)?;
+            eprintln!("{}: {} self-test sample(s)", out.display(), samples.len());
+            println!("{sha}");
+        }
+        BundleCmd::Sign {
+            archive: path,
+            key,
+            url,
+            name,
+        } => {
+            let sha = dermcam::model::sha256_file(&path)
+                .with_context(|| format!("{}", path.display()))?;
+            let name = match name {
+                Some(n) => n,
+                None => archive_name(&path)?,
+            };
+            let private = signing::read_private_key(&key)?;
+            let a = Announcement {
+                name,
+                url,
+                signature: signing::sign(&private, &sha)?,
+                sha256: sha,
+            };
+            // Refuse to print what a device would refuse.
+            Announcement::parse(serde_json::to_string(&a)?.as_bytes())?;
+            println!("{}", serde_json::to_string(&a)?);
+        }
+        BundleCmd::Verify {
+            announcement,
+            archive: path,
+            public_key,
+        } => {
+            let text = if announcement == Path::new("-") {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&announcement)
+                    .with_context(|| format!("{}", announcement.display()))?
+            };
+            let a = Announcement::parse(text.as_bytes())?;
+            let sha = dermcam::model::sha256_file(&path)
+                .with_context(|| format!("{}", path.display()))?;
+            if !sha.eq_ignore_ascii_case(&a.sha256) {
+                anyhow::bail!(
+                    "{}: sha256 {sha}, the announcement says {}",
+                    path.display(),
+                    a.sha256
+                );
+            }
+            signing::verify(&public_key, &sha, &a.signature)?;
+            println!("ok: {} ({sha}) signed by {public_key}", a.name);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `name` field of the archive's model.json.
+fn archive_name(path: &Path) -> Result<String> {
+    let f = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+    let mut a = tar::Archive::new(f);
+    for e in a.entries()? {
+        let mut e = e?;
+        if e.path()?.as_os_str() == "model.json" {
+            let v: serde_json::Value = serde_json::from_reader(&mut e)?;
+            if let Some(n) = v["name"].as_str() {
+                return Ok(n.to_string());
+            }
+        }
+    }
+    anyhow::bail!("{}: no model.json name; pass --name", path.display())
+}

@@ -1,0 +1,315 @@
+//! The `[fleet]` section: results and health to an MQTT broker, signed model updates. Off
+//! unless `broker` is set: nothing leaves the device unless configured.
+
+#[allow(unused_imports)]
+use super::*;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FleetConfig {
+    /// `mqtt://host:1883` or `mqtts://host:8883`; unset = fleet off.
+    pub broker: Option<String>,
+    /// This device's name in topics; empty = the hostname.
+    pub device_id: String,
+    pub topic_prefix: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Read the password from this file instead (kept out of the config file).
+    pub password_file: Option<PathBuf>,
+    /// CA certificate (PEM) for `mqtts://`; unset = the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate + key (PEM) for brokers that authenticate devices by certificate.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub publish: FleetPublish,
+    /// With `publish = "all"`: at most this many live results per second.
+    pub max_rate_hz: f64,
+    /// Attach the frame (JPEG, base64) to each result (off: privacy by default).
+    pub include_image: bool,
+    /// Results wait here (one file each, written atomically) until the broker acknowledged them.
+    pub queue_dir: PathBuf,
+    /// Above this many queued bytes the oldest results are dropped (and counted).
+    pub queue_max_bytes: u64,
+    /// Retained status message period.
+    pub status_interval_s: u64,
+    /// Longest wait between reconnect attempts (backoff doubles from 250 ms up to this).
+    pub max_backoff_ms: u64,
+    pub updates: FleetUpdates,
+}
+
+/// Which results go to the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FleetPublish {
+    /// Only frozen (point-and-classify) results.
+    Frozen,
+    /// Every live result too, at most `max_rate_hz`.
+    All,
+}
+
+/// `[fleet.updates]`: model bundles announced on `<prefix>/fleet/model`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FleetUpdates {
+    /// The clinic's ed25519 public key (hex, from `dermcam bundle keygen`); unset = updates off.
+    pub public_key: Option<String>,
+    /// Downloaded bundles and the active/previous record live here.
+    pub models_dir: PathBuf,
+    /// Largest bundle archive accepted.
+    pub max_download_bytes: u64,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            broker: None,
+            device_id: String::new(),
+            topic_prefix: "dermcam".into(),
+            username: None,
+            password: None,
+            password_file: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            publish: FleetPublish::Frozen,
+            max_rate_hz: 1.0,
+            include_image: false,
+            queue_dir: "/var/lib/dermcam/fleet-queue".into(),
+            queue_max_bytes: 64 << 20,
+            status_interval_s: 30,
+            max_backoff_ms: 5000,
+            updates: FleetUpdates::default(),
+        }
+    }
+}
+
+impl Default for FleetUpdates {
+    fn default() -> Self {
+        FleetUpdates {
+            public_key: None,
+            models_dir: "/var/lib/dermcam/models".into(),
+            max_download_bytes: 512 << 20,
+        }
+    }
+}
+
+/// A parsed `broker` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl BrokerUrl {
+    pub fn parse(s: &str) -> Result<BrokerUrl, String> {
+        let (tls, rest) = if let Some(r) = s.strip_prefix("mqtts://") {
+            (true, r)
+        } else if let Some(r) = s.strip_prefix("mqtt://") {
+            (false, r)
+        } else {
+            return Err(format!(
+                "{s:?}: use mqtt://host[:port] or mqtts://host[:port]"
+            ));
+        };
+        let rest = rest.trim_end_matches('/');
+        if rest.contains(['/', '@', '?', '#']) || rest.is_empty() {
+            return Err(format!(
+                "{s:?}: only a host and port (credentials go in username/password)"
+            ));
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+                let port = p
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("{s:?}: bad port {p:?}"))?;
+                (h, port)
+            }
+            _ => (rest, if tls { 8883 } else { 1883 }),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("{s:?}: no host"));
+        }
+        Ok(BrokerUrl {
+            tls,
+            host: host.into(),
+            port,
+        })
+    }
+}
+
+impl FleetConfig {
+    pub fn enabled(&self) -> bool {
+        self.broker.is_some()
+    }
+
+    /// The device id used in topics: `device_id`, else the hostname.
+    pub fn resolved_device_id(&self) -> String {
+        if !self.device_id.is_empty() {
+            return self.device_id.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| valid_topic_level(s))
+            .unwrap_or_else(|| "dermcam".into())
+    }
+
+    /// Problems `check-config` reports (first one wins there).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut v = Vec::new();
+        let Some(b) = &self.broker else {
+            return v;
+        };
+        let url = BrokerUrl::parse(b);
+        if let Err(e) = &url {
+            v.push(("fleet.broker", e.clone()));
+        }
+        if !self.device_id.is_empty() && !valid_topic_level(&self.device_id) {
+            v.push((
+                "fleet.device_id",
+                format!(
+                    "{:?}: letters, digits, '-', '_' and '.' only (it is a topic level)",
+                    self.device_id
+                ),
+            ));
+        }
+        if !self.topic_prefix.split('/').all(valid_topic_level) {
+            v.push((
+                "fleet.topic_prefix",
+                format!(
+                    "{:?}: levels of letters, digits, '-', '_', '.' joined by '/'",
+                    self.topic_prefix
+                ),
+            ));
+        }
+        if self.password.is_some() && self.password_file.is_some() {
+            v.push((
+                "fleet.password",
+                "set either password or password_file".into(),
+            ));
+        }
+        if (self.password.is_some() || self.password_file.is_some()) && self.username.is_none() {
+            v.push(("fleet.username", "a password needs a username".into()));
+        }
+        if self.client_cert.is_some() != self.client_key.is_some() {
+            v.push((
+                "fleet.client_cert",
+                "client_cert and client_key go together".into(),
+            ));
+        }
+        let plain = matches!(url, Ok(BrokerUrl { tls: false, .. }));
+        if plain && (self.ca_file.is_some() || self.client_cert.is_some()) {
+            v.push((
+                "fleet.ca_file",
+                "certificates need an mqtts:// broker".into(),
+            ));
+        }
+        if !(self.max_rate_hz > 0.0 && self.max_rate_hz <= 100.0) {
+            v.push((
+                "fleet.max_rate_hz",
+                format!("{} not in (0, 100]", self.max_rate_hz),
+            ));
+        }
+        if self.queue_max_bytes < 64 << 10 {
+            v.push((
+                "fleet.queue_max_bytes",
+                format!("{} is below 65536", self.queue_max_bytes),
+            ));
+        }
+        if !(1..=86_400).contains(&self.status_interval_s) {
+            v.push((
+                "fleet.status_interval_s",
+                format!("{} not in 1..=86400", self.status_interval_s),
+            ));
+        }
+        if !(100..=600_000).contains(&self.max_backoff_ms) {
+            v.push((
+                "fleet.max_backoff_ms",
+                format!("{} not in 100..=600000", self.max_backoff_ms),
+            ));
+        }
+        if let Some(k) = &self.updates.public_key {
+            let ok = hex::decode(k.trim()).is_ok_and(|b| b.len() == 32);
+            if !ok {
+                v.push((
+                    "fleet.updates.public_key",
+                    "64 hex digits (an ed25519 public key from `dermcam bundle keygen`)".into(),
+                ));
+            }
+        }
+        if self.updates.max_download_bytes < 1 << 20 {
+            v.push((
+                "fleet.updates.max_download_bytes",
+                format!("{} is below 1 MiB", self.updates.max_download_bytes),
+            ));
+        }
+        v
+    }
+}
+
+/// One MQTT topic level we are willing to build topics from (no wildcards, no separators).
+pub fn valid_topic_level(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls() {
+        let u = BrokerUrl::parse("mqtt://broker.local").unwrap();
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port),
+            (false, "broker.local", 1883)
+        );
+        let u = BrokerUrl::parse("mqtts://10.0.0.2:18883/").unwrap();
+        assert_eq!((u.tls, u.host.as_str(), u.port), (true, "10.0.0.2", 18883));
+        let u = BrokerUrl::parse("mqtts://[::1]:8884").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 8884));
+        for bad in [
+            "http://x",
+            "mqtt://",
+            "mqtt://u:p@host",
+            "mqtt://h:0",
+            "mqtt://h:x",
+        ] {
+            assert!(BrokerUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn off_by_default_and_checked_when_on() {
+        let c = FleetConfig::default();
+        assert!(!c.enabled() && c.problems().is_empty());
+        let c = FleetConfig {
+            broker: Some("mqtt://h".into()),
+            device_id: "a/b".into(),
+            password: Some("p".into()),
+            ca_file: Some("/ca.pem".into()),
+            max_rate_hz: 0.0,
+            updates: FleetUpdates {
+                public_key: Some("abcd".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let fields: Vec<_> = c.problems().into_iter().map(|(f, _)| f).collect();
+        for f in [
+            "fleet.device_id",
+            "fleet.username",
+            "fleet.ca_file",
+            "fleet.max_rate_hz",
+            "fleet.updates.public_key",
+        ] {
+            assert!(fields.contains(&f), "{f} missing from {fields:?}");
+        }
+    }
+}

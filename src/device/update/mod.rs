@@ -1,0 +1,380 @@
+//! Signed model updates with rollback.
+//!
+//! A retained message on `<prefix>/fleet/model` announces a bundle archive:
+//! `{"name", "url", "sha256", "signature"}` (made by `dermcam bundle sign`). The device
+//! downloads it (size-capped), checks sha256 and the ed25519 signature against
+//! `fleet.updates.public_key`, unpacks it into a staging folder, self-tests it (the bundle
+//! checks that exist for every bundle, then its own samples must give their recorded top-1
+//! with finite probabilities), moves it into `models_dir`, records it in `active.json` and
+//! switches the running appliance to it. Any failed step refuses the bundle with the reason.
+//!
+//! `active.json` records `current` and `previous`. At start-up a bundle that fails to load or
+//! to pass its self-test, or that never confirmed after two starts (it crashed the process),
+//! is rolled back to `previous` (then to the configured bundle).
+
+pub mod archive;
+
+use crate::config::FleetUpdates;
+use crate::model::{LoadOptions, Model};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error("announcement: {0}")]
+    Announcement(String),
+    #[error("download: {0}")]
+    Download(String),
+    #[error("archive is larger than {max} bytes")]
+    TooLarge { max: u64 },
+    #[error("sha256 mismatch: announced {announced}, downloaded {actual}")]
+    Sha256 { announced: String, actual: String },
+    #[error("signature: {0}")]
+    Signature(#[from] crate::model::signing::SignError),
+    #[error("archive: {0}")]
+    Archive(String),
+    #[error("bundle: {0}")]
+    Bundle(String),
+    #[error("self-test: {0}")]
+    SelfTest(String),
+    #[error("switch: {0}")]
+    Switch(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Puts a bundle into service in the running appliance (the binary implements it: loads the
+/// bundle with the configured engine and swaps it into the pipeline and the web server).
+pub trait ModelSwitch: Send + Sync {
+    fn switch(&self, dir: &Path) -> Result<(), String>;
+}
+
+/// A signed bundle announcement (what `dermcam bundle sign` prints).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Announcement {
+    pub name: String,
+    pub url: String,
+    pub sha256: String,
+    pub signature: String,
+}
+
+impl Announcement {
+    pub fn parse(payload: &[u8]) -> Result<Announcement, UpdateError> {
+        let a: Announcement = serde_json::from_slice(payload)
+            .map_err(|e| UpdateError::Announcement(format!("bad JSON: {e}")))?;
+        if !crate::config::valid_topic_level(&a.name) {
+            return Err(UpdateError::Announcement(format!(
+                "name {:?}: letters, digits, '-', '_', '.' only",
+                a.name
+            )));
+        }
+        if a.sha256.len() != 64 || !a.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(UpdateError::Announcement("sha256: 64 hex digits".into()));
+        }
+        Ok(a)
+    }
+
+    /// The folder the bundle lives in under `models_dir` once accepted.
+    pub fn folder(&self) -> String {
+        format!("{}-{}", self.name, &self.sha256[..12].to_ascii_lowercase())
+    }
+}
+
+/// `models_dir/active.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Active {
+    /// Folder names under `models_dir`.
+    pub current: Option<String>,
+    pub previous: Option<String>,
+    /// Set once `current` started and passed its self-test on this device.
+    pub confirmed: bool,
+    /// Starts of `current` that have not confirmed yet.
+    pub attempts: u32,
+    /// The archive sha256 of `current`.
+    pub sha256: Option<String>,
+}
+
+impl Active {
+    pub fn read(models_dir: &Path) -> Active {
+        std::fs::read(models_dir.join("active.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn write(&self, models_dir: &Path) -> Result<(), UpdateError> {
+        let path = models_dir.join("active.json");
+        let body = serde_json::to_vec_pretty(self).expect("serialisable");
+        crate::sinks::storage::write_atomic(&path, &body)
+            .map(|_| ())
+            .map_err(|source| UpdateError::Io { path, source })
+    }
+}
+
+/// Load the bundle with tract on one thread and check its samples against its own record.
+/// Returns the number of samples checked.
+pub fn self_test(dir: &Path) -> Result<usize, UpdateError> {
+    let model = Model::load(
+        dir,
+        &LoadOptions {
+            backend: crate::model::BackendKind::Tract,
+            threads: 1,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| UpdateError::Bundle(e.to_string()))?;
+    let rec: archive::SelfTest = std::fs::read(dir.join("selftest.json"))
+        .map_err(|e| UpdateError::SelfTest(format!("selftest.json: {e}")))
+        .and_then(|b| {
+            serde_json::from_slice(&b)
+                .map_err(|e| UpdateError::SelfTest(format!("selftest.json: {e}")))
+        })?;
+    if rec.samples.is_empty() {
+        return Err(UpdateError::SelfTest("no samples".into()));
+    }
+    for s in &rec.samples {
+        let rel = Path::new(&s.file);
+        if !rel
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(UpdateError::SelfTest(format!("{}: bad path", s.file)));
+        }
+        let img = crate::model::preprocess::load_image(
+            &dir.join(rel),
+            crate::model::preprocess::DEFAULT_MAX_PIXELS,
+        )
+        .map_err(|e| UpdateError::SelfTest(format!("{}: {e}", s.file)))?;
+        let (p, _) = model
+            .classify(&img, false)
+            .map_err(|e| UpdateError::SelfTest(format!("{}: {e}", s.file)))?;
+        if !p.probabilities.iter().all(|v| v.is_finite()) {
+            return Err(UpdateError::SelfTest(format!(
+                "{}: non-finite probabilities",
+                s.file
+            )));
+        }
+        let top1 = &model.manifest.classes[p.top1().0].name;
+        if top1 != &s.top1 {
+            return Err(UpdateError::SelfTest(format!(
+                "{}: top-1 is {top1}, the bundle recorded {}",
+                s.file, s.top1
+            )));
+        }
+    }
+    Ok(rec.samples.len())
+}
+
+/// Everything between an announcement and a switched appliance.
+pub struct Updater {
+    pub cfg: FleetUpdates,
+    /// CA for HTTPS downloads from a clinic server (the broker's `ca_file`).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Updater {
+    /// Download, verify, unpack, self-test, record and switch. Returns the new folder.
+    pub fn apply(
+        &self,
+        a: &Announcement,
+        switch: &dyn ModelSwitch,
+    ) -> Result<PathBuf, UpdateError> {
+        let key = self
+            .cfg
+            .public_key
+            .as_deref()
+            .ok_or_else(|| UpdateError::Announcement("no fleet.updates.public_key".into()))?;
+        let dir = &self.cfg.models_dir;
+        std::fs::create_dir_all(dir).map_err(|source| UpdateError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let sha = a.sha256.to_ascii_lowercase();
+        // Signature first: nothing unsigned is ever downloaded past the announcement.
+        crate::model::signing::verify(key, &sha, &a.signature)?;
+        let tar = dir.join(format!(".download-{sha}.tar"));
+        let got = archive::download(
+            &a.url,
+            &tar,
+            self.cfg.max_download_bytes,
+            self.ca_file.as_deref(),
+        );
+        let result = got.and_then(|actual| {
+            if actual != sha {
+                return Err(UpdateError::Sha256 {
+                    announced: sha.clone(),
+                    actual,
+                });
+            }
+            let staging = dir.join(format!(".staging-{sha}"));
+            let _ = std::fs::remove_dir_all(&staging);
+            let r = archive::unpack(&tar, &staging, self.cfg.max_download_bytes)
+                .and_then(|()| self_test(&staging).map(|_| ()));
+            if let Err(e) = r {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(e);
+            }
+            Ok(staging)
+        });
+        let _ = std::fs::remove_file(&tar);
+        let staging = result?;
+        let folder = a.folder();
+        let dest = dir.join(&folder);
+        if dest.exists() {
+            // Accepted before (then rolled away from): replace with the freshly checked copy.
+            let _ = std::fs::remove_dir_all(&dest);
+        }
+        std::fs::rename(&staging, &dest).map_err(|source| UpdateError::Io {
+            path: dest.clone(),
+            source,
+        })?;
+        let before = Active::read(dir);
+        // Recorded before the switch: a crash while switching is rolled back at the next start.
+        Active {
+            current: Some(folder.clone()),
+            previous: before.current.clone(),
+            confirmed: false,
+            attempts: 0,
+            sha256: Some(sha.clone()),
+        }
+        .write(dir)?;
+        if let Err(e) = switch.switch(&dest) {
+            before.write(dir)?;
+            return Err(UpdateError::Switch(e));
+        }
+        Active {
+            current: Some(folder),
+            previous: before.current,
+            confirmed: true,
+            attempts: 0,
+            sha256: Some(sha),
+        }
+        .write(dir)?;
+        self.prune(dir);
+        Ok(dest)
+    }
+
+    /// Keep only `current` and `previous` bundle folders (and nothing that is not ours).
+    fn prune(&self, dir: &Path) {
+        let a = Active::read(dir);
+        let keep = [a.current, a.previous];
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let ours =
+                e.path().join("selftest.json").is_file() && e.path().join("model.json").is_file();
+            if ours && !keep.iter().any(|k| k.as_deref() == Some(name.as_str())) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+
+    /// The active bundle folder, if a fleet update put one in service.
+    pub fn active_dir(&self) -> Option<PathBuf> {
+        Active::read(&self.cfg.models_dir)
+            .current
+            .map(|c| self.cfg.models_dir.join(c))
+    }
+}
+
+/// Pick and load the bundle to start with. With fleet updates on and an `active.json`, that is
+/// the fleet's current bundle; one that fails (load, self-test, or two starts without
+/// confirming) is rolled back to `previous`, then to `configured`. Returns the loaded value and,
+/// after a rollback, a report for the status topic.
+pub fn load_at_startup<T>(
+    updates: Option<&FleetUpdates>,
+    configured: &Path,
+    load: &dyn Fn(&Path) -> Result<T, String>,
+) -> Result<(T, Option<Value>), String> {
+    let Some(u) = updates.filter(|u| u.public_key.is_some()) else {
+        return load(configured).map(|t| (t, None));
+    };
+    let dir = &u.models_dir;
+    let mut active = Active::read(dir);
+    let Some(current) = active.current.clone() else {
+        return load(configured).map(|t| (t, None));
+    };
+    let path = dir.join(&current);
+    let failure = if !active.confirmed && active.attempts >= 2 {
+        Some(format!(
+            "{current} did not confirm after {} starts",
+            active.attempts
+        ))
+    } else {
+        if !active.confirmed {
+            active.attempts += 1;
+            let _ = active.write(dir);
+        }
+        let tested = if active.confirmed {
+            Ok(())
+        } else {
+            self_test(&path).map(|_| ()).map_err(|e| e.to_string())
+        };
+        match tested.and_then(|()| load(&path)) {
+            Ok(t) => {
+                if !active.confirmed {
+                    active.confirmed = true;
+                    active.attempts = 0;
+                    let _ = active.write(dir);
+                }
+                return Ok((t, None));
+            }
+            Err(e) => Some(format!("{current} failed at start-up: {e}")),
+        }
+    };
+    let reason = failure.unwrap_or_default();
+    log::warn!("model update: {reason}; rolling back");
+    let back = Active {
+        current: active.previous.clone(),
+        previous: None,
+        confirmed: true,
+        attempts: 0,
+        sha256: None,
+    };
+    let _ = back.write(dir);
+    let (t, to) = match &active.previous {
+        Some(prev) => match load(&dir.join(prev)) {
+            Ok(t) => (t, prev.clone()),
+            Err(e) => {
+                log::warn!(
+                    "model update: previous bundle {prev} fails too ({e}); using the configured bundle"
+                );
+                let _ = Active::default().write(dir);
+                (load(configured)?, configured.display().to_string())
+            }
+        },
+        None => (load(configured)?, configured.display().to_string()),
+    };
+    Ok((
+        t,
+        Some(json!({"state": "rolled back", "from": current, "to": to, "reason": reason})),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_are_checked() {
+        let ok = format!(
+            r#"{{"name":"effl0-v3","url":"http://h/b.tar","sha256":"{}","signature":"00"}}"#,
+            "a".repeat(64)
+        );
+        let a = Announcement::parse(ok.as_bytes()).unwrap();
+        assert_eq!(a.folder(), "effl0-v3-aaaaaaaaaaaa");
+        for bad in [
+            ok.replace("effl0-v3", "../etc"),
+            ok.replace(&"a".repeat(64), "abc"),
+            ok.replace("\"signature\"", "\"sig\""),
+            "{".into(),
+        ] {
+            assert!(Announcement::parse(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! The fleet sink: results and health to an MQTT broker, for a clinic running many devices.
+//!
+//! Topics (`<prefix>` = `fleet.topic_prefix`, `<id>` = the device id):
+//! - `<prefix>/<id>/status`: retained health JSON; the broker's last will sets `online: false`.
+//! - `<prefix>/<id>/result`: one JSON per result, QoS 1, with an `id` stable across retries.
+//! - `<prefix>/<id>/cmd`: `freeze`, `release`, `capture`, `reload-model` (broker ACLs decide
+//!   who may publish there).
+//! - `<prefix>/fleet/model`: retained signed model announcements (see `device::update`).
+//!
+//! The sink only hands results to a bounded channel (the live screen never waits on the
+//! network); the fleet thread writes each to the on-disk queue first and deletes it when the
+//! broker acknowledged it, so an outage or a power cut loses nothing queued.
+
+mod mqtt;
+pub mod queue;
+
+use crate::config::{FleetConfig, FleetPublish};
+use crate::pipeline::{Shared, Sink, Update};
+use crate::screen::render::SourceStatus;
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::mpsc::{Receiver, Sender};
+
+pub use mqtt::FleetError;
+
+/// Results waiting between the sink and the fleet thread (beyond: dropped and counted).
+const CHANNEL: usize = 256;
+
+/// Counters shared by the sink, the fleet thread, `/metrics` and the status message.
+#[derive(Default)]
+pub struct FleetStats {
+    pub connected: AtomicBool,
+    /// Results acknowledged by the broker.
+    pub sent: AtomicU64,
+    /// Results written to the queue.
+    pub queued_total: AtomicU64,
+    /// Results in the queue now, and their bytes.
+    pub pending: AtomicU64,
+    pub pending_bytes: AtomicU64,
+    /// Results lost: queue byte limit, a full hand-off channel, or a disk that refused them.
+    pub dropped: AtomicU64,
+    pub reconnects: AtomicU64,
+    /// Published results flagged "refer".
+    pub refer: AtomicU64,
+    pub commands: AtomicU64,
+}
+
+/// One result on its way to the queue; the frame only when `include_image` is on.
+pub(crate) struct Item {
+    body: Value,
+    frame: Option<Arc<image::RgbImage>>,
+}
+
+/// The pipeline side: turns updates into result messages (no I/O here).
+pub struct FleetSink {
+    tx: Sender<Item>,
+    publish: FleetPublish,
+    min_interval: Duration,
+    last_live: Option<Instant>,
+    last_frozen_seq: Option<u64>,
+    include_image: bool,
+    device_id: String,
+    stats: Arc<FleetStats>,
+}
+
+/// The fleet thread's half, started once the pipeline's shared state exists.
+pub struct FleetRunner {
+    rx: Receiver<Item>,
+    cfg: FleetConfig,
+    device_id: String,
+    stats: Arc<FleetStats>,
+}
+
+/// Build the sink and its runner (nothing connects before `FleetRunner::spawn`).
+pub fn open(cfg: &FleetConfig) -> (FleetSink, FleetRunner) {
+    let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL);
+    let stats = Arc::new(FleetStats::default());
+    let device_id = cfg.resolved_device_id();
+    (
+        FleetSink {
+            tx,
+            publish: cfg.publish,
+            min_interval: Duration::from_secs_f64(1.0 / cfg.max_rate_hz.max(1e-3)),
+            last_live: None,
+            last_frozen_seq: None,
+            include_image: cfg.include_image,
+            device_id: device_id.clone(),
+            stats: stats.clone(),
+        },
+        FleetRunner {
+            rx,
+            cfg: cfg.clone(),
+            device_id,
+            stats,
+        },
+    )
+}
+
+impl FleetSink {
+    pub fn stats(&self) -> Arc<FleetStats> {
+        self.stats.clone()
+    }
+}
+
+/// 128 random bits, hex: a result's id, fixed when it is made, so retries keep it.
+fn new_id() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::getrandom(&mut b).is_err() {
+        // No randomness: time + counter still never repeats on this device.
+        static N: AtomicU64 = AtomicU64::new(0);
+        let t = crate::sinks::storage::unix_ms() as u64;
+        b[..8].copy_from_slice(&t.to_be_bytes());
+        b[8..].copy_from_slice(&N.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    }
+    hex::encode(b)
+}
+
+/// RFC 3339 UTC time of a unix time in milliseconds.
+pub fn rfc3339(ms: u128) -> String {
+    let secs = (ms / 1000) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+impl Sink for FleetSink {
+    fn publish(&mut self, u: &Update) {
+        let (Some(_), Some(f)) = (&u.prediction, &u.frame) else {
+            return;
+        };
+        if u.state.frozen {
+            // One message per frozen frame (a status-only republish of it is not a new result).
+            if self.last_frozen_seq == Some(f.seq) {
+                return;
+            }
+            self.last_frozen_seq = Some(f.seq);
+        } else {
+            if self.publish == FleetPublish::Frozen {
+                return;
+            }
+            let now = Instant::now();
+            if self
+                .last_live
+                .is_some_and(|t| now.duration_since(t) < self.min_interval)
+            {
+                return;
+            }
+            self.last_live = Some(now);
+        }
+        let ms = crate::sinks::storage::unix_ms();
+        // The screen's smoothed top-3 for live frames; the frozen frame's own (TTA) result.
+        let top3: Vec<Value> = u
+            .state
+            .top
+            .iter()
+            .map(|(name, prob)| json!({"class": name, "probability": prob}))
+            .collect();
+        let body = json!({
+            "id": new_id(),
+            "device_id": self.device_id,
+            "time": rfc3339(ms),
+            "time_ms": ms as u64,
+            "frame_seq": f.seq,
+            "label": f.label,
+            "frozen": u.state.frozen,
+            "headline": if u.state.uncertain { "Uncertain".to_string() }
+                else { u.state.top.first().map(|t| t.0.clone()).unwrap_or_default() },
+            "top3": top3,
+            "uncertain": u.state.uncertain,
+            "refer": u.state.refer,
+            "malignant_probability": u.state.malignant_probability,
+            "quality": u.quality,
+            "model": {"name": u.state.model_name, "sha256": Value::Null},
+            "timings": u.timings,
+            "disclaimer": crate::DISCLAIMER,
+        });
+        if u.state.refer {
+            self.stats.refer.fetch_add(1, Ordering::Relaxed);
+        }
+        let item = Item {
+            body,
+            frame: self.include_image.then(|| f.image.clone()),
+        };
+        match self.tx.try_send(item) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+/// Where the fleet thread reports on model updates (the status message carries it).
+#[derive(Default)]
+pub struct UpdateReport(pub Mutex<Option<Value>>);
+
+impl UpdateReport {
+    pub fn set(&self, v: Value) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(v);
+    }
+    pub fn get(&self) -> Value {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or(Value::Null)
+    }
+}
+
+/// The retained health message.
+pub fn status_json(
+    device_id: &str,
+    shared: &Shared,
+    stats: &FleetStats,
+    update: &UpdateReport,
+) -> Value {
+    let model = shared.model();
+    let c = shared.counters.snapshot();
+    let (source, frozen) = match shared
+        .latest
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+    {
+        Some(u) => (
+            match &u.state.source {
+                SourceStatus::Starting => "starting".to_string(),
+                SourceStatus::Live => "live".into(),
+                SourceStatus::Disconnected(m) => format!("disconnected: {m}"),
+                SourceStatus::Ended => "ended".into(),
+            },
+            u.state.frozen,
+        ),
+        None => ("starting".into(), false),
+    };
+    let screen = if shared.display_absent() {
+        "none".to_string()
+    } else if c.screen_errors > 0 {
+        format!("errors: {}", c.screen_errors)
+    } else {
+        "ok".into()
+    };
+    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    json!({
+        "online": true,
+        "device_id": device_id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "time": rfc3339(crate::sinks::storage::unix_ms()),
+        "uptime_s": shared.started.elapsed().as_secs(),
+        "model": {"name": model.manifest.name, "sha256": model.manifest.sha256,
+                  "engine": model.engine.summary()},
+        "counters": c,
+        "camera": source,
+        "screen": screen,
+        "frozen": frozen,
+        "refer_count": g(&stats.refer),
+        "queue": {"pending": g(&stats.pending), "bytes": g(&stats.pending_bytes),
+                  "sent": g(&stats.sent), "dropped": g(&stats.dropped)},
+        "model_update": update.get(),
+    })
+}
+
+/// The last will: what the broker publishes (retained) when the device vanishes.
+pub fn offline_json(device_id: &str) -> Value {
+    json!({"online": false, "device_id": device_id, "version": env!("CARGO_PKG_VERSION")})
+}
+
+/// A command from `<prefix>/<id>/cmd`: plain text (`freeze`) or JSON (`{"command": "freeze"}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Freeze,
+    Release,
+    Capture,
+    ReloadModel,
+}
+
+impl Command {
+    pub fn parse(payload: &[u8]) -> Result<Command, String> {
+        let text = std::str::from_utf8(payload).map_err(|_| "not UTF-8".to_string())?;
+        let text = text.trim();
+        let word = if text.starts_with('{') {
+            let v: Value = serde_json::from_str(text).map_err(|e| format!("bad JSON: {e}"))?;
+            v.get("command")
+                .and_then(Value::as_str)
+                .ok_or("JSON without a \"command\" string")?
+                .to_string()
+        } else {
+            text.to_string()
+        };
+        match word.as_str() {
+            "freeze" => Ok(Command::Freeze),
+            "release" => Ok(Command::Release),
+            "capture" => Ok(Command::Capture),
+            "reload-model" => Ok(Command::ReloadModel),
+            w => Err(format!(
+                "unknown command {:?} (freeze, release, capture, reload-model)",
+                w.chars().take(40).collect::<String>()
+            )),
+        }
+    }
+}
+
+impl FleetRunner {
+    pub fn stats(&self) -> Arc<FleetStats> {
+        self.stats.clone()
+    }
+
+    /// Start the fleet thread. `switch` loads a model bundle into the running appliance
+    /// (model updates, `reload-model`); `update` receives signed model announcements.
+    pub fn spawn(
+        self,
+        shared: Arc<Shared>,
+        switch: Arc<dyn crate::device::update::ModelSwitch>,
+        report: Arc<UpdateReport>,
+    ) -> Result<std::thread::JoinHandle<()>, FleetError> {
+        mqtt::spawn(self, shared, switch, report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse_as_text_or_json() {
+        assert_eq!(Command::parse(b"freeze\n"), Ok(Command::Freeze));
+        assert_eq!(
+            Command::parse(br#"{"command": "reload-model"}"#),
+            Ok(Command::ReloadModel)
+        );
+        assert!(Command::parse(b"rm -rf /").unwrap_err().contains("unknown"));
+        assert!(Command::parse(b"{\"cmd\": 1}").is_err());
+        assert!(Command::parse(&[0xff, 0xfe]).is_err());
+    }
+
+    #[test]
+    fn utc_times() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(1_795_694_400_000), "2026-11-26T12:00:00.000Z");
+    }
+
+    #[test]
+    fn ids_are_unique_hex() {
+        let a: std::collections::HashSet<String> = (0..1000).map(|_| new_id()).collect();
+        assert_eq!(a.len(), 1000);
+        assert!(a.iter().all(|s| s.len() == 32));
+    }
+}
