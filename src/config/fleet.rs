@@ -32,6 +32,8 @@ pub struct FleetConfig {
     pub queue_max_bytes: u64,
     /// Retained status message period.
     pub status_interval_s: u64,
+    /// MQTT keep-alive: the broker declares the device gone (last will) after 1.5x this.
+    pub keep_alive_s: u64,
     /// Longest wait between reconnect attempts (backoff doubles from 250 ms up to this).
     pub max_backoff_ms: u64,
     pub updates: FleetUpdates,
@@ -77,6 +79,7 @@ impl Default for FleetConfig {
             queue_dir: "/var/lib/dermcam/fleet-queue".into(),
             queue_max_bytes: 64 << 20,
             status_interval_s: 30,
+            keep_alive_s: 15,
             max_backoff_ms: 5000,
             updates: FleetUpdates::default(),
         }
@@ -224,6 +227,12 @@ impl FleetConfig {
             v.push((
                 "fleet.status_interval_s",
                 format!("{} not in 1..=86400", self.status_interval_s),
+            ));
+        }
+        if !(1..=3600).contains(&self.keep_alive_s) {
+            v.push((
+                "fleet.keep_alive_s",
+                format!("{} not in 1..=3600", self.keep_alive_s),
             ));
         }
         if !(100..=600_000).contains(&self.max_backoff_ms) {

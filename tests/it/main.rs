@@ -5,6 +5,8 @@ mod bundle;
 mod cli;
 mod engine;
 mod faults;
+#[cfg(feature = "fleet")]
+mod fleet;
 #[cfg(feature = "web")]
 mod hardening;
 mod installed;

@@ -107,7 +107,7 @@ fn options(cfg: &FleetConfig, device_id: &str, topics: &Topics) -> Result<MqttOp
     let url =
         BrokerUrl::parse(cfg.broker.as_deref().unwrap_or_default()).map_err(FleetError::Broker)?;
     let mut o = MqttOptions::new(format!("dermcam-{device_id}"), url.host.clone(), url.port);
-    o.set_keep_alive(Duration::from_secs(15));
+    o.set_keep_alive(Duration::from_secs(cfg.keep_alive_s));
     // A clean session: what was unacknowledged is re-sent from our own queue, not the broker's.
     o.set_clean_session(true);
     o.set_max_packet_size(1 << 20, 32 << 20);
@@ -392,6 +392,10 @@ async fn run(
         s.fill_window(&mut queue, &topics.result);
         let mut v = offline_json(&device_id);
         v["reason"] = "shutdown".into();
+        // What this run did with its results (a consumer can check nothing went missing).
+        let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        v["queue"] = json!({"queued_total": g(&stats.queued_total), "sent": g(&stats.sent),
+                            "dropped": g(&stats.dropped), "pending": queue.len()});
         s.publish(&topics.status, true, v.to_string().into_bytes(), None);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         while !(s.order.is_empty() && s.inflight.is_empty()) {

@@ -1,0 +1,824 @@
+//! Fleet over MQTT against a real broker (Debian's mosquitto, started per test on a free
+//! loopback port). Skipped with a message when mosquitto is not installed (plain
+//! `cargo test` stays hermetic); CI installs it and sets DERMCAM_REQUIRE_MOSQUITTO=1.
+//! The bundle checks (tampered, wrong key, truncated, escaping, failing self-test, rollback)
+//! need no broker.
+
+use crate::{bundle_dir, samples, scratch};
+use dermcam::config::FleetUpdates;
+use dermcam::device::update::{Active, Announcement, ModelSwitch, Updater, archive};
+use dermcam::model::signing;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+fn find(name: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/sbin".into(), "/usr/local/sbin".into()]);
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// The mosquitto binaries, or None (test skipped) when they are not installed.
+fn mosquitto() -> Option<(PathBuf, PathBuf)> {
+    match (find("mosquitto"), find("mosquitto_sub")) {
+        (Some(b), Some(s)) => Some((b, s)),
+        _ => {
+            if std::env::var_os("DERMCAM_REQUIRE_MOSQUITTO").is_some() {
+                panic!(
+                    "DERMCAM_REQUIRE_MOSQUITTO is set but mosquitto / mosquitto_sub are not installed"
+                );
+            }
+            eprintln!(
+                "skipping: needs an MQTT broker: apt install mosquitto mosquitto-clients (CI does)"
+            );
+            None
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn term(p: &mut Proc, wait: Duration) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(p.0.id() as i32, libc::SIGTERM) };
+    let t = Instant::now();
+    while t.elapsed() < wait {
+        if p.0.try_wait().unwrap().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("process {} did not stop within {wait:?}", p.0.id());
+}
+
+/// Started as root, mosquitto would switch to its own user, which cannot read this test's
+/// scratch files (keys, persistence); a non-root start ignores the setting.
+const USER: &str = "user root\n";
+
+struct Broker {
+    bin: PathBuf,
+    conf: PathBuf,
+    port: u16,
+    proc: Option<Proc>,
+}
+
+impl Broker {
+    /// A broker on a free port; `extra` goes into its config (TLS, passwords).
+    fn start(dir: &Path, bin: &Path, extra: &str) -> Broker {
+        let port = free_port();
+        let conf = dir.join("mosquitto.conf");
+        let db = dir.join("mosquitto-db");
+        std::fs::create_dir_all(&db).unwrap();
+        let listener = if extra.is_empty() {
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\n")
+        } else {
+            format!("listener {port} 127.0.0.1\n{extra}\n")
+        };
+        // Persistence keeps the test subscriber's session (and its queued messages) across
+        // a broker restart, as a real deployment would.
+        std::fs::write(
+            &conf,
+            format!(
+                "{listener}persistence true\npersistence_location {}/\nlog_dest stderr\n{USER}",
+                db.display()
+            ),
+        )
+        .unwrap();
+        let mut b = Broker {
+            bin: bin.into(),
+            conf,
+            port,
+            proc: None,
+        };
+        b.restart();
+        b
+    }
+
+    fn restart(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.conf.with_extension("log"))
+            .unwrap();
+        let child = Command::new(&self.bin)
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.proc = Some(Proc(child));
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "broker did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            term(&mut p, Duration::from_secs(10));
+        }
+    }
+}
+
+/// A persistent-session QoS 1 subscriber (mosquitto_sub), lines `topic payload` in a file.
+struct Sub {
+    out: PathBuf,
+    _p: Proc,
+}
+
+impl Sub {
+    fn start(sub: &Path, port: u16, topic: &str, out: PathBuf, extra: &[&str]) -> Sub {
+        let f = std::fs::File::create(&out).unwrap();
+        let id = format!("test-sub-{}", port);
+        let p = Command::new(sub)
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-c"])
+            .args(["-i", &id, "-v", "-t", topic])
+            .args(extra)
+            .stdout(f)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let s = Sub { out, _p: Proc(p) };
+        // Subscribed once a probe published on the same topic tree arrives is overkill here:
+        // mosquitto_sub subscribes within milliseconds of connecting.
+        std::thread::sleep(Duration::from_millis(300));
+        s
+    }
+
+    fn messages(&self, suffix: &str) -> Vec<Value> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(t, _)| t.ends_with(suffix))
+            .filter_map(|(_, v)| serde_json::from_str(v).ok())
+            .collect()
+    }
+}
+
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+/// `dermcam run` on a looping slideshow of the samples (one frame every `interval_ms`), the
+/// small Lite0 bundle on one thread, fleet settings from `fleet` (a `[fleet]` body).
+fn device(dir: &Path, fleet: &str, interval_ms: u64) -> Proc {
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[source]
+kind = "images"
+path = "{samples}"
+interval_ms = {interval_ms}
+
+[screen]
+kind = "png"
+path = "{dir}/screen.png"
+width = 240
+height = 240
+
+[web]
+enabled = false
+
+[model]
+path = "{model}"
+threads = 1
+
+[fleet]
+device_id = "dev1"
+queue_dir = "{dir}/queue"
+keep_alive_s = 2
+max_backoff_ms = 500
+status_interval_s = 1
+{fleet}
+"#,
+            samples = crate::root().join("tests/samples").display(),
+            dir = dir.display(),
+            model = bundle_dir("effl0-v2").display(),
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("device.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_dermcam"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
+fn ids(results: &[Value]) -> HashSet<String> {
+    results
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn device_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("device.log")).unwrap_or_default()
+}
+
+#[test]
+fn status_results_commands_and_last_will() {
+    let Some((bin, sub)) = mosquitto() else {
+        return;
+    };
+    let dir = scratch("fleet-status");
+    let broker = Broker::start(&dir, &bin, "");
+    let s = Sub::start(&sub, broker.port, "dermcam/#", dir.join("sub.txt"), &[]);
+    let fleet = format!(
+        "broker = \"mqtt://127.0.0.1:{}\"\npublish = \"all\"\nmax_rate_hz = 4",
+        broker.port
+    );
+    let mut dev = device(&dir, &fleet, 200);
+    assert!(
+        wait_until(Duration::from_secs(60), || s.messages("/result").len() >= 8),
+        "results did not arrive: {}",
+        device_log(&dir)
+    );
+    let status = s.messages("/status");
+    let online = status.last().unwrap();
+    assert_eq!(online["online"], true, "{online}");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(bundle_dir("effl0-v2").join("model.json")).unwrap())
+            .unwrap();
+    assert_eq!(online["model"]["sha256"], manifest["sha256"]);
+    assert_eq!(online["camera"], "live");
+    let results = s.messages("/result");
+    assert_eq!(ids(&results).len(), results.len(), "ids repeat");
+    for r in &results {
+        assert_eq!(r["top3"].as_array().unwrap().len(), 3, "{r}");
+        assert!(
+            r["refer"].is_boolean() && r["uncertain"].is_boolean(),
+            "{r}"
+        );
+        assert_eq!(r["model"]["sha256"], manifest["sha256"], "{r}");
+        assert!(r["timings"]["inference_ms"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["quality"]["luma"].is_number(), "{r}");
+        assert!(
+            r.get("image_jpeg_base64").is_none(),
+            "image sent without include_image"
+        );
+    }
+
+    // A command from the broker: freeze, and the status says so.
+    let pubc = find("mosquitto_pub").unwrap();
+    let st = Command::new(&pubc)
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-t", "dermcam/dev1/cmd", "-q", "1", "-m", "freeze"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            s.messages("/status")
+                .last()
+                .is_some_and(|v| v["frozen"] == true && v["last_command"]["command"] == "freeze")
+        }),
+        "freeze command not applied: {:?}",
+        s.messages("/status").last()
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || s
+            .messages("/result")
+            .iter()
+            .any(|r| r["frozen"] == true)),
+        "no frozen result published"
+    );
+
+    // Vanish (power cut): the broker publishes the last will within 1.5 keep-alives.
+    let _ = dev.0.kill();
+    let _ = dev.0.wait();
+    assert!(
+        wait_until(Duration::from_secs(15), || s
+            .messages("/status")
+            .last()
+            .is_some_and(|v| v["online"] == false)),
+        "no last will"
+    );
+}
+
+/// Results a run produced: the `queued_total` of its goodbye status.
+fn queued_total(s: &Sub) -> u64 {
+    s.messages("/status")
+        .iter()
+        .rev()
+        .find(|v| v["reason"] == "shutdown")
+        .map(|v| v["queue"]["queued_total"].as_u64().unwrap())
+        .expect("no shutdown status")
+}
+
+#[test]
+fn broker_outage_loses_no_result() {
+    let Some((bin, sub)) = mosquitto() else {
+        return;
+    };
+    let dir = scratch("fleet-outage");
+    let mut broker = Broker::start(&dir, &bin, "");
+    let s = Sub::start(&sub, broker.port, "dermcam/#", dir.join("sub.txt"), &[]);
+    let fleet = format!(
+        "broker = \"mqtt://127.0.0.1:{}\"\npublish = \"all\"\nmax_rate_hz = 2",
+        broker.port
+    );
+    let mut dev = device(&dir, &fleet, 250);
+    assert!(wait_until(Duration::from_secs(60), || s
+        .messages("/result")
+        .len()
+        >= 3));
+    // Broker gone for 10 s while the device keeps classifying at 2 results/s.
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(10));
+    broker.restart();
+    std::thread::sleep(Duration::from_secs(4));
+    term(&mut dev, Duration::from_secs(20));
+    let want = queued_total(&s);
+    let got = ids(&s.messages("/result"));
+    assert!(want >= 20, "only {want} results in 14 s");
+    assert_eq!(
+        got.len() as u64,
+        want,
+        "lost results across the outage: {}",
+        device_log(&dir)
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.join("queue")).unwrap().count(),
+        0,
+        "queue not empty after delivery"
+    );
+}
+
+#[test]
+fn restart_mid_queue_loses_nothing() {
+    let Some((bin, sub)) = mosquitto() else {
+        return;
+    };
+    let dir = scratch("fleet-restart");
+    // No broker yet: results pile up on disk; then a power cut (SIGKILL).
+    let port = free_port();
+    let fleet = format!("broker = \"mqtt://127.0.0.1:{port}\"\npublish = \"all\"\nmax_rate_hz = 4");
+    let mut dev = device(&dir, &fleet, 200);
+    let queue = dir.join("queue");
+    let files = |q: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(q)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || files(&queue).len() >= 8),
+        "nothing queued: {}",
+        device_log(&dir)
+    );
+    let _ = dev.0.kill();
+    let _ = dev.0.wait();
+    let queued: HashSet<String> = files(&queue)
+        .iter()
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .map(|p| {
+            let v: Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+            v["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert!(queued.len() >= 8);
+    // The broker at the configured address now; the device starts again.
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\n{USER}"),
+    )
+    .unwrap();
+    let mut broker = Broker {
+        bin,
+        conf,
+        port,
+        proc: None,
+    };
+    broker.restart();
+    let s = Sub::start(&sub, port, "dermcam/#", dir.join("sub.txt"), &[]);
+    let _dev = device(&dir, &fleet, 200);
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let got = ids(&s.messages("/result"));
+            queued.iter().all(|id| got.contains(id))
+        }),
+        "queued results lost across the restart: {}",
+        device_log(&dir)
+    );
+}
+
+#[test]
+fn tls_and_password_auth() {
+    let Some((bin, sub)) = mosquitto() else {
+        return;
+    };
+    let (Some(openssl), Some(passwd)) = (find("openssl"), find("mosquitto_passwd")) else {
+        eprintln!("skipping: needs openssl and mosquitto_passwd");
+        return;
+    };
+    let dir = scratch("fleet-tls");
+    let run = |args: &[&str]| {
+        let o = Command::new(&openssl)
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    // A clinic CA and a broker certificate for "localhost" signed by it.
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=clinic CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.pem",
+    ]);
+    let st = Command::new(&passwd)
+        .args(["-b", "-c"])
+        .arg(dir.join("passwd"))
+        .args(["dev1", "s3cret"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let extra = format!(
+        "allow_anonymous false\npassword_file {d}/passwd\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key",
+        d = dir.display()
+    );
+    let broker = Broker::start(&dir, &bin, &extra);
+    let ca = dir.join("ca.pem").display().to_string();
+    let s = Sub::start(
+        &sub,
+        broker.port,
+        "dermcam/#",
+        dir.join("sub.txt"),
+        &["--cafile", &ca, "-u", "dev1", "-P", "s3cret", "--insecure"],
+    );
+    let fleet = |pw: &str| {
+        format!(
+            "broker = \"mqtts://localhost:{}\"\nca_file = \"{ca}\"\nusername = \"dev1\"\npassword = \"{pw}\"",
+            broker.port
+        )
+    };
+    // Wrong password: refused, retried, the device keeps running.
+    let bad_dir = dir.join("bad");
+    std::fs::create_dir_all(&bad_dir).unwrap();
+    let mut bad = device(&bad_dir, &fleet("wrong"), 300);
+    assert!(
+        wait_until(Duration::from_secs(30), || device_log(&bad_dir)
+            .contains("broker unreachable")),
+        "{}",
+        device_log(&bad_dir)
+    );
+    assert!(
+        bad.0.try_wait().unwrap().is_none(),
+        "device died on a refused login"
+    );
+    assert!(s.messages("/status").is_empty());
+    let _ = bad.0.kill();
+    let _dev = device(&dir, &fleet("s3cret"), 300);
+    assert!(
+        wait_until(Duration::from_secs(60), || s
+            .messages("/status")
+            .iter()
+            .any(|v| v["online"] == true)),
+        "no status over TLS: {}",
+        device_log(&dir)
+    );
+}
+
+// ---- Signed bundles: no broker needed ----
+
+struct Switches(Mutex<Vec<PathBuf>>);
+impl ModelSwitch for Switches {
+    fn switch(&self, dir: &Path) -> Result<(), String> {
+        dermcam::model::Model::load(dir, &Default::default()).map_err(|e| e.to_string())?;
+        self.0.lock().unwrap().push(dir.into());
+        Ok(())
+    }
+}
+
+struct Kit {
+    dir: PathBuf,
+    private: String,
+    public: String,
+    archive: PathBuf,
+}
+
+fn kit(name: &str) -> Kit {
+    let dir = scratch(name);
+    let (private, public) = signing::keygen().unwrap();
+    let archive = dir.join("effl0.tar");
+    let samples: Vec<PathBuf> = samples().into_iter().take(3).collect();
+    archive::pack(&bundle_dir("effl0-v2"), &samples, &archive).unwrap();
+    Kit {
+        dir,
+        private,
+        public,
+        archive,
+    }
+}
+
+impl Kit {
+    fn announce(&self, archive: &Path, key: &str) -> Announcement {
+        let sha = dermcam::model::sha256_file(archive).unwrap();
+        Announcement {
+            name: "effl0-v2".into(),
+            url: format!("file://{}", archive.display()),
+            signature: signing::sign(key, &sha).unwrap(),
+            sha256: sha,
+        }
+    }
+    fn updater(&self) -> Updater {
+        Updater {
+            cfg: FleetUpdates {
+                public_key: Some(self.public.clone()),
+                models_dir: self.dir.join("models"),
+                max_download_bytes: 64 << 20,
+            },
+            ca_file: None,
+        }
+    }
+}
+
+/// Rewrite a tar with `edit` applied to each (name, bytes) entry.
+fn retar(src: &Path, dst: &Path, edit: impl Fn(&str, Vec<u8>) -> Vec<u8>) {
+    let mut a = tar::Archive::new(std::fs::File::open(src).unwrap());
+    let mut b = tar::Builder::new(std::fs::File::create(dst).unwrap());
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().to_string();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
+        let bytes = edit(&name, bytes);
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, &name, bytes.as_slice()).unwrap();
+    }
+    b.finish().unwrap();
+}
+
+#[test]
+fn signed_bundle_is_installed_and_bad_ones_are_refused() {
+    let k = kit("fleet-bundles");
+    let up = k.updater();
+    let sw = Switches(Mutex::new(vec![]));
+    let refused = |a: &Announcement, what: &str| {
+        let e = up.apply(a, &sw).unwrap_err().to_string();
+        assert!(e.contains(what), "expected {what:?}, got {e}");
+        assert!(
+            sw.0.lock().unwrap().is_empty(),
+            "switched to a refused bundle"
+        );
+        assert_eq!(Active::read(&up.cfg.models_dir), Active::default());
+    };
+
+    // Tampered: one byte of the archive changed after signing.
+    let tampered = k.dir.join("tampered.tar");
+    let mut bytes = std::fs::read(&k.archive).unwrap();
+    let good = k.announce(&k.archive, &k.private);
+    let n = bytes.len() / 2;
+    bytes[n] ^= 0x55;
+    std::fs::write(&tampered, &bytes).unwrap();
+    let mut a = good.clone();
+    a.url = format!("file://{}", tampered.display());
+    refused(&a, "sha256 mismatch");
+
+    // Signed by another key.
+    let (other, _) = signing::keygen().unwrap();
+    refused(&k.announce(&k.archive, &other), "signature does not match");
+
+    // Truncated (and re-signed, so only the archive checks can catch it).
+    let truncated = k.dir.join("truncated.tar");
+    let b = std::fs::read(&k.archive).unwrap();
+    std::fs::write(&truncated, &b[..b.len() * 2 / 3]).unwrap();
+    let e = up
+        .apply(&k.announce(&truncated, &k.private), &sw)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("archive") || e.contains("bundle"), "{e}");
+    assert!(sw.0.lock().unwrap().is_empty());
+
+    // A recorded top-1 the model does not give: the self-test refuses it.
+    let lying = k.dir.join("lying.tar");
+    retar(&k.archive, &lying, |name, bytes| {
+        if name == "selftest.json" {
+            let mut v: Value = serde_json::from_slice(&bytes).unwrap();
+            let t = v["samples"][0]["top1"].as_str().unwrap().to_string();
+            v["samples"][0]["top1"] = if t == "melanoma" {
+                "vascular_lesion"
+            } else {
+                "melanoma"
+            }
+            .into();
+            serde_json::to_vec(&v).unwrap()
+        } else {
+            bytes
+        }
+    });
+    refused(&k.announce(&lying, &k.private), "self-test");
+
+    // A broken model file whose manifest still claims the old sha256.
+    let broken = k.dir.join("broken.tar");
+    retar(&k.archive, &broken, |name, mut bytes| {
+        if name == "model.onnx" {
+            bytes.truncate(1000);
+        }
+        bytes
+    });
+    refused(&k.announce(&broken, &k.private), "sha256");
+
+    // Too large for the configured cap.
+    let mut small = k.updater();
+    small.cfg.max_download_bytes = 1 << 20;
+    let e = small.apply(&good, &sw).unwrap_err().to_string();
+    assert!(e.contains("larger than"), "{e}");
+
+    // The good one: installed, recorded, switched to.
+    let dest = up.apply(&good, &sw).unwrap();
+    assert_eq!(sw.0.lock().unwrap().as_slice(), std::slice::from_ref(&dest));
+    let active = Active::read(&up.cfg.models_dir);
+    assert_eq!(active.current.as_deref(), Some(good.folder().as_str()));
+    assert!(active.confirmed);
+    assert_eq!(active.sha256.as_deref(), Some(good.sha256.as_str()));
+}
+
+#[test]
+fn archive_entries_cannot_escape_or_link() {
+    let k = kit("fleet-escape");
+    for (kind, name) in [("escape", "../evil.txt"), ("link", "model-link")] {
+        let evil = k.dir.join(format!("{kind}.tar"));
+        retar(&k.archive, &evil, |_, b| b);
+        // Append one hostile entry by hand (the tar crate refuses to write `..` names).
+        let mut bytes = std::fs::read(&evil).unwrap();
+        bytes.truncate(bytes.len() - 1024); // drop the end-of-archive blocks
+        let mut h = tar::Header::new_gnu();
+        {
+            let raw = h.as_old_mut();
+            raw.name[..name.len()].copy_from_slice(name.as_bytes());
+        }
+        if kind == "link" {
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_link_name("/etc/passwd").unwrap();
+        }
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_cksum();
+        bytes.extend_from_slice(h.as_bytes());
+        bytes.extend_from_slice(&[0u8; 1024]);
+        std::fs::write(&evil, &bytes).unwrap();
+        let sw = Switches(Mutex::new(vec![]));
+        let e = k
+            .updater()
+            .apply(&k.announce(&evil, &k.private), &sw)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("leaves the bundle folder") || e.contains("only files and folders"),
+            "{kind}: {e}"
+        );
+        assert!(!k.dir.join("evil.txt").exists());
+        assert!(sw.0.lock().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn broken_model_at_start_up_is_rolled_back() {
+    let k = kit("fleet-rollback");
+    let up = k.updater();
+    let sw = Switches(Mutex::new(vec![]));
+    // Two updates: the first becomes `previous`.
+    let first = up.apply(&k.announce(&k.archive, &k.private), &sw).unwrap();
+    let second_tar = k.dir.join("second.tar");
+    retar(&k.archive, &second_tar, |name, mut b| {
+        if name == "MODEL_CARD.md" {
+            b.extend_from_slice(b"\nsecond build\n");
+        }
+        b
+    });
+    let second = up.apply(&k.announce(&second_tar, &k.private), &sw).unwrap();
+    assert_ne!(first, second);
+    let load = |d: &Path| -> Result<PathBuf, String> {
+        dermcam::model::Model::load(d, &Default::default())
+            .map(|m| m.dir)
+            .map_err(|e| e.to_string())
+    };
+    let configured = bundle_dir("effl2-v2");
+    let (got, report) =
+        dermcam::device::update::load_at_startup(Some(&up.cfg), &configured, &load).unwrap();
+    assert_eq!(got, second);
+    assert!(report.is_none());
+
+    // The disk damages the current model: the next start rolls back to the previous one.
+    let onnx = second.join("model.onnx");
+    let mut b = std::fs::read(&onnx).unwrap();
+    b.truncate(b.len() / 2);
+    std::fs::write(&onnx, b).unwrap();
+    let (got, report) =
+        dermcam::device::update::load_at_startup(Some(&up.cfg), &configured, &load).unwrap();
+    assert_eq!(got, first);
+    let report = report.expect("rollback not reported");
+    assert_eq!(report["state"], "rolled back");
+    assert!(
+        report["reason"].as_str().unwrap().contains("sha256"),
+        "{report}"
+    );
+    let active = Active::read(&up.cfg.models_dir);
+    assert_eq!(
+        active.current.as_deref(),
+        first.file_name().and_then(|n| n.to_str())
+    );
+
+    // A bundle that never confirms (it crashed the process twice) is rolled back too; with
+    // no previous one left, the configured bundle runs.
+    Active {
+        current: first.file_name().map(|n| n.to_string_lossy().into()),
+        previous: None,
+        confirmed: false,
+        attempts: 2,
+        sha256: None,
+    }
+    .write(&up.cfg.models_dir)
+    .unwrap();
+    let (got, report) =
+        dermcam::device::update::load_at_startup(Some(&up.cfg), &configured, &load).unwrap();
+    assert_eq!(got, configured);
+    assert!(
+        report.unwrap()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("did not confirm")
+    );
+}
