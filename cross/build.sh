@@ -2,13 +2,14 @@
 # One command: the aarch64 appliance binary (Raspberry Pi / Jetson) and its arm64 .deb, built on
 # an x86-64 Debian host.
 #   bash cross/build.sh        -> target/aarch64-unknown-linux-gnu/debian/dermcam_<version>_arm64.deb
-# Features: camera (nokhwa/V4L2), fbdev, tft, gpio, web, ort (ONNX Runtime loaded at run time).
+# Features: camera (nokhwa/V4L2), fbdev, tft, gpio, web, ort (ONNX Runtime loaded at run time),
+# fleet (MQTT + signed model updates).
 # The package ships ONNX Runtime's CPU library from PyPI's aarch64 wheel (cross/onnxruntime.env)
 # under /usr/lib/dermcam/, where the default `auto` backend finds it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET=aarch64-unknown-linux-gnu
-FEATURES=${DERMCAM_FEATURES:-camera,fbdev,tft,gpio,web,ort}
+FEATURES=${DERMCAM_FEATURES:-camera,fbdev,tft,gpio,web,ort,fleet}
 CARGO_DEB_VERSION=3.8.0
 
 # Debian's cross toolchain; libclang for bindgen (nokhwa's V4L2 bindings); qemu-user for the

@@ -19,6 +19,41 @@ pub(super) fn check_config(config: Option<PathBuf>, board: Option<String>) -> Re
     for m in &missing {
         println!("{what}: {m}");
     }
+    let f = &cfg.fleet;
+    if let Some(broker) = &f.broker {
+        let files = [
+            ("fleet.ca_file", &f.ca_file),
+            ("fleet.password_file", &f.password_file),
+            ("fleet.client_cert", &f.client_cert),
+            ("fleet.client_key", &f.client_key),
+        ];
+        for (field, path) in files {
+            if let Some(p) = path {
+                if let Err(e) = std::fs::File::open(p) {
+                    println!("{what}: {field}: {}: {e}", p.display());
+                    return Ok(ExitCode::from(6));
+                }
+            }
+        }
+        println!(
+            "{what}: fleet: {broker} as {:?}, publishing {} results{}{}",
+            f.resolved_device_id(),
+            if f.publish == dermcam::config::FleetPublish::All {
+                "all"
+            } else {
+                "frozen"
+            },
+            if f.include_image { " with images" } else { "" },
+            if f.updates.public_key.is_some() {
+                format!(
+                    "; signed model updates into {}",
+                    f.updates.models_dir.display()
+                )
+            } else {
+                "; model updates off".into()
+            }
+        );
+    }
     if cfg.model.backend == BackendKind::Auto {
         match dermcam::model::auto_ort_library(&cfg.model.ort) {
             (Some(lib), _) => println!(

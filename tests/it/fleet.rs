@@ -505,16 +505,20 @@ fn tls_and_password_auth() {
         "-out",
         "server.pem",
     ]);
-    let st = Command::new(&passwd)
-        .args(["-b", "-c"])
-        .arg(dir.join("passwd"))
-        .args(["dev1", "s3cret"])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    for (i, (user, pw)) in [("dev1", "s3cret"), ("admin", "adm1n")].iter().enumerate() {
+        let st = Command::new(&passwd)
+            .args(if i == 0 { &["-b", "-c"][..] } else { &["-b"][..] })
+            .arg(dir.join("passwd"))
+            .args([user, pw])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    // The README's example ACLs: the device writes only its own topics, admin reads all.
     let extra = format!(
-        "allow_anonymous false\npassword_file {d}/passwd\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key",
-        d = dir.display()
+        "allow_anonymous false\npassword_file {d}/passwd\nacl_file {acl}\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key",
+        d = dir.display(),
+        acl = crate::root().join("fleet/dermcam.acl").display()
     );
     let broker = Broker::start(&dir, &bin, &extra);
     let ca = dir.join("ca.pem").display().to_string();
@@ -523,7 +527,7 @@ fn tls_and_password_auth() {
         broker.port,
         "dermcam/#",
         dir.join("sub.txt"),
-        &["--cafile", &ca, "-u", "dev1", "-P", "s3cret", "--insecure"],
+        &["--cafile", &ca, "-u", "admin", "-P", "adm1n", "--insecure"],
     );
     let fleet = |pw: &str| {
         format!(

@@ -213,8 +213,10 @@ pub fn unpack(archive: &Path, dest: &Path, max_bytes: u64) -> Result<(), UpdateE
             .path()
             .map_err(|e| bad(format!("bad entry name: {e}")))?
             .into_owned();
-        let clean = path.components().all(|c| matches!(c, Component::Normal(_)))
-            && path.components().count() > 0;
+        // `./x` (what `tar -C dir .` writes) is fine; `..`, `/x` and the like are not.
+        let clean = path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
         if !clean {
             return Err(bad(format!(
                 "entry {:?} leaves the bundle folder",
@@ -222,6 +224,9 @@ pub fn unpack(archive: &Path, dest: &Path, max_bytes: u64) -> Result<(), UpdateE
             )));
         }
         let target = dest.join(&path);
+        if path.components().all(|c| c == Component::CurDir) {
+            continue; // the archive's own root folder
+        }
         match entry.header().entry_type() {
             tar::EntryType::Directory => {
                 std::fs::create_dir_all(&target).map_err(|e| io(&target, e))?;
