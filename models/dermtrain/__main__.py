@@ -1,3 +1,5 @@
+"""Command line: `python -m dermtrain` (or the `dermtrain` script) train | export | probe |
+device-eval | ort-bench | parity."""
 import argparse
 import shlex
 import sys
@@ -72,19 +74,13 @@ def main(argv=None):
             from .probe import probe
             probe(args)
         elif args.cmd == "device-eval":
-            import json
-            from pathlib import Path
-            from .card import device_eval
-            hist = (Path(args.run) / "history.csv").read_text() if args.run else ""
-            checks = json.loads(Path(args.checks).read_text()) if args.checks else None
-            for b_ in args.bundles:
-                device_eval(b_, args.dermcam, args.data, hist, checks)
-                print(f"{b_}: re-measured with {args.dermcam}")
+            from .device_eval import device_eval_cmd
+            device_eval_cmd(args)
         elif args.cmd == "ort-bench":
-            from .export import ort_bench
+            from .ortbench import ort_bench
             ort_bench(args)
         elif args.cmd == "parity":
-            from .export import parity
+            from .parity import parity
             parity(args)
     except data.DatasetError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,44 +1,7 @@
-"""Device re-measurement (`dermcam eval`) and MODEL_CARD.md: the figures a bundle ships with are
-the appliance's own, on lesion-grouped validation, per source, per archive, with the refer
+"""MODEL_CARD.md from a bundle manifest: the figures a bundle ships with (the appliance's own once
+device_eval has run), on lesion-grouped validation, per source, per archive, with the refer
 decision and the shortcut checks (leave-one-archive-out, archive probe)."""
 import json
-import shutil
-import subprocess
-from pathlib import Path
-
-
-def device_eval(folder, dermcam, data_dirs, history, checks=None):
-    """Re-measure a bundle with the appliance itself; these become the headline figures in
-    model.json and the card, so `dermcam eval` reproduces them exactly. The toolchain's ONNX
-    Runtime figures stay under `val_onnxruntime`."""
-    folder = Path(folder)
-    report = folder / "device-eval"
-    cmd = [str(dermcam), "eval", *[str(d) for d in data_dirs], "--split", "val", "--model", str(folder),
-           "--report", str(report)]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    r = json.loads((report / "report.json").read_text())
-    man = json.loads((folder / "model.json").read_text())
-    s = r["summary"]
-    val = {k: s[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "macro_auc_ovr", "ece_15", "abstain_rate")}
-    val["melanoma_recall"] = r["melanoma_recall"]
-    val["per_class"] = [{k: c[k] for k in ("class", "precision", "recall", "f1", "support")} for c in s["per_class"]]
-    val["confusion_matrix"] = s["confusion_matrix"]
-    mm = man["metrics"]
-    if "val_onnxruntime" not in mm:
-        mm["val_onnxruntime"] = mm["val"]
-    mm["val"] = val
-    mm["val_lesion_clean"] = r.get("lesion_clean")
-    mm["val_per_source"] = r["per_source"]
-    mm["val_per_archive"] = r["per_archive"]
-    mm["refer"] = r["refer"]
-    mm["measured_with"] = "dermcam eval " + " ".join(cmd[2:])
-    if checks:
-        mm["shortcut_checks"] = checks
-    (folder / "model.json").write_text(json.dumps(man, indent=2) + "\n")
-    shutil.copyfile(report / "confusion_matrix.png", folder / "confusion_matrix.png")
-    shutil.copyfile(report / "refer_roc.png", folder / "refer_roc.png")
-    (folder / "MODEL_CARD.md").write_text(model_card(man, history))
-    shutil.rmtree(report)
 
 
 def _f(v, d=4):

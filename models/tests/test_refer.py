@@ -3,7 +3,7 @@ import unittest
 
 import numpy as np
 
-from dermtrain import export
+from dermtrain import calibrate
 
 
 class ReferThresholdTest(unittest.TestCase):
@@ -11,7 +11,7 @@ class ReferThresholdTest(unittest.TestCase):
         rng = np.random.default_rng(0)
         score = rng.random(200)
         pos = rng.random(200) < 0.3
-        t = export.choose_refer_threshold(score, pos, target=0.95)
+        t = calibrate.choose_refer_threshold(score, pos, target=0.95)
         sens = (score[pos] >= t).mean()
         self.assertGreaterEqual(sens, 0.95)
         # Any higher threshold (the next positive score up) falls below the target.
@@ -24,18 +24,18 @@ class ReferThresholdTest(unittest.TestCase):
         # 20 positives: flag at least 19 -> threshold = the second-lowest positive score.
         score = np.concatenate([np.linspace(0.1, 0.9, 20), np.full(5, 0.05)])
         pos = np.array([True] * 20 + [False] * 5)
-        self.assertAlmostEqual(export.choose_refer_threshold(score, pos, 0.95), score[1])
-        self.assertAlmostEqual(export.choose_refer_threshold(score, pos, 1.0), score[0])
+        self.assertAlmostEqual(calibrate.choose_refer_threshold(score, pos, 0.95), score[1])
+        self.assertAlmostEqual(calibrate.choose_refer_threshold(score, pos, 1.0), score[0])
 
     def test_no_positives_is_an_error(self):
         with self.assertRaises(Exception):
-            export.choose_refer_threshold(np.array([0.5]), np.array([False]))
+            calibrate.choose_refer_threshold(np.array([0.5]), np.array([False]))
 
     def test_figures(self):
         names = ["melanocytic_nevus", "melanoma", "atopic_dermatitis"]
         labels = np.array([0, 0, 1, 1, 2])
         score = np.array([0.1, 0.6, 0.7, 0.2, 0.9])
-        f = export.refer_figures(score, labels, names, 0.5, [1], ["a", "a", "b", "b", "b"])
+        f = calibrate.refer_figures(score, labels, names, 0.5, [1], ["a", "a", "b", "b", "b"])
         self.assertEqual(f["sensitivity"], 0.5)
         self.assertAlmostEqual(f["specificity"], 1 / 3)
         self.assertEqual(f["benign_not_flagged"], 0.5)  # only the nevi count as benign
