@@ -46,14 +46,14 @@ fn load_model_threads(cfg: &Config, dir: &std::path::Path, threads: usize) -> Re
         },
     )
     .with_context(|| format!("loading model bundle {}", dir.display()))?;
-    eprintln!(
+    log::info!(
         "model: {} ({:?}, {}) loaded in {:.0} ms",
         m.manifest.name,
         m.manifest.precision,
         m.manifest.architecture,
         m.load_time.as_secs_f64() * 1e3
     );
-    eprintln!("engine: {}", m.engine.summary());
+    log::info!("engine: {}", m.engine.summary());
     Ok(Arc::new(m))
 }
 
@@ -61,7 +61,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     // Callers validate with their own file name; this catches any path that forgot to.
     cfg.validate(std::path::Path::new("<configuration>"))?;
     for m in cfg.missing_features() {
-        eprintln!("warning: {m}");
+        log::warn!("{m}");
     }
     if let (true, Some(dir)) = (cfg.web.enabled, &cfg.web.save_uploads) {
         dermcam::sinks::storage::check_dir(dir).context("web.save_uploads")?;
@@ -74,7 +74,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         r => r?,
     };
     if let ScreenConfig::Png { path, .. } = &cfg.screen {
-        eprintln!("screen: rendering to {}", path.display());
+        log::info!("screen: rendering to {}", path.display());
     }
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if opts.log {
@@ -84,7 +84,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     }
     if cfg.capture.enabled {
         dermcam::sinks::storage::check_dir(&cfg.capture.dir).context("capture.dir")?;
-        eprintln!(
+        log::info!(
             "captures: saving frozen frames to {} (max {} captures, {} MB)",
             cfg.capture.dir.display(),
             cfg.capture.max_files,
@@ -141,7 +141,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
                 load_model_threads(&cfg, &model.dir, 1)?
             } else {
                 if cfg.web.inference_threads != cfg.model.threads {
-                    eprintln!(
+                    log::info!(
                         "web: web.inference_threads = {}: uploads share the live model and its {} inference threads (one thread budget per process)",
                         cfg.web.inference_threads,
                         dermcam::model::backend::tract::resolve_threads(cfg.model.threads)
@@ -158,7 +158,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
             let listener = tokio::net::TcpListener::bind(&cfg.web.bind)
                 .await
                 .with_context(|| format!("web.bind {}", cfg.web.bind))?;
-            eprintln!(
+            log::info!(
                 "web: http://{}/ {}",
                 listener.local_addr()?,
                 if cfg.web.token.is_some() {
@@ -177,7 +177,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
             let web_cfg = cfg.web.clone();
             tokio::spawn(async move {
                 if let Err(e) = dermcam::web::serve(listener, app, &web_cfg).await {
-                    eprintln!("error: web server: {e}");
+                    log::error!("web server: {e}");
                 }
             });
         }
@@ -213,8 +213,8 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => { eprintln!("SIGINT: shutting down"); break; }
-                _ = term.recv() => { eprintln!("SIGTERM: shutting down"); break; }
+                _ = tokio::signal::ctrl_c() => { log::info!("SIGINT: shutting down"); break; }
+                _ = term.recv() => { log::info!("SIGTERM: shutting down"); break; }
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {
                     if opts.exit_when_source_ends && shared.is_shutdown() { break; }
                 }
@@ -237,9 +237,14 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         let _ = n.join();
     }
     let c = shared.counters.snapshot();
-    eprintln!(
+    log::info!(
         "frames {} inferences {} dropped {} quality-rejected {} errors {} screen-errors {}",
-        c.frames, c.inferences, c.dropped_frames, c.quality_rejections, c.errors, c.screen_errors
+        c.frames,
+        c.inferences,
+        c.dropped_frames,
+        c.quality_rejections,
+        c.errors,
+        c.screen_errors
     );
     Ok(())
 }
@@ -286,8 +291,8 @@ fn lower_thread_priority(nice: i32) {
         )
     };
     if rc != 0 {
-        eprintln!(
-            "warning: web threads keep normal priority: setpriority: {}",
+        log::warn!(
+            "web threads keep normal priority: setpriority: {}",
             std::io::Error::last_os_error()
         );
     }

@@ -63,7 +63,7 @@ pub(super) fn bench(a: BenchArgs) -> Result<ExitCode> {
                 let r = dermcam::offline::bench::bench_bundle(m, &opts, a.iterations)
                     .map_err(|e| anyhow::anyhow!("{} ({}): {e}", m.display(), b.name()))?;
                 if !a.json {
-                    eprintln!("{} {}: engine {}", r.bundle, b.name(), r.engine);
+                    log::info!("{} {}: engine {}", r.bundle, b.name(), r.engine);
                 }
                 rows.push(r);
             }

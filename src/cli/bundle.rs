@@ -62,7 +62,7 @@ pub(super) fn bundle(cmd: BundleCmd) -> Result<ExitCode> {
                 .open(&out)
                 .with_context(|| format!("{} (never overwritten)", out.display()))?;
             writeln!(f, "{private}")?;
-            eprintln!(
+            log::info!(
                 "private key written to {} (keep it off the devices)",
                 out.display()
             );
@@ -87,7 +87,7 @@ pub(super) fn bundle(cmd: BundleCmd) -> Result<ExitCode> {
                 samples
             };
             let sha = archive::pack(&bundle, &samples, &out)?;
-            eprintln!("{}: {} self-test sample(s)", out.display(), samples.len());
+            log::info!("{}: {} self-test sample(s)", out.display(), samples.len());
             println!("{sha}");
         }
         BundleCmd::Sign {

@@ -83,13 +83,13 @@ pub(super) fn classify(
                         serde_json::json!({"path": f, "error": format!("{e:#}")})
                     );
                 } else {
-                    eprintln!("error: {e:#}");
+                    log::error!("{e:#}");
                 }
             }
         }
     }
     if failed > 0 {
-        eprintln!("{failed} of {} inputs failed", files.len());
+        log::info!("{failed} of {} inputs failed", files.len());
         return Ok(ExitCode::from(4));
     }
     Ok(ExitCode::SUCCESS)

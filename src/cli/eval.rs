@@ -18,7 +18,7 @@ pub(super) fn eval(
         .map(|d| d.display().to_string())
         .collect::<Vec<_>>()
         .join(" + ");
-    eprintln!(
+    log::info!(
         "evaluating {} on {} images of {names} split {split}",
         model.manifest.name,
         chosen.len(),
@@ -57,7 +57,7 @@ pub(super) fn eval(
         f(r.auc)
     );
     for (p, e) in &report.failed {
-        eprintln!("error: {p}: {e}");
+        log::error!("{p}: {e}");
     }
     println!(
         "wrote {}/report.json, report.md, confusion_matrix.png, refer_roc.png",

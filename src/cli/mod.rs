@@ -104,7 +104,7 @@ impl ModelArgs {
         let dir = self.dir();
         let m = Model::load(&dir, &self.options())
             .with_context(|| format!("loading model bundle {}", dir.display()))?;
-        eprintln!("engine: {}", m.engine.summary());
+        log::info!("engine: {}", m.engine.summary());
         Ok(m)
     }
 }
@@ -303,7 +303,7 @@ pub fn run() -> Result<ExitCode> {
         } => {
             let images =
                 images.unwrap_or_else(|| dermcam::paths::samples_dir().display().to_string());
-            eprintln!("images: {images}; model: {}", model.dir().display());
+            log::info!("images: {images}; model: {}", model.dir().display());
             let mut cfg = dermcam::config::Config::default();
             cfg.source = dermcam::config::SourceConfig::Images {
                 path: images,
@@ -342,7 +342,7 @@ pub fn run() -> Result<ExitCode> {
         Cmd::Bundle(c) => bundle(c),
         Cmd::Boards => {
             let (dir, from) = dermcam::paths::resolve(dermcam::paths::Kind::Boards);
-            eprintln!("presets in {} ({from})", dir.display());
+            log::info!("presets in {} ({from})", dir.display());
             for (name, path) in dermcam::config::list_boards() {
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
                 let summary = text

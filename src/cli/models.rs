@@ -8,7 +8,7 @@ pub(super) fn list_models(dir: Option<PathBuf>) -> Result<ExitCode> {
         Some(d) => d,
         None => {
             let (d, from) = dermcam::paths::resolve(dermcam::paths::Kind::Models);
-            eprintln!("bundles in {} ({from})", d.display());
+            log::info!("bundles in {} ({from})", d.display());
             d
         }
     };

@@ -19,7 +19,7 @@ pub fn spawn(shared: Arc<Shared>, stall_limit: Duration) -> Option<JoinHandle<()
     let tick = watchdog
         .map(|w| (w / 2).max(Duration::from_millis(50)))
         .unwrap_or(Duration::from_secs(1));
-    eprintln!(
+    log::info!(
         "systemd: notify socket set; watchdog {}",
         watchdog.map_or("off".into(), |w| format!("{} ms", w.as_millis()))
     );
@@ -31,7 +31,7 @@ pub fn spawn(shared: Arc<Shared>, stall_limit: Duration) -> Option<JoinHandle<()
 
 fn send(states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
-        eprintln!("warning: systemd notify: {e}");
+        log::warn!("systemd notify: {e}");
     }
 }
 
@@ -47,7 +47,7 @@ fn run(shared: &Shared, tick: Duration, watchdog: bool, stall_limit: Duration) {
                     stage.name(),
                     age.as_secs_f64()
                 );
-                eprintln!("error: {status}; watchdog pings stopped");
+                log::error!("{status}; watchdog pings stopped");
                 send(&[NotifyState::Status(&status)]);
             }
             stalled_before = true;
@@ -55,7 +55,7 @@ fn run(shared: &Shared, tick: Duration, watchdog: bool, stall_limit: Duration) {
             stalled_before = false;
             if !ready && first_frame_shown(shared) {
                 ready = true;
-                eprintln!("systemd: READY (model loaded, first frame on screen)");
+                log::info!("systemd: READY (model loaded, first frame on screen)");
                 send(&[NotifyState::Ready]);
             }
             if ready {

@@ -92,10 +92,10 @@ impl Pipeline {
                                 }
                                 Err(SourceError::BadFrame(m)) => {
                                     shared.counters.errors.fetch_add(1, Ordering::Relaxed);
-                                    eprintln!("warning: {m}");
+                                    log::warn!("{m}");
                                 }
                                 Err(SourceError::Disconnected(m)) => {
-                                    eprintln!("warning: camera disconnected: {m}; retrying");
+                                    log::warn!("camera disconnected: {m}; retrying");
                                     *status.lock().unwrap_or_else(|e| e.into_inner()) =
                                         SourceStatus::Disconnected(m);
                                     shared.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -106,7 +106,7 @@ impl Pipeline {
                                     break;
                                 }
                                 Err(SourceError::Config(m)) => {
-                                    eprintln!("error: source: {m}");
+                                    log::error!("source: {m}");
                                     *status.lock().unwrap_or_else(|e| e.into_inner()) =
                                         SourceStatus::Disconnected(m);
                                     shared.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -178,7 +178,7 @@ impl Pipeline {
                                                     .counters
                                                     .errors
                                                     .fetch_add(1, Ordering::Relaxed);
-                                                eprintln!("error: {e}");
+                                                log::error!("{e}");
                                             }
                                         }
                                     }
@@ -296,7 +296,7 @@ impl Pipeline {
                                 }
                                 Err(e) => {
                                     shared.counters.errors.fetch_add(1, Ordering::Relaxed);
-                                    eprintln!("error: {e}");
+                                    log::error!("{e}");
                                 }
                             }
                         }
@@ -342,7 +342,7 @@ impl Pipeline {
                             match screen.present(&canvas) {
                                 Ok(()) => {
                                     if failing {
-                                        eprintln!("screen recovered");
+                                        log::info!("screen recovered");
                                         failing = false;
                                     }
                                     if u.frame.is_some() {
@@ -394,7 +394,7 @@ impl Pipeline {
                                         .screen_errors
                                         .fetch_add(1, Ordering::Relaxed);
                                     if !failing {
-                                        eprintln!("warning: screen: {e}; will retry");
+                                        log::warn!("screen: {e}; will retry");
                                         failing = true;
                                     }
                                 }

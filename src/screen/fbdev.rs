@@ -77,11 +77,11 @@ impl FbScreen {
         let tty = match std::fs::write("/dev/tty1", "\x1b[?25l\x1b[9;0]\x1b[14;0]") {
             Ok(()) => true,
             Err(e) => {
-                eprintln!("warning: /dev/tty1: {e}: console cursor and blanking left as they are");
+                log::warn!("/dev/tty1: {e}: console cursor and blanking left as they are");
                 false
             }
         };
-        eprintln!("screen: {} {width}x{height} {bpp} bpp", device.display());
+        log::info!("screen: {} {width}x{height} {bpp} bpp", device.display());
         Ok(FbScreen {
             device: device.into(),
             file,

@@ -165,7 +165,7 @@ impl TftScreen {
             ),
         }
         .map_err(err)?;
-        eprintln!("screen: {driver:?} {width}x{height} on {device} at {spi_hz} Hz");
+        log::info!("screen: {driver:?} {width}x{height} on {device} at {spi_hz} Hz");
         Ok(TftScreen {
             push,
             width: *width,

@@ -20,11 +20,11 @@ pub struct CaptureSink {
 impl CaptureSink {
     pub fn new(dir: PathBuf, max_files: usize, manifest: crate::model::manifest::Manifest) -> Self {
         if let Err(e) = check_dir(&dir) {
-            eprintln!("warning: captures: {e}");
+            log::warn!("captures: {e}");
         }
         let stale = remove_stale_temps(&dir);
         if stale > 0 {
-            eprintln!(
+            log::info!(
                 "captures: removed {stale} incomplete capture(s) left by an interrupted write in {}",
                 dir.display()
             );
@@ -101,8 +101,8 @@ impl crate::pipeline::Sink for CaptureSink {
         }
         self.last_saved = Some(f.seq);
         match self.save(u) {
-            Ok(p) => eprintln!("capture saved: {}", p.display()),
-            Err(e) => eprintln!("warning: capture refused ({}): {e}", self.dir.display()),
+            Ok(p) => log::info!("capture saved: {}", p.display()),
+            Err(e) => log::warn!("capture refused ({}): {e}", self.dir.display()),
         }
     }
 }

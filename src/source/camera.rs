@@ -66,7 +66,7 @@ impl CameraSource {
             })
             .collect::<Vec<_>>()
             .join(", ");
-        eprintln!(
+        log::info!(
             "camera {device} ({}): modes: {list}",
             cam.info().human_name()
         );

@@ -327,7 +327,7 @@ pub fn open(cfg: &SourceConfig) -> anyhow::Result<Box<dyn FrameSource>> {
         } => {
             let s = ImagesSource::new(path, Duration::from_millis(*interval_ms), *repeat)
                 .context("source.kind = \"images\"")?;
-            eprintln!(
+            log::info!(
                 "source: {} images from {path}, every {interval_ms} ms{}",
                 s.len(),
                 if *repeat { ", looping" } else { "" }

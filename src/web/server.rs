@@ -76,7 +76,7 @@ pub async fn serve(listener: TcpListener, app: Router, cfg: &WebConfig) -> std::
                 // and keep serving instead of spinning or exiting.
                 accept_errors += 1;
                 if accept_errors.is_power_of_two() {
-                    eprintln!("warning: web: accept failed ({accept_errors} times): {e}");
+                    log::warn!("web: accept failed ({accept_errors} times): {e}");
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;

@@ -113,7 +113,7 @@ pub(super) fn save_upload(cfg: &WebConfig, dir: &std::path::Path, img: &image::R
             )
         });
     if let Err(e) = r {
-        eprintln!("warning: could not save upload: {e}");
+        log::warn!("could not save upload: {e}");
     }
 }
 
@@ -181,7 +181,7 @@ pub(super) async fn run_classification(
         let thumb = preview.then(|| {
             let (w, h) = preview_size(img.width(), img.height());
             encode_jpeg(&image::imageops::thumbnail(&img, w, h), 85)
-                .map_err(|e| eprintln!("warning: upload preview: {e}"))
+                .map_err(|e| log::warn!("upload preview: {e}"))
                 .ok()
         });
         // An image the live pipeline would not classify gets no class here either. A model
@@ -198,7 +198,7 @@ pub(super) async fn run_classification(
     let (q, issue, r, thumb) = match out {
         Ok(Ok((q, issue, Some(Err(e)), _))) => {
             st.counters.inference_errors.fetch_add(1, Ordering::Relaxed);
-            eprintln!("error: upload: {e:#}");
+            log::error!("upload: {e:#}");
             let _ = (q, issue);
             return Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

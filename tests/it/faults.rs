@@ -2,11 +2,10 @@
 //! accepting writes, power cut while saving, a corrupt model after an update).
 
 use crate::pipeline::assert_capture_complete;
-use crate::{copy_bundle, default_model, root, scratch};
+use crate::{copy_bundle, default_model, root, scratch, slideshow, wait_for};
 use dermcam::pipeline::Pipeline;
 use dermcam::screen::render::Canvas;
 use dermcam::screen::{Screen, ScreenError};
-use dermcam::source::ImagesSource;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -35,23 +34,10 @@ impl Screen for FlakyScreen {
     }
 }
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn display_write_failure_is_counted_retried_and_classification_goes_on() {
     let model = default_model();
-    let source = ImagesSource::new(
-        root().join("tests/samples").to_str().unwrap(),
-        Duration::from_millis(30),
-        true,
-    )
-    .unwrap();
+    let source = slideshow(30, true);
     let broken = Arc::new(AtomicBool::new(false));
     let presented = Arc::new(AtomicU64::new(0));
     let p = Pipeline::start(
@@ -65,12 +51,12 @@ fn display_write_failure_is_counted_retried_and_classification_goes_on() {
         Default::default(),
     );
     let shared = p.shared.clone();
-    wait_until("first present", Duration::from_secs(10), || {
+    wait_for("first present", Duration::from_secs(10), || {
         presented.load(Ordering::SeqCst) > 0
     });
     broken.store(true, Ordering::SeqCst);
     let before = shared.counters.snapshot();
-    wait_until(
+    wait_for(
         "screen errors and more inferences",
         Duration::from_secs(10),
         || {
@@ -111,7 +97,7 @@ fn display_write_failure_is_counted_retried_and_classification_goes_on() {
     // The panel comes back: frames are shown again without a restart.
     let shown = presented.load(Ordering::SeqCst);
     broken.store(false, Ordering::SeqCst);
-    wait_until("presents after recovery", Duration::from_secs(10), || {
+    wait_for("presents after recovery", Duration::from_secs(10), || {
         presented.load(Ordering::SeqCst) >= shown + 2
     });
     shared.request_shutdown();

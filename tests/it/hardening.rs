@@ -382,12 +382,7 @@ fn live_pipeline(
     dermcam::pipeline::Pipeline,
     std::sync::Arc<dermcam::pipeline::Shared>,
 ) {
-    let src = dermcam::source::ImagesSource::new(
-        root().join("tests/samples").to_str().unwrap(),
-        interval,
-        true,
-    )
-    .unwrap();
+    let src = crate::slideshow(interval.as_millis() as u64, true);
     let p = dermcam::pipeline::Pipeline::start(
         default_model(),
         Box::new(src),

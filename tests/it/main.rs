@@ -89,6 +89,52 @@ pub fn default_model() -> Arc<Model> {
     model(dermcam::DEFAULT_BUNDLE)
 }
 
+/// Poll `f` every 10 ms until it holds or `timeout` passes; returns its last answer.
+pub fn wait_until(timeout: std::time::Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    f()
+}
+
+/// `wait_until`, failing the test with `what` on timeout.
+pub fn wait_for(what: &str, timeout: std::time::Duration, f: impl FnMut() -> bool) {
+    assert!(wait_until(timeout, f), "timed out waiting for {what}");
+}
+
+/// A slideshow of the bundled samples, one every `interval_ms`.
+pub fn slideshow(interval_ms: u64, repeat: bool) -> dermcam::source::ImagesSource {
+    dermcam::source::ImagesSource::new(
+        root().join("tests/samples").to_str().unwrap(),
+        std::time::Duration::from_millis(interval_ms),
+        repeat,
+    )
+    .unwrap()
+}
+
+/// A child process killed (and reaped) when the test ends, pass or fail.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A fresh scratch folder under target/.
 pub fn scratch(name: &str) -> PathBuf {
     let d = root()

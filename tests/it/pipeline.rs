@@ -6,7 +6,7 @@ use dermcam::config::PipelineConfig;
 use dermcam::pipeline::{Latest, Pipeline, Sink, Update};
 use dermcam::screen::PngScreen;
 use dermcam::screen::render::SourceStatus;
-use dermcam::source::{Frame, FrameSource, ImagesSource, Reconnecting, SourceError};
+use dermcam::source::{Frame, FrameSource, Reconnecting, SourceError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,12 +24,7 @@ fn images_source_drives_the_real_model_to_the_screen() {
     let tmp = scratch("pipeline-images");
     let png = tmp.join("screen.png");
     let model = default_model();
-    let source = ImagesSource::new(
-        root().join("tests/samples").to_str().unwrap(),
-        Duration::from_millis(150),
-        false,
-    )
-    .unwrap();
+    let source = slideshow(150, false);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let p = Pipeline::start(
         model.clone(),
@@ -188,10 +183,9 @@ fn pipeline_shows_disconnected_and_recovers() {
         PipelineConfig::default(),
     );
     let shared = p.shared.clone();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while shared.counters.snapshot().inferences < 5 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(Duration::from_secs(10), || {
+        shared.counters.snapshot().inferences >= 5
+    });
     shared.request_shutdown();
     p.join();
     let updates = seen.lock().unwrap();
@@ -228,12 +222,7 @@ fn latest_slot_keeps_only_the_newest_frame() {
 #[test]
 fn freeze_classifies_with_tta_and_holds() {
     let model = default_model();
-    let source = ImagesSource::new(
-        root().join("tests/samples").to_str().unwrap(),
-        Duration::from_millis(60),
-        true,
-    )
-    .unwrap();
+    let source = slideshow(60, true);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let p = Pipeline::start(
         model.clone(),
@@ -266,10 +255,9 @@ fn freeze_classifies_with_tta_and_holds() {
     let (tta, _) = model.classify(&f.image, true).unwrap();
     assert_eq!(frozen.prediction.unwrap().probabilities, tta.probabilities);
     shared.toggle_freeze();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while shared.counters.snapshot().inferences == before && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(Duration::from_secs(5), || {
+        shared.counters.snapshot().inferences > before
+    });
     assert!(
         shared.counters.snapshot().inferences > before,
         "live again after release"
@@ -283,12 +271,7 @@ fn captures_are_complete_and_retention_holds() {
     let tmp = scratch("captures");
     let dir = tmp.join("captures");
     let model = default_model();
-    let source = ImagesSource::new(
-        root().join("tests/samples").to_str().unwrap(),
-        Duration::from_millis(40),
-        true,
-    )
-    .unwrap();
+    let source = slideshow(40, true);
     let sink = dermcam::sinks::capture::CaptureSink::new(dir.clone(), 2, model.manifest.clone());
     let p = Pipeline::start(
         model.clone(),
@@ -355,12 +338,7 @@ fn capture_to_unwritable_place_is_refused_and_pipeline_continues() {
     let not_a_dir = tmp.join("file");
     std::fs::write(&not_a_dir, b"x").unwrap();
     let model = default_model();
-    let source = ImagesSource::new(
-        root().join("tests/samples").to_str().unwrap(),
-        Duration::from_millis(40),
-        true,
-    )
-    .unwrap();
+    let source = slideshow(40, true);
     let sink = dermcam::sinks::capture::CaptureSink::new(
         not_a_dir.join("captures"),
         5,
@@ -381,10 +359,9 @@ fn capture_to_unwritable_place_is_refused_and_pipeline_continues() {
     std::thread::sleep(Duration::from_millis(300));
     shared.toggle_freeze();
     let n = shared.counters.snapshot().inferences;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while shared.counters.snapshot().inferences < n + 2 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(Duration::from_secs(5), || {
+        shared.counters.snapshot().inferences >= n + 2
+    });
     assert!(
         shared.counters.snapshot().inferences >= n + 2,
         "pipeline kept classifying"

@@ -1,18 +1,10 @@
 //! systemd `Type=notify` protocol, seen from a fake service manager: a datagram socket passed as
 //! NOTIFY_SOCKET, with WATCHDOG_USEC set, while `dermcam run` classifies real sample images.
 
-use crate::{samples, scratch};
+use crate::{Killed, samples, scratch};
 use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Messages received until `until` returns true or `timeout` passes, with arrival times.
 fn collect(

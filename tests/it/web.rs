@@ -451,12 +451,7 @@ async fn status_model_health_metrics_and_static() {
 async fn live_status_reflects_the_pipeline() {
     use dermcam::pipeline::Pipeline;
     let model = default_model();
-    let src = dermcam::source::ImagesSource::new(
-        root().join("tests/samples").to_str().unwrap(),
-        std::time::Duration::from_millis(50),
-        true,
-    )
-    .unwrap();
+    let src = slideshow(50, true);
     let p = Pipeline::start(
         model.clone(),
         Box::new(src),
