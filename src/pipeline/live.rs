@@ -97,6 +97,47 @@ pub struct Update {
     pub quality: Option<Quality>,
 }
 
+impl Update {
+    /// A status-only change (camera lost, source ended): nothing classified.
+    pub fn status(frame: Option<Frame>, state: DisplayState) -> Update {
+        Update {
+            frame,
+            state,
+            prediction: None,
+            timings: None,
+            quality: None,
+        }
+    }
+
+    /// A frame the quality gate turned away.
+    pub fn rejected(frame: Frame, state: DisplayState, quality: Quality) -> Update {
+        Update {
+            frame: Some(frame),
+            state,
+            prediction: None,
+            timings: None,
+            quality: Some(quality),
+        }
+    }
+
+    /// A classified frame (`quality` is None for a frozen frame: it was gated when live).
+    pub fn classified(
+        frame: Frame,
+        state: DisplayState,
+        prediction: Prediction,
+        timings: Timings,
+        quality: Option<Quality>,
+    ) -> Update {
+        Update {
+            frame: Some(frame),
+            state,
+            prediction: Some(prediction),
+            timings: Some(timings),
+            quality,
+        }
+    }
+}
+
 /// A consumer of pipeline updates (log, web status, ...). Called on the inference thread:
 /// must be quick.
 pub trait Sink: Send {
@@ -237,6 +278,40 @@ impl Shared {
 }
 
 impl Shared {
+    pub(super) fn new(model: Arc<Model>) -> Shared {
+        Shared {
+            model: crate::model::ModelSlot::new(model),
+            counters: Counters::default(),
+            latest: RwLock::new(None),
+            updates: Latest::default(),
+            started: Instant::now(),
+            freeze_requested: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            source_done: AtomicBool::new(false),
+            first_frame_present: AtomicBool::new(false),
+            heartbeats: Heartbeats::default(),
+            display_absent: AtomicBool::new(false),
+            frame_to_screen_ms: Mutex::new(Default::default()),
+            latency_parts: Mutex::new(Default::default()),
+            taken: Mutex::new(Default::default()),
+        }
+    }
+
+    /// The newest update, for the web UI and the display thread.
+    pub(super) fn set_latest(&self, u: &Update) {
+        *self.latest.write().unwrap_or_else(|e| e.into_inner()) = Some(u.clone());
+        self.updates.put(u.clone());
+    }
+
+    /// When the inference thread took frame `seq` (for `latency_parts`; last 16 kept).
+    pub(super) fn note_taken(&self, seq: u64) {
+        let mut t = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        if t.len() >= 16 {
+            t.pop_front();
+        }
+        t.push_back((seq, Instant::now()));
+    }
+
     pub(super) fn request_shutdown_display(&self) {
         self.source_done.store(true, Ordering::SeqCst);
         self.shutdown.store(true, Ordering::SeqCst);

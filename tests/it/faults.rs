@@ -162,37 +162,17 @@ fn next(seed: &mut u64) -> u64 {
 fn captures_survive_sigkill_at_random_points() {
     let dir = scratch("kill-captures");
     let caps = dir.join("captures");
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[source]
-kind = "images"
-path = "{}"
-interval_ms = 20
-loop = true
-
-[screen]
-kind = "none"
-
-[web]
-enabled = false
-
-[button]
-stdin = true
-
-[capture]
-enabled = true
-dir = "{}"
-max_files = 100000
-max_bytes = 0
-"#,
-            root().join("tests/samples").display(),
+    let config = crate::run_config(
+        &dir,
+        &root().join("tests/samples"),
+        20,
+        true,
+        "kind = \"none\"",
+        &format!(
+            "[button]\nstdin = true\n\n[capture]\nenabled = true\ndir = \"{}\"\nmax_files = 100000\nmax_bytes = 0",
             caps.display()
         ),
-    )
-    .unwrap();
+    );
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

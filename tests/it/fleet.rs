@@ -167,43 +167,21 @@ impl Sub {
 /// `dermcam run` on a looping slideshow of the samples (one frame every `interval_ms`), the
 /// small Lite0 bundle on one thread, fleet settings from `fleet` (a `[fleet]` body).
 fn device(dir: &Path, fleet: &str, interval_ms: u64) -> Proc {
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[source]
-kind = "images"
-path = "{samples}"
-interval_ms = {interval_ms}
-
-[screen]
-kind = "png"
-path = "{dir}/screen.png"
-width = 240
-height = 240
-
-[web]
-enabled = false
-
-[model]
-path = "{model}"
-threads = 1
-
-[fleet]
-device_id = "dev1"
-queue_dir = "{dir}/queue"
-keep_alive_s = 2
-max_backoff_ms = 500
-status_interval_s = 1
-{fleet}
-"#,
-            samples = crate::root().join("tests/samples").display(),
-            dir = dir.display(),
-            model = bundle_dir("effl0-v2").display(),
+    let config = crate::run_config(
+        dir,
+        &crate::root().join("tests/samples"),
+        interval_ms,
+        true,
+        &format!(
+            "kind = \"png\"\npath = \"{}/screen.png\"\nwidth = 240\nheight = 240",
+            dir.display()
         ),
-    )
-    .unwrap();
+        &format!(
+            "[model]\npath = \"{model}\"\nthreads = 1\n\n[fleet]\ndevice_id = \"dev1\"\nqueue_dir = \"{dir}/queue\"\nkeep_alive_s = 2\nmax_backoff_ms = 500\nstatus_interval_s = 1\n{fleet}",
+            model = bundle_dir("effl0-v2").display(),
+            dir = dir.display(),
+        ),
+    );
     let log = std::fs::File::create(dir.join("device.log")).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_dermcam"))
         .args(["run", "--config"])

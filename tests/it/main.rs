@@ -135,6 +135,28 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Write `dir/config.toml` for `dermcam run`: a slideshow of `images` (a file, folder or glob)
+/// every `interval_ms`, the given `[screen]` body, web off, then `extra` sections.
+pub fn run_config(
+    dir: &Path,
+    images: &Path,
+    interval_ms: u64,
+    repeat: bool,
+    screen: &str,
+    extra: &str,
+) -> PathBuf {
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nkind = \"images\"\npath = \"{}\"\ninterval_ms = {interval_ms}\nloop = {repeat}\n\n[screen]\n{screen}\n\n[web]\nenabled = false\n\n{extra}\n",
+            images.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
 /// A fresh scratch folder under target/.
 pub fn scratch(name: &str) -> PathBuf {
     let d = root()

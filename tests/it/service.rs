@@ -40,34 +40,17 @@ fn notify_ready_after_first_frame_then_watchdog_only_while_progressing() {
     let fifo = images.join("zz_hung_camera.jpg");
     let st = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(st.success(), "mkfifo failed");
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[source]
-kind = "images"
-path = "{}"
-interval_ms = 300
-loop = false
-
-[screen]
-kind = "png"
-path = "{}"
-width = 240
-height = 240
-
-[web]
-enabled = false
-
-[pipeline]
-stall_timeout_ms = 1500
-"#,
-            images.display(),
+    let config = crate::run_config(
+        &dir,
+        &images,
+        300,
+        false,
+        &format!(
+            "kind = \"png\"\npath = \"{}\"\nwidth = 240\nheight = 240",
             dir.join("screen.png").display()
         ),
-    )
-    .unwrap();
+        "[pipeline]\nstall_timeout_ms = 1500",
+    );
     let sock_path = dir.join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_dermcam"))

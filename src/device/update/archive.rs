@@ -3,7 +3,6 @@
 //! and `unpack` (regular files and folders only, no path escapes, size-capped).
 
 use super::UpdateError;
-use crate::model::{LoadOptions, Model};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
@@ -30,15 +29,7 @@ const MAX_ENTRIES: usize = 512;
 /// `selftest/`) and `selftest.json` with their reference outputs from the tract backend.
 /// Returns the archive's sha256.
 pub fn pack(bundle: &Path, samples: &[PathBuf], out: &Path) -> Result<String, UpdateError> {
-    let model = Model::load(
-        bundle,
-        &LoadOptions {
-            backend: crate::model::BackendKind::Tract,
-            threads: 1,
-            ..Default::default()
-        },
-    )
-    .map_err(|e| UpdateError::Bundle(e.to_string()))?;
+    let model = super::reference_model(bundle)?;
     if samples.is_empty() {
         return Err(UpdateError::Bundle(
             "no self-test samples: a device refuses a bundle it cannot test".into(),

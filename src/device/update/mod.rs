@@ -117,10 +117,10 @@ impl Active {
     }
 }
 
-/// Load the bundle with tract on one thread and check its samples against its own record.
-/// Returns the number of samples checked.
-pub fn self_test(dir: &Path) -> Result<usize, UpdateError> {
-    let model = Model::load(
+/// The bundle as the self-test runs it: tract (always built, deterministic), one thread. The
+/// reference outputs `pack` records come from the same engine.
+pub(crate) fn reference_model(dir: &Path) -> Result<Model, UpdateError> {
+    Model::load(
         dir,
         &LoadOptions {
             backend: crate::model::BackendKind::Tract,
@@ -128,7 +128,13 @@ pub fn self_test(dir: &Path) -> Result<usize, UpdateError> {
             ..Default::default()
         },
     )
-    .map_err(|e| UpdateError::Bundle(e.to_string()))?;
+    .map_err(|e| UpdateError::Bundle(e.to_string()))
+}
+
+/// Load the bundle with tract on one thread and check its samples against its own record.
+/// Returns the number of samples checked.
+pub fn self_test(dir: &Path) -> Result<usize, UpdateError> {
+    let model = reference_model(dir)?;
     let rec: archive::SelfTest = std::fs::read(dir.join("selftest.json"))
         .map_err(|e| UpdateError::SelfTest(format!("selftest.json: {e}")))
         .and_then(|b| {
