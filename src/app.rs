@@ -251,6 +251,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
 
 /// Puts a bundle into service: loads it with the configured engine, then swaps it into the
 /// pipeline and the web server (the old one finishes what it is classifying).
+#[cfg_attr(not(feature = "fleet"), allow(dead_code))]
 struct AppSwitch {
     cfg: Config,
     shared: Arc<dermcam::pipeline::Shared>,

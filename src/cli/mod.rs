@@ -7,7 +7,9 @@ mod classify;
 use classify::*;
 mod print;
 use print::*;
+#[cfg(feature = "offline")]
 mod eval;
+#[cfg(feature = "offline")]
 use eval::*;
 mod bench;
 use bench::*;
@@ -128,6 +130,7 @@ enum Cmd {
         tta: bool,
     },
     /// Evaluate a bundle on a labelled dataset (manifest.csv or class folders).
+    #[cfg(feature = "offline")]
     Eval {
         /// Dataset folders (one or more, e.g. skin9 and skin9-extra); reported together, with
         /// per-source, per-archive, lesion-clean and refer figures.
@@ -230,6 +233,7 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
         if cause.is::<dermcam::config::ConfigError>() {
             return 6;
         }
+        #[cfg(feature = "offline")]
         if cause.is::<dermcam::offline::dataset::DatasetError>()
             || cause.is::<dermcam::offline::eval::EvalError>()
         {
@@ -249,6 +253,7 @@ pub fn run() -> Result<ExitCode> {
             json,
             tta,
         } => classify(&inputs, &model, top_k, json, tta),
+        #[cfg(feature = "offline")]
         Cmd::Eval {
             dataset,
             split,
