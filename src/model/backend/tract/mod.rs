@@ -1,7 +1,7 @@
 //! tract backend (this folder is the only place that imports tract): the ONNX model is
-//! loaded, its input fact pinned to 1x3xHxW f32, optimised once, then run many times. Run states are kept and reused
-//! across inferences (one per concurrent caller), and every model in the process shares one
-//! thread pool per thread count.
+//! loaded, its input fact pinned to 1x3xHxW f32, optimised once, then run many times. Run
+//! states are kept and reused across inferences (one per concurrent caller), and every model
+//! in the process shares one thread pool per thread count.
 //!
 //! Int8 (QDQ) bundles are rewritten before tract sees them (`simplify_qdq`): tract 0.23 runs QDQ
 //! convolutions in float anyway, so the `DequantizeLinear` of each int8 weight is folded into an
