@@ -65,15 +65,21 @@ ab_run() { # name fleet-body
   local inf; inf=$(grep -o 'inferences [0-9]*' "$d/log" | awk '{print $2}')
   echo "$inf $rss"
 }
-declare -a OFF_RATE OFF_RSS ON_RATE ON_RSS
+declare -a OFF_RATE OFF_RSS ON_RATE ON_RSS FRZ_RATE FRZ_RSS
 for r in $(seq "$ROUNDS"); do
   read -r i m < <(ab_run "off-$r" "")
   OFF_RATE+=("$(python3 -c "print($i/$SECONDS_AB)")"); OFF_RSS+=("$m")
   read -r i m < <(ab_run "on-$r" "$(fleet_body ab-$r 100)")
   ON_RATE+=("$(python3 -c "print($i/$SECONDS_AB)")"); ON_RSS+=("$m")
+  # The default: connected, status only, results when frozen.
+  read -r i m < <(ab_run "frozen-$r" "$(fleet_body frz-$r 1 | sed 's/publish = "all"/publish = "frozen"/')")
+  FRZ_RATE+=("$(python3 -c "print($i/$SECONDS_AB)")"); FRZ_RSS+=("$m")
 done
+if [ -n "${ONLY_AB:-}" ]; then DEVICES=0; UPDATE_DEVICES=0; fi
 
 # ---- 2. DEVICES devices on one broker
+RATE=n/a; BROKER_CPU=n/a; DUPS=n/a; DEV_RSS=0; UPDATED=n/a; UPDATE_S=n/a; REFUSED=n/a; STAYED=n/a
+if [ "$DEVICES" -gt 0 ]; then
 SUB="$W/sub.txt"
 mosquitto_sub -h 127.0.0.1 -p "$PORT" -q 1 -t 'dermcam/+/result' > "$SUB" &
 SUBPID=$!
@@ -106,8 +112,10 @@ EOF
 )
 TICK=$(getconf CLK_TCK)
 read -r RATE BROKER_CPU < <(python3 -c "d=$T1-$T0; print(f'{($B1-$B0)/d:.1f} {100*($C1-$C0)/$TICK/d:.1f}')")
+fi
 
 # ---- 3. model update across UPDATE_DEVICES devices, then a broken bundle
+if [ "$UPDATE_DEVICES" -gt 0 ]; then
 "$BIN" bundle keygen --out "$W/key" > "$W/pub"
 "$BIN" bundle pack models/effl0-v2-int8 --out "$W/good.tar" > /dev/null
 "$BIN" bundle sign "$W/good.tar" --key "$W/key" --url "file://$W/good.tar" > "$W/good.json"
@@ -157,24 +165,29 @@ REFUSED=$( (grep -l "effl0-broken refused" "$W"/up-*/log || true) | wc -l)
 STAYED=$(on_model "$GOOD_SHA")
 kill -TERM "${UP[@]}"; wait "${UP[@]}" 2> /dev/null || true
 kill $SPID
+fi
 
 python3 - "$REPORT" <<EOF
 import statistics as s, sys
 off_r=[${OFF_RATE[*]/%/,}]; on_r=[${ON_RATE[*]/%/,}]
 off_m=[${OFF_RSS[*]/%/,}]; on_m=[${ON_RSS[*]/%/,}]
+frz_r=[${FRZ_RATE[*]/%/,}]; frz_m=[${FRZ_RSS[*]/%/,}]
 rate=s.median(on_r)/s.median(off_r)
 rss=(s.median(on_m)-s.median(off_m))/1024
+frate=s.median(frz_r)/s.median(off_r)
+frss=(s.median(frz_m)-s.median(off_m))/1024
+mb=lambda v: f"{min(v)/1024:.0f}-{max(v)/1024:.0f}"
 out=f"""# Fleet load ($(nproc) cores, $(date -u +%Y-%m-%d))
 
 Command: \`bash tests/fleet/load.sh\` (SECONDS_AB=$SECONDS_AB ROUNDS=$ROUNDS DEVICES=$DEVICES SECONDS_FLEET=$SECONDS_FLEET UPDATE_DEVICES=$UPDATE_DEVICES)
 
-## Fleet off vs on (one device, effl0-v2, 1 thread, every live result published, up to 100/s)
-| | fleet off | fleet on | on / off |
-|---|---|---|---|
-| pipeline rate (inferences/s), median of {len(off_r)} | {s.median(off_r):.2f} | {s.median(on_r):.2f} | {rate:.3f} |
-| peak RSS (MB), median | {s.median(off_m)/1024:.1f} | {s.median(on_m)/1024:.1f} | +{rss:.1f} MB |
+## Fleet off vs on (one device, effl0-v2, 1 thread, frames every 10 ms: model-bound), interleaved rounds
+| | fleet off | on, `publish = "all"` (every inference, up to 100/s) | on / off | on, `publish = "frozen"` (default: status only here) | on / off |
+|---|---|---|---|---|---|
+| pipeline rate (inferences/s), median of {len(off_r)} | {s.median(off_r):.2f} | {s.median(on_r):.2f} | {rate:.3f} | {s.median(frz_r):.2f} | {frate:.3f} |
+| peak RSS (MB), median (min-max) | {s.median(off_m)/1024:.1f} ({mb(off_m)}) | {s.median(on_m)/1024:.1f} ({mb(on_m)}) | {rss:+.1f} MB | {s.median(frz_m)/1024:.1f} ({mb(frz_m)}) | {frss:+.1f} MB |
 
-Rounds (rate off/on): {off_r} / {on_r}
+Rates per round (off / all / frozen): {[round(x, 1) for x in off_r]} / {[round(x, 1) for x in on_r]} / {[round(x, 1) for x in frz_r]}
 
 ## $DEVICES devices on one broker (effl0-v2-int8, slideshow 2 frames/s, publish = all at <= 2/s)
 - results received: **$RATE messages/s** over ${SECONDS_FLEET} s (one QoS 1 subscriber)
