@@ -11,8 +11,10 @@
 //! network); the fleet thread writes each to the on-disk queue first and deletes it when the
 //! broker acknowledged it, so an outage or a power cut loses nothing queued.
 
+mod jobs;
 mod mqtt;
 pub mod queue;
+mod tls;
 
 use crate::config::{FleetConfig, FleetPublish};
 use crate::pipeline::{Shared, Sink, Update};

@@ -1,11 +1,14 @@
-//! The fleet thread: the MQTT session (rumqttc; the only file that imports it), the outbox
-//! queue, commands and model announcements. One task polls the event loop and nothing else
-//! (a connect in progress is never cancelled); the other moves results and reacts to events.
+//! The fleet thread: the MQTT session (rumqttc; the only file that imports it) and the outbox
+//! queue (commands and model-update jobs: `jobs.rs`; TLS: `tls.rs`). One task polls the event
+//! loop and nothing else (a connect in progress is never cancelled); the other moves results
+//! and reacts to events.
 
+use super::jobs::{Job, command, spawn_updater};
 use super::queue::Queue;
-use super::{Command, FleetRunner, FleetStats, Item, UpdateReport, offline_json, status_json};
+use super::tls::{read, tls_config};
+use super::{FleetRunner, FleetStats, Item, UpdateReport, offline_json, status_json};
 use crate::config::{BrokerUrl, FleetConfig};
-use crate::device::update::{Announcement, ModelSwitch, Updater};
+use crate::device::update::{Announcement, ModelSwitch};
 use crate::pipeline::Shared;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS,
@@ -13,7 +16,7 @@ use rumqttc::{
 };
 use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -54,55 +57,6 @@ impl Topics {
     }
 }
 
-fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, FleetError> {
-    std::fs::read(path).map_err(|source| FleetError::Io {
-        what,
-        path: path.into(),
-        source,
-    })
-}
-
-fn tls_config(cfg: &FleetConfig) -> Result<rustls::ClientConfig, FleetError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let tls = |e: &dyn std::fmt::Display| FleetError::Tls(e.to_string());
-    let mut roots = rustls::RootCertStore::empty();
-    match &cfg.ca_file {
-        Some(ca) => {
-            let pem = read("fleet.ca_file", ca)?;
-            for c in CertificateDer::pem_slice_iter(&pem) {
-                roots
-                    .add(c.map_err(|e| tls(&format!("{}: {e}", ca.display())))?)
-                    .map_err(|e| tls(&format!("{}: {e}", ca.display())))?;
-            }
-            if roots.is_empty() {
-                return Err(tls(&format!("{}: no certificate in it", ca.display())));
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| tls(&e))?
-    .with_root_certificates(roots);
-    Ok(match (&cfg.client_cert, &cfg.client_key) {
-        (Some(c), Some(k)) => {
-            let pem = read("fleet.client_cert", c)?;
-            let certs = CertificateDer::pem_slice_iter(&pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| tls(&format!("{}: {e}", c.display())))?;
-            let key = PrivateKeyDer::from_pem_slice(&read("fleet.client_key", k)?)
-                .map_err(|e| tls(&format!("{}: {e}", k.display())))?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| tls(&e))?
-        }
-        _ => builder.with_no_client_auth(),
-    })
-}
-
 fn options(cfg: &FleetConfig, device_id: &str, topics: &Topics) -> Result<MqttOptions, FleetError> {
     let url =
         BrokerUrl::parse(cfg.broker.as_deref().unwrap_or_default()).map_err(FleetError::Broker)?;
@@ -133,11 +87,6 @@ fn options(cfg: &FleetConfig, device_id: &str, topics: &Topics) -> Result<MqttOp
         ))));
     }
     Ok(o)
-}
-
-enum Job {
-    Announce(Announcement),
-    Reload,
 }
 
 pub(super) fn spawn(
@@ -175,75 +124,6 @@ pub(super) fn spawn(
             path: PathBuf::new(),
             source,
         })
-}
-
-/// Model updates and reloads run on their own thread (downloads and self-tests take seconds;
-/// the MQTT session must keep answering meanwhile).
-fn spawn_updater(
-    cfg: &FleetConfig,
-    switch: Arc<dyn ModelSwitch>,
-    report: Arc<UpdateReport>,
-    changed: tokio::sync::mpsc::Sender<()>,
-    shared: Arc<Shared>,
-) -> std::sync::mpsc::Sender<Job> {
-    let (tx, rx) = std::sync::mpsc::channel::<Job>();
-    let updater = Updater {
-        cfg: cfg.updates.clone(),
-        ca_file: cfg.ca_file.clone(),
-    };
-    let _ = std::thread::Builder::new()
-        .name("model-update".into())
-        .spawn(move || {
-            let mut refused: Vec<String> = Vec::new();
-            while let Ok(job) = rx.recv() {
-                let now = super::rfc3339(crate::sinks::storage::unix_ms());
-                match job {
-                    Job::Announce(a) => {
-                        let running = shared.model();
-                        let active = crate::device::update::Active::read(&updater.cfg.models_dir);
-                        if active.sha256.as_deref() == Some(a.sha256.to_ascii_lowercase().as_str())
-                            && running.dir.ends_with(a.folder())
-                        {
-                            continue; // Already in service (a retained announcement re-read).
-                        }
-                        if refused.contains(&a.sha256) {
-                            continue;
-                        }
-                        report.set(json!({"state": "installing", "name": a.name,
-                                          "sha256": a.sha256, "time": now}));
-                        let _ = changed.try_send(());
-                        log::info!("model update: {} ({}) announced", a.name, a.sha256);
-                        let v = match updater.apply(&a, switch.as_ref()) {
-                            Ok(dir) => {
-                                log::info!("model update: switched to {}", dir.display());
-                                json!({"state": "switched", "name": a.name, "sha256": a.sha256,
-                                       "time": super::rfc3339(crate::sinks::storage::unix_ms())})
-                            }
-                            Err(e) => {
-                                log::warn!("model update: {} refused: {e}", a.name);
-                                refused.push(a.sha256.clone());
-                                json!({"state": "refused", "name": a.name, "sha256": a.sha256,
-                                       "reason": e.to_string(),
-                                       "time": super::rfc3339(crate::sinks::storage::unix_ms())})
-                            }
-                        };
-                        report.set(v);
-                    }
-                    Job::Reload => {
-                        let dir = shared.model().dir.clone();
-                        let v = match switch.switch(&dir) {
-                            Ok(()) => json!({"state": "reloaded", "dir": dir, "time": now}),
-                            Err(e) => {
-                                json!({"state": "reload failed", "dir": dir, "reason": e, "time": now})
-                            }
-                        };
-                        report.set(v);
-                    }
-                }
-                let _ = changed.try_send(());
-            }
-        });
-    tx
 }
 
 async fn run(
@@ -514,47 +394,4 @@ impl Session {
             }
         }
     }
-}
-
-/// Run one command from the broker; returns what the status message reports about it.
-async fn command(payload: &[u8], shared: &Shared, jobs: &std::sync::mpsc::Sender<Job>) -> Value {
-    let time = super::rfc3339(crate::sinks::storage::unix_ms());
-    let cmd = match Command::parse(payload) {
-        Ok(c) => c,
-        Err(e) => {
-            log::warn!("fleet: command refused: {e}");
-            return json!({"ok": false, "error": e, "time": time});
-        }
-    };
-    log::info!("fleet: command {cmd:?}");
-    let name = format!("{cmd:?}").to_lowercase();
-    match cmd {
-        Command::Freeze => {
-            if !shared.is_frozen() {
-                shared.toggle_freeze();
-            }
-        }
-        Command::Release => {
-            if shared.is_frozen() {
-                shared.toggle_freeze();
-            }
-        }
-        Command::Capture => {
-            // A fresh point-and-classify: release a frozen screen first, then freeze again.
-            if shared.is_frozen() {
-                shared.toggle_freeze();
-                for _ in 0..50 {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    if !shared.is_frozen() {
-                        break;
-                    }
-                }
-            }
-            shared.toggle_freeze();
-        }
-        Command::ReloadModel => {
-            let _ = jobs.send(Job::Reload);
-        }
-    }
-    json!({"command": name, "ok": true, "time": time})
 }
