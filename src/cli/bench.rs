@@ -1,7 +1,10 @@
 //! `dermcam bench`: latency/throughput of the engines.
 
-#[allow(unused_imports)]
-use super::*;
+use super::EngineArgs;
+use anyhow::{Context, Result};
+use dermcam::model::BackendKind;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 pub(super) struct BenchArgs {
     pub(super) models: Vec<PathBuf>,

@@ -1,9 +1,11 @@
 //! `dermcam bundle keygen|pack|sign|verify`: the clinic side of signed model updates.
 
-#[allow(unused_imports)]
-use super::*;
+use anyhow::{Context, Result};
+use clap::Subcommand;
 use dermcam::device::update::{Announcement, archive};
 use dermcam::model::signing;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 #[derive(Subcommand)]
 pub(super) enum BundleCmd {

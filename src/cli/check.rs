@@ -1,7 +1,9 @@
 //! `dermcam check`: validate a configuration and board preset.
 
-#[allow(unused_imports)]
-use super::*;
+use anyhow::Result;
+use dermcam::model::BackendKind;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 pub(super) fn check_config(config: Option<PathBuf>, board: Option<String>) -> Result<ExitCode> {
     let cfg = dermcam::config::Config::load(config.as_deref(), board.as_deref())?;

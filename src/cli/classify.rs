@@ -1,7 +1,11 @@
 //! `dermcam classify`: classify image files and folders.
 
-#[allow(unused_imports)]
-use super::*;
+use super::ModelArgs;
+use super::print::print_table;
+use anyhow::Result;
+use dermcam::model::preprocess::{DEFAULT_MAX_PIXELS, load_image};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 /// Expand folders into their image files (sorted, recursive); files are kept as given so a
 /// non-image file named on the command line gets its own error line.

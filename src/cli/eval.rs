@@ -1,7 +1,9 @@
 //! `dermcam eval`: evaluate a bundle on labelled datasets and write a report.
 
-#[allow(unused_imports)]
-use super::*;
+use super::ModelArgs;
+use anyhow::Result;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 pub(super) fn eval(
     datasets: &[PathBuf],

@@ -5,8 +5,6 @@ mod check;
 use check::*;
 mod classify;
 use classify::*;
-mod print;
-use print::*;
 #[cfg(feature = "offline")]
 mod eval;
 #[cfg(feature = "offline")]
@@ -19,12 +17,11 @@ use models::*;
 mod bundle;
 #[cfg(feature = "fleet")]
 use bundle::*;
+mod print;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use dermcam::model::classifier::Prediction;
 use dermcam::model::manifest::BundleError;
-use dermcam::model::preprocess::{DEFAULT_MAX_PIXELS, load_image};
 use dermcam::model::{BackendKind, LoadOptions, Model, OrtOptions, OrtProvider};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

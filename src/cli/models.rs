@@ -1,7 +1,8 @@
 //! `dermcam models`: list the bundles found.
 
-#[allow(unused_imports)]
-use super::*;
+use anyhow::Result;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 pub(super) fn list_models(dir: Option<PathBuf>) -> Result<ExitCode> {
     let dir = match dir {

@@ -1,7 +1,8 @@
 //! Shared printers for command output (tables, bars).
 
-#[allow(unused_imports)]
-use super::*;
+use dermcam::model::Model;
+use dermcam::model::classifier::Prediction;
+use std::path::Path;
 
 pub(super) fn bar(p: f32, width: usize) -> String {
     let n = (p * width as f32).round() as usize;

@@ -1,7 +1,7 @@
 //! Board presets (`boards/*.toml`) merged under the user's file.
 
-#[allow(unused_imports)]
-use super::*;
+use super::ConfigError;
+use std::path::{Path, PathBuf};
 
 pub fn list_boards() -> Vec<(String, PathBuf)> {
     let mut v: Vec<(String, PathBuf)> = std::fs::read_dir(crate::paths::boards_dir())

@@ -1,7 +1,7 @@
 //! The `[button]` section: the GPIO push button.
 
-#[allow(unused_imports)]
-use super::*;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]

@@ -1,7 +1,7 @@
 //! The `[capture]` section: saved frames and their retention.
 
-#[allow(unused_imports)]
-use super::*;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -1,8 +1,8 @@
 //! The `[fleet]` section: results and health to an MQTT broker, signed model updates. Off
 //! unless `broker` is set: nothing leaves the device unless configured.
 
-#[allow(unused_imports)]
-use super::*;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

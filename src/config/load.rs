@@ -1,7 +1,10 @@
 //! Loading a configuration (file + board preset) and validating it.
 
-#[allow(unused_imports)]
-use super::*;
+use super::boards::{list_boards, merge, read_table};
+use super::web::token_problem;
+use super::{Config, ConfigError, ScreenConfig, SourceConfig};
+use crate::model::BackendKind;
+use std::path::{Path, PathBuf};
 
 impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {

@@ -22,7 +22,7 @@ mod load;
 
 use crate::model::{BackendKind, OrtOptions};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -97,6 +97,7 @@ impl Default for ModelConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn defaults_and_variants_parse() {

@@ -1,7 +1,6 @@
 //! The `[pipeline]` section: quality gate, smoothing and frame-rate settings.
 
-#[allow(unused_imports)]
-use super::*;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -1,7 +1,7 @@
 //! The `[screen]` section: where the rendered canvas goes.
 
-#[allow(unused_imports)]
-use super::*;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

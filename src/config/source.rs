@@ -1,7 +1,6 @@
 //! The `[source]` section: where frames come from.
 
-#[allow(unused_imports)]
-use super::*;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -1,7 +1,7 @@
 //! The `[web]` section: listener, auth token and upload limits.
 
-#[allow(unused_imports)]
-use super::*;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

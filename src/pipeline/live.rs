@@ -1,8 +1,15 @@
 //! The live state shared between pipeline stages, the web UI and the watchdog: latest
 //! frame/result mailboxes, counters, heartbeats.
 
-#[allow(unused_imports)]
-use super::*;
+use crate::model::classifier::Prediction;
+use crate::model::{Model, Timings};
+use crate::pipeline::quality::Quality;
+use crate::screen::render::DisplayState;
+use crate::source::Frame;
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 /// A single-value mailbox: `put` replaces the value, readers wait for a newer one.
 pub struct Latest<T> {

@@ -12,17 +12,12 @@ pub use live::*;
 pub mod quality;
 
 use crate::config::PipelineConfig;
-use crate::model::classifier::Prediction;
-use crate::model::{Model, Timings};
-use crate::pipeline::quality::Quality;
+use crate::model::Model;
 use crate::screen::Screen;
 use crate::screen::render::{DisplayState, SourceStatus};
 use crate::source::{Frame, FrameSource};
-use serde::Serialize;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 pub struct Pipeline {
     pub shared: Arc<Shared>,

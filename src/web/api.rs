@@ -1,7 +1,14 @@
 //! The JSON/JPEG API: status, manifest, live frame, freeze.
 
-#[allow(unused_imports)]
-use super::*;
+use super::upload::encode_jpeg;
+use super::{ApiError, AppState};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use std::sync::atomic::Ordering;
 
 pub(super) async fn status(State(st): State<AppState>) -> Json<serde_json::Value> {
     let model = st.model.get();

@@ -1,7 +1,16 @@
 //! Request guard: connection caps, token/session auth, login and logout.
 
-#[allow(unused_imports)]
-use super::*;
+use super::pages::page;
+use super::security::{self, Credential, SESSION_COOKIE, token_eq};
+use super::{ApiError, AppState, SMALL_BODY};
+use crate::config::WebConfig;
+use axum::extract::{ConnectInfo, Form, FromRequest, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 /// Multipart framing adds a little over the file itself.
 pub(super) fn upload_body_limit(cfg: &WebConfig) -> usize {

@@ -1,7 +1,11 @@
 //! The HTML pages: index, classify form.
 
-#[allow(unused_imports)]
-use super::*;
+use super::AppState;
+use super::auth::client_ip;
+use super::upload::{admit, run_classification, timed_body_image};
+use axum::extract::{Request, State};
+use axum::response::{Html, IntoResponse, Response};
+use base64::Engine;
 
 pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;")

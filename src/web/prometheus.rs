@@ -1,7 +1,10 @@
 //! Prometheus text exposition of the device counters (`/metrics`).
 
-#[allow(unused_imports)]
-use super::*;
+use super::{AppState, BUCKETS_MS};
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use std::sync::atomic::Ordering;
 
 pub(super) async fn metrics(State(st): State<AppState>) -> Response {
     let c = &st.counters;

@@ -1,7 +1,21 @@
 //! Image uploads: admission, body limits, decoding, classification, saved uploads.
 
-#[allow(unused_imports)]
-use super::*;
+use super::auth::client_ip;
+use super::{ApiError, AppState};
+use crate::config::WebConfig;
+use crate::model::Timings;
+use crate::model::preprocess::{ImageError, decode_image, sniff_format};
+use crate::pipeline::quality;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::{StatusCode, header};
+use serde_json::json;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 #[derive(serde::Serialize)]
 pub struct ClassifyResult {

@@ -7,8 +7,11 @@
 pub mod ort;
 pub mod tract;
 
-#[allow(unused_imports)]
-use super::*;
+use super::LoadOptions;
+use crate::model::classifier::Classifier;
+use crate::model::manifest::{BundleError, Manifest};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Which inference engine runs the bundle.
 #[derive(
