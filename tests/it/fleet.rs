@@ -769,6 +769,12 @@ fn broken_model_at_start_up_is_rolled_back() {
         active.current.as_deref(),
         first.file_name().and_then(|n| n.to_str())
     );
+    // The retained announcement of the rolled-back build does not bring it back.
+    let e = up
+        .apply(&k.announce(&second_tar, &k.private), &sw)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("rolled back"), "{e}");
 
     // A bundle that never confirms (it crashed the process twice) is rolled back too; with
     // no previous one left, the configured bundle runs.
@@ -778,6 +784,7 @@ fn broken_model_at_start_up_is_rolled_back() {
         confirmed: false,
         attempts: 2,
         sha256: None,
+        rolled_back: vec![],
     }
     .write(&up.cfg.models_dir)
     .unwrap();

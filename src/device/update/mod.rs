@@ -98,6 +98,10 @@ pub struct Active {
     pub attempts: u32,
     /// The archive sha256 of `current`.
     pub sha256: Option<String>,
+    /// Archives rolled back on this device (newest last, at most 16): a retained announcement
+    /// of one is refused, so a bundle that crashes the appliance cannot come back in a loop.
+    #[serde(default)]
+    pub rolled_back: Vec<String>,
 }
 
 impl Active {
@@ -204,6 +208,11 @@ impl Updater {
         let sha = a.sha256.to_ascii_lowercase();
         // Signature first: nothing unsigned is ever downloaded past the announcement.
         crate::model::signing::verify(key, &sha, &a.signature)?;
+        if Active::read(dir).rolled_back.contains(&sha) {
+            return Err(UpdateError::Announcement(
+                "this archive was rolled back on this device; announce a new build".into(),
+            ));
+        }
         let tar = dir.join(format!(".download-{sha}.tar"));
         let got = archive::download(
             &a.url,
@@ -248,6 +257,7 @@ impl Updater {
             confirmed: false,
             attempts: 0,
             sha256: Some(sha.clone()),
+            rolled_back: before.rolled_back.clone(),
         }
         .write(dir)?;
         if let Err(e) = switch.switch(&dest) {
@@ -260,6 +270,7 @@ impl Updater {
             confirmed: true,
             attempts: 0,
             sha256: Some(sha),
+            rolled_back: before.rolled_back,
         }
         .write(dir)?;
         self.prune(dir);
@@ -335,12 +346,17 @@ pub fn load_at_startup<T>(
     };
     let reason = failure.unwrap_or_default();
     log::warn!("model update: {reason}; rolling back");
+    let mut rolled_back = active.rolled_back.clone();
+    rolled_back.extend(active.sha256.clone());
+    let excess = rolled_back.len().saturating_sub(16);
+    rolled_back.drain(..excess);
     let back = Active {
         current: active.previous.clone(),
         previous: None,
         confirmed: true,
         attempts: 0,
         sha256: None,
+        rolled_back: rolled_back.clone(),
     };
     let _ = back.write(dir);
     let (t, to) = match &active.previous {
@@ -350,7 +366,11 @@ pub fn load_at_startup<T>(
                 log::warn!(
                     "model update: previous bundle {prev} fails too ({e}); using the configured bundle"
                 );
-                let _ = Active::default().write(dir);
+                let _ = Active {
+                    rolled_back,
+                    ..Default::default()
+                }
+                .write(dir);
                 (load(configured)?, configured.display().to_string())
             }
         },
