@@ -1,7 +1,6 @@
 //! A loaded model bundle: validated manifest + a classifier backend. Everything that classifies
 //! (CLI, camera pipeline, web) goes through `Model::classify`.
 
-use backend::load_ort;
 pub use backend::{
     BackendKind, Engine, OrtOptions, OrtProvider, PACKAGED_ORT_DIR, PROBE_ENV, auto_ort_library,
     explicit_ort_library, probe_child, probe_ort_library,
@@ -117,88 +116,7 @@ impl Model {
                 actual,
             });
         }
-        // The QDQ rewrite (int8 bundles) is noted in the engine line.
-        let tract_note = std::cell::RefCell::new(String::new());
-        let load_tract = || -> Result<(Box<dyn Classifier>, usize), BundleError> {
-            let c = crate::model::backend::tract::TractClassifier::load(
-                &onnx,
-                &manifest,
-                opts.threads,
-            )?;
-            let w = c.output_width();
-            if c.qdq.weights_folded + c.qdq.activation_pairs_removed > 0 {
-                *tract_note.borrow_mut() = format!(
-                    "; int8 QDQ graph run as float with int8-rounded weights ({} weight dequantisations folded at load, {} activation Q/DQ pairs replaced by clamps)",
-                    c.qdq.weights_folded, c.qdq.activation_pairs_removed
-                );
-            }
-            Ok((Box::new(c), w))
-        };
-        let ((classifier, width), engine) = match opts.backend {
-            BackendKind::Tract => (
-                load_tract()?,
-                Engine {
-                    backend: BackendKind::Tract,
-                    library: None,
-                    reason: "requested (backend = \"tract\")".into(),
-                },
-            ),
-            BackendKind::Ort => {
-                let lib = explicit_ort_library(&opts.ort);
-                let c = load_ort(&onnx, &manifest, opts, &lib)?;
-                (
-                    c,
-                    Engine {
-                        backend: BackendKind::Ort,
-                        library: Some(lib),
-                        reason: "requested (backend = \"ort\")".into(),
-                    },
-                )
-            }
-            BackendKind::Auto => {
-                let (candidate, why_not) = auto_ort_library(&opts.ort);
-                match candidate {
-                    Some(lib) => match load_ort(&onnx, &manifest, opts, &lib) {
-                        Ok(c) => (
-                            c,
-                            Engine {
-                                backend: BackendKind::Ort,
-                                library: Some(lib),
-                                reason: "auto: ONNX Runtime loaded (tract not needed)".into(),
-                            },
-                        ),
-                        // A model that is itself broken fails the same way on tract: report it.
-                        Err(
-                            e @ (BundleError::InputShape { .. } | BundleError::OutputWidth { .. }),
-                        ) => {
-                            return Err(e);
-                        }
-                        Err(e) => (
-                            load_tract()?,
-                            Engine {
-                                backend: BackendKind::Tract,
-                                library: None,
-                                reason: format!(
-                                    "auto: ONNX Runtime from {} unusable ({}), falling back to tract",
-                                    lib.display(),
-                                    e
-                                ),
-                            },
-                        ),
-                    },
-                    None => (
-                        load_tract()?,
-                        Engine {
-                            backend: BackendKind::Tract,
-                            library: None,
-                            reason: format!("auto: {why_not}"),
-                        },
-                    ),
-                }
-            }
-        };
-        let mut engine = engine;
-        engine.reason.push_str(&tract_note.borrow());
+        let (classifier, width, engine) = backend::open(&onnx, &manifest, opts)?;
         if width != manifest.classes.len() {
             return Err(BundleError::OutputWidth {
                 path: onnx,

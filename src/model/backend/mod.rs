@@ -134,6 +134,93 @@ impl OrtOptions {
     }
 }
 
+/// The backend factory: a classifier for `onnx` on the engine `opts.backend` selects (`auto`:
+/// ONNX Runtime when a library loads, else tract), its output width, and which engine runs and
+/// why. A new backend is one file here plus one arm in this match.
+pub fn open(
+    onnx: &Path,
+    manifest: &Manifest,
+    opts: &LoadOptions,
+) -> Result<(Box<dyn Classifier>, usize, Engine), BundleError> {
+    // The QDQ rewrite (int8 bundles) is noted in the engine line.
+    let tract_note = std::cell::RefCell::new(String::new());
+    let load_tract = || -> Result<(Box<dyn Classifier>, usize), BundleError> {
+        let c = tract::TractClassifier::load(onnx, manifest, opts.threads)?;
+        let w = c.output_width();
+        if c.qdq.weights_folded + c.qdq.activation_pairs_removed > 0 {
+            *tract_note.borrow_mut() = format!(
+                "; int8 QDQ graph run as float with int8-rounded weights ({} weight dequantisations folded at load, {} activation Q/DQ pairs replaced by clamps)",
+                c.qdq.weights_folded, c.qdq.activation_pairs_removed
+            );
+        }
+        Ok((Box::new(c), w))
+    };
+    let ((classifier, width), engine) = match opts.backend {
+        BackendKind::Tract => (
+            load_tract()?,
+            Engine {
+                backend: BackendKind::Tract,
+                library: None,
+                reason: "requested (backend = \"tract\")".into(),
+            },
+        ),
+        BackendKind::Ort => {
+            let lib = explicit_ort_library(&opts.ort);
+            let c = load_ort(onnx, manifest, opts, &lib)?;
+            (
+                c,
+                Engine {
+                    backend: BackendKind::Ort,
+                    library: Some(lib),
+                    reason: "requested (backend = \"ort\")".into(),
+                },
+            )
+        }
+        BackendKind::Auto => {
+            let (candidate, why_not) = auto_ort_library(&opts.ort);
+            match candidate {
+                Some(lib) => match load_ort(onnx, manifest, opts, &lib) {
+                    Ok(c) => (
+                        c,
+                        Engine {
+                            backend: BackendKind::Ort,
+                            library: Some(lib),
+                            reason: "auto: ONNX Runtime loaded (tract not needed)".into(),
+                        },
+                    ),
+                    // A model that is itself broken fails the same way on tract: report it.
+                    Err(e @ (BundleError::InputShape { .. } | BundleError::OutputWidth { .. })) => {
+                        return Err(e);
+                    }
+                    Err(e) => (
+                        load_tract()?,
+                        Engine {
+                            backend: BackendKind::Tract,
+                            library: None,
+                            reason: format!(
+                                "auto: ONNX Runtime from {} unusable ({}), falling back to tract",
+                                lib.display(),
+                                e
+                            ),
+                        },
+                    ),
+                },
+                None => (
+                    load_tract()?,
+                    Engine {
+                        backend: BackendKind::Tract,
+                        library: None,
+                        reason: format!("auto: {why_not}"),
+                    },
+                ),
+            }
+        }
+    };
+    let mut engine = engine;
+    engine.reason.push_str(&tract_note.borrow());
+    Ok((classifier, width, engine))
+}
+
 /// The library `backend = "ort"` loads: the configured one, else `$ORT_DYLIB_PATH`, else the
 /// packaged copy, else `libonnxruntime.so` from the dynamic loader's search path.
 pub fn explicit_ort_library(opts: &OrtOptions) -> PathBuf {
