@@ -37,9 +37,7 @@ pub(super) fn eval(
         s.macro_f1,
         s.macro_auc_ovr,
         s.ece_15,
-        report
-            .melanoma_recall
-            .map_or("n/a".into(), |r| format!("{r:.4}")),
+        dermcam::offline::eval::opt4(report.melanoma_recall),
         s.abstain_rate
     );
     if let Some(c) = &report.lesion_clean {

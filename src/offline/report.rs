@@ -21,8 +21,7 @@ impl EvalReport {
             s.macro_f1,
             s.macro_auc_ovr,
             s.ece_15,
-            self.melanoma_recall
-                .map_or("n/a".into(), |r| format!("{r:.4}")),
+            opt4(self.melanoma_recall),
             s.abstain_rate,
             self.failed.len()
         );

@@ -104,6 +104,17 @@ impl DisplayState {
     }
 
     /// The refer banner is shown only over a current classification.
+    /// The result in one word: the top class, or "Uncertain" (None before any result). The
+    /// screen and the fleet's result messages both say it this way.
+    pub fn result_headline(&self) -> Option<String> {
+        let top = self.top.first()?;
+        Some(if self.uncertain {
+            "Uncertain".into()
+        } else {
+            top.0.clone()
+        })
+    }
+
     fn shows_refer(&self) -> bool {
         self.refer
             && !self.top.is_empty()
@@ -192,12 +203,11 @@ fn headline(state: &DisplayState) -> (String, Rgb888) {
         _ => {
             if let Some(q) = &state.quality {
                 (q.clone(), WARN)
-            } else if state.top.is_empty() {
-                ("Waiting for image".into(), DIM)
-            } else if state.uncertain {
-                ("Uncertain".into(), UNSURE)
+            } else if let Some(h) = state.result_headline() {
+                let colour = if state.uncertain { UNSURE } else { FG };
+                (h, colour)
             } else {
-                (state.top[0].0.clone(), FG)
+                ("Waiting for image".into(), DIM)
             }
         }
     }

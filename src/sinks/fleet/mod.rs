@@ -47,7 +47,6 @@ pub struct FleetStats {
     pub reconnects: AtomicU64,
     /// Published results flagged "refer".
     pub refer: AtomicU64,
-    pub commands: AtomicU64,
 }
 
 /// One result on its way to the queue; the frame only when `include_image` is on.
@@ -99,12 +98,6 @@ pub fn open(cfg: &FleetConfig) -> (FleetSink, FleetRunner) {
             stats,
         },
     )
-}
-
-impl FleetSink {
-    pub fn stats(&self) -> Arc<FleetStats> {
-        self.stats.clone()
-    }
 }
 
 /// 128 random bits, hex: a result's id, fixed when it is made, so retries keep it.
@@ -183,8 +176,7 @@ impl Sink for FleetSink {
             "frame_seq": f.seq,
             "label": f.label,
             "frozen": u.state.frozen,
-            "headline": if u.state.uncertain { "Uncertain".to_string() }
-                else { u.state.top.first().map(|t| t.0.clone()).unwrap_or_default() },
+            "headline": u.state.result_headline(),
             "top3": top3,
             "uncertain": u.state.uncertain,
             "refer": u.state.refer,

@@ -219,7 +219,6 @@ async fn run(
                             // A retained command would re-run at every reconnect.
                             log::warn!("fleet: ignoring a retained command on {}", p.topic);
                         } else {
-                        stats.commands.fetch_add(1, Ordering::Relaxed);
                         s.last_command = command(&p.payload, &shared, &jobs).await;
                         let body = status(&s);
                         s.publish(&topics.status, true, body.into_bytes(), None);
