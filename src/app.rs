@@ -207,7 +207,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         }
         #[cfg(feature = "gpio")]
         if let (Some(chip), Some(line)) = (&cfg.button.gpiochip, cfg.button.line) {
-            dermcam::device::button::spawn(chip, line, shared.clone())
+            dermcam::device::button::spawn(chip, line, cfg.button.bias, shared.clone())
                 .map_err(|e| anyhow::anyhow!("button: {e}"))?;
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -223,14 +223,15 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         #[cfg(feature = "fleet")]
         return anyhow::Ok(fleet_thread);
         #[cfg(not(feature = "fleet"))]
-        anyhow::Ok(None::<std::thread::JoinHandle<()>>)
+        anyhow::Ok(())
     })
-    .map(|fleet_thread| {
+    .map(|_fleet_thread| {
         shared.request_shutdown();
         pipeline.join();
         // After the pipeline: every result it made is in the fleet's hands.
-        if let Some(t) = fleet_thread {
-            let _ = t.join();
+        #[cfg(feature = "fleet")]
+        if let Some(t) = _fleet_thread {
+            t.stop_and_join();
         }
     })?;
     if let Some(n) = notifier {

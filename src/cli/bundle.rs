@@ -36,9 +36,20 @@ pub(super) enum BundleCmd {
         /// Where devices download the archive (http://, https:// or file://).
         #[arg(long)]
         url: String,
-        /// Bundle name in the announcement (default: the archive's model.json name).
+        /// Bundle name in the announcement (default: the archive's model.json name; a device
+        /// refuses a bundle whose model.json names another).
         #[arg(long)]
         name: Option<String>,
+        /// Release number, higher than every bundle announced before: devices refuse anything
+        /// not newer than what they installed (replays, downgrades).
+        #[arg(long)]
+        version: u64,
+        /// Which devices install it: `*`, a device id, or a prefix ending in `*`.
+        #[arg(long, default_value = "*")]
+        target: String,
+        /// Devices refuse the announcement this many days from now (re-sign to extend).
+        #[arg(long, default_value_t = 90)]
+        expires_days: u64,
     },
     /// Check an announcement (file or `-` for stdin) against an archive and a public key, the
     /// way a device does before downloading.
@@ -48,6 +59,9 @@ pub(super) enum BundleCmd {
         /// Public key, hex.
         #[arg(long)]
         public_key: String,
+        /// Check the target against this device id too.
+        #[arg(long, default_value = "")]
+        device_id: String,
     },
 }
 
@@ -97,6 +111,9 @@ pub(super) fn bundle(cmd: BundleCmd) -> Result<ExitCode> {
             key,
             url,
             name,
+            version,
+            target,
+            expires_days,
         } => {
             let sha = dermcam::model::sha256_file(&path)
                 .with_context(|| format!("{}", path.display()))?;
@@ -105,12 +122,18 @@ pub(super) fn bundle(cmd: BundleCmd) -> Result<ExitCode> {
                 None => archive_name(&path)?,
             };
             let private = signing::read_private_key(&key)?;
-            let a = Announcement {
+            let expires = dermcam::device::update::unix_now()
+                .saturating_add(expires_days.min(36_500) * 86_400);
+            let mut a = Announcement {
                 name,
+                version,
                 url,
-                signature: signing::sign(&private, &sha)?,
                 sha256: sha,
+                target,
+                expires,
+                signature: String::new(),
             };
+            a.sign(&private)?;
             // Refuse to print what a device would refuse.
             Announcement::parse(serde_json::to_string(&a)?.as_bytes())?;
             println!("{}", serde_json::to_string(&a)?);
@@ -119,6 +142,7 @@ pub(super) fn bundle(cmd: BundleCmd) -> Result<ExitCode> {
             announcement,
             archive: path,
             public_key,
+            device_id,
         } => {
             let text = if announcement == Path::new("-") {
                 std::io::read_to_string(std::io::stdin())?
@@ -136,8 +160,17 @@ pub(super) fn bundle(cmd: BundleCmd) -> Result<ExitCode> {
                     a.sha256
                 );
             }
-            signing::verify(&public_key, &sha, &a.signature)?;
-            println!("ok: {} ({sha}) signed by {public_key}", a.name);
+            // Without a device id, any device the target names will do.
+            let id = if device_id.is_empty() {
+                a.target.trim_end_matches('*').to_string()
+            } else {
+                device_id
+            };
+            a.verify(&public_key, &id, dermcam::device::update::unix_now())?;
+            println!(
+                "ok: {} version {} ({sha}) for {:?} signed by {public_key}",
+                a.name, a.version, a.target
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

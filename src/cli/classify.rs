@@ -8,19 +8,22 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Expand folders into their image files (sorted, recursive); files are kept as given so a
-/// non-image file named on the command line gets its own error line.
+/// non-image file named on the command line gets its own error line. Symbolic links to
+/// folders inside a folder are not followed (two links to `.` would never end).
 pub(super) fn expand_inputs(inputs: &[PathBuf]) -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        let mut entries: Vec<(PathBuf, std::fs::FileType)> = std::fs::read_dir(dir)
             .into_iter()
             .flatten()
             .flatten()
-            .map(|e| e.path())
+            .filter_map(|e| Some((e.path(), e.file_type().ok()?)))
             .collect();
-        entries.sort();
-        for p in entries {
-            if p.is_dir() {
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        for (p, kind) in entries {
+            if kind.is_dir() {
                 walk(&p, out);
+            } else if kind.is_symlink() && p.is_dir() {
+                log::warn!("{}: a link to a folder, not followed", p.display());
             } else if p
                 .extension()
                 .and_then(|e| e.to_str())

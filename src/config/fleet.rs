@@ -59,6 +59,8 @@ pub struct FleetUpdates {
     pub models_dir: PathBuf,
     /// Largest bundle archive accepted.
     pub max_download_bytes: u64,
+    /// A download not finished within this many seconds is abandoned (and retried later).
+    pub download_timeout_s: u64,
 }
 
 impl Default for FleetConfig {
@@ -92,6 +94,7 @@ impl Default for FleetUpdates {
             public_key: None,
             models_dir: "/var/lib/dermcam/models".into(),
             max_download_bytes: 512 << 20,
+            download_timeout_s: 300,
         }
     }
 }
@@ -121,18 +124,34 @@ impl BrokerUrl {
                 "{s:?}: only a host and port (credentials go in username/password)"
             ));
         }
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-                let port = p
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|p| *p != 0)
-                    .ok_or_else(|| format!("{s:?}: bad port {p:?}"))?;
-                (h, port)
+        let default_port = if tls { 8883 } else { 1883 };
+        let bad_port = |p: &str| format!("{s:?}: bad port {p:?}");
+        let parse_port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0);
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            // An IPv6 literal: `[::1]` or `[::1]:1883`.
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("{s:?}: IPv6 address without its closing ']'"))?;
+            let port = match after {
+                "" => default_port,
+                p => p
+                    .strip_prefix(':')
+                    .and_then(parse_port)
+                    .ok_or_else(|| bad_port(p))?,
+            };
+            if h.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(format!("{s:?}: {h:?} is not an IPv6 address"));
             }
-            _ => (rest, if tls { 8883 } else { 1883 }),
+            (h, port)
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, _)) if h.contains(':') => {
+                    return Err(format!("{s:?}: write an IPv6 address in brackets: [::1]"));
+                }
+                Some((h, p)) => (h, parse_port(p).ok_or_else(|| bad_port(p))?),
+                None => (rest, default_port),
+            }
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
             return Err(format!("{s:?}: no host"));
         }
@@ -250,6 +269,12 @@ impl FleetConfig {
                 ));
             }
         }
+        if !(10..=86_400).contains(&self.updates.download_timeout_s) {
+            v.push((
+                "fleet.updates.download_timeout_s",
+                format!("{} outside 10..86400", self.updates.download_timeout_s),
+            ));
+        }
         if self.updates.max_download_bytes < 1 << 20 {
             v.push((
                 "fleet.updates.max_download_bytes",
@@ -283,7 +308,16 @@ mod tests {
         assert_eq!((u.tls, u.host.as_str(), u.port), (true, "10.0.0.2", 18883));
         let u = BrokerUrl::parse("mqtts://[::1]:8884").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 8884));
+        // A bracketed IPv6 literal without a port (was: `bad port "1]"`).
+        let u = BrokerUrl::parse("mqtt://[::1]").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 1883));
+        let u = BrokerUrl::parse("mqtt://[fe80::1]/").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("fe80::1", 1883));
         for bad in [
+            "mqtt://[::1",
+            "mqtt://[::1]x",
+            "mqtt://[nothost]:1883",
+            "mqtt://::1",
             "http://x",
             "mqtt://",
             "mqtt://u:p@host",

@@ -1,6 +1,8 @@
 //! GPIO push button (feature `gpio`): a line read through linux-embedded-hal `CdevPin`,
-//! active low with the kernel's pull-up; each debounced press toggles point-and-classify.
+//! active low, requested with the configured bias (the kernel's pull-up by default); each
+//! debounced press toggles point-and-classify.
 
+use crate::config::Bias;
 use crate::pipeline::Shared;
 use embedded_hal::digital::InputPin;
 use linux_embedded_hal::CdevPin;
@@ -9,18 +11,38 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub fn spawn(chip: &Path, line: u32, shared: Arc<Shared>) -> Result<(), String> {
+pub fn spawn(chip: &Path, line: u32, bias: Bias, shared: Arc<Shared>) -> Result<(), String> {
     let mut c = Chip::new(chip).map_err(|e| format!("{}: {e}", chip.display()))?;
-    let handle = c
+    let l = c
         .get_line(line)
-        .and_then(|l| {
+        .map_err(|e| format!("{} line {line}: {e}", chip.display()))?;
+    // gpio-cdev has no names for the bias bits; they are plain v1 ABI request flags.
+    let flags = LineRequestFlags::INPUT
+        | LineRequestFlags::ACTIVE_LOW
+        | LineRequestFlags::from_bits_retain(bias.request_flag());
+    let handle = match l.request(flags, 0, "dermcam-button") {
+        Ok(h) => h,
+        Err(e) if bias != Bias::AsIs => {
+            // Kernels before 5.5 refuse bias flags: keep the button, say what it lacks.
+            log::warn!(
+                "button: {} line {line}: bias {} refused ({e}); using the line as it is (fit an external resistor)",
+                chip.display(),
+                bias.as_str()
+            );
             l.request(
                 LineRequestFlags::INPUT | LineRequestFlags::ACTIVE_LOW,
                 0,
                 "dermcam-button",
             )
-        })
-        .map_err(|e| format!("{} line {line}: {e}", chip.display()))?;
+            .map_err(|e| format!("{} line {line}: {e}", chip.display()))?
+        }
+        Err(e) => return Err(format!("{} line {line}: {e}", chip.display())),
+    };
+    log::info!(
+        "button: {} line {line}, active low, bias {}",
+        chip.display(),
+        bias.as_str()
+    );
     let mut pin =
         CdevPin::new(handle).map_err(|e| format!("{} line {line}: {e}", chip.display()))?;
     std::thread::Builder::new()

@@ -1,6 +1,7 @@
-//! Bundle signatures (ed25519): the clinic signs a bundle archive's sha256 with its private key,
-//! devices check it with the public key from their config. The only file that imports
-//! ed25519-dalek.
+//! Bundle signatures (ed25519): the clinic signs a model announcement (every field a device
+//! acts on: name, version, URL, archive sha256, target, expiry; see `device::update`) with its
+//! private key, devices check it with the public key from their config. The only file that
+//! imports ed25519-dalek.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use std::path::Path;
@@ -9,7 +10,7 @@ use std::path::Path;
 pub enum SignError {
     #[error("{0}")]
     Key(String),
-    #[error("signature does not match: not signed by this key, or the archive was changed")]
+    #[error("signature does not match: not signed by this key, or a signed field was changed")]
     BadSignature,
     #[error("{path}: {source}")]
     Io {
@@ -19,11 +20,6 @@ pub enum SignError {
     },
 }
 
-/// What is signed: a fixed context string plus the archive's sha256 (hex), so a signature for
-/// anything else (another protocol using the same key) never passes as a bundle signature.
-fn message(sha256_hex: &str) -> Vec<u8> {
-    format!("dermcam-bundle-v1:{}", sha256_hex.to_ascii_lowercase()).into_bytes()
-}
 
 /// A new key pair: (private key hex, public key hex).
 pub fn keygen() -> Result<(String, String), SignError> {
@@ -57,21 +53,22 @@ pub fn public_of(private_hex: &str) -> Result<String, SignError> {
     Ok(hex::encode(key.verifying_key().to_bytes()))
 }
 
-/// Sign an archive's sha256 (hex): the signature, hex.
-pub fn sign(private_hex: &str, sha256_hex: &str) -> Result<String, SignError> {
+/// Sign `message` (callers put a fixed context string first, so a signature made for one
+/// purpose never passes for another): the signature, hex.
+pub fn sign(private_hex: &str, message: &[u8]) -> Result<String, SignError> {
     let key = SigningKey::from_bytes(&key32(private_hex, "private key")?);
-    Ok(hex::encode(key.sign(&message(sha256_hex)).to_bytes()))
+    Ok(hex::encode(key.sign(message).to_bytes()))
 }
 
-/// Check a signature (hex) of an archive's sha256 (hex) against a public key (hex).
-pub fn verify(public_hex: &str, sha256_hex: &str, signature_hex: &str) -> Result<(), SignError> {
+/// Check a signature (hex) of `message` against a public key (hex).
+pub fn verify(public_hex: &str, message: &[u8], signature_hex: &str) -> Result<(), SignError> {
     let key = VerifyingKey::from_bytes(&key32(public_hex, "public key")?)
         .map_err(|e| SignError::Key(format!("public key: {e}")))?;
     let sig = hex::decode(signature_hex.trim())
         .ok()
         .and_then(|b| Signature::from_slice(&b).ok())
         .ok_or_else(|| SignError::Key("signature: expected 128 hex digits".into()))?;
-    key.verify_strict(&message(sha256_hex), &sig)
+    key.verify_strict(message, &sig)
         .map_err(|_| SignError::BadSignature)
 }
 
@@ -84,21 +81,22 @@ mod tests {
         let (sk, pk) = keygen().unwrap();
         assert_eq!(public_of(&sk).unwrap(), pk);
         let sha = "ab".repeat(32);
-        let sig = sign(&sk, &sha).unwrap();
-        verify(&pk, &sha, &sig).unwrap();
-        // Another archive, another key, a damaged signature: all refused.
+        let sha = sha.as_bytes();
+        let sig = sign(&sk, sha).unwrap();
+        verify(&pk, sha, &sig).unwrap();
+        // Another message, another key, a damaged signature: all refused.
         assert!(matches!(
-            verify(&pk, &"cd".repeat(32), &sig),
+            verify(&pk, "cd".repeat(32).as_bytes(), &sig),
             Err(SignError::BadSignature)
         ));
         let (_, other) = keygen().unwrap();
         assert!(matches!(
-            verify(&other, &sha, &sig),
+            verify(&other, sha, &sig),
             Err(SignError::BadSignature)
         ));
         let mut bad = sig.clone().into_bytes();
         bad[10] = if bad[10] == b'0' { b'1' } else { b'0' };
-        assert!(verify(&pk, &sha, std::str::from_utf8(&bad).unwrap()).is_err());
-        assert!(verify(&pk, &sha, "zz").is_err());
+        assert!(verify(&pk, sha, std::str::from_utf8(&bad).unwrap()).is_err());
+        assert!(verify(&pk, sha, "zz").is_err());
     }
 }

@@ -56,6 +56,7 @@ impl Infer {
                 // A model update or reload: new name on screen, smoothing restarts.
                 self.model = current;
                 r.state.model_name = self.model.manifest.name.clone();
+                r.state.model_sha256 = self.model.manifest.sha256.clone();
                 r.smoothed = None;
             }
             let next = self.frames.wait_newer(r.seen, Duration::from_millis(100));
@@ -107,7 +108,11 @@ impl Infer {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
             if let Some(mut u) = last {
+                // The screen leaves freeze at once; the frozen result is not a new one, so
+                // sinks that record results (fleet, log, captures) see a status change only.
                 u.state.frozen = false;
+                u.prediction = None;
+                u.timings = None;
                 self.publish(&u);
             }
             return;

@@ -27,6 +27,7 @@ pub struct Pipeline {
 fn initial_state(model: &Model) -> DisplayState {
     DisplayState {
         model_name: model.manifest.name.clone(),
+        model_sha256: model.manifest.sha256.clone(),
         top: vec![],
         uncertain: false,
         refer: false,

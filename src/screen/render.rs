@@ -70,6 +70,9 @@ pub enum SourceStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct DisplayState {
     pub model_name: String,
+    /// The sha256 of the model that made `top` (fleet results and captures name it).
+    #[serde(skip)]
+    pub model_sha256: String,
     /// Top classes (display name, calibrated probability), most likely first.
     pub top: Vec<(String, f32)>,
     pub uncertain: bool,

@@ -27,6 +27,18 @@ pub enum SourceError {
     Config(String),
 }
 
+impl SourceError {
+    /// The reason alone, without the kind's prefix (for wrapping in another kind).
+    pub fn reason(&self) -> String {
+        match self {
+            SourceError::Disconnected(m) | SourceError::BadFrame(m) | SourceError::Config(m) => {
+                m.clone()
+            }
+            SourceError::Ended => "source ended".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Frame {
     pub image: Arc<RgbImage>,
@@ -273,6 +285,13 @@ where
     }
 }
 
+impl<F> Reconnecting<F> {
+    fn retry_later(&mut self) {
+        self.next_try = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(self.max_backoff);
+    }
+}
+
 impl<F> FrameSource for Reconnecting<F>
 where
     F: FnMut() -> Result<Box<dyn FrameSource>, SourceError> + Send,
@@ -291,25 +310,28 @@ where
                         self.reconnects += 1;
                     }
                     self.current = Some(s);
-                    self.backoff = self.min_backoff;
                     self.next_try = None;
                 }
                 Err(SourceError::Config(m)) => return Err(SourceError::Config(m)),
                 Err(e) => {
-                    self.next_try = Some(Instant::now() + self.backoff);
-                    self.backoff = (self.backoff * 2).min(self.max_backoff);
-                    return Err(SourceError::Disconnected(e.to_string()));
+                    self.retry_later();
+                    return Err(SourceError::Disconnected(e.reason()));
                 }
             }
         }
         let src = self.current.as_mut().expect("opened above");
         match src.next_frame() {
-            Ok(f) => Ok(f),
+            Ok(f) => {
+                // Only a frame proves the device works: an open that fails at the first read
+                // (a mode the camera refuses) keeps backing off.
+                self.backoff = self.min_backoff;
+                Ok(f)
+            }
             Err(SourceError::BadFrame(m)) => Err(SourceError::BadFrame(m)),
             Err(e) => {
                 self.current = None;
-                self.next_try = Some(Instant::now() + self.backoff);
-                Err(SourceError::Disconnected(e.to_string()))
+                self.retry_later();
+                Err(SourceError::Disconnected(e.reason()))
             }
         }
     }

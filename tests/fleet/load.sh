@@ -118,7 +118,7 @@ fi
 if [ "$UPDATE_DEVICES" -gt 0 ]; then
 "$BIN" bundle keygen --out "$W/key" > "$W/pub"
 "$BIN" bundle pack models/effl0-v2-int8 --out "$W/good.tar" > /dev/null
-"$BIN" bundle sign "$W/good.tar" --key "$W/key" --url "file://$W/good.tar" > "$W/good.json"
+"$BIN" bundle sign "$W/good.tar" --key "$W/key" --url "file://$W/good.tar" --version 1 > "$W/good.json"
 PUB=$(cat "$W/pub")
 GOOD_SHA=$(python3 -c "import json; print(json.load(open('models/effl0-v2-int8/model.json'))['sha256'])")
 STATUS="$W/status.txt"
@@ -158,7 +158,7 @@ UPDATE_S=$(python3 -c "import time; print(f'{time.time()-$t0:.1f}')")
 mkdir -p "$W/broken" && tar -xf "$W/good.tar" -C "$W/broken"
 head -c 100000 "$W/broken/model.onnx" > "$W/broken/m" && mv "$W/broken/m" "$W/broken/model.onnx"
 tar -cf "$W/broken.tar" -C "$W/broken" .
-"$BIN" bundle sign "$W/broken.tar" --key "$W/key" --url "file://$W/broken.tar" --name effl0-broken > "$W/broken.json"
+"$BIN" bundle sign "$W/broken.tar" --key "$W/key" --url "file://$W/broken.tar" --version 2 > "$W/broken.json"
 mosquitto_pub -h 127.0.0.1 -p "$PORT" -t dermcam/fleet/model -r -q 1 -f "$W/broken.json"
 sleep 15
 REFUSED=$( (grep -l "effl0-broken refused" "$W"/up-*/log || true) | wc -l)

@@ -543,6 +543,8 @@ struct Kit {
     private: String,
     public: String,
     archive: PathBuf,
+    /// The release number of the next announcement (each one newer than the last).
+    version: std::sync::atomic::AtomicU64,
 }
 
 fn kit(name: &str) -> Kit {
@@ -556,18 +558,29 @@ fn kit(name: &str) -> Kit {
         private,
         public,
         archive,
+        version: 1.into(),
     }
 }
 
 impl Kit {
     fn announce(&self, archive: &Path, key: &str) -> Announcement {
-        let sha = dermcam::model::sha256_file(archive).unwrap();
-        Announcement {
+        let version = self
+            .version
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.announce_as(archive, key, version, "*")
+    }
+    fn announce_as(&self, archive: &Path, key: &str, version: u64, target: &str) -> Announcement {
+        let mut a = Announcement {
             name: "effl0-v2".into(),
+            version,
             url: format!("file://{}", archive.display()),
-            signature: signing::sign(key, &sha).unwrap(),
-            sha256: sha,
-        }
+            sha256: dermcam::model::sha256_file(archive).unwrap(),
+            target: target.into(),
+            expires: dermcam::device::update::unix_now() + 3600,
+            signature: String::new(),
+        };
+        a.sign(key).unwrap();
+        a
     }
     fn updater(&self) -> Updater {
         Updater {
@@ -575,8 +588,10 @@ impl Kit {
                 public_key: Some(self.public.clone()),
                 models_dir: self.dir.join("models"),
                 max_download_bytes: 64 << 20,
+                ..Default::default()
             },
             ca_file: None,
+            device_id: "dev1".into(),
         }
     }
 }
@@ -784,7 +799,7 @@ fn broken_model_at_start_up_is_rolled_back() {
         confirmed: false,
         attempts: 2,
         sha256: None,
-        rolled_back: vec![],
+        ..Default::default()
     }
     .write(&up.cfg.models_dir)
     .unwrap();
@@ -797,4 +812,96 @@ fn broken_model_at_start_up_is_rolled_back() {
             .unwrap()
             .contains("did not confirm")
     );
+}
+
+/// Rollback and freeze attacks: every field a device acts on is signed; an older release, one
+/// for another device, an expired one or one whose bundle names another model is refused.
+#[test]
+fn replayed_or_edited_announcements_are_refused() {
+    let k = kit("fleet-replay");
+    let up = k.updater();
+    let sw = Switches(Mutex::new(vec![]));
+    let v1 = k.announce_as(&k.archive, &k.private, 1, "*");
+    let second_tar = k.dir.join("second.tar");
+    retar(&k.archive, &second_tar, |name, mut b| {
+        if name == "MODEL_CARD.md" {
+            b.extend_from_slice(b"\nsecond build\n");
+        }
+        b
+    });
+    let v2 = k.announce_as(&second_tar, &k.private, 2, "dev*");
+    up.apply(&v2, &sw).unwrap();
+    assert_eq!(Active::read(&up.cfg.models_dir).max_version, 2);
+    let before = Active::read(&up.cfg.models_dir);
+    let refused = |a: &Announcement, what: &str| {
+        let e = up.apply(a, &sw).unwrap_err().to_string();
+        assert!(e.contains(what), "expected {what:?}, got {e}");
+        assert_eq!(Active::read(&up.cfg.models_dir), before, "{what}: state changed");
+        assert_eq!(sw.0.lock().unwrap().len(), 1, "{what}: switched");
+    };
+    // The older signed release, replayed as it was: a downgrade.
+    refused(&v1, "not newer");
+    // ... under a new name or version, or pointed elsewhere: the signature no longer matches.
+    let edits: [fn(&mut Announcement); 5] = [
+        |a: &mut Announcement| a.name = "effl2-v3".into(),
+        |a: &mut Announcement| a.version = 99,
+        |a: &mut Announcement| a.url = "file:///dev/ptmx".into(),
+        |a: &mut Announcement| a.target = "dev1".into(),
+        |a: &mut Announcement| a.expires += 1,
+    ];
+    for edit in edits {
+        let mut a = v1.clone();
+        edit(&mut a);
+        refused(&a, "signature does not match");
+    }
+    // The same release read again (retained message) is no news, not an error.
+    assert!(!up.check(&v2, &Active::read(&up.cfg.models_dir).current.map(|c| up.cfg.models_dir.join(c)).unwrap()).unwrap());
+    // For another device; expired.
+    refused(&k.announce_as(&second_tar, &k.private, 5, "clinic-b-*"), "not this device");
+    let mut old = k.announce_as(&second_tar, &k.private, 6, "*");
+    old.expires = dermcam::device::update::unix_now() - 10;
+    old.sign(&k.private).unwrap();
+    refused(&old, "expired");
+    // A signed name that is not the bundle's own: the status would report a lie.
+    let mut renamed = k.announce_as(&second_tar, &k.private, 7, "*");
+    renamed.name = "effl2-v3".into();
+    renamed.sign(&k.private).unwrap();
+    let e = up.apply(&renamed, &sw).unwrap_err().to_string();
+    assert!(e.contains("model.json names"), "{e}");
+    assert_eq!(sw.0.lock().unwrap().len(), 1);
+}
+
+/// A signed URL naming a device node or a FIFO fails at once (it never blocks the update
+/// thread), as a passing error; downloads leave nothing behind.
+#[test]
+fn download_urls_to_special_files_fail_at_once() {
+    let k = kit("fleet-special");
+    let up = k.updater();
+    let sw = Switches(Mutex::new(vec![]));
+    let fifo = k.dir.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a path of our own.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for (i, target) in ["/dev/ptmx", "/dev/zero", fifo.to_str().unwrap()].iter().enumerate() {
+        let mut a = k.announce_as(&k.archive, &k.private, 10 + i as u64, "*");
+        a.url = format!("file://{target}");
+        a.sign(&k.private).unwrap();
+        let t = Instant::now();
+        let e = up.apply(&a, &sw).unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(5), "{target}: took {:?}", t.elapsed());
+        assert!(e.to_string().contains("not a regular file"), "{target}: {e}");
+        assert!(e.is_transient(), "{target}: a download failure is worth a retry");
+    }
+    let left: Vec<_> = std::fs::read_dir(&up.cfg.models_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".download-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // What an interrupted install leaves behind goes at the next start.
+    std::fs::write(up.cfg.models_dir.join(".download-abc.tar"), b"x").unwrap();
+    std::fs::create_dir_all(up.cfg.models_dir.join(".staging-abc")).unwrap();
+    up.clean_leftovers();
+    assert_eq!(std::fs::read_dir(&up.cfg.models_dir).unwrap().count(), 0);
 }

@@ -21,6 +21,7 @@ fn state_for_sample() -> (image::RgbImage, DisplayState) {
     // Timing figures are fixed so the picture does not depend on machine speed.
     let st = DisplayState {
         model_name: m.manifest.name.clone(),
+        model_sha256: m.manifest.sha256.clone(),
         top,
         uncertain: p.uncertain,
         refer: p.refer,

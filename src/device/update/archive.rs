@@ -100,17 +100,78 @@ fn io(path: &Path, source: std::io::Error) -> UpdateError {
     }
 }
 
-/// Fetch `url` into `dest` (at most `max` bytes); returns the sha256 of what was written.
-/// `file://` reads a local path (a bundle on a USB stick); `ca_file` adds a clinic CA for
-/// HTTPS.
+/// Disk kept free for the capture folder and the fleet queue, which share the disk.
+const DISK_RESERVE: u64 = 64 << 20;
+
+/// A body slower than this over a whole window is a stall (a 1 byte/s server), not a download.
+const STALL_WINDOW: std::time::Duration = std::time::Duration::from_secs(20);
+const STALL_MIN_BYTES: u64 = 256 << 10;
+
+/// Bytes free for an unprivileged writer in the file system holding `dir`.
+pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;
+    // SAFETY: statvfs fills the zeroed struct; the path is a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// How many archive bytes the disk holding `dir` can take: the archive and its unpacked copy
+/// both need room, beyond the reserve.
+fn room_for_archive(dir: &Path) -> Result<u64, UpdateError> {
+    let free = free_bytes(dir).map_err(|e| io(dir, e))?;
+    Ok(free.saturating_sub(DISK_RESERVE) / 2)
+}
+
+fn no_space(dir: &Path, needed: u64) -> UpdateError {
+    UpdateError::NoSpace {
+        path: dir.into(),
+        free: free_bytes(dir).unwrap_or(0),
+        needed: needed.saturating_mul(2).saturating_add(DISK_RESERVE),
+    }
+}
+
+/// A local archive (a USB stick): a regular file only; opened without blocking, so a FIFO or a
+/// device node named by the URL can never hold the update thread.
+fn open_local(path: &Path) -> Result<(std::fs::File, u64), UpdateError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| io(path, e))?;
+    let meta = f.metadata().map_err(|e| io(path, e))?;
+    if !meta.is_file() {
+        return Err(UpdateError::Download(format!(
+            "{}: not a regular file",
+            path.display()
+        )));
+    }
+    Ok((f, meta.len()))
+}
+
+/// Fetch `url` into `dest` (at most `max` bytes, and no more than the disk can hold beside
+/// what it already holds); returns the sha256 of what was written. `file://` reads a local
+/// regular file (a bundle on a USB stick); `ca_file` adds a clinic CA for HTTPS. A body that
+/// stalls (under 256 KiB in 20 s) or takes longer than `timeout` is abandoned.
 pub fn download(
     url: &str,
     dest: &Path,
     max: u64,
     ca_file: Option<&Path>,
+    timeout: std::time::Duration,
 ) -> Result<String, UpdateError> {
-    let reader: Box<dyn Read> = if let Some(path) = url.strip_prefix("file://") {
-        Box::new(std::fs::File::open(path).map_err(|e| io(Path::new(path), e))?)
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let room = room_for_archive(dir)?;
+    let (reader, length): (Box<dyn Read>, Option<u64>) = if let Some(path) =
+        url.strip_prefix("file://")
+    {
+        let (f, len) = open_local(Path::new(path))?;
+        (Box::new(f), Some(len))
     } else if url.starts_with("http://") || url.starts_with("https://") {
         let mut tls = ureq::tls::TlsConfig::builder();
         if let Some(ca) = ca_file {
@@ -132,7 +193,8 @@ pub fn download(
         let agent = ureq::Agent::new_with_config(
             ureq::Agent::config_builder()
                 .timeout_connect(Some(std::time::Duration::from_secs(10)))
-                .timeout_global(Some(std::time::Duration::from_secs(600)))
+                .timeout_recv_response(Some(std::time::Duration::from_secs(30)))
+                .timeout_global(Some(timeout))
                 .max_redirects(3)
                 .tls_config(tls.build())
                 .build(),
@@ -141,27 +203,35 @@ pub fn download(
             .get(url)
             .call()
             .map_err(|e| UpdateError::Download(format!("{url}: {e}")))?;
-        if let Some(n) = resp
+        let length = resp
             .headers()
             .get("content-length")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-        {
-            if n > max {
-                return Err(UpdateError::TooLarge { max });
-            }
-        }
-        Box::new(resp.into_body().into_with_config().limit(max + 1).reader())
+            .and_then(|v| v.parse::<u64>().ok());
+        (
+            Box::new(resp.into_body().into_with_config().limit(max + 1).reader()),
+            length,
+        )
     } else {
         return Err(UpdateError::Download(format!(
             "{url:?}: only http://, https:// and file:// URLs"
         )));
     };
+    if let Some(n) = length {
+        if n > max {
+            return Err(UpdateError::TooLarge { max });
+        }
+        if n > room {
+            return Err(no_space(dir, n));
+        }
+    }
     let mut reader = reader.take(max + 1);
     let mut f = std::fs::File::create(dest).map_err(|e| io(dest, e))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut n: u64 = 0;
+    let started = std::time::Instant::now();
+    let (mut window_start, mut window_bytes) = (started, 0u64);
     loop {
         let k = match reader.read(&mut buf) {
             Ok(0) => break,
@@ -174,6 +244,25 @@ pub fn download(
         n += k as u64;
         if n > max {
             return Err(UpdateError::TooLarge { max });
+        }
+        if n > room {
+            return Err(no_space(dir, n));
+        }
+        window_bytes += k as u64;
+        if window_start.elapsed() >= STALL_WINDOW {
+            if window_bytes < STALL_MIN_BYTES {
+                return Err(UpdateError::Download(format!(
+                    "{url}: stalled ({window_bytes} bytes in {} s)",
+                    STALL_WINDOW.as_secs()
+                )));
+            }
+            (window_start, window_bytes) = (std::time::Instant::now(), 0);
+        }
+        if started.elapsed() > timeout {
+            return Err(UpdateError::Download(format!(
+                "{url}: not finished within {} s",
+                timeout.as_secs()
+            )));
         }
         h.update(&buf[..k]);
         f.write_all(&buf[..k]).map_err(|e| io(dest, e))?;

@@ -40,6 +40,12 @@ pub enum UpdateError {
     SelfTest(String),
     #[error("switch: {0}")]
     Switch(String),
+    #[error("not enough disk space in {path}: {free} bytes free, {needed} needed")]
+    NoSpace {
+        path: PathBuf,
+        free: u64,
+        needed: u64,
+    },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -54,18 +60,40 @@ pub trait ModelSwitch: Send + Sync {
     fn switch(&self, dir: &Path) -> Result<(), String>;
 }
 
-/// A signed bundle announcement (what `dermcam bundle sign` prints).
+/// Largest announcement payload read (a real one is a few hundred bytes).
+pub const MAX_ANNOUNCEMENT_BYTES: usize = 8 << 10;
+
+/// A signed bundle announcement (what `dermcam bundle sign` prints). The signature covers every
+/// field a device acts on, so a replayed or edited announcement is refused: `version` must be
+/// newer than anything this device installed (rollback), `expires` bounds how long a captured
+/// announcement stays usable (freeze), `target` says which devices it is for, and `url` is
+/// signed so nobody can point a device somewhere else.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Announcement {
     pub name: String,
+    /// Monotonic release number of this fleet's bundles (1, 2, ...).
+    pub version: u64,
     pub url: String,
     pub sha256: String,
+    /// `*` (every device), a device id, or a prefix ending in `*` (`clinic-a-*`).
+    pub target: String,
+    /// Unix seconds after which devices refuse it (re-sign to extend).
+    pub expires: u64,
     pub signature: String,
 }
 
+/// Context string first: a signature made for anything else never passes as an announcement.
+const CONTEXT: &str = "dermcam-announcement-v2";
+
 impl Announcement {
     pub fn parse(payload: &[u8]) -> Result<Announcement, UpdateError> {
+        if payload.len() > MAX_ANNOUNCEMENT_BYTES {
+            return Err(UpdateError::Announcement(format!(
+                "{} bytes: larger than {MAX_ANNOUNCEMENT_BYTES}",
+                payload.len()
+            )));
+        }
         let a: Announcement = serde_json::from_slice(payload)
             .map_err(|e| UpdateError::Announcement(format!("bad JSON: {e}")))?;
         if !crate::config::valid_topic_level(&a.name) {
@@ -77,7 +105,68 @@ impl Announcement {
         if a.sha256.len() != 64 || !a.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(UpdateError::Announcement("sha256: 64 hex digits".into()));
         }
+        if a.version == 0 {
+            return Err(UpdateError::Announcement("version: 1 or more".into()));
+        }
+        let target_ok = a.target == "*"
+            || crate::config::valid_topic_level(a.target.strip_suffix('*').unwrap_or(&a.target));
+        if !target_ok {
+            return Err(UpdateError::Announcement(format!(
+                "target {:?}: \"*\", a device id or a prefix ending in \"*\"",
+                a.target
+            )));
+        }
+        if a.url.len() > 2048 || a.url.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(UpdateError::Announcement(
+                "url: at most 2048 characters, no spaces or control characters".into(),
+            ));
+        }
         Ok(a)
+    }
+
+    /// The bytes the signature covers: every field but the signature, one per line (no field
+    /// can hold a newline: `parse` checks), in a fixed order.
+    pub fn signed_message(&self) -> Vec<u8> {
+        format!(
+            "{CONTEXT}\nname={}\nversion={}\nurl={}\nsha256={}\ntarget={}\nexpires={}\n",
+            self.name,
+            self.version,
+            self.url,
+            self.sha256.to_ascii_lowercase(),
+            self.target,
+            self.expires
+        )
+        .into_bytes()
+    }
+
+    /// Sign with a private key (hex): fills `signature`.
+    pub fn sign(&mut self, private_hex: &str) -> Result<(), UpdateError> {
+        self.signature = crate::model::signing::sign(private_hex, &self.signed_message())?;
+        Ok(())
+    }
+
+    /// What a device checks before it queues an announcement: the signature, that it is meant
+    /// for `device_id`, and that it has not expired (`now`: unix seconds).
+    pub fn verify(&self, public_hex: &str, device_id: &str, now: u64) -> Result<(), UpdateError> {
+        crate::model::signing::verify(public_hex, &self.signed_message(), &self.signature)?;
+        let for_us = match self.target.strip_suffix('*') {
+            Some(prefix) => device_id.starts_with(prefix),
+            None => self.target == device_id,
+        };
+        if !for_us {
+            return Err(UpdateError::Announcement(format!(
+                "meant for {:?}, not this device ({device_id})",
+                self.target
+            )));
+        }
+        if now > self.expires {
+            return Err(UpdateError::Announcement(format!(
+                "expired at {} (unix {}): re-sign it to extend",
+                crate::sinks::fleet::rfc3339(u128::from(self.expires) * 1000),
+                self.expires
+            )));
+        }
+        Ok(())
     }
 
     /// The folder the bundle lives in under `models_dir` once accepted.
@@ -102,6 +191,13 @@ pub struct Active {
     /// of one is refused, so a bundle that crashes the appliance cannot come back in a loop.
     #[serde(default)]
     pub rolled_back: Vec<String>,
+    /// The announcement version of `current` (0: none, the configured bundle).
+    #[serde(default)]
+    pub version: u64,
+    /// The highest version ever accepted here; it never goes down (not even on a rollback),
+    /// so a replayed older announcement is refused for good.
+    #[serde(default)]
+    pub max_version: u64,
 }
 
 impl Active {
@@ -186,39 +282,80 @@ pub struct Updater {
     pub cfg: FleetUpdates,
     /// CA for HTTPS downloads from a clinic server (the broker's `ca_file`).
     pub ca_file: Option<PathBuf>,
+    /// This device's id (announcements name the devices they are for).
+    pub device_id: String,
+}
+
+/// Unix time in seconds.
+pub fn unix_now() -> u64 {
+    (crate::sinks::storage::unix_ms() / 1000) as u64
+}
+
+impl UpdateError {
+    /// A failure that may pass on a later try (network, disk); everything else (signature,
+    /// sha256, archive, bundle, self-test, version) is final for that archive.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            UpdateError::Download(_) | UpdateError::Io { .. } | UpdateError::NoSpace { .. }
+        )
+    }
 }
 
 impl Updater {
-    /// Download, verify, unpack, self-test, record and switch. Returns the new folder.
-    pub fn apply(
-        &self,
-        a: &Announcement,
-        switch: &dyn ModelSwitch,
-    ) -> Result<PathBuf, UpdateError> {
+    /// The checks that need no download: signature, target, expiry, then that the version is
+    /// newer than anything installed here. `Ok(false)`: this exact announcement is already in
+    /// service (a retained message read again), nothing to do.
+    pub fn check(&self, a: &Announcement, running: &Path) -> Result<bool, UpdateError> {
         let key = self
             .cfg
             .public_key
             .as_deref()
             .ok_or_else(|| UpdateError::Announcement("no fleet.updates.public_key".into()))?;
+        a.verify(key, &self.device_id, unix_now())?;
+        let active = Active::read(&self.cfg.models_dir);
+        let sha = a.sha256.to_ascii_lowercase();
+        if active.sha256.as_deref() == Some(sha.as_str())
+            && active.version == a.version
+            && running.ends_with(a.folder())
+        {
+            return Ok(false);
+        }
+        if active.rolled_back.contains(&sha) {
+            return Err(UpdateError::Announcement(
+                "this archive was rolled back on this device; announce a new build".into(),
+            ));
+        }
+        if a.version <= active.max_version {
+            return Err(UpdateError::Announcement(format!(
+                "version {} is not newer than version {} installed here (a replay or a downgrade)",
+                a.version, active.max_version
+            )));
+        }
+        Ok(true)
+    }
+
+    /// Verify, download, unpack, self-test, record and switch. Returns the new folder.
+    pub fn apply(
+        &self,
+        a: &Announcement,
+        switch: &dyn ModelSwitch,
+    ) -> Result<PathBuf, UpdateError> {
         let dir = &self.cfg.models_dir;
+        // Signature first: nothing unsigned is ever downloaded past the announcement.
+        self.check(a, Path::new(""))?;
         std::fs::create_dir_all(dir).map_err(|source| UpdateError::Io {
             path: dir.clone(),
             source,
         })?;
         let sha = a.sha256.to_ascii_lowercase();
-        // Signature first: nothing unsigned is ever downloaded past the announcement.
-        crate::model::signing::verify(key, &sha, &a.signature)?;
-        if Active::read(dir).rolled_back.contains(&sha) {
-            return Err(UpdateError::Announcement(
-                "this archive was rolled back on this device; announce a new build".into(),
-            ));
-        }
         let tar = dir.join(format!(".download-{sha}.tar"));
         let got = archive::download(
             &a.url,
             &tar,
             self.cfg.max_download_bytes,
             self.ca_file.as_deref(),
+            std::time::Duration::from_secs(self.cfg.download_timeout_s),
         );
         let result = got.and_then(|actual| {
             if actual != sha {
@@ -230,7 +367,8 @@ impl Updater {
             let staging = dir.join(format!(".staging-{sha}"));
             let _ = std::fs::remove_dir_all(&staging);
             let r = archive::unpack(&tar, &staging, self.cfg.max_download_bytes)
-                .and_then(|()| self_test(&staging).map(|_| ()));
+                .and_then(|()| self_test(&staging).map(|_| ()))
+                .and_then(|()| same_name(&staging, &a.name));
             if let Err(e) = r {
                 let _ = std::fs::remove_dir_all(&staging);
                 return Err(e);
@@ -251,30 +389,49 @@ impl Updater {
         })?;
         let before = Active::read(dir);
         // Recorded before the switch: a crash while switching is rolled back at the next start.
-        Active {
+        // The version high-water mark moves now, so this announcement can never come back.
+        let after = Active {
             current: Some(folder.clone()),
             previous: before.current.clone(),
             confirmed: false,
             attempts: 0,
             sha256: Some(sha.clone()),
             rolled_back: before.rolled_back.clone(),
-        }
-        .write(dir)?;
+            version: a.version,
+            max_version: before.max_version.max(a.version),
+        };
+        after.write(dir)?;
         if let Err(e) = switch.switch(&dest) {
-            before.write(dir)?;
+            Active {
+                max_version: after.max_version,
+                ..before
+            }
+            .write(dir)?;
             return Err(UpdateError::Switch(e));
         }
         Active {
-            current: Some(folder),
-            previous: before.current,
             confirmed: true,
-            attempts: 0,
-            sha256: Some(sha),
-            rolled_back: before.rolled_back,
+            ..after
         }
         .write(dir)?;
         self.prune(dir);
         Ok(dest)
+    }
+
+    /// Remove what an interrupted install left behind (`.download-*`, `.staging-*`): at most
+    /// one update runs at a time, so at start-up none of them belongs to anyone.
+    pub fn clean_leftovers(&self) {
+        for e in std::fs::read_dir(&self.cfg.models_dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let Ok(meta) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if name.starts_with(".download-") && meta.is_file() {
+                let _ = std::fs::remove_file(e.path());
+            } else if name.starts_with(".staging-") && meta.is_dir() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
     }
 
     /// Keep only `current` and `previous` bundle folders (and nothing that is not ours).
@@ -297,6 +454,25 @@ impl Updater {
             .current
             .map(|c| self.cfg.models_dir.join(c))
     }
+}
+
+/// The bundle's own `model.json` name must be the signed one: what the status reports is
+/// what was signed, never a name an attacker chose.
+fn same_name(bundle: &Path, signed: &str) -> Result<(), UpdateError> {
+    let path = bundle.join("model.json");
+    let text = std::fs::read_to_string(&path).map_err(|source| UpdateError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let m = crate::model::manifest::Manifest::parse(&text, &path)
+        .map_err(|e| UpdateError::Bundle(e.to_string()))?;
+    if m.name != signed {
+        return Err(UpdateError::Bundle(format!(
+            "model.json names {:?}, the signed announcement {signed:?}",
+            m.name
+        )));
+    }
+    Ok(())
 }
 
 /// Pick and load the bundle to start with. With fleet updates on and an `active.json`, that is
@@ -357,6 +533,8 @@ pub fn load_at_startup<T>(
         attempts: 0,
         sha256: None,
         rolled_back: rolled_back.clone(),
+        version: 0,
+        max_version: active.max_version,
     };
     let _ = back.write(dir);
     let (t, to) = match &active.previous {
@@ -368,6 +546,7 @@ pub fn load_at_startup<T>(
                 );
                 let _ = Active {
                     rolled_back,
+                    max_version: active.max_version,
                     ..Default::default()
                 }
                 .write(dir);

@@ -247,16 +247,45 @@ pub fn auto_ort_library(opts: &OrtOptions) -> (Option<PathBuf>, String) {
     let dir = std::env::var_os("DERMCAM_ORT_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(PACKAGED_ORT_DIR));
-    match packaged_ort_library(&dir) {
-        Some(l) => (Some(l), String::new()),
-        None => (
-            None,
-            format!(
-                "no ONNX Runtime library (no [model.ort] library, no $ORT_DYLIB_PATH, no libonnxruntime.so* in {}): tract",
-                dir.display()
-            ),
-        ),
+    if let Some(l) = packaged_ort_library(&dir) {
+        return (Some(l), String::new());
     }
+    if let Some(l) = python_env_ort_library() {
+        return (Some(l), String::new());
+    }
+    (
+        None,
+        format!(
+            "no ONNX Runtime library (no [model.ort] library, no $ORT_DYLIB_PATH, no libonnxruntime.so* in {}, no onnxruntime in an active Python environment): tract; for the faster engine `pip install onnxruntime` in an activated venv or set ORT_DYLIB_PATH",
+            dir.display()
+        ),
+    )
+}
+
+/// The `onnxruntime` wheel's library in the active Python environment (`$VIRTUAL_ENV`,
+/// `$CONDA_PREFIX`): a source checkout with the model toolchain's venv activated gets ONNX
+/// Runtime without setting anything.
+fn python_env_ort_library() -> Option<PathBuf> {
+    ["VIRTUAL_ENV", "CONDA_PREFIX"]
+        .into_iter()
+        .filter_map(|v| std::env::var_os(v).filter(|p| !p.is_empty()))
+        .find_map(|prefix| {
+            let lib = Path::new(&prefix).join("lib");
+            let mut pythons: Vec<PathBuf> = std::fs::read_dir(&lib)
+                .ok()?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("python3"))
+                })
+                .collect();
+            pythons.sort();
+            pythons.into_iter().rev().find_map(|py| {
+                packaged_ort_library(&py.join("site-packages/onnxruntime/capi"))
+            })
+        })
 }
 
 /// `libonnxruntime.so` in `dir`, else its newest `libonnxruntime.so.<version>`.

@@ -4,13 +4,68 @@
 
 use super::{Command, UpdateReport};
 use crate::config::FleetConfig;
-use crate::device::update::{Announcement, ModelSwitch, Updater};
+use crate::device::update::{Announcement, ModelSwitch, UpdateError, Updater};
 use crate::pipeline::Shared;
 use serde_json::{Value, json};
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
-pub(super) enum Job {
+/// What waits for the update thread: at most one announcement (the newest wins: the topic is
+/// retained, so an older one is never worth installing after a newer one arrived) and at most
+/// one reload (reloads coalesce), so a flood of messages costs no memory and no delay.
+#[derive(Default)]
+struct Pending {
+    announce: Option<Announcement>,
+    reload: bool,
+    closed: bool,
+}
+
+/// The update thread's inbox (shared with the MQTT session).
+pub(super) struct Jobs {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    pub(super) updater: Updater,
+}
+
+impl Jobs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Check an announcement before it takes a place (signature, target, expiry, version);
+    /// `Ok(false)`: already in service, nothing to do.
+    pub(super) fn announce(&self, a: Announcement, running: &Path) -> Result<bool, UpdateError> {
+        if !self.updater.check(&a, running)? {
+            return Ok(false);
+        }
+        self.lock().announce = Some(a);
+        self.wake.notify_one();
+        Ok(true)
+    }
+
+    /// Ask for a reload; false when one is already waiting (this one joins it).
+    pub(super) fn reload(&self) -> bool {
+        let mut p = self.lock();
+        let fresh = !p.reload;
+        p.reload = true;
+        self.wake.notify_one();
+        fresh
+    }
+
+    /// Let the update thread end once it is idle.
+    pub(super) fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_one();
+    }
+}
+
+/// First retry of a download that failed for a passing reason (network, disk), doubling up to
+/// `RETRY_MAX`.
+const RETRY_FIRST: Duration = Duration::from_secs(5);
+const RETRY_MAX: Duration = Duration::from_secs(600);
+
+enum Job {
     Announce(Announcement),
     Reload,
 }
@@ -19,49 +74,98 @@ pub(super) enum Job {
 /// the MQTT session must keep answering meanwhile).
 pub(super) fn spawn_updater(
     cfg: &FleetConfig,
+    device_id: &str,
     switch: Arc<dyn ModelSwitch>,
     report: Arc<UpdateReport>,
     changed: tokio::sync::mpsc::Sender<()>,
     shared: Arc<Shared>,
-) -> std::sync::mpsc::Sender<Job> {
-    let (tx, rx) = std::sync::mpsc::channel::<Job>();
-    let updater = Updater {
-        cfg: cfg.updates.clone(),
-        ca_file: cfg.ca_file.clone(),
-    };
+) -> Arc<Jobs> {
+    let jobs = Arc::new(Jobs {
+        pending: Mutex::new(Pending::default()),
+        wake: Condvar::new(),
+        updater: Updater {
+            cfg: cfg.updates.clone(),
+            ca_file: cfg.ca_file.clone(),
+            device_id: device_id.to_string(),
+        },
+    });
+    if cfg.updates.public_key.is_some() {
+        jobs.updater.clean_leftovers();
+    }
+    let j = jobs.clone();
     let _ = std::thread::Builder::new()
         .name("model-update".into())
         .spawn(move || {
+            // Archives refused for good (signature, sha256, archive, self-test): not retried.
             let mut refused: Vec<String> = Vec::new();
-            while let Ok(job) = rx.recv() {
+            // A download that failed for a passing reason: tried again at `when`.
+            let mut retry: Option<(Announcement, Instant, Duration)> = None;
+            loop {
+                let job = {
+                    let mut p = j.lock();
+                    loop {
+                        if p.reload {
+                            p.reload = false;
+                            break Some(Job::Reload);
+                        }
+                        if let Some(a) = p.announce.take() {
+                            retry = None; // a newer announcement replaces a pending retry
+                            break Some(Job::Announce(a));
+                        }
+                        if p.closed {
+                            break None;
+                        }
+                        match &retry {
+                            Some((_, when, _)) if Instant::now() >= *when => {
+                                let (a, _, _) = retry.as_ref().expect("checked").clone();
+                                break Some(Job::Announce(a));
+                            }
+                            Some((_, when, _)) => {
+                                let wait = when.saturating_duration_since(Instant::now());
+                                p = j.wake.wait_timeout(p, wait).unwrap_or_else(|e| e.into_inner()).0;
+                            }
+                            None => p = j.wake.wait(p).unwrap_or_else(|e| e.into_inner()),
+                        }
+                    }
+                };
+                let Some(job) = job else { break };
                 let now = super::rfc3339(crate::sinks::storage::unix_ms());
                 match job {
                     Job::Announce(a) => {
-                        let running = shared.model();
-                        let active = crate::device::update::Active::read(&updater.cfg.models_dir);
-                        if active.sha256.as_deref() == Some(a.sha256.to_ascii_lowercase().as_str())
-                            && running.dir.ends_with(a.folder())
-                        {
-                            continue; // Already in service (a retained announcement re-read).
-                        }
+                        let backoff = match &retry {
+                            Some((r, _, b)) if *r == a => *b,
+                            _ => RETRY_FIRST / 2,
+                        };
+                        retry = None;
                         if refused.contains(&a.sha256) {
                             continue;
                         }
                         report.set(json!({"state": "installing", "name": a.name,
-                                          "sha256": a.sha256, "time": now}));
+                                          "version": a.version, "sha256": a.sha256, "time": now}));
                         let _ = changed.try_send(());
-                        log::info!("model update: {} ({}) announced", a.name, a.sha256);
-                        let v = match updater.apply(&a, switch.as_ref()) {
+                        log::info!("model update: {} version {} ({}) announced", a.name, a.version, a.sha256);
+                        let v = match j.updater.apply(&a, switch.as_ref()) {
                             Ok(dir) => {
                                 log::info!("model update: switched to {}", dir.display());
-                                json!({"state": "switched", "name": a.name, "sha256": a.sha256,
+                                let running = shared.model();
+                                json!({"state": "switched", "name": running.manifest.name,
+                                       "version": a.version, "sha256": a.sha256,
+                                       "time": super::rfc3339(crate::sinks::storage::unix_ms())})
+                            }
+                            Err(e) if e.is_transient() => {
+                                let next = (backoff * 2).min(RETRY_MAX);
+                                log::warn!("model update: {} failed ({e}); retrying in {} s", a.name, next.as_secs());
+                                retry = Some((a.clone(), Instant::now() + next, next));
+                                json!({"state": "retrying", "name": a.name, "version": a.version,
+                                       "sha256": a.sha256, "reason": e.to_string(),
+                                       "retry_in_s": next.as_secs(),
                                        "time": super::rfc3339(crate::sinks::storage::unix_ms())})
                             }
                             Err(e) => {
                                 log::warn!("model update: {} refused: {e}", a.name);
                                 refused.push(a.sha256.clone());
-                                json!({"state": "refused", "name": a.name, "sha256": a.sha256,
-                                       "reason": e.to_string(),
+                                json!({"state": "refused", "name": a.name, "version": a.version,
+                                       "sha256": a.sha256, "reason": e.to_string(),
                                        "time": super::rfc3339(crate::sinks::storage::unix_ms())})
                             }
                         };
@@ -81,14 +185,19 @@ pub(super) fn spawn_updater(
                 let _ = changed.try_send(());
             }
         });
-    tx
+    jobs
 }
 
+/// Screen commands (freeze, release, capture) at most this often, like HTTP freeze.
+pub(super) const COMMAND_INTERVAL: Duration = Duration::from_millis(1000);
+
 /// Run one command from the broker; returns what the status message reports about it.
-pub(super) async fn command(
+/// `last_screen` is when the last screen command ran (rate limit).
+pub(super) fn command(
     payload: &[u8],
-    shared: &Shared,
-    jobs: &std::sync::mpsc::Sender<Job>,
+    shared: &Arc<Shared>,
+    jobs: &Jobs,
+    last_screen: &mut Option<Instant>,
 ) -> Value {
     let time = super::rfc3339(crate::sinks::storage::unix_ms());
     let cmd = match Command::parse(payload) {
@@ -98,8 +207,15 @@ pub(super) async fn command(
             return json!({"ok": false, "error": e, "time": time});
         }
     };
-    log::info!("fleet: command {cmd:?}");
-    let name = format!("{cmd:?}").to_lowercase();
+    let name = cmd.as_str();
+    if cmd != Command::ReloadModel {
+        if last_screen.is_some_and(|t| t.elapsed() < COMMAND_INTERVAL) {
+            log::warn!("fleet: command {name} refused: more than one per {} ms", COMMAND_INTERVAL.as_millis());
+            return json!({"command": name, "ok": false, "error": "rate limited", "time": time});
+        }
+        *last_screen = Some(Instant::now());
+    }
+    log::info!("fleet: command {name}");
     match cmd {
         Command::Freeze => {
             if !shared.is_frozen() {
@@ -112,20 +228,26 @@ pub(super) async fn command(
             }
         }
         Command::Capture => {
-            // A fresh point-and-classify: release a frozen screen first, then freeze again.
-            if shared.is_frozen() {
-                shared.toggle_freeze();
-                for _ in 0..50 {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    if !shared.is_frozen() {
-                        break;
+            // A fresh point-and-classify: release a frozen screen first, then freeze again
+            // (off the session's loop: it keeps answering meanwhile).
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                if shared.is_frozen() {
+                    shared.toggle_freeze();
+                    for _ in 0..50 {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        if !shared.is_frozen() {
+                            break;
+                        }
                     }
                 }
-            }
-            shared.toggle_freeze();
+                shared.toggle_freeze();
+            });
         }
         Command::ReloadModel => {
-            let _ = jobs.send(Job::Reload);
+            if !jobs.reload() {
+                return json!({"command": name, "ok": true, "coalesced": true, "time": time});
+            }
         }
     }
     json!({"command": name, "ok": true, "time": time})

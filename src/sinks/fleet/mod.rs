@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::{Receiver, Sender};
 
-pub use mqtt::FleetError;
+pub use mqtt::{FleetError, FleetHandle};
 
 /// Results waiting between the sink and the fleet thread (beyond: dropped and counted).
 const CHANNEL: usize = 256;
@@ -45,6 +45,8 @@ pub struct FleetStats {
     /// Results lost: queue byte limit, a full hand-off channel, or a disk that refused them.
     pub dropped: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Fleet sessions restarted after a panic (the channel and the disk queue survive).
+    pub restarts: AtomicU64,
     /// Published results flagged "refer".
     pub refer: AtomicU64,
 }
@@ -182,7 +184,7 @@ impl Sink for FleetSink {
             "refer": u.state.refer,
             "malignant_probability": u.state.malignant_probability,
             "quality": u.quality,
-            "model": {"name": u.state.model_name, "sha256": Value::Null},
+            "model": {"name": u.state.model_name, "sha256": u.state.model_sha256},
             "timings": u.timings,
             "disclaimer": crate::DISCLAIMER,
         });
@@ -268,7 +270,8 @@ pub fn status_json(
         "frozen": frozen,
         "refer_count": g(&stats.refer),
         "queue": {"pending": g(&stats.pending), "bytes": g(&stats.pending_bytes),
-                  "sent": g(&stats.sent), "dropped": g(&stats.dropped)},
+                  "sent": g(&stats.sent), "dropped": g(&stats.dropped),
+                  "reconnects": g(&stats.reconnects), "session_restarts": g(&stats.restarts)},
         "model_update": update.get(),
     })
 }
@@ -288,6 +291,16 @@ pub enum Command {
 }
 
 impl Command {
+    /// The wire name (what `parse` accepts and the status reports).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Freeze => "freeze",
+            Command::Release => "release",
+            Command::Capture => "capture",
+            Command::ReloadModel => "reload-model",
+        }
+    }
+
     pub fn parse(payload: &[u8]) -> Result<Command, String> {
         let text = std::str::from_utf8(payload).map_err(|_| "not UTF-8".to_string())?;
         let text = text.trim();
@@ -300,14 +313,17 @@ impl Command {
         } else {
             text.to_string()
         };
-        match word.as_str() {
-            "freeze" => Ok(Command::Freeze),
-            "release" => Ok(Command::Release),
-            "capture" => Ok(Command::Capture),
-            "reload-model" => Ok(Command::ReloadModel),
-            w => Err(format!(
+        let all = [
+            Command::Freeze,
+            Command::Release,
+            Command::Capture,
+            Command::ReloadModel,
+        ];
+        match all.into_iter().find(|c| c.as_str() == word) {
+            Some(c) => Ok(c),
+            None => Err(format!(
                 "unknown command {:?} (freeze, release, capture, reload-model)",
-                w.chars().take(40).collect::<String>()
+                word.chars().take(40).collect::<String>()
             )),
         }
     }
@@ -325,7 +341,7 @@ impl FleetRunner {
         shared: Arc<Shared>,
         switch: Arc<dyn crate::device::update::ModelSwitch>,
         report: Arc<UpdateReport>,
-    ) -> Result<std::thread::JoinHandle<()>, FleetError> {
+    ) -> Result<FleetHandle, FleetError> {
         mqtt::spawn(self, shared, switch, report)
     }
 }
@@ -344,6 +360,10 @@ mod tests {
         assert!(Command::parse(b"rm -rf /").unwrap_err().contains("unknown"));
         assert!(Command::parse(b"{\"cmd\": 1}").is_err());
         assert!(Command::parse(&[0xff, 0xfe]).is_err());
+        for c in [Command::Freeze, Command::Release, Command::Capture, Command::ReloadModel] {
+            assert_eq!(Command::parse(c.as_str().as_bytes()), Ok(c));
+        }
+        assert_eq!(Command::ReloadModel.as_str(), "reload-model");
     }
 
     #[test]

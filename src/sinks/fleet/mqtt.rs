@@ -3,7 +3,7 @@
 //! loop and nothing else (a connect in progress is never cancelled); the other moves results
 //! and reacts to events.
 
-use super::jobs::{Job, command, spawn_updater};
+use super::jobs::{Jobs, command, spawn_updater};
 use super::queue::Queue;
 use super::tls::{read, tls_config};
 use super::{FleetRunner, FleetStats, Item, UpdateReport, offline_json, status_json};
@@ -64,7 +64,7 @@ fn options(cfg: &FleetConfig, device_id: &str, topics: &Topics) -> Result<MqttOp
     o.set_keep_alive(Duration::from_secs(cfg.keep_alive_s));
     // A clean session: what was unacknowledged is re-sent from our own queue, not the broker's.
     o.set_clean_session(true);
-    o.set_max_packet_size(1 << 20, 32 << 20);
+    o.set_max_packet_size(MAX_INCOMING, 32 << 20);
     o.set_last_will(LastWill::new(
         &topics.status,
         offline_json(device_id).to_string(),
@@ -89,237 +89,439 @@ fn options(cfg: &FleetConfig, device_id: &str, topics: &Topics) -> Result<MqttOp
     Ok(o)
 }
 
+/// Largest incoming packet read: far above any announcement or command, so a big retained
+/// message is read and dropped by us instead of failing the connection on every redelivery.
+const MAX_INCOMING: usize = 4 << 20;
+
+/// A connection that lasts less than this did not really work: the backoff keeps growing
+/// (a broker that closes at once must not be hammered).
+const STABLE: Duration = Duration::from_secs(10);
+
+/// Backoff cap once the broker keeps closing fresh connections (another device with the same
+/// id, an oversized retained message).
+const SHORT_LIVED_MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// After a message too large even for `MAX_INCOMING` on the model topic, the device stays
+/// unsubscribed from it this long (results, status and commands keep flowing).
+const MODEL_TOPIC_PAUSE: Duration = Duration::from_secs(600);
+
+/// The fleet thread: owns the channel from the sink, so a panic in a session restarts the
+/// session without losing what waits in the channel (counted in `restarts`).
+pub struct FleetHandle {
+    thread: std::thread::JoinHandle<()>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl FleetHandle {
+    /// Deliver what is queued within a short grace time, say goodbye, end the thread. Call
+    /// after the pipeline has ended (every result it made is in the channel).
+    pub fn stop_and_join(self) {
+        let _ = self.stop.send(true);
+        let _ = self.thread.join();
+    }
+}
+
 pub(super) fn spawn(
     r: FleetRunner,
     shared: Arc<Shared>,
     switch: Arc<dyn ModelSwitch>,
     report: Arc<UpdateReport>,
-) -> Result<std::thread::JoinHandle<()>, FleetError> {
+) -> Result<FleetHandle, FleetError> {
     let topics = Topics::new(&r.cfg.topic_prefix, &r.device_id);
-    let opts = options(&r.cfg, &r.device_id, &topics)?;
-    let queue =
-        Queue::open(&r.cfg.queue_dir, r.cfg.queue_max_bytes).map_err(|source| FleetError::Io {
-            what: "fleet.queue_dir",
-            path: r.cfg.queue_dir.clone(),
-            source,
-        })?;
-    if !queue.is_empty() {
-        log::info!(
-            "fleet: {} result(s) from an earlier run wait in {}",
-            queue.len(),
-            r.cfg.queue_dir.display()
-        );
-    }
-    std::thread::Builder::new()
+    // Checked here so a bad broker URL or TLS file is a start-up error.
+    options(&r.cfg, &r.device_id, &topics)?;
+    Queue::open(&r.cfg.queue_dir, r.cfg.queue_max_bytes).map_err(|source| FleetError::Io {
+        what: "fleet.queue_dir",
+        path: r.cfg.queue_dir.clone(),
+        source,
+    })?;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (changed_tx, changed_rx) = tokio::sync::mpsc::channel::<()>(4);
+    let jobs = spawn_updater(
+        &r.cfg,
+        &r.device_id,
+        switch,
+        report.clone(),
+        changed_tx,
+        shared.clone(),
+    );
+    let mut ctx = Ctx {
+        r,
+        topics,
+        shared,
+        report,
+        jobs,
+        changed_rx,
+        stop: stop_rx,
+        rx_open: true,
+    };
+    let thread = std::thread::Builder::new()
         .name("fleet".into())
         .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("fleet runtime");
-            rt.block_on(run(r, opts, topics, queue, shared, switch, report));
+            loop {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        log::error!("fleet: no runtime: {e}");
+                        return;
+                    }
+                };
+                let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    rt.block_on(run(&mut ctx))
+                }));
+                match ended {
+                    Ok(()) => break,
+                    Err(_) => {
+                        let n = ctx.r.stats.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+                        log::error!("fleet: the session panicked; restarting it (restart {n})");
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
+            }
+            ctx.jobs.close();
+            if let Ok(q) = Queue::open(&ctx.r.cfg.queue_dir, ctx.r.cfg.queue_max_bytes) {
+                if !q.is_empty() {
+                    log::info!("fleet: {} result(s) stay queued for the next start", q.len());
+                }
+            }
         })
         .map_err(|source| FleetError::Io {
             what: "fleet thread",
             path: PathBuf::new(),
             source,
-        })
+        })?;
+    Ok(FleetHandle { thread, stop })
 }
 
-async fn run(
+/// What outlives one session (a panic restarts the session with the same context).
+struct Ctx {
     r: FleetRunner,
-    opts: MqttOptions,
     topics: Topics,
-    mut queue: Queue,
     shared: Arc<Shared>,
-    switch: Arc<dyn ModelSwitch>,
     report: Arc<UpdateReport>,
+    jobs: Arc<Jobs>,
+    changed_rx: tokio::sync::mpsc::Receiver<()>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    /// False once the pipeline ended: the link stays up (status, queue drain, commands,
+    /// updates) until the appliance stops.
+    rx_open: bool,
+}
+
+/// The event loop's own task: polls rumqttc (a connect in progress is never cancelled) and
+/// backs off after failures. The backoff only resets after a connection that stayed up.
+fn drive(
+    mut eventloop: rumqttc::EventLoop,
+    max_backoff: Duration,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::mpsc::Receiver<Result<Event, ConnectionError>>,
 ) {
-    let FleetRunner {
-        mut rx,
-        cfg,
-        device_id,
-        stats,
-    } = r;
-    let (client, mut eventloop) = AsyncClient::new(opts, 64);
-    let (ev_tx, mut ev_rx) = tokio::sync::mpsc::channel::<Result<Event, ConnectionError>>(64);
-    let max_backoff = Duration::from_millis(cfg.max_backoff_ms);
-    let driver = tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(250);
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let task = tokio::spawn(async move {
+        let first = Duration::from_millis(250);
+        let mut backoff = first;
+        let mut short_lived = 0u32;
+        let mut up_since: Option<tokio::time::Instant> = None;
         loop {
             let ev = eventloop.poll().await;
             let failed = ev.is_err();
             if matches!(ev, Ok(Event::Incoming(Incoming::ConnAck(_)))) {
-                backoff = Duration::from_millis(250);
+                up_since = Some(tokio::time::Instant::now());
             }
-            if ev_tx.send(ev).await.is_err() {
+            if tx.send(ev).await.is_err() {
                 break;
             }
             if failed {
+                match up_since.take() {
+                    Some(t) if t.elapsed() >= STABLE => {
+                        backoff = first;
+                        short_lived = 0;
+                    }
+                    Some(_) => short_lived += 1,
+                    None => {}
+                }
+                let cap = if short_lived >= 3 {
+                    SHORT_LIVED_MAX_BACKOFF.max(max_backoff)
+                } else {
+                    max_backoff
+                };
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(max_backoff);
+                backoff = (backoff * 2).min(cap);
             }
         }
     });
-    let (changed_tx, mut changed_rx) = tokio::sync::mpsc::channel::<()>(4);
-    let updates_on = cfg.updates.public_key.is_some();
-    let jobs = spawn_updater(&cfg, switch, report.clone(), changed_tx, shared.clone());
+    (task, rx)
+}
+
+async fn run(ctx: &mut Ctx) {
+    let opts = match options(&ctx.r.cfg, &ctx.r.device_id, &ctx.topics) {
+        Ok(o) => o,
+        Err(e) => {
+            log::error!("fleet: {e}");
+            return;
+        }
+    };
+    let mut queue = match Queue::open(&ctx.r.cfg.queue_dir, ctx.r.cfg.queue_max_bytes) {
+        Ok(q) => q,
+        Err(e) => {
+            log::error!("fleet: {}: {e}", ctx.r.cfg.queue_dir.display());
+            return;
+        }
+    };
+    if !queue.is_empty() {
+        log::info!(
+            "fleet: {} result(s) from an earlier run wait in {}",
+            queue.len(),
+            ctx.r.cfg.queue_dir.display()
+        );
+    }
+    let (client, eventloop) = AsyncClient::new(opts, 64);
+    let (driver, mut ev_rx) = drive(eventloop, Duration::from_millis(ctx.r.cfg.max_backoff_ms));
     let mut s = Session {
         client,
         connected: false,
+        connected_at: None,
+        short_lived: 0,
         order: VecDeque::new(),
         inflight: HashMap::new(),
-        stats: stats.clone(),
+        stats: ctx.r.stats.clone(),
         last_command: Value::Null,
+        last_screen_command: None,
         warned: false,
+        model_paused_until: None,
     };
-    let mut status_tick = tokio::time::interval(Duration::from_secs(cfg.status_interval_s));
-    let status = |s: &Session| {
-        let mut v = status_json(&device_id, &shared, &s.stats, &report);
-        v["last_command"] = s.last_command.clone();
-        v.to_string()
-    };
-    // The pipeline's end drops the sink: that closes the channel and ends this loop, after
-    // every result the pipeline made is queued.
-    let mut closed = false;
-    while !closed {
+    let mut status_tick = tokio::time::interval(Duration::from_secs(ctx.r.cfg.status_interval_s));
+    status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
         tokio::select! {
-            item = rx.recv() => match item {
-                Some(item) => s.enqueue(&mut queue, item, &shared),
-                None => closed = true,
+            item = ctx.r.rx.recv(), if ctx.rx_open => match item {
+                Some(item) => s.enqueue(&mut queue, item, &ctx.shared),
+                // The pipeline ended (slideshow over): the link stays, on its own clock.
+                None => ctx.rx_open = false,
             },
-            Some(ev) = ev_rx.recv() => match ev {
-                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                    s.connected = true;
-                    s.order.clear();
-                    s.inflight.clear();
-                    s.warned = false;
-                    log::info!("fleet: connected to {} as {device_id}", cfg.broker.as_deref().unwrap_or(""));
-                    let _ = s.client.try_subscribe(&topics.cmd, QoS::AtLeastOnce);
-                    if updates_on {
-                        let _ = s.client.try_subscribe(&topics.model, QoS::AtLeastOnce);
-                    }
-                    let body = status(&s);
-                    s.publish(&topics.status, true, body.into_bytes(), None);
-                }
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                    if let Some(entry) = s.order.pop_front() {
-                        s.inflight.insert(pkid, entry);
-                    }
-                }
-                Ok(Event::Incoming(Incoming::PubAck(ack))) => {
-                    if let Some(Some(path)) = s.inflight.remove(&ack.pkid) {
-                        queue.remove(&path);
-                        stats.sent.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                Ok(Event::Incoming(Incoming::Publish(p))) => {
-                    if p.topic == topics.cmd {
-                        if p.retain {
-                            // A retained command would re-run at every reconnect.
-                            log::warn!("fleet: ignoring a retained command on {}", p.topic);
-                        } else {
-                        s.last_command = command(&p.payload, &shared, &jobs).await;
-                        let body = status(&s);
-                        s.publish(&topics.status, true, body.into_bytes(), None);
-                        }
-                    } else if p.topic == topics.model && !p.payload.is_empty() {
-                        match Announcement::parse(&p.payload) {
-                            Ok(a) => { let _ = jobs.send(Job::Announce(a)); }
-                            Err(e) => {
-                                log::warn!("fleet: model announcement ignored: {e}");
-                                report.set(json!({"state": "refused", "reason": e.to_string()}));
-                                let body = status(&s);
-                                s.publish(&topics.status, true, body.into_bytes(), None);
-                            }
-                        }
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    if s.connected {
-                        stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if s.connected || !s.warned {
-                        log::warn!("fleet: broker unreachable ({e}); results wait in the queue ({} now)", queue.len());
-                        s.warned = true;
-                    }
-                    s.connected = false;
-                    s.order.clear();
-                    s.inflight.clear();
-                }
-            },
-            _ = status_tick.tick() => if s.connected {
-                let body = status(&s);
-                s.publish(&topics.status, true, body.into_bytes(), None);
-            },
-            Some(()) = changed_rx.recv() => if s.connected {
-                let body = status(&s);
-                s.publish(&topics.status, true, body.into_bytes(), None);
-            },
+            Some(ev) = ev_rx.recv() => s.on_event(ev, ctx, &mut queue),
+            _ = status_tick.tick() => s.send_status(ctx),
+            Some(()) = ctx.changed_rx.recv() => s.send_status(ctx),
+            _ = ctx.stop.changed() => break,
         }
-        s.stats.connected.store(s.connected, Ordering::Relaxed);
-        if s.connected {
-            s.fill_window(&mut queue, &topics.result);
-        }
-        stats.pending.store(queue.len() as u64, Ordering::Relaxed);
-        stats.pending_bytes.store(queue.bytes(), Ordering::Relaxed);
+        s.after_event(&mut queue, &ctx.topics.result);
     }
-    // Shutting down: give the broker a moment to acknowledge what is in flight, say goodbye
-    // (the last will is for vanishing).
-    if s.connected {
-        s.fill_window(&mut queue, &topics.result);
-        let mut v = offline_json(&device_id);
-        v["reason"] = "shutdown".into();
-        // What this run did with its results (a consumer can check nothing went missing).
-        let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        v["queue"] = json!({"queued_total": g(&stats.queued_total), "sent": g(&stats.sent),
-                            "dropped": g(&stats.dropped), "pending": queue.len()});
-        s.publish(&topics.status, true, v.to_string().into_bytes(), None);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while !(s.order.is_empty() && s.inflight.is_empty()) {
-            match tokio::time::timeout_at(deadline, ev_rx.recv()).await {
-                Ok(Some(Ok(Event::Outgoing(Outgoing::Publish(pkid))))) => {
-                    if let Some(e) = s.order.pop_front() {
-                        s.inflight.insert(pkid, e);
-                    }
-                }
-                Ok(Some(Ok(Event::Incoming(Incoming::PubAck(ack))))) => {
-                    if let Some(Some(path)) = s.inflight.remove(&ack.pkid) {
-                        queue.remove(&path);
-                        stats.sent.fetch_add(1, Ordering::Relaxed);
-                    }
-                    s.fill_window(&mut queue, &topics.result);
-                }
-                Ok(Some(Ok(_))) => {}
-                _ => break,
-            }
-        }
-        let _ = s.client.try_disconnect();
-        let _ = tokio::time::timeout(Duration::from_millis(500), ev_rx.recv()).await;
+    // Stopping: what the pipeline handed over last goes to the queue first.
+    while let Ok(item) = ctx.r.rx.try_recv() {
+        s.enqueue(&mut queue, item, &ctx.shared);
     }
+    s.goodbye(ctx, &mut queue, &mut ev_rx).await;
     driver.abort();
-    if !queue.is_empty() {
-        log::info!(
-            "fleet: {} result(s) stay queued for the next start",
-            queue.len()
-        );
-    }
 }
 
 struct Session {
     client: AsyncClient,
     connected: bool,
+    connected_at: Option<std::time::Instant>,
+    /// Connections in a row the broker closed within `STABLE`.
+    short_lived: u32,
     /// Publish requests in the order handed to the client, waiting for their packet id
     /// (`Some(file)` for results, `None` for status messages).
     order: VecDeque<Option<PathBuf>>,
     inflight: HashMap<u16, Option<PathBuf>>,
     stats: Arc<FleetStats>,
     last_command: Value,
+    last_screen_command: Option<std::time::Instant>,
     warned: bool,
+    /// Not subscribed to the model topic until then (an oversized message sits there).
+    model_paused_until: Option<std::time::Instant>,
 }
 
 impl Session {
+    fn status(&self, ctx: &Ctx) -> String {
+        let mut v = status_json(&ctx.r.device_id, &ctx.shared, &self.stats, &ctx.report);
+        v["last_command"] = self.last_command.clone();
+        if let Some(t) = self.model_paused_until {
+            v["model_topic"] = json!({"paused": true, "for_s": t.saturating_duration_since(std::time::Instant::now()).as_secs(),
+                "reason": format!("a message over {MAX_INCOMING} bytes on {}", ctx.topics.model)});
+        }
+        v.to_string()
+    }
+
+    fn send_status(&mut self, ctx: &Ctx) {
+        if self.connected {
+            let body = self.status(ctx);
+            self.publish(&ctx.topics.status, true, body.into_bytes(), None);
+        }
+    }
+
+    fn after_event(&mut self, queue: &mut Queue, topic: &str) {
+        self.stats.connected.store(self.connected, Ordering::Relaxed);
+        if self.connected {
+            self.fill_window(queue, topic);
+        }
+        self.stats.pending.store(queue.len() as u64, Ordering::Relaxed);
+        self.stats.pending_bytes.store(queue.bytes(), Ordering::Relaxed);
+    }
+
+    fn on_event(&mut self, ev: Result<Event, ConnectionError>, ctx: &mut Ctx, queue: &mut Queue) {
+        match ev {
+            Ok(Event::Incoming(Incoming::ConnAck(_))) => self.on_connected(ctx),
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                if let Some(entry) = self.order.pop_front() {
+                    self.inflight.insert(pkid, entry);
+                }
+            }
+            Ok(Event::Incoming(Incoming::PubAck(ack))) => self.acked(ack.pkid, queue),
+            Ok(Event::Incoming(Incoming::Publish(p))) => self.on_publish(p, ctx),
+            Ok(_) => {}
+            Err(e) => self.on_error(e, ctx, queue),
+        }
+    }
+
+    fn on_connected(&mut self, ctx: &Ctx) {
+        self.connected = true;
+        self.connected_at = Some(std::time::Instant::now());
+        self.order.clear();
+        self.inflight.clear();
+        self.warned = false;
+        log::info!(
+            "fleet: connected to {} as {}",
+            ctx.r.cfg.broker.as_deref().unwrap_or(""),
+            ctx.r.device_id
+        );
+        let _ = self.client.try_subscribe(&ctx.topics.cmd, QoS::AtLeastOnce);
+        if self
+            .model_paused_until
+            .is_some_and(|t| std::time::Instant::now() >= t)
+        {
+            self.model_paused_until = None;
+        }
+        if ctx.r.cfg.updates.public_key.is_some() && self.model_paused_until.is_none() {
+            let _ = self.client.try_subscribe(&ctx.topics.model, QoS::AtLeastOnce);
+        }
+        self.send_status(ctx);
+    }
+
+    fn acked(&mut self, pkid: u16, queue: &mut Queue) {
+        if let Some(Some(path)) = self.inflight.remove(&pkid) {
+            queue.remove(&path);
+            self.stats.sent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn on_publish(&mut self, p: rumqttc::Publish, ctx: &mut Ctx) {
+        if p.topic == ctx.topics.cmd {
+            if p.retain {
+                // A retained command would re-run at every reconnect.
+                log::warn!("fleet: ignoring a retained command on {}", p.topic);
+                return;
+            }
+            self.last_command = command(
+                &p.payload,
+                &ctx.shared,
+                &ctx.jobs,
+                &mut self.last_screen_command,
+            );
+            self.send_status(ctx);
+        } else if p.topic == ctx.topics.model && !p.payload.is_empty() {
+            // Checked before it takes a place: an unsigned flood costs nothing but this.
+            let running = ctx.shared.model().dir.clone();
+            let checked = Announcement::parse(&p.payload)
+                .and_then(|a| ctx.jobs.announce(a, &running));
+            if let Err(e) = checked {
+                log::warn!("fleet: model announcement ignored: {e}");
+                ctx.report
+                    .set(json!({"state": "refused", "reason": e.to_string(),
+                                "time": super::rfc3339(crate::sinks::storage::unix_ms())}));
+                self.send_status(ctx);
+            }
+        }
+    }
+
+    fn on_error(&mut self, e: ConnectionError, ctx: &Ctx, queue: &Queue) {
+        let oversized = matches!(
+            &e,
+            ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+                rumqttc::Error::PayloadSizeLimitExceeded(_)
+            ))
+        );
+        if oversized && ctx.r.cfg.updates.public_key.is_some() {
+            // Only the retained model topic redelivers at every connect.
+            log::error!(
+                "fleet: a message over {MAX_INCOMING} bytes arrived (a retained one on {}?): model updates paused for {} s, the rest of the link goes on",
+                ctx.topics.model,
+                MODEL_TOPIC_PAUSE.as_secs()
+            );
+            self.model_paused_until = Some(std::time::Instant::now() + MODEL_TOPIC_PAUSE);
+        }
+        let lived = self.connected_at.take().map(|t| t.elapsed());
+        if self.connected {
+            self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+            if lived.is_some_and(|d| d < STABLE) {
+                self.short_lived += 1;
+            } else {
+                self.short_lived = 0;
+            }
+            if self.short_lived == 3 {
+                log::error!(
+                    "fleet: the broker closes each connection right after it opens (another device with device_id {:?}? broker ACLs?); backing off up to {} s",
+                    ctx.r.device_id,
+                    SHORT_LIVED_MAX_BACKOFF.as_secs()
+                );
+            }
+        }
+        if (self.connected && self.short_lived < 3) || !self.warned {
+            log::warn!(
+                "fleet: broker unreachable ({e}); results wait in the queue ({} now)",
+                queue.len()
+            );
+            self.warned = true;
+        }
+        self.connected = false;
+        self.order.clear();
+        self.inflight.clear();
+    }
+
+    /// Shutting down: give the broker a moment to acknowledge what is in flight, say goodbye
+    /// (the last will is for vanishing).
+    async fn goodbye(
+        &mut self,
+        ctx: &Ctx,
+        queue: &mut Queue,
+        ev_rx: &mut tokio::sync::mpsc::Receiver<Result<Event, ConnectionError>>,
+    ) {
+        if !self.connected {
+            return;
+        }
+        let topic = &ctx.topics.result;
+        self.fill_window(queue, topic);
+        let stats = &self.stats;
+        let mut v = offline_json(&ctx.r.device_id);
+        v["reason"] = "shutdown".into();
+        // What this run did with its results (a consumer can check nothing went missing).
+        let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        v["queue"] = json!({"queued_total": g(&stats.queued_total), "sent": g(&stats.sent),
+                            "dropped": g(&stats.dropped), "pending": queue.len()});
+        self.publish(&ctx.topics.status, true, v.to_string().into_bytes(), None);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !(self.order.is_empty() && self.inflight.is_empty()) {
+            match tokio::time::timeout_at(deadline, ev_rx.recv()).await {
+                Ok(Some(Ok(Event::Outgoing(Outgoing::Publish(pkid))))) => {
+                    if let Some(e) = self.order.pop_front() {
+                        self.inflight.insert(pkid, e);
+                    }
+                }
+                Ok(Some(Ok(Event::Incoming(Incoming::PubAck(ack))))) => {
+                    self.acked(ack.pkid, queue);
+                    self.fill_window(queue, topic);
+                }
+                Ok(Some(Ok(_))) => {}
+                _ => break,
+            }
+        }
+        let _ = self.client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_millis(500), ev_rx.recv()).await;
+    }
+
     fn publish(&mut self, topic: &str, retain: bool, body: Vec<u8>, file: Option<PathBuf>) -> bool {
         match self
             .client
@@ -354,12 +556,9 @@ impl Session {
         }
     }
 
-    fn enqueue(&mut self, queue: &mut Queue, item: Item, shared: &Shared) {
-        let Item { mut body, frame } = item;
-        let model = shared.model();
-        if body["model"]["name"] == model.manifest.name.as_str() {
-            body["model"]["sha256"] = model.manifest.sha256.clone().into();
-        }
+    fn enqueue(&mut self, queue: &mut Queue, item: Item, _shared: &Shared) {
+        let Item { body, frame } = item;
+        let mut body = body;
         if let Some(img) = frame {
             let mut jpg = Vec::new();
             if img
