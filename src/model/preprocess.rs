@@ -147,6 +147,13 @@ pub struct JpegLayout {
     pub scans: usize,
 }
 
+/// Zero bytes in a row that no camera's entropy-coded data holds.
+const MAX_ZERO_RUN: usize = 256;
+
+fn longest_zero_run(b: &[u8]) -> usize {
+    b.split(|&x| x != 0).map(<[u8]>::len).max().unwrap_or(0)
+}
+
 /// Walk a JPEG's markers (entropy-coded data skipped as the standard defines it: FF is
 /// stuffed as FF 00 or is a restart marker) up to the end-of-image marker.
 pub fn jpeg_layout(bytes: &[u8]) -> Result<JpegLayout, String> {
@@ -200,6 +207,14 @@ pub fn jpeg_layout(bytes: &[u8]) -> Result<JpegLayout, String> {
                     else {
                         return Err("scan data runs past the end of the file".into());
                     };
+                    // Huffman-coded photo data is close to random; a long run of zero bytes is
+                    // wiped data, which a decoder turns into a plausible-looking pattern.
+                    let zeros = longest_zero_run(&bytes[i..i + off]);
+                    if zeros >= MAX_ZERO_RUN {
+                        return Err(format!(
+                            "scan data holds a run of {zeros} zero bytes (wiped or damaged)"
+                        ));
+                    }
                     i += off;
                     match bytes.get(i + 1) {
                         Some(0x00) | Some(0xD0..=0xD7) => i += 2,

@@ -167,11 +167,16 @@ impl Sub {
 /// `dermcam run` on a looping slideshow of the samples (one frame every `interval_ms`), the
 /// small Lite0 bundle on one thread, fleet settings from `fleet` (a `[fleet]` body).
 fn device(dir: &Path, fleet: &str, interval_ms: u64) -> Proc {
+    device_with(dir, fleet, interval_ms, true)
+}
+
+/// `device`, with a slideshow that ends after one pass when `repeat` is false.
+fn device_with(dir: &Path, fleet: &str, interval_ms: u64, repeat: bool) -> Proc {
     let config = crate::run_config(
         dir,
         &crate::root().join("tests/samples"),
         interval_ms,
-        true,
+        repeat,
         &format!(
             "kind = \"png\"\npath = \"{}/screen.png\"\nwidth = 240\nheight = 240",
             dir.display()
@@ -638,6 +643,8 @@ fn signed_bundle_is_installed_and_bad_ones_are_refused() {
     std::fs::write(&tampered, &bytes).unwrap();
     let mut a = good.clone();
     a.url = format!("file://{}", tampered.display());
+    // (The URL is signed too: the clinic's server is what serves the damaged copy.)
+    a.sign(&k.private).unwrap();
     refused(&a, "sha256 mismatch");
 
     // Signed by another key.
@@ -904,4 +911,174 @@ fn download_urls_to_special_files_fail_at_once() {
     std::fs::create_dir_all(up.cfg.models_dir.join(".staging-abc")).unwrap();
     up.clean_leftovers();
     assert_eq!(std::fs::read_dir(&up.cfg.models_dir).unwrap().count(), 0);
+}
+
+fn mosquitto_pub(port: u16, args: &[&str], stdin: Option<&[u8]>) {
+    let mut c = Command::new(find("mosquitto_pub").unwrap())
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .spawn()
+        .unwrap();
+    if let Some(b) = stdin {
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(b).unwrap();
+    }
+    assert!(c.wait().unwrap().success(), "mosquitto_pub {args:?}");
+}
+
+fn connects(dir: &Path) -> usize {
+    device_log(dir).matches("fleet: connected to").count()
+}
+
+/// A device whose slideshow has ended keeps its fleet link: after a broker outage it
+/// reconnects on its own clock and delivers every result (was: 8 of 21, the rest stuck).
+#[test]
+fn idle_device_reconnects_after_an_outage_and_delivers_everything() {
+    let Some((bin, sub)) = mosquitto() else {
+        return;
+    };
+    let dir = scratch("fleet-idle");
+    let mut broker = Broker::start(&dir, &bin, "");
+    let s = Sub::start(&sub, broker.port, "dermcam/#", dir.join("sub.txt"), &[]);
+    let fleet = format!(
+        "broker = \"mqtt://127.0.0.1:{}\"\npublish = \"all\"\nmax_rate_hz = 50",
+        broker.port
+    );
+    let mut dev = device_with(&dir, &fleet, 300, false);
+    assert!(
+        wait_until(Duration::from_secs(60), || !s.messages("/result").is_empty()),
+        "no first result: {}",
+        device_log(&dir)
+    );
+    broker.stop();
+    // The slideshow ends during the outage; nothing new arrives after it.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(device_log(&dir).contains("broker unreachable"));
+    broker.restart();
+    let n = crate::samples().len();
+    assert!(
+        wait_until(Duration::from_secs(30), || ids(&s.messages("/result")).len() >= n),
+        "after the outage only {} of {n} results: {}",
+        ids(&s.messages("/result")).len(),
+        device_log(&dir)
+    );
+    // The status heartbeat runs on the same clock.
+    let before = s.messages("/status").len();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(s.messages("/status").len() > before, "no status after the slideshow ended");
+    term(&mut dev, Duration::from_secs(20));
+    assert_eq!(ids(&s.messages("/result")).len() as u64, queued_total(&s));
+}
+
+/// A retained message on the model topic larger than a device reads (and one merely large)
+/// must not cut every device off: the link stays, the backoff does not reset on connections
+/// that fail at once, results flow.
+#[test]
+fn oversized_retained_model_message_keeps_the_link() {
+    let Some((bin, sub)) = mosquitto() else {
+        return;
+    };
+    let dir = scratch("fleet-oversized");
+    let broker = Broker::start(&dir, &bin, "");
+    let s = Sub::start(&sub, broker.port, "dermcam/dev1/#", dir.join("sub.txt"), &[]);
+    let big = dir.join("big.json");
+    std::fs::write(&big, vec![b'x'; 1_500_000]).unwrap();
+    let port = broker.port.to_string();
+    mosquitto_pub(broker.port, &["-t", "dermcam/fleet/model", "-r", "-f", big.to_str().unwrap()], None);
+    let (_, public) = signing::keygen().unwrap();
+    let fleet = format!(
+        "broker = \"mqtt://127.0.0.1:{port}\"\npublish = \"all\"\nmax_rate_hz = 4\n\n[fleet.updates]\npublic_key = \"{public}\"\nmodels_dir = \"{}/models\"",
+        dir.display()
+    );
+    let _dev = device(&dir, &fleet, 200);
+    assert!(
+        wait_until(Duration::from_secs(60), || s.messages("/result").len() >= 3),
+        "no results with a 1.5 MB retained message: {}",
+        device_log(&dir)
+    );
+    assert!(device_log(&dir).contains("model announcement ignored"), "{}", device_log(&dir));
+    // Now one over the device's packet limit.
+    let huge = dir.join("huge.json");
+    std::fs::write(&huge, vec![b'y'; 6_000_000]).unwrap();
+    mosquitto_pub(broker.port, &["-t", "dermcam/fleet/model", "-r", "-f", huge.to_str().unwrap()], None);
+    let had = s.messages("/result").len();
+    std::thread::sleep(Duration::from_secs(12));
+    assert!(
+        s.messages("/result").len() >= had + 10,
+        "results stopped after an oversized retained message: {}",
+        device_log(&dir)
+    );
+    assert!(connects(&dir) <= 4, "{} connects: {}", connects(&dir), device_log(&dir));
+    assert!(device_log(&dir).contains("model updates paused"));
+    let st = s.messages("/status");
+    assert_eq!(st.last().unwrap()["model_topic"]["paused"], true, "{:?}", st.last());
+}
+
+/// A signed update over the broker lands although unsigned announcements and reload commands
+/// flood in first; a replayed older release is refused and the status says why.
+#[test]
+fn signed_update_over_the_broker_survives_floods_and_refuses_replays() {
+    let Some((bin, sub)) = mosquitto() else {
+        return;
+    };
+    let k = kit("fleet-broker-update");
+    let dir = k.dir.clone();
+    let broker = Broker::start(&dir, &bin, "");
+    let s = Sub::start(&sub, broker.port, "dermcam/dev1/#", dir.join("sub.txt"), &[]);
+    let fleet = format!(
+        "broker = \"mqtt://127.0.0.1:{}\"\npublish = \"frozen\"\n\n[fleet.updates]\npublic_key = \"{}\"\nmodels_dir = \"{}/models\"",
+        broker.port,
+        k.public,
+        dir.display()
+    );
+    let _dev = device(&dir, &fleet, 300);
+    assert!(
+        wait_until(Duration::from_secs(60), || s
+            .messages("/status")
+            .last()
+            .is_some_and(|v| v["online"] == true)),
+        "device not online: {}",
+        device_log(&dir)
+    );
+    // Floods: unsigned announcements (each ~20 KB) and reload commands.
+    let junk: String = (0..200)
+        .map(|i| format!("{{\"name\":\"x{i}\",\"pad\":\"{}\"}}\n", "z".repeat(20_000)))
+        .collect();
+    mosquitto_pub(broker.port, &["-t", "dermcam/fleet/model", "-l"], Some(junk.as_bytes()));
+    let reloads = "reload-model\n".repeat(50);
+    mosquitto_pub(broker.port, &["-t", "dermcam/dev1/cmd", "-l"], Some(reloads.as_bytes()));
+    let second_tar = dir.join("second.tar");
+    retar(&k.archive, &second_tar, |name, mut b| {
+        if name == "MODEL_CARD.md" {
+            b.extend_from_slice(b"\nsecond build\n");
+        }
+        b
+    });
+    let v1 = k.announce_as(&k.archive, &k.private, 1, "*");
+    let v2 = k.announce_as(&second_tar, &k.private, 2, "dev1");
+    let t = Instant::now();
+    mosquitto_pub(broker.port, &["-t", "dermcam/fleet/model", "-r", "-m", &serde_json::to_string(&v2).unwrap()], None);
+    let state = |s: &Sub| s.messages("/status").last().map(|v| v["model_update"].clone());
+    assert!(
+        wait_until(Duration::from_secs(90), || state(&s).is_some_and(|u| u["state"] == "switched")),
+        "update not installed: {:?} {}",
+        state(&s),
+        device_log(&dir)
+    );
+    let took = t.elapsed();
+    let u = state(&s).unwrap();
+    assert_eq!(u["name"], "effl0-v2", "{u}");
+    assert_eq!(u["version"], 2, "{u}");
+    // The older signed release, replayed: refused, and the device stays on version 2.
+    mosquitto_pub(broker.port, &["-t", "dermcam/fleet/model", "-r", "-m", &serde_json::to_string(&v1).unwrap()], None);
+    assert!(
+        wait_until(Duration::from_secs(30), || state(&s).is_some_and(|u| u["state"] == "refused"
+            && u["reason"].as_str().unwrap_or("").contains("not newer"))),
+        "replay not refused: {:?}",
+        state(&s)
+    );
+    let active = Active::read(&dir.join("models"));
+    assert_eq!((active.version, active.max_version), (2, 2));
+    assert!(took < Duration::from_secs(90));
 }

@@ -13,6 +13,7 @@ mod installed;
 #[cfg(feature = "ort")]
 mod ort;
 mod pipeline;
+mod reliability;
 mod render;
 mod service;
 #[cfg(feature = "web")]

@@ -568,7 +568,7 @@ mod tests {
     #[test]
     fn announcements_are_checked() {
         let ok = format!(
-            r#"{{"name":"effl0-v3","url":"http://h/b.tar","sha256":"{}","signature":"00"}}"#,
+            r#"{{"name":"effl0-v3","version":3,"url":"http://h/b.tar","sha256":"{}","target":"*","expires":1,"signature":"00"}}"#,
             "a".repeat(64)
         );
         let a = Announcement::parse(ok.as_bytes()).unwrap();
@@ -577,6 +577,11 @@ mod tests {
             ok.replace("effl0-v3", "../etc"),
             ok.replace(&"a".repeat(64), "abc"),
             ok.replace("\"signature\"", "\"sig\""),
+            ok.replace("\"version\":3", "\"version\":0"),
+            ok.replace("\"target\":\"*\"", "\"target\":\"a/b\""),
+            ok.replace("http://h/b.tar", "http://h/b c.tar"),
+            ok.replace(",\"version\":3", ""),
+            format!("{ok:<9000}"),
             "{".into(),
         ] {
             assert!(Announcement::parse(bad.as_bytes()).is_err(), "{bad}");
