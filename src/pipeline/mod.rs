@@ -40,6 +40,35 @@ fn initial_state(model: &Model) -> DisplayState {
     }
 }
 
+/// Test knob for the watchdog checks: `DERMCAM_TEST_HANG=capture:N` makes the source's read
+/// block for good after N frames, like a V4L2 read that never returns (whoever can set a
+/// service's environment can stop it anyway).
+fn test_hang(source: Box<dyn FrameSource>) -> Box<dyn FrameSource> {
+    struct HangAfter(Box<dyn FrameSource>, u64);
+    impl FrameSource for HangAfter {
+        fn next_frame(&mut self) -> Result<Frame, crate::source::SourceError> {
+            if self.1 == 0 {
+                loop {
+                    std::thread::park();
+                }
+            }
+            let f = self.0.next_frame();
+            if f.is_ok() {
+                self.1 -= 1;
+            }
+            f
+        }
+    }
+    let knob = std::env::var("DERMCAM_TEST_HANG").unwrap_or_default();
+    match knob.strip_prefix("capture:").and_then(|n| n.parse().ok()) {
+        Some(n) => {
+            log::warn!("DERMCAM_TEST_HANG: the capture stage hangs after {n} frame(s)");
+            Box::new(HangAfter(source, n))
+        }
+        None => source,
+    }
+}
+
 impl Pipeline {
     pub fn start(
         model: Arc<Model>,
@@ -48,6 +77,7 @@ impl Pipeline {
         sinks: Vec<Box<dyn Sink>>,
         cfg: PipelineConfig,
     ) -> Pipeline {
+        let source = test_hang(source);
         let shared = Arc::new(Shared::new(model.clone()));
         let frames: Arc<Latest<Frame>> = Arc::new(Latest::default());
         let status = Arc::new(Mutex::new(SourceStatus::Starting));

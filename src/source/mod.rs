@@ -394,6 +394,40 @@ mod tests {
         assert!(yuyv_to_rgb(&buf, u32::MAX, u32::MAX).is_err());
     }
 
+    /// A camera that opens but refuses every read (a mode it does not support): the retry
+    /// interval grows instead of staying at the minimum, and the reason is not prefixed twice.
+    #[test]
+    fn a_camera_failing_at_first_read_backs_off_and_says_it_once() {
+        struct Refuses;
+        impl FrameSource for Refuses {
+            fn next_frame(&mut self) -> Result<Frame, SourceError> {
+                Err(SourceError::Config("YUYV 640x480 not supported".into()))
+            }
+        }
+        let mut sup = Reconnecting::new(
+            || Ok(Box::new(Refuses) as Box<dyn FrameSource>),
+            Duration::from_millis(10),
+            Duration::from_millis(80),
+        );
+        let mut gaps = Vec::new();
+        let mut last = Instant::now();
+        for _ in 0..6 {
+            match sup.next_frame() {
+                Err(SourceError::Disconnected(m)) => {
+                    assert_eq!(m, "YUYV 640x480 not supported");
+                    let e = SourceError::Disconnected(m).to_string();
+                    assert_eq!(e.matches("camera disconnected").count(), 1, "{e}");
+                }
+                other => panic!("{other:?}"),
+            }
+            gaps.push(last.elapsed());
+            last = Instant::now();
+        }
+        // 0, 10, 20, 40, 80, 80 ms: growing, capped.
+        assert!(gaps[4] >= Duration::from_millis(75), "{gaps:?}");
+        assert!(gaps[5] >= Duration::from_millis(75), "{gaps:?}");
+    }
+
     #[test]
     fn mjpeg_garbage_is_bad_frame() {
         assert!(matches!(

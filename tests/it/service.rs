@@ -35,11 +35,9 @@ fn notify_ready_after_first_frame_then_watchdog_only_while_progressing() {
     for s in samples() {
         std::fs::copy(&s, images.join(s.file_name().unwrap())).unwrap();
     }
-    // A "camera" that hangs: after the real images, reading this FIFO blocks forever (nobody
-    // writes to it), like a V4L2 read that never returns.
-    let fifo = images.join("zz_hung_camera.jpg");
-    let st = Command::new("mkfifo").arg(&fifo).status().unwrap();
-    assert!(st.success(), "mkfifo failed");
+    // A "camera" that hangs after the real images, like a V4L2 read that never returns (image
+    // files are read as regular files only, so a FIFO no longer blocks the slideshow).
+    let n_images = samples().len().to_string();
     let config = crate::run_config(
         &dir,
         &images,
@@ -58,6 +56,7 @@ fn notify_ready_after_first_frame_then_watchdog_only_while_progressing() {
         .arg(&config)
         .env("NOTIFY_SOCKET", &sock_path)
         .env("WATCHDOG_USEC", "400000")
+        .env("DERMCAM_TEST_HANG", format!("capture:{n_images}"))
         .env("DERMCAM_MODEL", crate::default_bundle())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
