@@ -203,7 +203,9 @@ pub fn jpeg_layout(bytes: &[u8]) -> Result<JpegLayout, String> {
                 }
                 // Entropy-coded data up to the next marker that is not a stuffed byte or RSTn.
                 loop {
-                    let Some(off) = bytes.get(i..).and_then(|r| r.iter().position(|&b| b == 0xFF))
+                    let Some(off) = bytes
+                        .get(i..)
+                        .and_then(|r| r.iter().position(|&b| b == 0xFF))
                     else {
                         return Err("scan data runs past the end of the file".into());
                     };
@@ -265,7 +267,11 @@ fn decode_jpeg(
     };
     let kind = format!(
         "{} JPEG, {} component(s), {} scan(s)",
-        if layout.progressive { "progressive" } else { "baseline" },
+        if layout.progressive {
+            "progressive"
+        } else {
+            "baseline"
+        },
         layout.components,
         layout.scans
     );
@@ -274,8 +280,10 @@ fn decode_jpeg(
         .set_max_width(width as usize)
         .set_max_height(height as usize)
         .jpeg_set_out_colorspace(ColorSpace::RGB);
-    let mut decoder =
-        zune_jpeg::JpegDecoder::new_with_options(zune_core::bytestream::ZCursor::new(bytes), options);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(
+        zune_core::bytestream::ZCursor::new(bytes),
+        options,
+    );
     decoder
         .decode_headers()
         .map_err(|e| dec_err(format!("{e:?}")))?;
@@ -289,7 +297,11 @@ fn decode_jpeg(
         .exif()
         .and_then(|x| image::metadata::Orientation::from_exif_chunk(x))
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let rotate = if needs_copy(orientation) { pixels * 3 } else { 0 };
+    let rotate = if needs_copy(orientation) {
+        pixels * 3
+    } else {
+        0
+    };
     budget_check(width, height, kind, pixels * 3 + coefficients + rotate)?;
     let out = decoder.decode().map_err(|e| dec_err(format!("{e:?}")))?;
     let rgb = RgbImage::from_raw(width, height, out)
@@ -435,7 +447,9 @@ pub fn read_image_file(path: &Path) -> Result<Vec<u8>, ImageError> {
         .read_to_end(&mut bytes)
         .map_err(io)?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(invalid(format!("grew past {MAX_FILE_BYTES} bytes while read")));
+        return Err(invalid(format!(
+            "grew past {MAX_FILE_BYTES} bytes while read"
+        )));
     }
     Ok(bytes)
 }

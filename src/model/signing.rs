@@ -20,7 +20,6 @@ pub enum SignError {
     },
 }
 
-
 /// A new key pair: (private key hex, public key hex).
 pub fn keygen() -> Result<(String, String), SignError> {
     let mut seed = [0u8; 32];

@@ -34,7 +34,13 @@ pub(super) fn client_ip(req: &Request) -> Option<IpAddr> {
 /// router behind [`require_auth`] unless they are deliberately put in the public one.
 pub(super) async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
     st.counters.requests.fetch_add(1, Ordering::Relaxed);
-    let mut resp = if req.headers().get_all(axum::http::header::HOST).iter().count() > 1 {
+    let mut resp = if req
+        .headers()
+        .get_all(axum::http::header::HOST)
+        .iter()
+        .count()
+        > 1
+    {
         // Which one a proxy in front would use is anyone's guess (RFC 9112: answer 400).
         st.counters.refused_origin.fetch_add(1, Ordering::Relaxed);
         ApiError::new(StatusCode::BAD_REQUEST, "more than one Host header").into_response()

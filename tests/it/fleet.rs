@@ -601,6 +601,19 @@ impl Kit {
     }
 }
 
+/// The kit's archive with a changed model card: another build (another sha256) of the same
+/// bundle.
+fn second_build(k: &Kit) -> PathBuf {
+    let second = k.dir.join("second.tar");
+    retar(&k.archive, &second, |name, mut b| {
+        if name == "MODEL_CARD.md" {
+            b.extend_from_slice(b"\nsecond build\n");
+        }
+        b
+    });
+    second
+}
+
 /// Rewrite a tar with `edit` applied to each (name, bytes) entry.
 fn retar(src: &Path, dst: &Path, edit: impl Fn(&str, Vec<u8>) -> Vec<u8>) {
     let mut a = tar::Archive::new(std::fs::File::open(src).unwrap());
@@ -752,13 +765,7 @@ fn broken_model_at_start_up_is_rolled_back() {
     let sw = Switches(Mutex::new(vec![]));
     // Two updates: the first becomes `previous`.
     let first = up.apply(&k.announce(&k.archive, &k.private), &sw).unwrap();
-    let second_tar = k.dir.join("second.tar");
-    retar(&k.archive, &second_tar, |name, mut b| {
-        if name == "MODEL_CARD.md" {
-            b.extend_from_slice(b"\nsecond build\n");
-        }
-        b
-    });
+    let second_tar = second_build(&k);
     let second = up.apply(&k.announce(&second_tar, &k.private), &sw).unwrap();
     assert_ne!(first, second);
     let load = |d: &Path| -> Result<PathBuf, String> {
@@ -829,13 +836,7 @@ fn replayed_or_edited_announcements_are_refused() {
     let up = k.updater();
     let sw = Switches(Mutex::new(vec![]));
     let v1 = k.announce_as(&k.archive, &k.private, 1, "*");
-    let second_tar = k.dir.join("second.tar");
-    retar(&k.archive, &second_tar, |name, mut b| {
-        if name == "MODEL_CARD.md" {
-            b.extend_from_slice(b"\nsecond build\n");
-        }
-        b
-    });
+    let second_tar = second_build(&k);
     let v2 = k.announce_as(&second_tar, &k.private, 2, "dev*");
     up.apply(&v2, &sw).unwrap();
     assert_eq!(Active::read(&up.cfg.models_dir).max_version, 2);
@@ -843,7 +844,11 @@ fn replayed_or_edited_announcements_are_refused() {
     let refused = |a: &Announcement, what: &str| {
         let e = up.apply(a, &sw).unwrap_err().to_string();
         assert!(e.contains(what), "expected {what:?}, got {e}");
-        assert_eq!(Active::read(&up.cfg.models_dir), before, "{what}: state changed");
+        assert_eq!(
+            Active::read(&up.cfg.models_dir),
+            before,
+            "{what}: state changed"
+        );
         assert_eq!(sw.0.lock().unwrap().len(), 1, "{what}: switched");
     };
     // The older signed release, replayed as it was: a downgrade.
@@ -862,9 +867,21 @@ fn replayed_or_edited_announcements_are_refused() {
         refused(&a, "signature does not match");
     }
     // The same release read again (retained message) is no news, not an error.
-    assert!(!up.check(&v2, &Active::read(&up.cfg.models_dir).current.map(|c| up.cfg.models_dir.join(c)).unwrap()).unwrap());
+    assert!(
+        !up.check(
+            &v2,
+            &Active::read(&up.cfg.models_dir)
+                .current
+                .map(|c| up.cfg.models_dir.join(c))
+                .unwrap()
+        )
+        .unwrap()
+    );
     // For another device; expired.
-    refused(&k.announce_as(&second_tar, &k.private, 5, "clinic-b-*"), "not this device");
+    refused(
+        &k.announce_as(&second_tar, &k.private, 5, "clinic-b-*"),
+        "not this device",
+    );
     let mut old = k.announce_as(&second_tar, &k.private, 6, "*");
     old.expires = dermcam::device::update::unix_now() - 10;
     old.sign(&k.private).unwrap();
@@ -889,15 +906,28 @@ fn download_urls_to_special_files_fail_at_once() {
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     // SAFETY: mkfifo on a path of our own.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    for (i, target) in ["/dev/ptmx", "/dev/zero", fifo.to_str().unwrap()].iter().enumerate() {
+    for (i, target) in ["/dev/ptmx", "/dev/zero", fifo.to_str().unwrap()]
+        .iter()
+        .enumerate()
+    {
         let mut a = k.announce_as(&k.archive, &k.private, 10 + i as u64, "*");
         a.url = format!("file://{target}");
         a.sign(&k.private).unwrap();
         let t = Instant::now();
         let e = up.apply(&a, &sw).unwrap_err();
-        assert!(t.elapsed() < Duration::from_secs(5), "{target}: took {:?}", t.elapsed());
-        assert!(e.to_string().contains("not a regular file"), "{target}: {e}");
-        assert!(e.is_transient(), "{target}: a download failure is worth a retry");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{target}: took {:?}",
+            t.elapsed()
+        );
+        assert!(
+            e.to_string().contains("not a regular file"),
+            "{target}: {e}"
+        );
+        assert!(
+            e.is_transient(),
+            "{target}: a download failure is worth a retry"
+        );
     }
     let left: Vec<_> = std::fs::read_dir(&up.cfg.models_dir)
         .unwrap()
@@ -917,7 +947,11 @@ fn mosquitto_pub(port: u16, args: &[&str], stdin: Option<&[u8]>) {
     let mut c = Command::new(find("mosquitto_pub").unwrap())
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .unwrap();
     if let Some(b) = stdin {
@@ -947,7 +981,9 @@ fn idle_device_reconnects_after_an_outage_and_delivers_everything() {
     );
     let mut dev = device_with(&dir, &fleet, 300, false);
     assert!(
-        wait_until(Duration::from_secs(60), || !s.messages("/result").is_empty()),
+        wait_until(Duration::from_secs(60), || !s
+            .messages("/result")
+            .is_empty()),
         "no first result: {}",
         device_log(&dir)
     );
@@ -958,7 +994,9 @@ fn idle_device_reconnects_after_an_outage_and_delivers_everything() {
     broker.restart();
     let n = crate::samples().len();
     assert!(
-        wait_until(Duration::from_secs(30), || ids(&s.messages("/result")).len() >= n),
+        wait_until(Duration::from_secs(30), || ids(&s.messages("/result"))
+            .len()
+            >= n),
         "after the outage only {} of {n} results: {}",
         ids(&s.messages("/result")).len(),
         device_log(&dir)
@@ -966,7 +1004,10 @@ fn idle_device_reconnects_after_an_outage_and_delivers_everything() {
     // The status heartbeat runs on the same clock.
     let before = s.messages("/status").len();
     std::thread::sleep(Duration::from_secs(3));
-    assert!(s.messages("/status").len() > before, "no status after the slideshow ended");
+    assert!(
+        s.messages("/status").len() > before,
+        "no status after the slideshow ended"
+    );
     term(&mut dev, Duration::from_secs(20));
     assert_eq!(ids(&s.messages("/result")).len() as u64, queued_total(&s));
 }
@@ -981,11 +1022,27 @@ fn oversized_retained_model_message_keeps_the_link() {
     };
     let dir = scratch("fleet-oversized");
     let broker = Broker::start(&dir, &bin, "");
-    let s = Sub::start(&sub, broker.port, "dermcam/dev1/#", dir.join("sub.txt"), &[]);
+    let s = Sub::start(
+        &sub,
+        broker.port,
+        "dermcam/dev1/#",
+        dir.join("sub.txt"),
+        &[],
+    );
     let big = dir.join("big.json");
     std::fs::write(&big, vec![b'x'; 1_500_000]).unwrap();
     let port = broker.port.to_string();
-    mosquitto_pub(broker.port, &["-t", "dermcam/fleet/model", "-r", "-f", big.to_str().unwrap()], None);
+    mosquitto_pub(
+        broker.port,
+        &[
+            "-t",
+            "dermcam/fleet/model",
+            "-r",
+            "-f",
+            big.to_str().unwrap(),
+        ],
+        None,
+    );
     let (_, public) = signing::keygen().unwrap();
     let fleet = format!(
         "broker = \"mqtt://127.0.0.1:{port}\"\npublish = \"all\"\nmax_rate_hz = 4\n\n[fleet.updates]\npublic_key = \"{public}\"\nmodels_dir = \"{}/models\"",
@@ -997,11 +1054,25 @@ fn oversized_retained_model_message_keeps_the_link() {
         "no results with a 1.5 MB retained message: {}",
         device_log(&dir)
     );
-    assert!(device_log(&dir).contains("model announcement ignored"), "{}", device_log(&dir));
+    assert!(
+        device_log(&dir).contains("model announcement ignored"),
+        "{}",
+        device_log(&dir)
+    );
     // Now one over the device's packet limit.
     let huge = dir.join("huge.json");
     std::fs::write(&huge, vec![b'y'; 6_000_000]).unwrap();
-    mosquitto_pub(broker.port, &["-t", "dermcam/fleet/model", "-r", "-f", huge.to_str().unwrap()], None);
+    mosquitto_pub(
+        broker.port,
+        &[
+            "-t",
+            "dermcam/fleet/model",
+            "-r",
+            "-f",
+            huge.to_str().unwrap(),
+        ],
+        None,
+    );
     let had = s.messages("/result").len();
     std::thread::sleep(Duration::from_secs(12));
     assert!(
@@ -1009,10 +1080,20 @@ fn oversized_retained_model_message_keeps_the_link() {
         "results stopped after an oversized retained message: {}",
         device_log(&dir)
     );
-    assert!(connects(&dir) <= 4, "{} connects: {}", connects(&dir), device_log(&dir));
+    assert!(
+        connects(&dir) <= 4,
+        "{} connects: {}",
+        connects(&dir),
+        device_log(&dir)
+    );
     assert!(device_log(&dir).contains("model updates paused"));
     let st = s.messages("/status");
-    assert_eq!(st.last().unwrap()["model_topic"]["paused"], true, "{:?}", st.last());
+    assert_eq!(
+        st.last().unwrap()["model_topic"]["paused"],
+        true,
+        "{:?}",
+        st.last()
+    );
 }
 
 /// A signed update over the broker lands although unsigned announcements and reload commands
@@ -1025,7 +1106,13 @@ fn signed_update_over_the_broker_survives_floods_and_refuses_replays() {
     let k = kit("fleet-broker-update");
     let dir = k.dir.clone();
     let broker = Broker::start(&dir, &bin, "");
-    let s = Sub::start(&sub, broker.port, "dermcam/dev1/#", dir.join("sub.txt"), &[]);
+    let s = Sub::start(
+        &sub,
+        broker.port,
+        "dermcam/dev1/#",
+        dir.join("sub.txt"),
+        &[],
+    );
     let fleet = format!(
         "broker = \"mqtt://127.0.0.1:{}\"\npublish = \"frozen\"\n\n[fleet.updates]\npublic_key = \"{}\"\nmodels_dir = \"{}/models\"",
         broker.port,
@@ -1045,23 +1132,40 @@ fn signed_update_over_the_broker_survives_floods_and_refuses_replays() {
     let junk: String = (0..200)
         .map(|i| format!("{{\"name\":\"x{i}\",\"pad\":\"{}\"}}\n", "z".repeat(20_000)))
         .collect();
-    mosquitto_pub(broker.port, &["-t", "dermcam/fleet/model", "-l"], Some(junk.as_bytes()));
+    mosquitto_pub(
+        broker.port,
+        &["-t", "dermcam/fleet/model", "-l"],
+        Some(junk.as_bytes()),
+    );
     let reloads = "reload-model\n".repeat(50);
-    mosquitto_pub(broker.port, &["-t", "dermcam/dev1/cmd", "-l"], Some(reloads.as_bytes()));
-    let second_tar = dir.join("second.tar");
-    retar(&k.archive, &second_tar, |name, mut b| {
-        if name == "MODEL_CARD.md" {
-            b.extend_from_slice(b"\nsecond build\n");
-        }
-        b
-    });
+    mosquitto_pub(
+        broker.port,
+        &["-t", "dermcam/dev1/cmd", "-l"],
+        Some(reloads.as_bytes()),
+    );
+    let second_tar = second_build(&k);
     let v1 = k.announce_as(&k.archive, &k.private, 1, "*");
     let v2 = k.announce_as(&second_tar, &k.private, 2, "dev1");
     let t = Instant::now();
-    mosquitto_pub(broker.port, &["-t", "dermcam/fleet/model", "-r", "-m", &serde_json::to_string(&v2).unwrap()], None);
-    let state = |s: &Sub| s.messages("/status").last().map(|v| v["model_update"].clone());
+    mosquitto_pub(
+        broker.port,
+        &[
+            "-t",
+            "dermcam/fleet/model",
+            "-r",
+            "-m",
+            &serde_json::to_string(&v2).unwrap(),
+        ],
+        None,
+    );
+    let state = |s: &Sub| {
+        s.messages("/status")
+            .last()
+            .map(|v| v["model_update"].clone())
+    };
     assert!(
-        wait_until(Duration::from_secs(90), || state(&s).is_some_and(|u| u["state"] == "switched")),
+        wait_until(Duration::from_secs(90), || state(&s)
+            .is_some_and(|u| u["state"] == "switched")),
         "update not installed: {:?} {}",
         state(&s),
         device_log(&dir)
@@ -1071,10 +1175,21 @@ fn signed_update_over_the_broker_survives_floods_and_refuses_replays() {
     assert_eq!(u["name"], "effl0-v2", "{u}");
     assert_eq!(u["version"], 2, "{u}");
     // The older signed release, replayed: refused, and the device stays on version 2.
-    mosquitto_pub(broker.port, &["-t", "dermcam/fleet/model", "-r", "-m", &serde_json::to_string(&v1).unwrap()], None);
+    mosquitto_pub(
+        broker.port,
+        &[
+            "-t",
+            "dermcam/fleet/model",
+            "-r",
+            "-m",
+            &serde_json::to_string(&v1).unwrap(),
+        ],
+        None,
+    );
     assert!(
-        wait_until(Duration::from_secs(30), || state(&s).is_some_and(|u| u["state"] == "refused"
-            && u["reason"].as_str().unwrap_or("").contains("not newer"))),
+        wait_until(Duration::from_secs(30), || state(&s)
+            .is_some_and(|u| u["state"] == "refused"
+                && u["reason"].as_str().unwrap_or("").contains("not newer"))),
         "replay not refused: {:?}",
         state(&s)
     );

@@ -889,3 +889,39 @@ async fn item13_extreme_aspect_preview_fits_and_keeps_aspect() {
     let thumb = image::load_from_memory(&jpg).unwrap();
     assert_eq!((thumb.width(), thumb.height()), (1, 480));
 }
+
+/// Field reliability III #7, #12, tried as a client on the clinic network: two `Host` headers
+/// (a proxy and the device may each read another one) get 400 over a real socket, in either
+/// order; an upload whose JPEG entropy data was wiped is refused (422), not diagnosed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_host_and_wiped_jpeg_uploads_are_refused() {
+    use tokio::io::AsyncWriteExt;
+    let a = app_with(WebConfig::default(), None);
+    let addr = serve(a.clone(), WebConfig::default()).await;
+    for hosts in [
+        ["127.0.0.1", "rebind.attacker.example"],
+        ["rebind.attacker.example", "127.0.0.1"],
+        ["127.0.0.1", "127.0.0.1"],
+    ] {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "GET /api/v1/status HTTP/1.1\r\nHost: {}\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            hosts[0], hosts[1]
+        );
+        c.write_all(req.as_bytes()).await.unwrap();
+        let line = status_line(&mut c, Duration::from_secs(5)).await;
+        assert!(line.contains(" 400 "), "{hosts:?}: {line}");
+    }
+    let mut good = std::fs::read(&samples()[0]).unwrap();
+    let sos = good.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+    let start = sos + 2 + u16::from_be_bytes([good[sos + 2], good[sos + 3]]) as usize;
+    let end = good.len() - 2; // EOI kept
+    good[start..end].fill(0);
+    let (st, _, body) = send(&a, raw_upload("/api/v1/classify", good)).await;
+    assert_eq!(
+        st,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+}

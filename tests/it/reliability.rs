@@ -69,10 +69,7 @@ fn corrupt_entropy_data_is_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(4));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(
-        v["error"].as_str().unwrap().contains("corrupt"),
-        "{v}"
-    );
+    assert!(v["error"].as_str().unwrap().contains("corrupt"), "{v}");
 }
 
 /// The decode budget counts what the decoder holds: a progressive (and a CMYK) JPEG keeps
@@ -99,7 +96,10 @@ fn progressive_and_cmyk_jpegs_are_budgeted_by_their_real_buffers() {
         match decode_image(b, name, pixels) {
             Err(ImageError::OverBudget { kind, need_mb, .. }) => {
                 assert!(kind.contains("progressive"), "{kind}");
-                assert!(need_mb as u64 * (1 << 20) > 4 * pixels, "{name}: {need_mb} MB");
+                assert!(
+                    need_mb as u64 * (1 << 20) > 4 * pixels,
+                    "{name}: {need_mb} MB"
+                );
             }
             other => panic!("{name}: {other:?}"),
         }
@@ -123,7 +123,11 @@ fn jpegs_with_too_many_scans_are_refused_at_once() {
     let t = Instant::now();
     let e = decode_image(&b, "many-scans", 40_000_000).unwrap_err();
     assert!(e.to_string().contains("scans"), "{e}");
-    assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
 }
 
 /// `classify` reads regular files only (a FIFO or /dev/zero would block or fill memory) and
@@ -163,8 +167,18 @@ fn classify_refuses_special_files_and_does_not_loop_on_links() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 3, "{lines:?}");
-    assert!(lines[0]["error"].as_str().unwrap().contains("not a regular file"));
-    assert!(lines[1]["error"].as_str().unwrap().contains("not a regular file"));
+    assert!(
+        lines[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a regular file")
+    );
+    assert!(
+        lines[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a regular file")
+    );
     assert!(lines[2]["top"].is_array(), "{}", lines[2]);
     assert!(t.elapsed() < Duration::from_secs(60));
 }

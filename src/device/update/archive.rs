@@ -167,56 +167,55 @@ pub fn download(
 ) -> Result<String, UpdateError> {
     let dir = dest.parent().unwrap_or(Path::new("."));
     let room = room_for_archive(dir)?;
-    let (reader, length): (Box<dyn Read>, Option<u64>) = if let Some(path) =
-        url.strip_prefix("file://")
-    {
-        let (f, len) = open_local(Path::new(path))?;
-        (Box::new(f), Some(len))
-    } else if url.starts_with("http://") || url.starts_with("https://") {
-        let mut tls = ureq::tls::TlsConfig::builder();
-        if let Some(ca) = ca_file {
-            let pem = std::fs::read(ca).map_err(|e| io(ca, e))?;
-            let certs: Vec<_> = ureq::tls::parse_pem(&pem)
-                .filter_map(|i| match i {
-                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                    _ => None,
-                })
-                .collect();
-            if certs.is_empty() {
-                return Err(UpdateError::Download(format!(
-                    "{}: no certificate in it",
-                    ca.display()
-                )));
+    let (reader, length): (Box<dyn Read>, Option<u64>) =
+        if let Some(path) = url.strip_prefix("file://") {
+            let (f, len) = open_local(Path::new(path))?;
+            (Box::new(f), Some(len))
+        } else if url.starts_with("http://") || url.starts_with("https://") {
+            let mut tls = ureq::tls::TlsConfig::builder();
+            if let Some(ca) = ca_file {
+                let pem = std::fs::read(ca).map_err(|e| io(ca, e))?;
+                let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+                    .filter_map(|i| match i {
+                        Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                        _ => None,
+                    })
+                    .collect();
+                if certs.is_empty() {
+                    return Err(UpdateError::Download(format!(
+                        "{}: no certificate in it",
+                        ca.display()
+                    )));
+                }
+                tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
             }
-            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
-        }
-        let agent = ureq::Agent::new_with_config(
-            ureq::Agent::config_builder()
-                .timeout_connect(Some(std::time::Duration::from_secs(10)))
-                .timeout_recv_response(Some(std::time::Duration::from_secs(30)))
-                .timeout_global(Some(timeout))
-                .max_redirects(3)
-                .tls_config(tls.build())
-                .build(),
-        );
-        let resp = agent
-            .get(url)
-            .call()
-            .map_err(|e| UpdateError::Download(format!("{url}: {e}")))?;
-        let length = resp
-            .headers()
-            .get("content-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        (
-            Box::new(resp.into_body().into_with_config().limit(max + 1).reader()),
-            length,
-        )
-    } else {
-        return Err(UpdateError::Download(format!(
-            "{url:?}: only http://, https:// and file:// URLs"
-        )));
-    };
+            let agent = ureq::Agent::new_with_config(
+                ureq::Agent::config_builder()
+                    .timeout_connect(Some(std::time::Duration::from_secs(10)))
+                    .timeout_recv_response(Some(std::time::Duration::from_secs(30)))
+                    .timeout_global(Some(timeout))
+                    .max_redirects(3)
+                    .tls_config(tls.build())
+                    .build(),
+            );
+            let resp = agent
+                .get(url)
+                .call()
+                .map_err(|e| UpdateError::Download(format!("{url}: {e}")))?;
+            let length = resp
+                .headers()
+                .get("content-length")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            (
+                Box::new(resp.into_body().into_with_config().limit(max + 1).reader()),
+                length,
+            )
+        } else {
+            return Err(UpdateError::Download(format!(
+                "{url:?}: only http://, https:// and file:// URLs"
+            )));
+        };
     if let Some(n) = length {
         if n > max {
             return Err(UpdateError::TooLarge { max });

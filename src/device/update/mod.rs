@@ -421,7 +421,11 @@ impl Updater {
     /// Remove what an interrupted install left behind (`.download-*`, `.staging-*`): at most
     /// one update runs at a time, so at start-up none of them belongs to anyone.
     pub fn clean_leftovers(&self) {
-        for e in std::fs::read_dir(&self.cfg.models_dir).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(&self.cfg.models_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let name = e.file_name().to_string_lossy().to_string();
             let Ok(meta) = e.path().symlink_metadata() else {
                 continue;

@@ -282,9 +282,10 @@ fn python_env_ort_library() -> Option<PathBuf> {
                 })
                 .collect();
             pythons.sort();
-            pythons.into_iter().rev().find_map(|py| {
-                packaged_ort_library(&py.join("site-packages/onnxruntime/capi"))
-            })
+            pythons
+                .into_iter()
+                .rev()
+                .find_map(|py| packaged_ort_library(&py.join("site-packages/onnxruntime/capi")))
         })
 }
 

@@ -210,7 +210,10 @@ pub(super) fn command(
     let name = cmd.as_str();
     if cmd != Command::ReloadModel {
         if last_screen.is_some_and(|t| t.elapsed() < COMMAND_INTERVAL) {
-            log::warn!("fleet: command {name} refused: more than one per {} ms", COMMAND_INTERVAL.as_millis());
+            log::warn!(
+                "fleet: command {name} refused: more than one per {} ms",
+                COMMAND_INTERVAL.as_millis()
+            );
             return json!({"command": name, "ok": false, "error": "rate limited", "time": time});
         }
         *last_screen = Some(Instant::now());

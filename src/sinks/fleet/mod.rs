@@ -360,7 +360,12 @@ mod tests {
         assert!(Command::parse(b"rm -rf /").unwrap_err().contains("unknown"));
         assert!(Command::parse(b"{\"cmd\": 1}").is_err());
         assert!(Command::parse(&[0xff, 0xfe]).is_err());
-        for c in [Command::Freeze, Command::Release, Command::Capture, Command::ReloadModel] {
+        for c in [
+            Command::Freeze,
+            Command::Release,
+            Command::Capture,
+            Command::ReloadModel,
+        ] {
             assert_eq!(Command::parse(c.as_str().as_bytes()), Ok(c));
         }
         assert_eq!(Command::ReloadModel.as_str(), "reload-model");

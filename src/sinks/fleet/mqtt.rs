@@ -184,7 +184,10 @@ pub(super) fn spawn(
             ctx.jobs.close();
             if let Ok(q) = Queue::open(&ctx.r.cfg.queue_dir, ctx.r.cfg.queue_max_bytes) {
                 if !q.is_empty() {
-                    log::info!("fleet: {} result(s) stay queued for the next start", q.len());
+                    log::info!(
+                        "fleet: {} result(s) stay queued for the next start",
+                        q.len()
+                    );
                 }
             }
         })
@@ -298,7 +301,7 @@ async fn run(ctx: &mut Ctx) {
     loop {
         tokio::select! {
             item = ctx.r.rx.recv(), if ctx.rx_open => match item {
-                Some(item) => s.enqueue(&mut queue, item, &ctx.shared),
+                Some(item) => s.enqueue(&mut queue, item),
                 // The pipeline ended (slideshow over): the link stays, on its own clock.
                 None => ctx.rx_open = false,
             },
@@ -311,7 +314,7 @@ async fn run(ctx: &mut Ctx) {
     }
     // Stopping: what the pipeline handed over last goes to the queue first.
     while let Ok(item) = ctx.r.rx.try_recv() {
-        s.enqueue(&mut queue, item, &ctx.shared);
+        s.enqueue(&mut queue, item);
     }
     s.goodbye(ctx, &mut queue, &mut ev_rx).await;
     driver.abort();
@@ -354,12 +357,18 @@ impl Session {
     }
 
     fn after_event(&mut self, queue: &mut Queue, topic: &str) {
-        self.stats.connected.store(self.connected, Ordering::Relaxed);
+        self.stats
+            .connected
+            .store(self.connected, Ordering::Relaxed);
         if self.connected {
             self.fill_window(queue, topic);
         }
-        self.stats.pending.store(queue.len() as u64, Ordering::Relaxed);
-        self.stats.pending_bytes.store(queue.bytes(), Ordering::Relaxed);
+        self.stats
+            .pending
+            .store(queue.len() as u64, Ordering::Relaxed);
+        self.stats
+            .pending_bytes
+            .store(queue.bytes(), Ordering::Relaxed);
     }
 
     fn on_event(&mut self, ev: Result<Event, ConnectionError>, ctx: &mut Ctx, queue: &mut Queue) {
@@ -396,7 +405,9 @@ impl Session {
             self.model_paused_until = None;
         }
         if ctx.r.cfg.updates.public_key.is_some() && self.model_paused_until.is_none() {
-            let _ = self.client.try_subscribe(&ctx.topics.model, QoS::AtLeastOnce);
+            let _ = self
+                .client
+                .try_subscribe(&ctx.topics.model, QoS::AtLeastOnce);
         }
         self.send_status(ctx);
     }
@@ -425,8 +436,8 @@ impl Session {
         } else if p.topic == ctx.topics.model && !p.payload.is_empty() {
             // Checked before it takes a place: an unsigned flood costs nothing but this.
             let running = ctx.shared.model().dir.clone();
-            let checked = Announcement::parse(&p.payload)
-                .and_then(|a| ctx.jobs.announce(a, &running));
+            let checked =
+                Announcement::parse(&p.payload).and_then(|a| ctx.jobs.announce(a, &running));
             if let Err(e) = checked {
                 log::warn!("fleet: model announcement ignored: {e}");
                 ctx.report
@@ -556,9 +567,8 @@ impl Session {
         }
     }
 
-    fn enqueue(&mut self, queue: &mut Queue, item: Item, _shared: &Shared) {
-        let Item { body, frame } = item;
-        let mut body = body;
+    fn enqueue(&mut self, queue: &mut Queue, item: Item) {
+        let Item { mut body, frame } = item;
         if let Some(img) = frame {
             let mut jpg = Vec::new();
             if img
