@@ -63,3 +63,22 @@ assert bad == 0, f"{bad} images disagree between dermcam (tract) and ONNX Runtim
 print(f"toolchain smoke: dermcam and ONNX Runtime agree on top-1 for {len(rows)} images")
 PYEOF
 done
+# Model v3 options on the tiny Lite0 bundle: a synthetic non-lesion set, the "not a lesion" score
+# and class-activation maps added to the graph, and the device reading both (outcome word, a
+# score within the manifest's threshold rule, no refer on not_lesion).
+"$PY" -m dermtrain ood-set --out "$OUT/ood-set" --synthetic 12
+"$PY" -m dermtrain ood-fit --bundle "$OUT/efficientnet_lite0" --ood "$OUT/ood-set" --out "$OUT/efficientnet_lite0-ood" --limit-per-class 3 --threads 2
+../target/release/dermcam classify --json --model "$OUT/efficientnet_lite0-ood" ../tests/samples/*.jpg "$OUT"/ood-set/test/*.jpg > "$OUT/dermcam-ood.jsonl"
+"$PY" - "$OUT/dermcam-ood.jsonl" "$OUT/efficientnet_lite0-ood/model.json" <<'PYEOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+man = json.load(open(sys.argv[2]))
+assert man["ood"]["output"] == "ood" and man["cam"]["output"] == "cam", man.get("ood")
+for r in rows:
+    assert r["outcome"] in ("class", "uncertain", "retake", "not_lesion"), r
+    if r["outcome"] == "not_lesion":
+        assert r["refer"] is False and r["ood_score"] > man["ood"]["threshold"], r
+    elif r["outcome"] != "retake":
+        assert r["ood_score"] <= man["ood"]["threshold"] + 1e-3, r
+print(f"toolchain smoke: ood/cam bundle read by dermcam, outcomes {sorted({r['outcome'] for r in rows})}")
+PYEOF

@@ -78,9 +78,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     }
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if opts.log {
-        sinks.push(Box::new(LogSink {
-            manifest: model.manifest.clone(),
-        }));
+        sinks.push(Box::new(LogSink));
     }
     if cfg.capture.enabled {
         dermcam::sinks::storage::check_dir(&cfg.capture.dir).context("capture.dir")?;
@@ -94,7 +92,6 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
             dermcam::sinks::capture::CaptureSink::new(
                 cfg.capture.dir.clone(),
                 cfg.capture.max_files,
-                model.manifest.clone(),
             )
             .with_max_bytes(cfg.capture.max_bytes),
         ));

@@ -22,10 +22,18 @@
         const s = await r.json();
         const st = s.display;
         if (st) {
-          label.textContent = s.headline + (st.frozen ? " (frozen)" : "");
-          meta.textContent = st.top.map(([n, p]) => n + " " + Math.round(p * 100) + "%").join(" · ") +
-            " | " + s.source + " | " + st.fps.toFixed(1) + " fps";
-          refer.hidden = !(st.refer && !st.quality && st.top.length > 0);
+          // One message per outcome: class, uncertain, retake (which issue), not_lesion.
+          const advice = {
+            not_lesion: "Not a skin lesion \u2014 point the camera at the lesion",
+            retake: "Retake: " + s.headline,
+            uncertain: "Uncertain \u2014 no class is confident enough",
+          }[s.outcome] || s.headline;
+          label.textContent = advice + (st.frozen ? " (frozen)" : "");
+          label.dataset.outcome = s.outcome || "";
+          const classes = s.outcome === "class" || s.outcome === "uncertain";
+          meta.textContent = (classes ? st.top.map(([n, p]) => n + " " + Math.round(p * 100) + "%").join(" · ") + " | " : "") +
+            s.source + " | " + st.fps.toFixed(1) + " fps";
+          refer.hidden = !(st.refer && classes);
           refer.textContent = "REFER: a clinician should see this lesion (malignant classes " +
             Math.round(st.malignant_probability * 100) + "%)";
         } else {

@@ -4,14 +4,18 @@ import argparse
 import shlex
 import sys
 
-from . import data, nets
+from . import data
+
+# Without torch installed only the ONNX commands (ood-*, parity, ort-bench) work.
+LITE_ARCHES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+ARCHES = ["resnet18", *LITE_ARCHES]
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m dermtrain")
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train a classifier on a dataset folder")
-    t.add_argument("--arch", choices=nets.ARCHES, required=True)
+    t.add_argument("--arch", choices=ARCHES, required=True)
     t.add_argument("--recipe", choices=["paper", "best", "v2"], required=True)
     t.add_argument("--data", nargs="+", default=[str(d) for d in data.DEFAULT_DATASETS],
                    help="dataset folders (default: skin9 and skin9-extra beside the repo)")
@@ -45,7 +49,7 @@ def main(argv=None):
     e.add_argument("--threads", type=int, default=0)
     e.add_argument("--limit-per-class", type=int, default=0)
     pr = sub.add_parser("probe", help="archive probe: do a network's features tell the image collection?")
-    pr.add_argument("--run", help="run folder with best.pt"); pr.add_argument("--imagenet", choices=list(nets.LITE))
+    pr.add_argument("--run", help="run folder with best.pt"); pr.add_argument("--imagenet", choices=LITE_ARCHES)
     pr.add_argument("--data", nargs="+", default=[str(d) for d in data.DEFAULT_DATASETS])
     pr.add_argument("--out"); pr.add_argument("--device"); pr.add_argument("--limit", type=int, default=0)
     pr.add_argument("--threads", type=int, default=0); pr.add_argument("--workers", type=int, default=0)
@@ -59,6 +63,28 @@ def main(argv=None):
     b.add_argument("--threads", type=int, nargs="+", default=[1, 0])
     p = sub.add_parser("parity", help="write Python reference preprocessing for images (Rust parity test)")
     p.add_argument("--bundle", required=True); p.add_argument("--out", required=True); p.add_argument("images", nargs="+")
+    o = sub.add_parser("ood-features", help="cache a bundle's logits + pooled features (train, val, colour-shifted val, non-lesion sets)")
+    o.add_argument("--bundle", required=True); o.add_argument("--ood", required=True, help="folder with dev/ and test/ non-lesion images")
+    o.add_argument("--data", nargs="+", default=[str(x) for x in data.DEFAULT_DATASETS])
+    o.add_argument("--out", required=True); o.add_argument("--threads", type=int, default=0)
+    o.add_argument("--limit", type=int, default=0)
+    of = sub.add_parser("ood-fit", help="add the \"not a lesion\" score and class-activation maps to a bundle")
+    of.add_argument("--bundle", required=True); of.add_argument("--ood", required=True, help="non-lesion set with dev/ and test/")
+    of.add_argument("--data", nargs="+", default=[str(x) for x in data.DEFAULT_DATASETS])
+    of.add_argument("--out", help="output bundle folder (default: rewrite --bundle)")
+    of.add_argument("--layers", help="comma-separated stage tensors (default: per architecture)")
+    of.add_argument("--turn-away", type=float, default=0.015, help="share of lesion-clean val lesions over the threshold")
+    of.add_argument("--shrink", type=float, default=0.1); of.add_argument("--threads", type=int, default=0)
+    of.add_argument("--limit-per-class", type=int, default=0)
+    cc = sub.add_parser("colour-check", help="balanced accuracy / ECE on val and a colour-shifted copy, with and without Shades of Gray")
+    cc.add_argument("--bundle", required=True); cc.add_argument("--p", type=float, default=6.0)
+    cc.add_argument("--data", nargs="+", default=[str(x) for x in data.DEFAULT_DATASETS])
+    cc.add_argument("--threads", type=int, default=0)
+    oc = sub.add_parser("ood-card", help="write the not-a-lesion section of bundles' model cards from model.json")
+    oc.add_argument("bundles", nargs="+")
+    os_ = sub.add_parser("ood-set", help="assemble a non-lesion image set (dev/test by file hash) from folders + synthetic images")
+    os_.add_argument("folders", nargs="*"); os_.add_argument("--out", required=True)
+    os_.add_argument("--synthetic", type=int, default=60)
     args = ap.parse_args(argv)
     args.command_line = "python -m dermtrain " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     try:
@@ -82,6 +108,21 @@ def main(argv=None):
         elif args.cmd == "parity":
             from .parity import parity
             parity(args)
+        elif args.cmd == "ood-features":
+            from .ood import features_cmd
+            features_cmd(args)
+        elif args.cmd == "ood-fit":
+            from .ood import fit_cmd
+            fit_cmd(args)
+        elif args.cmd == "colour-check":
+            from .ood import colour_check_cmd
+            colour_check_cmd(args)
+        elif args.cmd == "ood-card":
+            from .ood import card_cmd
+            card_cmd(args)
+        elif args.cmd == "ood-set":
+            from .oodset import build
+            build(args.folders, args.out, args.synthetic)
     except data.DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

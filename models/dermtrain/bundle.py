@@ -16,7 +16,7 @@ MANIFEST = "model.json"
 SCHEMA_VERSION = 1
 # Key order of the shipped bundles (kept, so a rewritten manifest diffs cleanly).
 FIELDS = ("schema_version", "architecture", "classes", "input", "output", "temperature",
-          "abstain_threshold", "refer", "provenance", "name", "precision", "metrics", "sha256")
+          "abstain_threshold", "refer", "provenance", "name", "precision", "metrics", "sha256", "ood", "cam")
 PRECISIONS = ("fp32", "int8", "f16")
 RISKS = ("malignant", "pre-malignant", "benign", "inflammatory", "infectious")
 CLASS_KEYS = {"id", "folder", "name", "risk"}
@@ -116,7 +116,7 @@ def check_manifest(m):
         if c["risk"] not in RISKS:
             bad("classes", f"class #{i} has risk {c['risk']!r}, not one of {RISKS}")
     i = m.get("input") or {}
-    if set(i) != INPUT_KEYS:
+    if set(i) - {"colour_constancy"} != INPUT_KEYS:
         bad("input", f"keys {sorted(i)}, expected {sorted(INPUT_KEYS)}")
     if not (16 <= i["width"] <= 4096 and 16 <= i["height"] <= 4096):
         bad("input", f"size {i['width']}x{i['height']} outside 16..4096")

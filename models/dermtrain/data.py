@@ -128,9 +128,22 @@ def resize_pil(img, input_spec):
     return img.resize((w, h), Image.BILINEAR, box=box)
 
 
+def shades_of_gray_gains(arr, p):
+    """Per-channel gains making each channel's p-norm the mean of the three (uint8 HxWx3 in)."""
+    a = np.asarray(arr, dtype=np.float64).reshape(-1, 3)
+    norm = np.power(np.mean(np.power(a, p), axis=0), 1.0 / p)
+    return (norm.mean() / np.maximum(norm, 1e-6)).astype(np.float32)
+
+
 def preprocess_pil(img, input_spec):
     """PIL RGB image -> float32 CHW tensor (numpy), exactly as at inference."""
-    arr = np.asarray(resize_pil(img, input_spec), dtype=np.float32) / 255.0
+    arr = np.asarray(resize_pil(img, input_spec), dtype=np.float32)
+    cc = input_spec.get("colour_constancy")
+    if cc is not None:
+        if cc.get("kind") != "shades_of_gray":
+            raise DatasetError(f"unknown colour_constancy {cc!r}")
+        arr = np.minimum(arr * shades_of_gray_gains(arr.astype(np.uint8), float(cc["p"])), 255.0)
+    arr = arr / 255.0
     mean = np.asarray(input_spec["mean"], dtype=np.float32)
     std = np.asarray(input_spec["std"], dtype=np.float32)
     arr = (arr - mean) / std

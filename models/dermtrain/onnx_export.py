@@ -1,7 +1,6 @@
 """ONNX export of a trained network, checked against PyTorch on real images, and the ONNX Runtime
 helpers the other export steps (calibration, int8, parity, ort-bench) share."""
 import numpy as np
-import torch
 
 PARITY_IMAGES = 16
 PARITY_BOUND = 1e-3
@@ -24,6 +23,8 @@ def ort_logits(sess, x):
 def export_onnx(model, size, path, xva):
     """Write `model` as ONNX (opset 13, batch 1, logits) and return an ONNX Runtime session on it.
     ORT must reproduce PyTorch on real images (`xva`) before anything ships."""
+    import torch
+
     torch.onnx.export(model, torch.zeros(1, 3, size, size), str(path), opset_version=13,
                       input_names=["input"], output_names=["logits"], do_constant_folding=True)
     sess = ort_session(path)

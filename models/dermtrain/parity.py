@@ -21,6 +21,9 @@ def parity(args):
         x = data.preprocess_pil(img, man["input"])[None]
         lo = ort_logits(sess, x)
         probs = metrics.softmax(lo, man["temperature"])[0]
-        ref["images"][Path(p).name] = {"top1": int(probs.argmax()), "probabilities": [float(v) for v in probs]}
+        entry = {"top1": int(probs.argmax()), "probabilities": [float(v) for v in probs]}
+        if "ood" in man:  # the "not a lesion" score, same graph output the device reads
+            entry["ood"] = float(sess.run([man["ood"]["output"]], {sess.get_inputs()[0].name: x})[0])
+        ref["images"][Path(p).name] = entry
     (out / "reference.json").write_text(json.dumps(ref, indent=2) + "\n")
     print(f"wrote {out}")

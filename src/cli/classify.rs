@@ -50,7 +50,11 @@ pub(super) fn classify(
     top_k: usize,
     json: bool,
     tta: bool,
+    gates: bool,
 ) -> Result<ExitCode> {
+    use dermcam::pipeline::quality;
+    // The live path's thresholds: an image the camera would not classify is not classified here.
+    let gate = dermcam::config::PipelineConfig::default();
     let model = args.load()?;
     let files = expand_inputs(inputs);
     if files.is_empty() {
@@ -66,15 +70,43 @@ pub(super) fn classify(
         );
     }
     for f in &files {
-        match load_image(f, DEFAULT_MAX_PIXELS)
+        let result = load_image(f, DEFAULT_MAX_PIXELS)
             .map_err(anyhow::Error::from)
-            .and_then(|img| Ok(model.classify(&img, tta)?))
-        {
-            Ok((p, t)) => {
+            .and_then(|img| {
+                let q = quality::measure(&img);
+                match quality::check(&q, &gate).filter(|_| gates) {
+                    Some(issue) => Ok(Err((issue, q))),
+                    None => Ok(Ok(model.classify(&img, tta)?)),
+                }
+            });
+        match result {
+            Ok(Err((issue, q))) => {
                 if json {
                     let v = serde_json::json!({
-                        "path": f, "uncertain": p.uncertain, "headline": p.headline(&model.manifest),
+                        "path": f, "outcome": "retake", "quality_issue": issue,
+                        "headline": issue.advice(), "refer": false,
+                        "quality": q, "model": model.manifest.name,
+                    });
+                    println!("{v}");
+                } else {
+                    println!(
+                        "{}: retake ({}): {} (luma {:.0}, sharpness {:.0}; --no-gates classifies it anyway)",
+                        f.display(),
+                        issue.as_str(),
+                        issue.advice(),
+                        q.luma,
+                        q.sharpness
+                    );
+                }
+            }
+            Ok(Ok((p, t))) => {
+                let p = if gates { p } else { p.ungated(&model.manifest) };
+                if json {
+                    let v = serde_json::json!({
+                        "path": f, "outcome": p.outcome(), "uncertain": p.uncertain,
+                        "headline": p.headline(&model.manifest),
                         "refer": p.refer, "malignant_probability": p.malignant_probability,
+                        "ood_score": p.ood_score,
                         "top": p.top_k(top_k, &model.manifest), "model": model.manifest.name, "timings": t,
                     });
                     println!("{v}");

@@ -125,6 +125,10 @@ enum Cmd {
         /// Average with the horizontally mirrored image (test-time augmentation).
         #[arg(long)]
         tta: bool,
+        /// Classify every image: skip the quality gate (too dark / too bright / blurred) and
+        /// the "not a lesion" gate that the camera and the upload page apply.
+        #[arg(long)]
+        no_gates: bool,
     },
     /// Evaluate a bundle on a labelled dataset (manifest.csv or class folders).
     #[cfg(feature = "offline")]
@@ -174,9 +178,10 @@ enum Cmd {
     },
     /// Run the appliance: source -> classify -> screen (+ web UI), until SIGINT/SIGTERM.
     Run {
-        /// Config file (TOML).
-        #[arg(long, default_value = "/etc/dermcam/config.toml")]
-        config: PathBuf,
+        /// Config file (TOML) [default: /etc/dermcam/config.toml; with --board, used when it
+        /// exists]. A file named here must exist.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Board preset (boards/<name>.toml) merged under the config file.
         #[arg(long)]
         board: Option<String>,
@@ -249,7 +254,8 @@ pub fn run() -> Result<ExitCode> {
             top_k,
             json,
             tta,
-        } => classify(&inputs, &model, top_k, json, tta),
+            no_gates,
+        } => classify(&inputs, &model, top_k, json, tta, !no_gates),
         #[cfg(feature = "offline")]
         Cmd::Eval {
             dataset,
@@ -280,10 +286,13 @@ pub fn run() -> Result<ExitCode> {
         }),
         Cmd::Models { dir } => list_models(dir),
         Cmd::Run { config, board } => {
-            let file = if config.exists() || board.is_none() {
-                Some(config.as_path())
-            } else {
-                None
+            // Only the default file may be absent (a board preset alone is a whole config); a
+            // file the user named is always read, so a typo is an error, not ignored.
+            let default = PathBuf::from("/etc/dermcam/config.toml");
+            let file = match &config {
+                Some(named) => Some(named.as_path()),
+                None if default.exists() || board.is_none() => Some(default.as_path()),
+                None => None,
             };
             let cfg = dermcam::config::Config::load(file, board.as_deref())?;
             crate::app::run(

@@ -16,7 +16,18 @@ pub(super) fn bar(p: f32, width: usize) -> String {
 pub(super) fn print_table(path: &Path, p: &Prediction, model: &Model, top_k: usize) {
     let m = &model.manifest;
     let (top, prob) = p.top1();
-    if p.uncertain {
+    if p.not_lesion {
+        println!(
+            "{}: not_lesion: {} (score {:.0} > {:.0}; best guess {} {:.1}%, not shown on the device)",
+            path.display(),
+            dermcam::model::classifier::NOT_LESION_HEADLINE,
+            p.ood_score.unwrap_or(f32::NAN),
+            m.ood.as_ref().map_or(f32::NAN, |o| o.threshold),
+            m.classes[top].name,
+            prob * 100.0
+        );
+        return;
+    } else if p.uncertain {
         println!(
             "{}: uncertain (best guess {} {:.1}% < {:.0}% threshold)",
             path.display(),

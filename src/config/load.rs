@@ -238,6 +238,13 @@ impl Config {
             });
         }
         range(p, "pipeline.min_sharpness", pl.min_sharpness, 0.0, 1e6)?;
+        range(
+            p,
+            "pipeline.min_directional_sharpness",
+            pl.min_directional_sharpness,
+            0.0,
+            1e6,
+        )?;
         if let SourceConfig::Images { interval_ms, .. } = &self.source {
             range(p, "source.interval_ms", *interval_ms, 1, 86_400_000)?;
         }

@@ -13,6 +13,9 @@ pub struct PipelineConfig {
     pub max_luma: f32,
     /// Variance of the Laplacian below which the screen says "Hold steady".
     pub min_sharpness: f32,
+    /// Floor for the weakest of four directional second-derivative variances: a motion blur
+    /// keeps edges across the motion (the Laplacian stays high) but wipes them along it.
+    pub min_directional_sharpness: f32,
     /// Average the mirrored image when a frame is frozen with the button.
     pub freeze_tta: bool,
     /// A stage (capture, inference, display) that makes no progress for this long counts as
@@ -28,6 +31,7 @@ impl Default for PipelineConfig {
             min_luma: 35.0,
             max_luma: 235.0,
             min_sharpness: 8.0,
+            min_directional_sharpness: 3.0,
             freeze_tta: true,
             stall_timeout_ms: 10_000,
         }

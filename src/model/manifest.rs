@@ -114,6 +114,18 @@ pub struct InputSpec {
     pub interpolation: String,
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    /// Colour constancy on the resized crop, before mean/std (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub colour_constancy: Option<ColourConstancy>,
+}
+
+/// Shades of Gray (Finlayson & Trezzi 2004): each channel is scaled so that its p-norm over the
+/// image equals the mean of the three; p = 1 is gray-world, large p approaches max-RGB. The ISIC
+/// 2018/2019 winners used p = 6 for photos from many cameras.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ColourConstancy {
+    ShadesOfGray { p: f64 },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,6 +146,25 @@ pub struct ReferSpec {
     pub recorded: serde_json::Map<String, serde_json::Value>,
 }
 
+/// The "not a lesion" gate: the graph output `output` is a distance from the training lesions;
+/// over `threshold` the image is not classified. The toolchain sets the threshold from
+/// lesion-clean validation lesions (the share it turns away) and records what it measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OodSpec {
+    pub output: String,
+    pub threshold: f32,
+    /// method, val_turned_away, auroc, ...: kept verbatim.
+    #[serde(flatten)]
+    pub recorded: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Class-activation maps: the graph output `output` has shape [1, classes, h, w].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CamSpec {
+    pub output: String,
+}
+
 /// Threshold used for bundles made before the refer decision existed (no calibrated value).
 pub const UNCALIBRATED_REFER_THRESHOLD: f32 = 0.5;
 
@@ -150,6 +181,10 @@ pub struct Manifest {
     pub abstain_threshold: f32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refer: Option<ReferSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ood: Option<OodSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cam: Option<CamSpec>,
     pub sha256: String,
     /// Dataset, split, training/export commands, git commit: kept verbatim.
     pub provenance: serde_json::Value,
@@ -249,6 +284,29 @@ impl Manifest {
                     format!("{crop_fraction} not in (0, 1]"),
                 ));
             }
+        }
+        if let Some(ColourConstancy::ShadesOfGray { p }) = i.colour_constancy {
+            if !(1.0..=16.0).contains(&p) {
+                return Err(field(
+                    "input.colour_constancy.p",
+                    format!("{p} not in 1..16"),
+                ));
+            }
+        }
+        if let Some(o) = &self.ood {
+            if !o.threshold.is_finite() || o.output.is_empty() || o.output == "logits" {
+                return Err(field(
+                    "ood",
+                    "needs a graph output name (not \"logits\") and a finite threshold".into(),
+                ));
+            }
+        }
+        if self
+            .cam
+            .as_ref()
+            .is_some_and(|c| c.output.is_empty() || c.output == "logits")
+        {
+            return Err(field("cam.output", "needs a graph output name".into()));
         }
         if i.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
             || i.mean.iter().any(|m| !m.is_finite())

@@ -8,12 +8,13 @@ pub use backend::{
 
 pub mod backend;
 pub mod classifier;
+pub mod heat;
 pub mod manifest;
 pub mod preprocess;
 #[cfg(feature = "fleet")]
 pub mod signing;
 
-use crate::model::classifier::{Classifier, Prediction};
+use crate::model::classifier::{Classifier, Outputs, Prediction};
 use crate::model::manifest::{BundleError, Manifest, read_manifest};
 use crate::model::preprocess::{InputTensor, preprocess};
 use image::RgbImage;
@@ -54,6 +55,16 @@ pub struct Model {
     pub load_time: Duration,
     /// The engine actually running the bundle (resolves `auto`).
     pub engine: Engine,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("name", &self.manifest.name)
+            .field("sha256", &self.manifest.sha256)
+            .field("engine", &self.engine.backend)
+            .finish()
+    }
 }
 
 /// Per-call timings (milliseconds).
@@ -137,20 +148,33 @@ impl Model {
         preprocess(img, &self.manifest.input)
     }
 
-    /// Raw logits for one tensor (with flip averaging of the logits when `tta`).
+    /// Raw outputs for one tensor; with `tta`, logits and the "not a lesion" score are averaged
+    /// over the image and its mirror (the heat map stays the unflipped one's).
+    pub fn outputs(
+        &self,
+        input: &InputTensor,
+        tta: bool,
+    ) -> Result<Outputs, crate::model::classifier::InferenceError> {
+        let mut out = self.classifier.run(input)?;
+        if tta {
+            let flipped = self.classifier.run(&input.flipped())?;
+            for (a, b) in out.logits.iter_mut().zip(flipped.logits) {
+                *a = (*a + b) / 2.0;
+            }
+            if let (Some(a), Some(b)) = (out.ood.as_mut(), flipped.ood) {
+                *a = (*a + b) / 2.0;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Raw logits for one tensor (with flip averaging when `tta`).
     pub fn logits(
         &self,
         input: &InputTensor,
         tta: bool,
     ) -> Result<Vec<f32>, crate::model::classifier::InferenceError> {
-        let mut logits = self.classifier.logits(input)?;
-        if tta {
-            let flipped = self.classifier.logits(&input.flipped())?;
-            for (a, b) in logits.iter_mut().zip(flipped) {
-                *a = (*a + b) / 2.0;
-            }
-        }
-        Ok(logits)
+        Ok(self.outputs(input, tta)?.logits)
     }
 
     /// Preprocess + infer + calibrated softmax.
@@ -162,13 +186,13 @@ impl Model {
         let t0 = Instant::now();
         let input = self.preprocess(img);
         let t1 = Instant::now();
-        let logits = self.logits(&input, tta)?;
+        let out = self.outputs(&input, tta)?;
         let t2 = Instant::now();
         let timings = Timings {
             preprocess_ms: (t1 - t0).as_secs_f64() * 1e3,
             inference_ms: (t2 - t1).as_secs_f64() * 1e3,
         };
-        Ok((Prediction::from_logits(&logits, &self.manifest), timings))
+        Ok((Prediction::from_outputs(&out, &self.manifest), timings))
     }
 }
 

@@ -526,10 +526,21 @@ pub fn normalize(resized: &RgbImage, spec: &InputSpec) -> InputTensor {
     let plane = w * h;
     // One table per channel: (v/255 - mean)/std for every byte value; computed exactly as the
     // toolchain does in float32.
+    let gains = match spec.colour_constancy {
+        Some(crate::model::manifest::ColourConstancy::ShadesOfGray { p }) => {
+            shades_of_gray_gains(resized, p)
+        }
+        None => [1.0; 3],
+    };
     let mut lut = [[0f32; 256]; 3];
     for c in 0..3 {
         for v in 0..256 {
-            lut[c][v] = ((v as f32) / 255.0 - spec.mean[c]) / spec.std[c];
+            let x = if gains[c] == 1.0 {
+                v as f32
+            } else {
+                (v as f32 * gains[c]).min(255.0)
+            };
+            lut[c][v] = (x / 255.0 - spec.mean[c]) / spec.std[c];
         }
     }
     let mut data = vec![0f32; 3 * plane];
@@ -546,6 +557,21 @@ pub fn normalize(resized: &RgbImage, spec: &InputSpec) -> InputTensor {
         height: h,
         width: w,
     }
+}
+
+/// Shades-of-Gray channel gains: the p-norm of each channel, scaled to their mean (the same
+/// float64 arithmetic as the toolchain's `data.shades_of_gray_gains`).
+pub fn shades_of_gray_gains(img: &RgbImage, p: f64) -> [f32; 3] {
+    let mut acc = [0f64; 3];
+    for px in img.as_raw().chunks_exact(3) {
+        for c in 0..3 {
+            acc[c] += (px[c] as f64).powf(p);
+        }
+    }
+    let n = (img.width() as f64 * img.height() as f64).max(1.0);
+    let norm = acc.map(|a| (a / n).powf(1.0 / p));
+    let mean = norm.iter().sum::<f64>() / 3.0;
+    norm.map(|v| (mean / v.max(1e-6)) as f32)
 }
 
 /// The preprocessing: a pure function of (image, input spec).
@@ -567,6 +593,54 @@ mod tests {
             interpolation: "bilinear".into(),
             mean: [0.485, 0.456, 0.406],
             std: [0.229, 0.224, 0.225],
+            colour_constancy: None,
+        }
+    }
+
+    /// A colour cast is undone: a grey card under warm light comes out grey, and the gains
+    /// match the toolchain's (tests/parity/sog.json, from `data.shades_of_gray_gains`).
+    #[test]
+    fn shades_of_gray_removes_a_cast_and_matches_python() {
+        let warm = RgbImage::from_fn(64, 64, |x, y| {
+            let v = 60 + ((x * 7 + y * 3) % 90) as u8;
+            image::Rgb([(v as f32 * 1.3) as u8, v, (v as f32 * 0.7) as u8])
+        });
+        let g = shades_of_gray_gains(&warm, 6.0);
+        assert!(g[0] < 0.85 && g[2] > 1.2, "{g:?}");
+        let mut s = spec(64, 64, ResizePolicy::Squash);
+        s.colour_constancy = Some(crate::model::manifest::ColourConstancy::ShadesOfGray { p: 6.0 });
+        let t = normalize(&warm, &s);
+        // Back to 0..1 per channel: the three channel means are now within 2 %.
+        let means: Vec<f32> = (0..3)
+            .map(|c| {
+                let plane = &t.data[c * 4096..(c + 1) * 4096];
+                plane.iter().map(|v| v * s.std[c] + s.mean[c]).sum::<f32>() / 4096.0
+            })
+            .collect();
+        let spread =
+            means.iter().cloned().fold(0f32, f32::max) - means.iter().cloned().fold(1f32, f32::min);
+        assert!(spread < 0.02, "{means:?}");
+        let reference: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity/sog.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        for (file, want) in reference["gains"].as_object().unwrap() {
+            let img = load_image(
+                &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/samples")
+                    .join(file),
+                DEFAULT_MAX_PIXELS,
+            )
+            .unwrap();
+            let got = shades_of_gray_gains(&img, 6.0);
+            for c in 0..3 {
+                let w = want[c].as_f64().unwrap() as f32;
+                // Same pixels except decoder rounding (libjpeg vs zune-jpeg): a fraction of a %.
+                assert!((got[c] - w).abs() < 5e-3, "{file}: {got:?} vs {want}");
+            }
         }
     }
 

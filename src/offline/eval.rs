@@ -5,6 +5,7 @@ use crate::model::Model;
 use crate::model::preprocess::{DEFAULT_MAX_PIXELS, load_image};
 use crate::offline::dataset::Sample;
 use crate::offline::metrics::{Summary, summarize};
+use crate::pipeline::quality::{self, QualityIssue};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -64,6 +65,22 @@ pub struct ReferGroup {
     pub specificity: Option<f64>,
 }
 
+/// How many images of the set each gate of the device would hold back (the classifier is scored
+/// on all of them all the same).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GateFigures {
+    pub images: usize,
+    pub too_dark: usize,
+    pub too_bright: usize,
+    pub blurred: usize,
+    /// Passed the quality gate but scored as not a skin lesion.
+    pub not_lesion: usize,
+    /// Share of the images held back by either gate.
+    pub held_back: f64,
+    /// Share turned away as not a lesion, per source.
+    pub not_lesion_per_source: BTreeMap<String, f64>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct EvalReport {
     pub model: String,
@@ -80,6 +97,7 @@ pub struct EvalReport {
     /// Images left out of `lesion_clean`.
     pub lesion_leaky_images: usize,
     pub refer: ReferFigures,
+    pub gates: GateFigures,
     /// Images that could not be read (path, error); they are not counted.
     pub failed: Vec<(String, String)>,
 }
@@ -136,12 +154,29 @@ pub fn evaluate(
     let mut clean = Vec::new();
     let mut malignant = Vec::new();
     let mut failed = Vec::new();
+    let mut gates = GateFigures::default();
+    let mut turned_away: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let gate = crate::config::PipelineConfig::default();
     for s in samples {
         let result = load_image(&s.path, DEFAULT_MAX_PIXELS)
             .map_err(|e| e.to_string())
-            .and_then(|img| model.classify(&img, false).map_err(|e| e.to_string()));
+            .and_then(|img| {
+                let q = quality::check(&quality::measure(&img), &gate);
+                Ok((model.classify(&img, false).map_err(|e| e.to_string())?, q))
+            });
         match result {
-            Ok((p, _)) => {
+            Ok(((p, _), q)) => {
+                gates.images += 1;
+                match q {
+                    Some(QualityIssue::TooDark) => gates.too_dark += 1,
+                    Some(QualityIssue::TooBright) => gates.too_bright += 1,
+                    Some(QualityIssue::Blurred) => gates.blurred += 1,
+                    None if p.not_lesion => gates.not_lesion += 1,
+                    None => {}
+                }
+                let e = turned_away.entry(s.source.clone()).or_default();
+                e.0 += 1;
+                e.1 += (q.is_none() && p.not_lesion) as usize;
                 probs.push(p.probabilities);
                 malignant.push(p.malignant_probability);
                 archives.push(s.archive.clone());
@@ -200,6 +235,12 @@ pub fn evaluate(
     let lesion_leaky_images = clean.iter().filter(|c| !**c).count();
     let lesion_clean = (lesion_leaky_images > 0).then(|| group(&|i| clean[i]));
     let refer = refer_figures(model, &labels, &malignant, &sources, &archives);
+    gates.held_back = (gates.too_dark + gates.too_bright + gates.blurred + gates.not_lesion) as f64
+        / gates.images.max(1) as f64;
+    gates.not_lesion_per_source = turned_away
+        .into_iter()
+        .map(|(k, (n, away))| (k, away as f64 / n.max(1) as f64))
+        .collect();
     EvalReport {
         model: model.manifest.name.clone(),
         model_sha256: model.manifest.sha256.clone(),
@@ -212,6 +253,7 @@ pub fn evaluate(
         lesion_clean,
         lesion_leaky_images,
         refer,
+        gates,
         failed,
     }
 }

@@ -57,6 +57,22 @@ impl EvalReport {
                 self.lesion_leaky_images, c.n, c.accuracy, c.balanced_accuracy
             );
         }
+        let g = &self.gates;
+        md += &format!(
+            "\n## Gates (held back on the device; the figures above score every image)\n\n\
+             | gate | images |\n|---|---|\n| too dark | {} |\n| too bright | {} |\n| blurred | {} |\n\
+             | not a lesion | {} |\n| held back in all | {} of {} ({:.1}%) |\n",
+            g.too_dark,
+            g.too_bright,
+            g.blurred,
+            g.not_lesion,
+            g.too_dark + g.too_bright + g.blurred + g.not_lesion,
+            g.images,
+            g.held_back * 100.0
+        );
+        for (k, v) in &g.not_lesion_per_source {
+            md += &format!("| not a lesion, source {k} | {:.1}% |\n", v * 100.0);
+        }
         let r = &self.refer;
         let f = opt4;
         md += &format!(

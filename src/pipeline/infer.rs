@@ -127,7 +127,7 @@ impl Infer {
                 st.frozen = true;
                 st.quality = None;
                 st.show(&p, &self.model.manifest);
-                let u = Update::classified(f, st, p, t, None);
+                let u = Update::classified(f, st, p, t, None, self.model.clone());
                 self.publish(&u);
                 r.frozen = Some(u);
             }
@@ -146,7 +146,7 @@ impl Infer {
                 .counters
                 .quality_rejections
                 .fetch_add(1, Ordering::Relaxed);
-            r.state.quality = Some(issue.advice().to_string());
+            r.state.quality = Some(issue);
             self.publish(&Update::rejected(frame, r.state.clone(), q));
             return;
         }
@@ -164,10 +164,19 @@ impl Infer {
                     _ => p.probabilities.clone(),
                 };
                 r.smoothed = Some((frame.scene, probs.clone()));
-                let sp = Prediction::from_probabilities(probs, &self.model.manifest);
+                // The gate is per frame: one frame of the room is "not a lesion" at once.
+                let sp = Prediction::from_probabilities(probs, &self.model.manifest)
+                    .with_ood(p.ood_score, &self.model.manifest);
                 r.state.show(&sp, &self.model.manifest);
                 r.state.inference_ms = t.inference_ms as f32;
-                self.publish(&Update::classified(frame, r.state.clone(), p, t, Some(q)));
+                self.publish(&Update::classified(
+                    frame,
+                    r.state.clone(),
+                    p,
+                    t,
+                    Some(q),
+                    self.model.clone(),
+                ));
             }
             Err(e) => {
                 shared.counters.errors.fetch_add(1, Ordering::Relaxed);

@@ -102,9 +102,22 @@ pub struct Update {
     pub prediction: Option<Prediction>,
     pub timings: Option<Timings>,
     pub quality: Option<Quality>,
+    /// The model that made `prediction` (sinks name it and its classes from here, never from a
+    /// start-up copy: a fleet update or reload may have swapped it).
+    pub model: Option<std::sync::Arc<crate::model::Model>>,
 }
 
 impl Update {
+    /// The outcome word of this update (None for a status-only change before any result).
+    pub fn outcome(&self) -> Option<crate::model::classifier::Outcome> {
+        use crate::model::classifier::Outcome;
+        match (&self.prediction, self.state.quality) {
+            (Some(p), _) => Some(p.outcome()),
+            (None, Some(_)) => Some(Outcome::Retake),
+            (None, None) => None,
+        }
+    }
+
     /// A status-only change (camera lost, source ended): nothing classified.
     pub fn status(frame: Option<Frame>, state: DisplayState) -> Update {
         Update {
@@ -113,6 +126,7 @@ impl Update {
             prediction: None,
             timings: None,
             quality: None,
+            model: None,
         }
     }
 
@@ -124,6 +138,7 @@ impl Update {
             prediction: None,
             timings: None,
             quality: Some(quality),
+            model: None,
         }
     }
 
@@ -134,6 +149,7 @@ impl Update {
         prediction: Prediction,
         timings: Timings,
         quality: Option<Quality>,
+        model: std::sync::Arc<crate::model::Model>,
     ) -> Update {
         Update {
             frame: Some(frame),
@@ -141,6 +157,7 @@ impl Update {
             prediction: Some(prediction),
             timings: Some(timings),
             quality,
+            model: Some(model),
         }
     }
 }

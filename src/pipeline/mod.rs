@@ -33,6 +33,7 @@ fn initial_state(model: &Model) -> DisplayState {
         refer: false,
         malignant_probability: 0.0,
         quality: None,
+        not_lesion: false,
         source: SourceStatus::Starting,
         frozen: false,
         fps: 0.0,

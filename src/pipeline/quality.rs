@@ -11,9 +11,13 @@ pub struct Quality {
     pub luma: f32,
     /// Variance of the 4-neighbour Laplacian of luma on a 160-px-wide copy.
     pub sharpness: f32,
+    /// The smallest variance of the second derivative along one direction (horizontal,
+    /// vertical, both diagonals) on the same copy: low along the direction of a motion blur.
+    pub directional_sharpness: f32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum QualityIssue {
     TooDark,
     TooBright,
@@ -21,6 +25,15 @@ pub enum QualityIssue {
 }
 
 impl QualityIssue {
+    /// The machine name (`"quality_issue"` in JSON).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            QualityIssue::TooDark => "too_dark",
+            QualityIssue::TooBright => "too_bright",
+            QualityIssue::Blurred => "blurred",
+        }
+    }
+
     /// What the screen tells the user.
     pub fn advice(&self) -> &'static str {
         match self {
@@ -42,24 +55,40 @@ pub fn measure(img: &RgbImage) -> Quality {
         .collect();
     let luma = y.iter().sum::<f32>() / y.len() as f32;
     let (w, h) = (w as usize, h as usize);
-    let mut sum = 0f64;
-    let mut sum2 = 0f64;
+    // Running sums for the Laplacian and the four directional second derivatives.
+    let mut sum = [0f64; 5];
+    let mut sum2 = [0f64; 5];
     let mut n = 0f64;
     for r in 1..h.saturating_sub(1) {
         for c in 1..w - 1 {
             let i = r * w + c;
-            let l = (y[i - 1] + y[i + 1] + y[i - w] + y[i + w] - 4.0 * y[i]) as f64;
-            sum += l;
-            sum2 += l * l;
+            let centre = 2.0 * y[i];
+            let d = [
+                y[i - 1] + y[i + 1] - centre,
+                y[i - w] + y[i + w] - centre,
+                y[i - w - 1] + y[i + w + 1] - centre,
+                y[i - w + 1] + y[i + w - 1] - centre,
+            ];
+            let all = [d[0] + d[1], d[0], d[1], d[2], d[3]];
+            for (k, v) in all.iter().enumerate() {
+                sum[k] += *v as f64;
+                sum2[k] += (*v as f64) * (*v as f64);
+            }
             n += 1.0;
         }
     }
-    let sharpness = if n > 0.0 {
-        (sum2 / n - (sum / n).powi(2)) as f32
-    } else {
-        0.0
+    let var = |k: usize| {
+        if n > 0.0 {
+            (sum2[k] / n - (sum[k] / n).powi(2)) as f32
+        } else {
+            0.0
+        }
     };
-    Quality { luma, sharpness }
+    Quality {
+        luma,
+        sharpness: var(0),
+        directional_sharpness: (1..5).map(var).fold(f32::INFINITY, f32::min),
+    }
 }
 
 pub fn check(q: &Quality, cfg: &PipelineConfig) -> Option<QualityIssue> {
@@ -67,7 +96,9 @@ pub fn check(q: &Quality, cfg: &PipelineConfig) -> Option<QualityIssue> {
         Some(QualityIssue::TooDark)
     } else if q.luma > cfg.max_luma {
         Some(QualityIssue::TooBright)
-    } else if q.sharpness < cfg.min_sharpness {
+    } else if q.sharpness < cfg.min_sharpness
+        || q.directional_sharpness < cfg.min_directional_sharpness
+    {
         Some(QualityIssue::Blurred)
     } else {
         None
@@ -98,5 +129,36 @@ mod tests {
             }
         });
         assert_eq!(check(&measure(&checker), &cfg), None);
+    }
+
+    /// A horizontal motion blur keeps vertical detail (the Laplacian stays over its floor) but
+    /// wipes horizontal detail: only the directional measure catches it.
+    #[test]
+    fn motion_blur_is_caught_by_the_directional_measure() {
+        let cfg = PipelineConfig::default();
+        // Fine texture in both directions (a hash, not a pattern a blur could keep).
+        let sharp = RgbImage::from_fn(320, 240, |x, y| {
+            let v = ((x.wrapping_mul(2654435761) ^ y.wrapping_mul(40503)) >> 7) % 160 + 40;
+            image::Rgb([v as u8, (v * 3 / 4) as u8, (v / 2) as u8])
+        });
+        assert_eq!(check(&measure(&sharp), &cfg), None);
+        // Box blur 24 px wide along x, rows untouched.
+        let blurred = RgbImage::from_fn(320, 240, |x, y| {
+            let mut acc = [0u32; 3];
+            for dx in 0..24 {
+                let p = sharp.get_pixel((x + dx).min(319), y);
+                for c in 0..3 {
+                    acc[c] += p[c] as u32;
+                }
+            }
+            image::Rgb(acc.map(|a| (a / 24) as u8))
+        });
+        let q = measure(&blurred);
+        assert!(q.sharpness >= cfg.min_sharpness, "{q:?}");
+        assert!(
+            q.directional_sharpness < cfg.min_directional_sharpness,
+            "{q:?}"
+        );
+        assert_eq!(check(&q, &cfg), Some(QualityIssue::Blurred));
     }
 }

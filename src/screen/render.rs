@@ -11,6 +11,8 @@ use serde::Serialize;
 use u8g2_fonts::U8g2TextStyle;
 use u8g2_fonts::fonts;
 
+use crate::model::classifier::{NOT_LESION_ADVICE, NOT_LESION_HEADLINE, Outcome};
+
 /// An RGB888 drawing surface backed by an `image::RgbImage`.
 pub struct Canvas(pub RgbImage);
 
@@ -80,8 +82,10 @@ pub struct DisplayState {
     pub refer: bool,
     /// Calibrated probability of the refer (malignant) classes, shown in the banner.
     pub malignant_probability: f32,
-    /// Why the current frame was not classified ("Hold steady", "More light"), if it was not.
-    pub quality: Option<String>,
+    /// Why the current frame was not classified (too dark, too bright, blurred), if it was not.
+    pub quality: Option<crate::pipeline::quality::QualityIssue>,
+    /// The shown result does not look like a skin lesion: no class, no referral.
+    pub not_lesion: bool,
     pub source: SourceStatus,
     /// Point-and-classify: the result is frozen on screen.
     pub frozen: bool,
@@ -102,26 +106,42 @@ impl DisplayState {
             .map(|s| (s.name, s.probability))
             .collect();
         self.uncertain = p.uncertain;
+        self.not_lesion = p.not_lesion;
         self.refer = p.refer;
         self.malignant_probability = p.malignant_probability;
     }
 
-    /// The refer banner is shown only over a current classification.
-    /// The result in one word: the top class, or "Uncertain" (None before any result). The
-    /// screen and the fleet's result messages both say it this way.
-    pub fn result_headline(&self) -> Option<String> {
-        let top = self.top.first()?;
-        Some(if self.uncertain {
-            "Uncertain".into()
+    /// The current result in one word (None before any result).
+    pub fn outcome(&self) -> Option<Outcome> {
+        if self.quality.is_some() {
+            return Some(Outcome::Retake);
+        }
+        self.top.first()?;
+        Some(if self.not_lesion {
+            Outcome::NotLesion
+        } else if self.uncertain {
+            Outcome::Uncertain
         } else {
-            top.0.clone()
+            Outcome::Class
         })
     }
 
+    /// The result as a headline: the top class, "Uncertain", "Not a skin lesion" or the
+    /// retake advice (None before any result). The screen and the fleet's result messages both
+    /// say it this way.
+    pub fn result_headline(&self) -> Option<String> {
+        Some(match self.outcome()? {
+            Outcome::Retake => self.quality.map(|q| q.advice())?.to_string(),
+            Outcome::NotLesion => NOT_LESION_HEADLINE.into(),
+            Outcome::Uncertain => "Uncertain".into(),
+            Outcome::Class => self.top.first()?.0.clone(),
+        })
+    }
+
+    /// The refer banner is shown only over a current classification of a lesion.
     fn shows_refer(&self) -> bool {
         self.refer
-            && !self.top.is_empty()
-            && self.quality.is_none()
+            && matches!(self.outcome(), Some(Outcome::Class | Outcome::Uncertain))
             && !matches!(self.source, SourceStatus::Disconnected(_))
     }
 }
@@ -204,10 +224,12 @@ fn headline(state: &DisplayState) -> (String, Rgb888) {
         SourceStatus::Disconnected(_) => ("Camera disconnected".into(), WARN),
         SourceStatus::Starting if state.top.is_empty() => ("Starting...".into(), DIM),
         _ => {
-            if let Some(q) = &state.quality {
-                (q.clone(), WARN)
-            } else if let Some(h) = state.result_headline() {
-                let colour = if state.uncertain { UNSURE } else { FG };
+            if let Some(h) = state.result_headline() {
+                let colour = match state.outcome() {
+                    Some(Outcome::Retake | Outcome::NotLesion) => WARN,
+                    Some(Outcome::Uncertain) => UNSURE,
+                    _ => FG,
+                };
                 (h, colour)
             } else {
                 ("Waiting for image".into(), DIM)
@@ -332,8 +354,17 @@ pub fn render(canvas: &mut Canvas, frame: Option<&RgbImage>, state: &DisplayStat
     text(canvas, &head, Point::new(x, y), big, Alignment::Left);
     y += line(true);
 
-    // Confidence bar for the top class (grey when uncertain).
-    if let Some((_, p)) = state.top.first() {
+    // Not a lesion: no classes, only what to do; else the confidence bar for the top class
+    // (grey when uncertain or retake).
+    if state.outcome() == Some(Outcome::NotLesion) {
+        text(
+            canvas,
+            NOT_LESION_ADVICE,
+            Point::new(x, y),
+            f.mid.clone(),
+            Alignment::Left,
+        );
+    } else if let Some((_, p)) = state.top.first() {
         let bh = if large { 18 } else { 10 };
         let bw = (pw - if large { 70 } else { 40 }).max(10);
         let _ = Rectangle::new(Point::new(x, y), Size::new(bw as u32, bh))

@@ -13,12 +13,11 @@ pub struct CaptureSink {
     pub max_files: usize,
     /// 0 = no byte limit.
     pub max_bytes: u64,
-    pub manifest: crate::model::manifest::Manifest,
     last_saved: Option<u64>,
 }
 
 impl CaptureSink {
-    pub fn new(dir: PathBuf, max_files: usize, manifest: crate::model::manifest::Manifest) -> Self {
+    pub fn new(dir: PathBuf, max_files: usize) -> Self {
         if let Err(e) = check_dir(&dir) {
             log::warn!("captures: {e}");
         }
@@ -33,7 +32,6 @@ impl CaptureSink {
             dir,
             max_files,
             max_bytes: 0,
-            manifest,
             last_saved: None,
         }
     }
@@ -44,9 +42,10 @@ impl CaptureSink {
     }
 
     fn save(&self, u: &crate::pipeline::Update) -> std::io::Result<PathBuf> {
-        let (Some(f), Some(p)) = (&u.frame, &u.prediction) else {
+        let (Some(f), Some(p), Some(model)) = (&u.frame, &u.prediction, &u.model) else {
             return Err(std::io::Error::other("nothing to save"));
         };
+        let m = &model.manifest;
         check_dir(&self.dir)?;
         let mut jpg = Vec::new();
         f.image
@@ -61,13 +60,15 @@ impl CaptureSink {
             "capture": name,
             "image": "image.jpg",
             "image_sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&jpg)),
-            "model": {"name": self.manifest.name, "sha256": self.manifest.sha256},
-            "headline": p.headline(&self.manifest),
+            "model": {"name": m.name, "sha256": m.sha256},
+            "outcome": p.outcome(),
+            "headline": p.headline(m),
             "uncertain": p.uncertain,
             "refer": p.refer,
             "malignant_probability": p.malignant_probability,
-            "refer_threshold": self.manifest.refer_threshold(),
-            "classes": p.top_k(self.manifest.classes.len(), &self.manifest),
+            "refer_threshold": m.refer_threshold(),
+            "ood_score": p.ood_score,
+            "classes": p.top_k(m.classes.len(), m),
             "disclaimer": crate::DISCLAIMER,
         });
         let json = serde_json::to_string_pretty(&json)? + "\n";

@@ -1,12 +1,12 @@
-//! The log sink: one line per classified frame on stdout (`dermcam run --log`, `demo`).
+//! The log sink: one line per classified frame on stdout (`dermcam run --log`, `demo`), starting
+//! with the outcome word.
 
+use crate::model::classifier::Outcome;
 use crate::pipeline::{Sink, Update};
 use crate::screen::render::SourceStatus;
 
-/// Prints one line per classified frame.
-pub struct LogSink {
-    pub manifest: crate::model::manifest::Manifest,
-}
+/// Prints one line per classified frame. Class names come from the model that made each result.
+pub struct LogSink;
 
 impl Sink for LogSink {
     fn publish(&mut self, u: &Update) {
@@ -15,17 +15,21 @@ impl Sink for LogSink {
             .as_ref()
             .and_then(|f| f.label.clone())
             .unwrap_or_else(|| format!("frame {}", u.frame.as_ref().map_or(0, |f| f.seq)));
-        match (&u.prediction, &u.state.quality) {
-            (Some(p), _) => {
+        match (&u.prediction, &u.model, &u.state.quality) {
+            (Some(p), Some(model), _) => {
+                let classes = &model.manifest.classes;
                 let (id, prob) = p.top1();
-                let what = if p.uncertain {
-                    format!(
-                        "uncertain (best guess {} {:.1}%)",
-                        self.manifest.classes[id].name,
+                let name = classes.get(id).map_or("?", |c| c.name.as_str());
+                let what = match p.outcome() {
+                    Outcome::NotLesion => format!(
+                        "not_lesion (score {:.0}, best guess {name} {:.1}%)",
+                        p.ood_score.unwrap_or(f32::NAN),
                         prob * 100.0
-                    )
-                } else {
-                    format!("{} {:.1}%", self.manifest.classes[id].name, prob * 100.0)
+                    ),
+                    Outcome::Uncertain => {
+                        format!("uncertain (best guess {name} {:.1}%)", prob * 100.0)
+                    }
+                    _ => format!("class {name} {:.1}%", prob * 100.0),
                 };
                 let what = format!(
                     "{what}, {} (malignant {:.1}%)",
@@ -42,8 +46,8 @@ impl Sink for LogSink {
                     }
                 );
             }
-            (None, Some(q)) => println!("{label}: not classified: {q}"),
-            (None, None) => {
+            (_, _, Some(q)) => println!("{label}: retake ({}): {}", q.as_str(), q.advice()),
+            _ => {
                 if let SourceStatus::Disconnected(m) = &u.state.source {
                     println!("camera disconnected: {m}");
                 }

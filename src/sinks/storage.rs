@@ -244,10 +244,6 @@ mod tests {
             let kb = vec![0u8; 1000];
             save_set_atomic(&d, &format!("capture-{i:013}-1-{i}"), &[("image.jpg", &kb)]).unwrap();
         }
-        let manifest = crate::model::manifest::read_manifest(&crate::paths::shipped_bundle_dir(
-            crate::DEFAULT_BUNDLE,
-        ))
-        .unwrap();
         let names = |d: &Path| -> Vec<String> {
             CaptureSink::captures(d)
                 .unwrap()
@@ -256,7 +252,7 @@ mod tests {
                 .collect()
         };
         // 5 x 1000 bytes; a 2500-byte budget keeps the newest 2.
-        let sink = CaptureSink::new(d.clone(), 4, manifest.clone()).with_max_bytes(2500);
+        let sink = CaptureSink::new(d.clone(), 4).with_max_bytes(2500);
         sink.enforce_retention().unwrap();
         assert_eq!(
             names(&d),
@@ -264,7 +260,7 @@ mod tests {
             "oldest removed first"
         );
         // Count limit; and the newest capture stays even if it alone exceeds the byte budget.
-        let sink = CaptureSink::new(d.clone(), 1, manifest).with_max_bytes(10);
+        let sink = CaptureSink::new(d.clone(), 1).with_max_bytes(10);
         sink.enforce_retention().unwrap();
         assert_eq!(names(&d), ["capture-0000000000004"]);
         let _ = std::fs::remove_dir_all(&d);

@@ -23,24 +23,21 @@ pub(super) async fn status(State(st): State<AppState>) -> Json<serde_json::Value
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let (display, headline, last, version) = match &latest {
+    let (display, headline, outcome, last, version) = match &latest {
         Some(u) => {
-            let head = if let Some(q) = &u.state.quality {
-                q.clone()
-            } else if u.state.uncertain {
-                "Uncertain".into()
-            } else {
-                u.state.top.first().map(|t| t.0.clone()).unwrap_or_default()
-            };
-            let last = u.prediction.as_ref().map(|p| json!({"classes": p.top_k(3, m), "uncertain": p.uncertain, "refer": p.refer, "malignant_probability": p.malignant_probability, "frame": u.frame.as_ref().map(|f| f.seq)}));
+            let head = u.state.result_headline().unwrap_or_default();
+            // Names from the model that made the result, not the one loaded now.
+            let made_by = u.model.as_ref().map_or(m, |x| &x.manifest);
+            let last = u.prediction.as_ref().map(|p| json!({"outcome": p.outcome(), "classes": p.top_k(3, made_by), "uncertain": p.uncertain, "refer": p.refer, "malignant_probability": p.malignant_probability, "ood_score": p.ood_score, "model": made_by.name, "frame": u.frame.as_ref().map(|f| f.seq)}));
             (
                 serde_json::to_value(&u.state).unwrap_or_default(),
                 head,
+                u.state.outcome(),
                 last,
                 u.frame.as_ref().map_or(0, |f| f.seq),
             )
         }
-        None => (serde_json::Value::Null, "Starting".into(), None, 0),
+        None => (serde_json::Value::Null, "Starting".into(), None, None, 0),
     };
     let source = match latest.as_ref().map(|u| &u.state.source) {
         Some(crate::screen::render::SourceStatus::Live) => "live".to_string(),
@@ -50,7 +47,8 @@ pub(super) async fn status(State(st): State<AppState>) -> Json<serde_json::Value
     };
     Json(json!({
         "source": source, "model": m.name, "uptime_s": live.started.elapsed().as_secs_f64(),
-        "fps": latest.as_ref().map_or(0.0, |u| u.state.fps), "headline": headline, "display": display,
+        "fps": latest.as_ref().map_or(0.0, |u| u.state.fps), "headline": headline, "outcome": outcome,
+        "quality_issue": latest.as_ref().and_then(|u| u.state.quality), "display": display,
         "last_prediction": last, "counters": live.counters.snapshot(), "frame_version": version,
     }))
 }

@@ -98,18 +98,22 @@ pub(super) async fn classify_form(State(st): State<AppState>, req: Request) -> R
                 .and_then(|w| w.as_str())
                 .map(|w| format!("<p class=\"warn\">Image quality: {}</p>", escape(w)))
                 .unwrap_or_default();
-            let head = if !r.classified {
-                format!(
-                    "<p class=\"headline\" id=\"prediction\">Not classified</p><p>{}: the device does not classify images it would refuse from its own camera. Retake the photo.</p>",
+            use crate::model::classifier::Outcome;
+            let head = match r.outcome {
+                Outcome::Retake => format!(
+                    "<p class=\"headline\" id=\"prediction\" data-outcome=\"retake\">Retake the photo</p><p>{}: the device does not classify images it would refuse from its own camera.</p>",
                     escape(r.headline.trim_start_matches("Not classified: "))
-                )
-            } else if r.uncertain {
-                "<p class=\"headline\" id=\"prediction\">Uncertain</p><p>The model is not confident about any class for this image.</p>".to_string()
-            } else {
-                format!(
-                    "<p class=\"headline\" id=\"prediction\">{}</p>",
+                ),
+                Outcome::NotLesion => format!(
+                    "<p class=\"headline\" id=\"prediction\" data-outcome=\"not_lesion\">{}</p><p>{}: this image does not look like the skin-lesion photos the model was trained on, so no class is given.</p>",
+                    crate::model::classifier::NOT_LESION_HEADLINE,
+                    crate::model::classifier::NOT_LESION_ADVICE
+                ),
+                Outcome::Uncertain => "<p class=\"headline\" id=\"prediction\" data-outcome=\"uncertain\">Uncertain</p><p>The model is not confident about any class for this image.</p>".to_string(),
+                Outcome::Class => format!(
+                    "<p class=\"headline\" id=\"prediction\" data-outcome=\"class\">{}</p>",
                     escape(&r.headline)
-                )
+                ),
             };
             let refer = match (r.refer, r.malignant_probability) {
                 (Some(true), Some(mp)) => format!(
@@ -122,13 +126,18 @@ pub(super) async fn classify_form(State(st): State<AppState>, req: Request) -> R
                 ),
                 _ => String::new(),
             };
+            let heat = r
+                .heat_png
+                .as_ref()
+                .map(|b| format!("<figure><img id=\"heatmap\" alt=\"Where the model looked\" src=\"data:image/png;base64,{b}\"><figcaption>Where the model looked (class-activation map of the top class; red = most weight). Not an outline of the lesion.</figcaption></figure>"))
+                .unwrap_or_default();
             let head = head + &refer;
             page(
                 "dermcam result",
                 &format!(
                     "<main><section class=\"{cls}\"><h2>Result</h2>{head}{warn}<table>{rows}</table>\
                      <p>Model {model}; {ms:.0} ms.</p><p><a href=\"/\">Classify another image</a></p></section>\
-                     <section>{preview}</section></main>",
+                     <section>{preview}{heat}</section></main>",
                     cls = if r.uncertain { "uncertain" } else { "" },
                     model = escape(r.model["name"].as_str().unwrap_or("")),
                     ms = r.total_ms

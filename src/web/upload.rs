@@ -19,8 +19,12 @@ use std::time::{Duration, Instant};
 
 #[derive(serde::Serialize)]
 pub struct ClassifyResult {
-    /// False when the image failed the quality gate (too dark, too bright, blurred): like the
-    /// live pipeline, such an image gets no class; `classes` is empty and `headline` says why.
+    /// `class`, `uncertain`, `retake` (quality gate) or `not_lesion`.
+    pub outcome: crate::model::classifier::Outcome,
+    /// For `retake`: `too_dark`, `too_bright` or `blurred`.
+    pub quality_issue: Option<crate::pipeline::quality::QualityIssue>,
+    /// False for `retake` and `not_lesion`: like the live pipeline, such an image gets no
+    /// class; `classes` is empty and `headline` says why.
     pub classified: bool,
     pub classes: Vec<crate::model::classifier::ClassScore>,
     pub headline: String,
@@ -29,6 +33,12 @@ pub struct ClassifyResult {
     pub refer: Option<bool>,
     /// Calibrated probability of the refer (malignant) classes; null when not classified.
     pub malignant_probability: Option<f32>,
+    /// The bundle's "not a lesion" score, where it has one.
+    pub ood_score: Option<f32>,
+    /// Where the model looked for the top class: a PNG heat map (base64), when the bundle
+    /// exports class-activation maps and a class or "uncertain" is the outcome.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heat_png: Option<String>,
     pub quality: serde_json::Value,
     pub model: serde_json::Value,
     pub timings: Timings,
@@ -181,8 +191,11 @@ pub(super) async fn run_classification(
     }
     let permit = st.slots.clone().acquire_owned().await;
     let t0 = Instant::now();
-    let (model, cfg, gate) = (st.model.get(), st.cfg.clone(), st.quality.clone());
+    // One model for the whole request: a swap meanwhile must not relabel this result.
+    let model = st.model.get();
+    let (used, cfg, gate) = (model.clone(), st.cfg.clone(), st.quality.clone());
     let out = tokio::task::spawn_blocking(move || {
+        let model = used;
         let _permit = permit;
         let img = decode_image(&bytes, "upload", cfg.max_pixels)?;
         drop(bytes);
@@ -235,25 +248,44 @@ pub(super) async fn run_classification(
     let total_ms = t0.elapsed().as_secs_f64() * 1e3;
     st.counters.classified.fetch_add(1, Ordering::Relaxed);
     st.counters.observe(total_ms);
-    let model = st.model.get();
     let m = &model.manifest;
     let quality =
         json!({"luma": q.luma, "sharpness": q.sharpness, "warning": issue.map(|i| i.advice())});
     let model = json!({"name": m.name, "sha256": m.sha256, "precision": m.precision});
     let result = match (r, issue) {
-        (Some((p, timings)), _) => ClassifyResult {
-            classified: true,
-            classes: p.top_k(m.classes.len(), m),
-            headline: p.headline(m),
-            uncertain: p.uncertain,
-            refer: Some(p.refer),
-            malignant_probability: Some(p.malignant_probability),
-            quality,
-            model,
-            timings,
-            total_ms,
-        },
+        (Some((p, timings)), _) => {
+            let outcome = p.outcome();
+            let lesion = outcome != crate::model::classifier::Outcome::NotLesion;
+            ClassifyResult {
+                outcome,
+                quality_issue: None,
+                classified: lesion,
+                classes: if lesion {
+                    p.top_k(m.classes.len(), m)
+                } else {
+                    vec![]
+                },
+                headline: p.headline(m),
+                uncertain: p.uncertain,
+                refer: Some(p.refer),
+                malignant_probability: Some(p.malignant_probability),
+                ood_score: p.ood_score,
+                heat_png: lesion
+                    .then(|| {
+                        p.heat.as_ref().and_then(crate::model::heat::png).map(|b| {
+                            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b)
+                        })
+                    })
+                    .flatten(),
+                quality,
+                model,
+                timings,
+                total_ms,
+            }
+        }
         (None, issue) => ClassifyResult {
+            outcome: crate::model::classifier::Outcome::Retake,
+            quality_issue: issue,
             classified: false,
             classes: vec![],
             headline: format!(
@@ -263,6 +295,8 @@ pub(super) async fn run_classification(
             uncertain: true,
             refer: None,
             malignant_probability: None,
+            ood_score: None,
+            heat_png: None,
             quality,
             model,
             timings: Timings::default(),

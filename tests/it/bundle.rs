@@ -153,11 +153,22 @@ fn preprocessing_matches_python_toolchain() {
             .iter()
             .map(|v| v.as_f64().unwrap() as f32)
             .collect();
-        // Same tensor through tract vs ONNX Runtime: runtimes agree to float precision.
-        let same_input = dermcam::model::classifier::Prediction::from_logits(
-            &m.logits(&theirs, false).unwrap(),
-            &m.manifest,
-        );
+        // Same tensor through tract vs ONNX Runtime: runtimes agree to float precision, for
+        // the logits and for the "not a lesion" score the bundle's graph computes.
+        let outputs = m.outputs(&theirs, false).unwrap();
+        if let Some(want) = r["ood"].as_f64() {
+            let got = outputs.ood.expect("the bundle has an ood output") as f64;
+            assert!(
+                (got - want).abs() <= 1e-3 * want.abs().max(10.0),
+                "{file}: ood score tract {got} vs ONNX Runtime {want}"
+            );
+            assert!(
+                (got as f32) <= m.manifest.ood.as_ref().unwrap().threshold,
+                "{file}: a real lesion sample scored as not a lesion ({got})"
+            );
+        }
+        let same_input =
+            dermcam::model::classifier::Prediction::from_logits(&outputs.logits, &m.manifest);
         let dr = same_input
             .probabilities
             .iter()

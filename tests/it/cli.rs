@@ -243,3 +243,20 @@ fn models_lists_bundles_with_metrics() {
         .unwrap();
     assert!(default_line.trim_end().ends_with('*'), "{default_line}");
 }
+
+/// A config file named on the command line must exist, board preset or not (it was silently
+/// ignored with `--board`, so a typo ran the board's defaults).
+#[test]
+fn run_with_a_missing_named_config_is_an_error_even_with_a_board() {
+    let tmp = scratch("cli-missing-config");
+    let missing = tmp.join("missing.toml");
+    let (code, _, err) = dermcam(&[
+        "run",
+        "--config",
+        missing.to_str().unwrap(),
+        "--board",
+        "rpi4-st7789",
+    ]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("missing.toml"), "{err}");
+}

@@ -237,11 +237,7 @@ fn captures_survive_sigkill_at_random_points() {
         "no kill landed mid-write: the test proved nothing"
     );
     // The next start clears what the interrupted writes left behind.
-    let sink = dermcam::sinks::capture::CaptureSink::new(
-        caps.clone(),
-        10,
-        default_model().manifest.clone(),
-    );
+    let sink = dermcam::sinks::capture::CaptureSink::new(caps.clone(), 10);
     drop(sink);
     assert!(!has_temp(&caps));
 }

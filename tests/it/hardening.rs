@@ -6,9 +6,10 @@ use crate::*;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use dermcam::config::{Config, WebConfig};
+use dermcam::model::preprocess::{DEFAULT_MAX_PIXELS, load_image};
 use dermcam::web::{AppState, router};
 use http_body_util::BodyExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
@@ -757,7 +758,6 @@ fn item10_cleanup_and_retention_leave_other_files_alone() {
     std::fs::create_dir_all(caps.join(".capture-1-2-3.tmp")).unwrap();
     std::fs::write(caps.join(".capture-1-2-3.tmp/mine.txt"), b"user data").unwrap();
     std::fs::write(caps.join("capture-list.csv"), b"user data").unwrap();
-    let manifest = dermcam::model::manifest::read_manifest(&default_bundle()).unwrap();
     for n in 1..=2 {
         dermcam::sinks::storage::save_set_atomic(
             &caps,
@@ -767,7 +767,7 @@ fn item10_cleanup_and_retention_leave_other_files_alone() {
         .unwrap();
     }
     // Start-up clean-up, then retention (max 1): the older capture goes, nothing else.
-    let _sink = dermcam::sinks::capture::CaptureSink::new(caps.clone(), 1, manifest.clone());
+    let _sink = dermcam::sinks::capture::CaptureSink::new(caps.clone(), 1);
     dermcam::sinks::storage::enforce_retention(&caps, "capture", 1, 0).unwrap();
     for kept in [
         "capture-notes/mine.txt",
@@ -790,7 +790,7 @@ fn item10_cleanup_and_retention_leave_other_files_alone() {
     let link = d.join("link");
     std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
     assert!(dermcam::sinks::storage::check_dir(&link).is_err());
-    let _ = dermcam::sinks::capture::CaptureSink::new(link.clone(), 5, manifest);
+    let _ = dermcam::sinks::capture::CaptureSink::new(link.clone(), 5);
     assert!(elsewhere.join(".capture-1-2-9.tmp").exists());
 }
 
@@ -840,6 +840,8 @@ async fn item12_black_upload_gets_no_class() {
     assert_eq!(st, StatusCode::OK);
     let v = json(&body);
     assert_eq!(v["classified"], false, "{v}");
+    assert_eq!(v["outcome"], "retake");
+    assert_eq!(v["quality_issue"], "too_dark");
     assert_eq!(v["uncertain"], true);
     assert!(v["classes"].as_array().unwrap().is_empty());
     assert_eq!(v["headline"], "Not classified: More light");
@@ -847,7 +849,9 @@ async fn item12_black_upload_gets_no_class() {
     assert_eq!(st, StatusCode::OK);
     let html = String::from_utf8(html).unwrap();
     assert!(
-        html.contains("Not classified") && !html.contains("<progress"),
+        html.contains("Retake the photo")
+            && html.contains("More light")
+            && !html.contains("<progress"),
         "{html}"
     );
     // A real lesion photo is still classified.
@@ -923,5 +927,165 @@ async fn duplicate_host_and_wiped_jpeg_uploads_are_refused() {
         StatusCode::UNPROCESSABLE_ENTITY,
         "{}",
         String::from_utf8_lossy(&body)
+    );
+}
+
+// Model v3: one outcome word on every surface, the same gates in `classify` as on the camera.
+
+fn not_lesion_fixtures() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("tests/fixtures/not-lesion"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    v.sort();
+    assert!(v.len() >= 2);
+    v
+}
+
+#[test]
+fn classify_applies_the_camera_gates_and_no_gates_bypasses_them() {
+    let tmp = scratch("cli-gates");
+    let sample = samples()[0].clone();
+    let img = load_image(&sample, DEFAULT_MAX_PIXELS).unwrap();
+    // Too dark: a tenth of the light.
+    let dark = image::RgbImage::from_fn(img.width(), img.height(), |x, y| {
+        image::Rgb(img.get_pixel(x, y).0.map(|c| c / 10))
+    });
+    // A one-direction (motion) blur, 8 % of the width: the Laplacian alone lets it through.
+    let n = (img.width() / 12).max(3);
+    let moved = image::RgbImage::from_fn(img.width(), img.height(), |x, y| {
+        let mut acc = [0u32; 3];
+        for d in 0..n {
+            let p = img.get_pixel((x + d).min(img.width() - 1), y);
+            for c in 0..3 {
+                acc[c] += p[c] as u32;
+            }
+        }
+        image::Rgb(acc.map(|a| (a / n) as u8))
+    });
+    let (dark_p, moved_p) = (tmp.join("dark.png"), tmp.join("moved.png"));
+    dark.save(&dark_p).unwrap();
+    moved.save(&moved_p).unwrap();
+    let args = |extra: &[&str]| {
+        let mut a = vec!["classify", "--json"];
+        a.extend_from_slice(extra);
+        a.extend([
+            sample.to_str().unwrap(),
+            dark_p.to_str().unwrap(),
+            moved_p.to_str().unwrap(),
+        ]);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = |a: Vec<String>| {
+        let refs: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+        let (code, out) = dermcam_bin(&refs);
+        assert_eq!(code, 0, "{out}");
+        out.lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let gated = run(args(&[]));
+    assert_eq!(gated.len(), 3);
+    assert!(
+        ["class", "uncertain"].contains(&gated[0]["outcome"].as_str().unwrap()),
+        "{}",
+        gated[0]
+    );
+    assert_eq!(gated[1]["outcome"], "retake", "{}", gated[1]);
+    assert_eq!(gated[1]["quality_issue"], "too_dark");
+    assert_eq!(gated[2]["outcome"], "retake", "{}", gated[2]);
+    assert_eq!(gated[2]["quality_issue"], "blurred");
+    for r in &gated[1..] {
+        assert_eq!(r["refer"], false);
+        assert!(
+            r.get("top").is_none(),
+            "a held-back image has no classes: {r}"
+        );
+    }
+    let ungated = run(args(&["--no-gates"]));
+    for r in &ungated {
+        assert!(r["top"].as_array().is_some_and(|t| !t.is_empty()), "{r}");
+        assert_ne!(r["outcome"], "retake");
+        assert_ne!(r["outcome"], "not_lesion");
+    }
+}
+
+#[test]
+fn photos_that_are_not_lesions_get_not_lesion_and_never_refer() {
+    let mut a = vec!["classify".to_string(), "--json".into()];
+    let fixtures = not_lesion_fixtures();
+    a.extend(fixtures.iter().map(|p| p.display().to_string()));
+    a.extend(samples().iter().map(|p| p.display().to_string()));
+    let refs: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+    let (code, out) = dermcam_bin(&refs);
+    assert_eq!(code, 0, "{out}");
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), fixtures.len() + samples().len());
+    for r in &rows[..fixtures.len()] {
+        assert_eq!(r["outcome"], "not_lesion", "{r}");
+        assert_eq!(r["refer"], false, "{r}");
+        assert_eq!(r["headline"], "Not a skin lesion");
+    }
+    // Every bundled lesion photo passes the gate.
+    for r in &rows[fixtures.len()..] {
+        assert!(
+            ["class", "uncertain"].contains(&r["outcome"].as_str().unwrap()),
+            "{r}"
+        );
+        assert!(r["ood_score"].as_f64().is_some(), "{r}");
+    }
+}
+
+#[tokio::test]
+async fn uploads_say_the_outcome_and_show_where_the_model_looked() {
+    let a = app_with(WebConfig::default(), None);
+    let photo = std::fs::read(&not_lesion_fixtures()[0]).unwrap();
+    let (st, _, body) = send(&a, raw_upload("/api/v1/classify", photo.clone())).await;
+    assert_eq!(st, StatusCode::OK);
+    let v = json(&body);
+    assert_eq!(v["outcome"], "not_lesion", "{v}");
+    assert_eq!(v["classified"], false);
+    assert_eq!(v["refer"], false);
+    assert!(v["classes"].as_array().unwrap().is_empty());
+    assert!(v.get("heat_png").is_none());
+    let (_, _, html) = send(&a, multipart(&photo)).await;
+    let html = String::from_utf8(html).unwrap();
+    assert!(
+        html.contains("data-outcome=\"not_lesion\"")
+            && html.contains("Not a skin lesion")
+            && !html.contains("<progress")
+            && !html.contains("REFER"),
+        "{html}"
+    );
+    // A lesion: a class or uncertain, classes listed, the heat map as a PNG.
+    let lesion = std::fs::read(&samples()[0]).unwrap();
+    let (_, _, body) = send(&a, raw_upload("/api/v1/classify", lesion.clone())).await;
+    let v = json(&body);
+    assert!(
+        ["class", "uncertain"].contains(&v["outcome"].as_str().unwrap()),
+        "{v}"
+    );
+    let png = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        v["heat_png"].as_str().expect("heat map for a lesion"),
+    )
+    .unwrap();
+    let heat = image::load_from_memory(&png).unwrap();
+    assert_eq!((heat.width(), heat.height()), (224, 224));
+    let (_, _, html) = send(&a, multipart(&lesion)).await;
+    assert!(String::from_utf8(html).unwrap().contains("id=\"heatmap\""));
+    // Retake: which issue, no class.
+    let black = jpeg_of(&image::RgbImage::new(640, 480));
+    let (_, _, body) = send(&a, raw_upload("/api/v1/classify", black)).await;
+    let v = json(&body);
+    assert_eq!(
+        (v["outcome"].as_str(), v["quality_issue"].as_str()),
+        (Some("retake"), Some("too_dark"))
     );
 }

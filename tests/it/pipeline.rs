@@ -103,7 +103,7 @@ fn dark_frames_are_not_classified() {
         seen.lock()
             .unwrap()
             .iter()
-            .any(|u| u.state.quality.as_deref() == Some("More light"))
+            .any(|u| u.state.quality == Some(dermcam::pipeline::quality::QualityIssue::TooDark))
     );
 }
 
@@ -272,7 +272,7 @@ fn captures_are_complete_and_retention_holds() {
     let dir = tmp.join("captures");
     let model = default_model();
     let source = slideshow(40, true);
-    let sink = dermcam::sinks::capture::CaptureSink::new(dir.clone(), 2, model.manifest.clone());
+    let sink = dermcam::sinks::capture::CaptureSink::new(dir.clone(), 2);
     let p = Pipeline::start(
         model.clone(),
         Box::new(source),
@@ -339,11 +339,7 @@ fn capture_to_unwritable_place_is_refused_and_pipeline_continues() {
     std::fs::write(&not_a_dir, b"x").unwrap();
     let model = default_model();
     let source = slideshow(40, true);
-    let sink = dermcam::sinks::capture::CaptureSink::new(
-        not_a_dir.join("captures"),
-        5,
-        model.manifest.clone(),
-    );
+    let sink = dermcam::sinks::capture::CaptureSink::new(not_a_dir.join("captures"), 5);
     let p = Pipeline::start(
         model,
         Box::new(source),
@@ -454,4 +450,80 @@ fn camera_buffers_from_real_images_convert_and_classify_alike() {
         dermcam::source::mjpeg_to_rgb(&bytes[..bytes.len() / 2], u64::MAX),
         Err(SourceError::BadFrame(_))
     ));
+}
+
+/// A two-class model (another bundle's class table) that always answers the second class.
+struct TwoClasses;
+
+impl dermcam::model::classifier::Classifier for TwoClasses {
+    fn run(
+        &self,
+        _: &dermcam::model::preprocess::InputTensor,
+    ) -> Result<dermcam::model::classifier::Outputs, dermcam::model::classifier::InferenceError>
+    {
+        Ok(dermcam::model::classifier::Outputs {
+            logits: vec![0.0, 4.0],
+            ..Default::default()
+        })
+    }
+}
+
+/// After a model switch to a bundle with fewer classes, captures and the live status name the
+/// new model and its classes (no start-up copy in any sink, no out-of-range class index).
+#[test]
+fn a_model_switch_with_fewer_classes_relabels_every_result() {
+    let tmp = scratch("switch-classes");
+    let dir = tmp.join("captures");
+    let mut v = serde_json::to_value(&default_model().manifest).unwrap();
+    v["name"] = "two-class-test".into();
+    v["sha256"] = "ab".repeat(32).into();
+    v["classes"] = serde_json::json!([
+        {"id": 0, "folder": "benign", "name": "Benign", "risk": "benign"},
+        {"id": 1, "folder": "melanoma", "name": "Melanoma", "risk": "malignant"}
+    ]);
+    v["refer"] = serde_json::json!({"classes": ["melanoma"], "threshold": 0.5});
+    v.as_object_mut().unwrap().remove("ood");
+    v.as_object_mut().unwrap().remove("cam");
+    let manifest = dermcam::model::manifest::Manifest::parse(
+        &v.to_string(),
+        std::path::Path::new("t/model.json"),
+    )
+    .unwrap();
+    let two = Arc::new(dermcam::model::Model::with_classifier(
+        manifest,
+        Box::new(TwoClasses),
+        "test",
+    ));
+    let sink = dermcam::sinks::capture::CaptureSink::new(dir.clone(), 10);
+    let p = Pipeline::start(
+        default_model(),
+        Box::new(slideshow(40, true)),
+        Box::new(dermcam::screen::NoScreen),
+        vec![Box::new(sink), Box::new(dermcam::sinks::log::LogSink)],
+        PipelineConfig::default(),
+    );
+    let shared = p.shared.clone();
+    wait_for("a first inference", Duration::from_secs(20), || {
+        shared.counters.snapshot().inferences > 0
+    });
+    shared.model.set(two.clone());
+    wait_for("a result of the new model", Duration::from_secs(20), || {
+        let l = shared.latest.read().unwrap().clone();
+        l.is_some_and(|u| u.model.as_ref().is_some_and(|m| Arc::ptr_eq(m, &two)))
+    });
+    shared.toggle_freeze();
+    wait_for("the capture", Duration::from_secs(20), || {
+        dermcam::sinks::capture::CaptureSink::captures(&dir).is_ok_and(|c| !c.is_empty())
+    });
+    shared.request_shutdown();
+    p.join();
+    let (c, _) = &dermcam::sinks::capture::CaptureSink::captures(&dir).unwrap()[0];
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(c.join("result.json")).unwrap()).unwrap();
+    assert_eq!(r["model"]["name"], "two-class-test", "{r}");
+    assert_eq!(r["classes"].as_array().unwrap().len(), 2, "{r}");
+    assert_eq!(r["classes"][0]["name"], "Melanoma");
+    assert_eq!(r["outcome"], "class");
+    assert_eq!(r["refer"], true);
+    assert_eq!(shared.counters.snapshot().errors, 0);
 }

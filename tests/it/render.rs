@@ -3,6 +3,7 @@
 
 use crate::*;
 use dermcam::model::preprocess::{DEFAULT_MAX_PIXELS, load_image};
+use dermcam::pipeline::quality::QualityIssue;
 use dermcam::screen::render::{Canvas, DisplayState, SourceStatus, render};
 
 fn state_for_sample() -> (image::RgbImage, DisplayState) {
@@ -27,6 +28,7 @@ fn state_for_sample() -> (image::RgbImage, DisplayState) {
         refer: p.refer,
         malignant_probability: p.malignant_probability,
         quality: None,
+        not_lesion: p.not_lesion,
         source: SourceStatus::Live,
         frozen: false,
         fps: 12.5,
@@ -91,7 +93,7 @@ fn states_match_golden_images() {
     check_golden("uncertain-320x240", &c);
 
     st.uncertain = false;
-    st.quality = Some("Hold steady".into());
+    st.quality = Some(QualityIssue::Blurred);
     render(&mut c, Some(&img), &st);
     check_golden("quality-320x240", &c);
 
@@ -115,7 +117,7 @@ fn states_match_golden_images() {
         assert!(red > 500, "{w}x{h}: refer banner missing");
     }
     // No banner without a current classification (bad quality frame).
-    st.quality = Some("More light".into());
+    st.quality = Some(QualityIssue::TooDark);
     let mut c = Canvas::new(320, 240);
     render(&mut c, Some(&img), &st);
     let red =
@@ -123,7 +125,21 @@ fn states_match_golden_images() {
             .filter(|p| p[0] > 180 && p[1] < 50 && p[2] < 60)
             .count();
     assert!(red < 50, "refer banner drawn over a refused frame");
+    // Not a lesion: its own message, no classes, and never the refer banner.
     st.quality = None;
+    st.not_lesion = true;
+    for (w, h) in [(320, 240), (800, 480)] {
+        let mut c = Canvas::new(w, h);
+        render(&mut c, Some(&img), &st);
+        check_golden(&format!("not-lesion-{w}x{h}"), &c);
+        let red =
+            c.0.pixels()
+                .filter(|p| p[0] > 180 && p[1] < 50 && p[2] < 60)
+                .count();
+        assert!(red < 50, "{w}x{h}: refer banner drawn over a non-lesion");
+    }
+    assert_eq!(st.result_headline().as_deref(), Some("Not a skin lesion"));
+    st.not_lesion = false;
     st.refer = false;
 
     st.frozen = true;

@@ -511,10 +511,11 @@ async fn live_status_reflects_the_pipeline() {
 struct Broken;
 
 impl dermcam::model::classifier::Classifier for Broken {
-    fn logits(
+    fn run(
         &self,
         _: &dermcam::model::preprocess::InputTensor,
-    ) -> Result<Vec<f32>, dermcam::model::classifier::InferenceError> {
+    ) -> Result<dermcam::model::classifier::Outputs, dermcam::model::classifier::InferenceError>
+    {
         Err(dermcam::model::classifier::InferenceError(
             "engine fault".into(),
         ))

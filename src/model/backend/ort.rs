@@ -5,7 +5,7 @@
 //! ONNX Runtime's default is to log and fall back to CPU, which would hide a broken GPU setup.
 
 use crate::model::backend::{OrtOptions, OrtProvider};
-use crate::model::classifier::{Classifier, InferenceError};
+use crate::model::classifier::{Classifier, InferenceError, OutputMap, Outputs};
 use crate::model::manifest::{BundleError, Manifest};
 use crate::model::preprocess::InputTensor;
 use ort::ep::{self, ExecutionProviderDispatch};
@@ -20,6 +20,7 @@ pub struct OrtClassifier {
     session: Mutex<Session>,
     input_name: String,
     outputs: usize,
+    extra: OutputMap,
 }
 
 /// ONNX Runtime is loaded once per process: remember from where. A failed load is not
@@ -173,10 +174,17 @@ impl OrtClassifier {
                 path: onnx.into(),
                 message: "model has no tensor output".into(),
             })?;
+        let names: Vec<String> = session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
+        let extra = OutputMap::new(&names, manifest, onnx)?;
         Ok(OrtClassifier {
             session: Mutex::new(session),
             input_name,
             outputs,
+            extra,
         })
     }
 
@@ -186,7 +194,7 @@ impl OrtClassifier {
 }
 
 impl Classifier for OrtClassifier {
-    fn logits(&self, input: &InputTensor) -> Result<Vec<f32>, InferenceError> {
+    fn run(&self, input: &InputTensor) -> Result<Outputs, InferenceError> {
         let e = |e: ort::Error| InferenceError(format!("ONNX Runtime: {e}"));
         // A view of the preprocessed tensor: no per-frame copy.
         let tensor =
@@ -195,7 +203,14 @@ impl Classifier for OrtClassifier {
         let out = session
             .run(ort::inputs![self.input_name.as_str() => tensor])
             .map_err(e)?;
-        let (_, data) = out[0].try_extract_tensor::<f32>().map_err(e)?;
-        Ok(data.to_vec())
+        let values = |i: usize| -> Result<(Vec<usize>, Vec<f32>), InferenceError> {
+            let (shape, data) = out[i].try_extract_tensor::<f32>().map_err(e)?;
+            Ok((
+                shape.iter().map(|&d| d.max(0) as usize).collect(),
+                data.to_vec(),
+            ))
+        };
+        let logits = values(0)?.1;
+        self.extra.build(logits, values)
     }
 }

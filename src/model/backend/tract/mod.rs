@@ -11,7 +11,7 @@
 //! becomes a `Clip` to its quantised range. What runs is the fp32 graph with int8-rounded
 //! weights: the speed of the fp32 parent.
 
-use crate::model::classifier::{Classifier, InferenceError};
+use crate::model::classifier::{Classifier, InferenceError, OutputMap, Outputs};
 use crate::model::manifest::{BundleError, Manifest};
 use crate::model::preprocess::InputTensor;
 use std::collections::HashMap;
@@ -28,6 +28,7 @@ pub struct TractClassifier {
     /// intermediate buffer and op state).
     states: Mutex<Vec<TypedSimpleState>>,
     outputs: usize,
+    extra: OutputMap,
     /// What the QDQ rewrite did (zeros for fp32 bundles).
     pub qdq: QdqReport,
 }
@@ -148,6 +149,17 @@ impl TractClassifier {
         model = model
             .with_input_fact(0, f32::fact([1, 3, h as usize, w as usize]).into())
             .map_err(err)?;
+        let names: Vec<String> = model
+            .output_outlets()
+            .map_err(err)?
+            .iter()
+            .map(|o| {
+                model
+                    .outlet_label(*o)
+                    .map_or_else(|| model.node(o.node).name.clone(), str::to_string)
+            })
+            .collect();
+        let extra = OutputMap::new(&names, manifest, onnx)?;
         let typed = model.into_optimized().map_err(err)?;
         let out_fact = typed.output_fact(0).map_err(err)?;
         let outputs = out_fact
@@ -168,6 +180,7 @@ impl TractClassifier {
             plan,
             states: Mutex::new(vec![first]),
             outputs,
+            extra,
             qdq,
         })
     }
@@ -228,14 +241,21 @@ impl TractClassifier {
 }
 
 impl Classifier for TractClassifier {
-    fn logits(&self, input: &InputTensor) -> Result<Vec<f32>, InferenceError> {
+    fn run(&self, input: &InputTensor) -> Result<Outputs, InferenceError> {
         let e = |e: anyhow::Error| InferenceError(format!("{e:#}"));
         let tensor = Tensor::from_shape(&input.shape(), &input.data).map_err(e)?;
         let mut state = self.state().map_err(e)?;
         let out = state.run(tvec!(tensor.into())).map_err(e)?;
         self.give_back(state);
-        let view = out[0].to_plain_array_view::<f32>().map_err(e)?;
-        Ok(view.iter().cloned().collect())
+        let values = |i: usize| -> Result<(Vec<usize>, Vec<f32>), InferenceError> {
+            let t = out
+                .get(i)
+                .ok_or_else(|| InferenceError(format!("no output #{i}")))?;
+            let view = t.to_plain_array_view::<f32>().map_err(e)?;
+            Ok((view.shape().to_vec(), view.iter().cloned().collect()))
+        };
+        let logits = values(0)?.1;
+        self.extra.build(logits, values)
     }
 }
 

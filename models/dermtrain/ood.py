@@ -1,0 +1,499 @@
+"""`ood`: a "not a lesion" score and class-activation maps, baked into a bundle's ONNX graph.
+
+No retraining: the score is a Mahalanobis distance in the network's pooled (penultimate)
+features to the nearest training-class mean under one shared, shrunk covariance (Lee et al.
+2018), computed by a few extra nodes after the existing GlobalAveragePool, so tract and ONNX
+Runtime both produce it and the bundle's sha256 covers it. The threshold comes from
+lesion-clean val lesions only (a quantile: the share of real lesions turned away); the
+non-lesion images measure the result, they do not set it.
+
+The class-activation map (CAM, Zhou et al. 2016) is the classifier's weights applied to the last
+feature map before pooling: one h x w map per class; Rust picks the shown class and draws it.
+"""
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from . import data, metrics
+from .onnx_export import ort_session
+
+OOD_OUTPUT = "ood"
+CAM_OUTPUT = "cam"
+
+
+def graph_tail(model):
+    """(pool input = last feature map, pooled features fed to the classifier, fc weight name, fc
+    bias name): found by following the final Gemm back through Flatten / Q-DQ pairs."""
+    g = model.graph
+    by_out = {o: n for n in g.node for o in n.output}
+    gemm = [n for n in g.node if n.op_type == "Gemm"]
+    if not gemm:
+        raise ValueError("no Gemm classifier in the graph")
+    fc = gemm[-1]
+    feat = fc.input[0]
+    n = by_out.get(feat)
+    while n is not None and n.op_type != "GlobalAveragePool":
+        n = by_out.get(n.input[0])
+    if n is None:
+        raise ValueError("no GlobalAveragePool before the classifier")
+    return n.input[0], feat, fc
+
+
+def initializer(model, name):
+    """An initializer by name, following a DequantizeLinear of an int8 weight."""
+    inits = {i.name: i for i in model.graph.initializer}
+    if name in inits:
+        return numpy_helper.to_array(inits[name]).astype(np.float32)
+    for n in model.graph.node:
+        if n.op_type == "DequantizeLinear" and n.output[0] == name:
+            q = numpy_helper.to_array(inits[n.input[0]]).astype(np.float32)
+            s = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)
+            z = numpy_helper.to_array(inits[n.input[2]]).astype(np.float32) if len(n.input) > 2 else 0.0
+            axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
+            if np.ndim(s) == 1 and s.size > 1:
+                shape = [1] * q.ndim
+                shape[axis] = -1
+                s = s.reshape(shape)
+                z = np.reshape(z, shape) if np.ndim(z) else z
+            return (q - z) * s
+    raise KeyError(name)
+
+
+def feature_session(onnx_path, threads=0):
+    """An ORT session on a copy of the graph that also outputs the pooled features."""
+    m = onnx.load(str(onnx_path))
+    _, feat, _ = graph_tail(m)
+    m.graph.output.append(helper.make_tensor_value_info(feat, TensorProto.FLOAT, None))
+    tmp = Path(onnx_path).with_suffix(".features.onnx")
+    onnx.save(m, str(tmp))
+    try:
+        return ort_session(tmp, threads)
+    finally:
+        tmp.unlink()
+
+
+def extract(sess, images, spec, transform=None):
+    """(logits, features) for PIL images or paths, preprocessed exactly as on the device."""
+    name = sess.get_inputs()[0].name
+    lo, fe = [], []
+    for im in images:
+        img = data.load_rgb(im) if isinstance(im, (str, Path)) else im
+        if transform is not None:
+            img = transform(img)
+        x = data.preprocess_pil(img, spec)[None]
+        a, b = sess.run(None, {name: x})[:2]
+        lo.append(a[0])
+        fe.append(np.asarray(b).reshape(-1))
+    return np.asarray(lo, np.float32), np.asarray(fe, np.float32)
+
+
+class Mahalanobis:
+    """Class means + one shared covariance shrunk towards its mean variance."""
+
+    def __init__(self, feats, labels, n_classes, shrink=0.1):
+        self.means = np.stack([feats[labels == k].mean(0) for k in range(n_classes)])
+        centred = feats - self.means[labels]
+        cov = centred.T @ centred / len(feats)
+        d = cov.shape[0]
+        cov = (1 - shrink) * cov + shrink * np.trace(cov) / d * np.eye(d)
+        lam, vec = np.linalg.eigh(cov)
+        # x -> x @ W whitens: |(x - mu) @ W|^2 is the Mahalanobis distance.
+        self.w = (vec / np.sqrt(lam)).astype(np.float32)
+        self.centres = (self.means @ self.w).astype(np.float32)
+
+    def score(self, feats):
+        z = feats @ self.w
+        d = ((z[:, None, :] - self.centres[None]) ** 2).sum(-1)
+        return d.min(1)
+
+
+def energy(logits):
+    m = logits.max(1, keepdims=True)
+    return -(m[:, 0] + np.log(np.exp(logits - m).sum(1)))
+
+
+def add_outputs(model, maha, with_cam=True):
+    """Append the OOD score (and the CAM) to the graph as outputs; returns the model."""
+    g = model.graph
+    fmap, feat, fc = graph_tail(model)
+    # Flatten's output has shape [1, C]: z = feat @ W ; d_k = sum((z - c_k)^2) ; min_k.
+    g.initializer.extend([
+        numpy_helper.from_array(maha.w, "ood_whiten"),
+        numpy_helper.from_array(maha.centres, "ood_centres"),
+        numpy_helper.from_array(np.array([1], np.int64), "ood_axis1"),
+    ])
+    g.node.extend([
+        helper.make_node("MatMul", [feat, "ood_whiten"], ["ood_z"], name="ood_whiten_mm"),
+        helper.make_node("Sub", ["ood_z", "ood_centres"], ["ood_diff"], name="ood_sub"),
+        helper.make_node("Mul", ["ood_diff", "ood_diff"], ["ood_sq"], name="ood_sq_mul"),
+        helper.make_node("ReduceSum", ["ood_sq", "ood_axis1"], ["ood_dist"], keepdims=0, name="ood_sum"),
+        helper.make_node("ReduceMin", ["ood_dist"], [OOD_OUTPUT], keepdims=0, name="ood_min"),
+    ])
+    g.output.append(helper.make_tensor_value_info(OOD_OUTPUT, TensorProto.FLOAT, []))
+    if with_cam:
+        w = initializer(model, fc.input[1])  # [classes, C] (Gemm transB=1)
+        trans_b = next((a.i for a in fc.attribute if a.name == "transB"), 0)
+        if not trans_b:
+            w = w.T
+        g.initializer.append(numpy_helper.from_array(w[:, :, None, None].astype(np.float32), "cam_weight"))
+        g.node.append(helper.make_node("Conv", [fmap, "cam_weight"], [CAM_OUTPUT], name="cam_conv"))
+        g.output.append(helper.make_tensor_value_info(CAM_OUTPUT, TensorProto.FLOAT, None))
+    onnx.checker.check_model(model)
+    return model
+
+
+def quantile_threshold(scores, turn_away):
+    """The score above which `turn_away` of the given (in-distribution) scores lie."""
+    return float(np.quantile(scores, 1.0 - turn_away))
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def image_list(folder):
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in data.IMAGE_EXTS | {".webp"})
+
+
+def colour_shift(seed):
+    """A camera's white balance and exposure gone wrong: per-channel gains, a gamma, a JPEG."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+
+    def f(img):
+        a = np.asarray(img, np.float32) / 255.0
+        gains = np.exp(rng.uniform(-0.35, 0.35, 3))
+        a = np.clip(a * gains, 0, 1) ** np.exp(rng.uniform(-0.3, 0.3))
+        out = Image.fromarray((a * 255 + 0.5).astype(np.uint8))
+        buf = io.BytesIO()
+        out.save(buf, "JPEG", quality=int(rng.integers(60, 95)))
+        buf.seek(0)
+        return Image.open(buf).convert("RGB")
+
+    return f
+
+
+def features_cmd(args):
+    """Cache (logits, features) of a bundle on train, lesion-clean val, colour-shifted val and
+    the non-lesion folders."""
+    from .bundle import read_manifest
+
+    man = read_manifest(args.bundle)
+    classes = data.load_classes()
+    samples = data.read_datasets(args.data, classes)
+    leaky = data.leaky_val(samples)
+    train = [s for s in samples if s.split == "train"]
+    val = [s for s in samples if s.split == "val" and s.path not in leaky]
+    if args.limit:
+        train, val = train[: args.limit], val[: args.limit]
+    sess = feature_session(Path(args.bundle) / "model.onnx", args.threads)
+    spec = man["input"]
+    out = {}
+    for name, items, tf in [("train", train, None), ("val", val, None),
+                            ("val_shift", val, "shift")]:
+        paths = [s.path for s in items]
+        if tf == "shift":
+            rng = colour_shift(1)
+            lo, fe = extract(sess, paths, spec, rng)
+        else:
+            lo, fe = extract(sess, paths, spec)
+        out[name + "_logits"], out[name + "_feats"] = lo, fe
+        out[name + "_labels"] = np.array([s.label for s in items])
+        out[name + "_source"] = np.array([s.source for s in items])
+        print(f"{name}: {len(items)} images", flush=True)
+    for split in ("dev", "test"):
+        paths = image_list(Path(args.ood) / split)
+        out[f"ood_{split}_logits"], out[f"ood_{split}_feats"] = extract(sess, paths, spec)
+        out[f"ood_{split}_names"] = np.array([p.name for p in paths])
+        print(f"ood {split}: {len(paths)} images", flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(args.out, **out)
+    print(f"wrote {args.out}")
+
+
+# Mid-level stage outputs separate non-lesion images far better than the penultimate features
+# (they keep texture and colour statistics the classifier has learned to ignore); measured on
+# the dev half of the non-lesion set, see the model card. One per stage, deepest last.
+DEFAULT_LAYERS = {
+    "efficientnet_lite2": ["/_blocks.10/Add_output_0", "/_blocks.14/Add_output_0", "/_blocks.19/Add_output_0"],
+    "efficientnet_lite0": ["/_blocks.7/Add_output_0", "/_blocks.10/Add_output_0", "/_blocks.14/Add_output_0"],
+    "resnet18": ["/layer2/layer2.1/relu_1/Relu_output_0", "/layer3/layer3.1/relu_1/Relu_output_0",
+                 "/layer4/layer4.1/relu_1/Relu_output_0"],
+}
+
+
+def resolve_layer(model, name):
+    """A tensor by name; in a QDQ graph, the dequantised copy of it when there is one."""
+    produced = {o for n in model.graph.node for o in n.output}
+    if name not in produced:
+        raise ValueError(f"no tensor {name!r} in the graph")
+    for n in model.graph.node:
+        if n.op_type == "QuantizeLinear" and n.input[0] == name:
+            for m in model.graph.node:
+                if m.op_type == "DequantizeLinear" and m.input[0] == n.output[0]:
+                    return m.output[0]
+    return name
+
+
+def add_gap_outputs(model, layers):
+    g = model.graph
+    names = []
+    for i, t in enumerate(layers):
+        g.node.append(helper.make_node("GlobalAveragePool", [t], [f"ood_gap{i}"], name=f"ood_gap{i}"))
+        g.node.append(helper.make_node("Flatten", [f"ood_gap{i}"], [f"ood_flat{i}"], name=f"ood_flat{i}"))
+        names.append(f"ood_flat{i}")
+    return names
+
+
+class Gate:
+    """Sum over layers of the standardised Mahalanobis distance to the nearest class."""
+
+    def __init__(self, feats, labels, n_classes, shrink):
+        self.parts = []
+        for f in feats:
+            m = Mahalanobis(f, labels, n_classes, shrink)
+            s = m.score(f)
+            self.parts.append((m, float(np.median(s)), float(np.std(s))))
+
+    def score(self, feats):
+        return sum((m.score(f) - mu) / sd for (m, mu, sd), f in zip(self.parts, feats))
+
+    def to_graph(self, model, flat_names):
+        g = model.graph
+        terms = []
+        for i, ((m, mu, sd), x) in enumerate(zip(self.parts, flat_names)):
+            p = f"ood{i}_"
+            g.initializer.extend([
+                numpy_helper.from_array(m.w, p + "whiten"),
+                numpy_helper.from_array(m.centres, p + "centres"),
+                numpy_helper.from_array(np.array([1], np.int64), p + "axis"),
+                numpy_helper.from_array(np.array(mu, np.float32), p + "mu"),
+                numpy_helper.from_array(np.array(1.0 / sd, np.float32), p + "inv_sd"),
+            ])
+            g.node.extend([
+                helper.make_node("MatMul", [x, p + "whiten"], [p + "z"], name=p + "mm"),
+                helper.make_node("Sub", [p + "z", p + "centres"], [p + "diff"], name=p + "sub"),
+                helper.make_node("Mul", [p + "diff", p + "diff"], [p + "sq"], name=p + "sq"),
+                helper.make_node("ReduceSum", [p + "sq", p + "axis"], [p + "dist"], keepdims=0, name=p + "sum"),
+                helper.make_node("ReduceMin", [p + "dist"], [p + "min"], keepdims=0, name=p + "min"),
+                helper.make_node("Sub", [p + "min", p + "mu"], [p + "c"], name=p + "centre"),
+                helper.make_node("Mul", [p + "c", p + "inv_sd"], [p + "std"], name=p + "scale"),
+            ])
+            terms.append(p + "std")
+        g.node.append(helper.make_node("Sum", terms, [OOD_OUTPUT], name="ood_total"))
+        g.output.append(helper.make_tensor_value_info(OOD_OUTPUT, TensorProto.FLOAT, []))
+
+
+def add_cam(model):
+    g = model.graph
+    fmap, _, fc = graph_tail(model)
+    w = initializer(model, fc.input[1])
+    if not next((a.i for a in fc.attribute if a.name == "transB"), 0):
+        w = w.T
+    g.initializer.append(numpy_helper.from_array(w[:, :, None, None].astype(np.float32), "cam_weight"))
+    g.node.append(helper.make_node("Conv", [fmap, "cam_weight"], [CAM_OUTPUT], name="cam_conv"))
+    g.output.append(helper.make_tensor_value_info(CAM_OUTPUT, TensorProto.FLOAT, [1, w.shape[0], "h", "w"]))
+
+
+def fit_cmd(args):
+    """Fit the gate on train (+ colour-shifted train), set its threshold on lesion-clean val,
+    measure it on the non-lesion dev/test sets and colour-shifted val, and write the bundle's
+    ONNX with `ood` and `cam` outputs and the manifest sections."""
+    from .bundle import read_manifest
+
+    bdir = Path(args.bundle)
+    man = read_manifest(bdir)
+    layers = args.layers.split(",") if args.layers else DEFAULT_LAYERS[man["architecture"]]
+    base = onnx.load(str(bdir / "model.onnx"))
+    for a in base.graph.output[1:]:
+        raise ValueError(f"{bdir}: the graph already has extra outputs ({a.name}); start from the plain bundle")
+    probe = onnx.load(str(bdir / "model.onnx"))
+    flat = add_gap_outputs(probe, [resolve_layer(probe, t) for t in layers])
+    for n in flat:
+        probe.graph.output.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, None))
+    tmp = bdir / "features.tmp.onnx"
+    onnx.save(probe, str(tmp))
+    try:
+        sess = ort_session(tmp, args.threads)
+    finally:
+        tmp.unlink()
+    spec, name = man["input"], sess.get_inputs()[0].name
+
+    def feats(paths, tf=None):
+        out = [[] for _ in flat]
+        for p in paths:
+            img = data.load_rgb(p)
+            x = data.preprocess_pil(tf(img) if tf else img, spec)[None]
+            r = sess.run(None, {name: x})[1:]
+            for i, v in enumerate(r):
+                out[i].append(np.asarray(v).reshape(-1))
+        return [np.asarray(o, np.float32) for o in out]
+
+    classes = data.load_classes()
+    samples = data.read_datasets(args.data, classes)
+    leaky = data.leaky_val(samples)
+    train = [s for s in samples if s.split == "train"]
+    val = [s for s in samples if s.split == "val" and s.path not in leaky]
+    if args.limit_per_class:
+        train = [s for k in range(len(classes)) for s in [t for t in train if t.label == k][: args.limit_per_class]]
+        val = [s for k in range(len(classes)) for s in [t for t in val if t.label == k][: args.limit_per_class]]
+    ytr = np.array([s.label for s in train])
+    ood_dev, ood_test = image_list(Path(args.ood) / "dev"), image_list(Path(args.ood) / "test")
+    # Features are cached by bundle, layers and image lists: refitting is then seconds.
+    key = hashlib.sha256(json.dumps([man["sha256"], layers, [str(s.path) for s in train + val],
+                                     [str(p) for p in ood_dev + ood_test]]).encode()).hexdigest()[:16]
+    cache = data.HERE.parent / "target" / "ood-cache" / f"{man['name']}-{key}.npz"
+    if cache.exists():
+        z = np.load(cache)
+        get = lambda k: [z[f"{k}{i}"] for i in range(len(flat))]
+        f_train, f_train_shift, f_val, f_val_shift, f_dev, f_test = map(
+            get, ["train", "train_shift", "val", "val_shift", "dev", "test"])
+        print(f"features from {cache}", flush=True)
+    else:
+        f_train = feats([s.path for s in train])
+        f_train_shift = feats([s.path for s in train], colour_shift(11))
+        print(f"features: train {len(train)} (+ colour-shifted)", flush=True)
+        f_val = feats([s.path for s in val])
+        f_val_shift = feats([s.path for s in val], colour_shift(1))
+        f_dev, f_test = feats(ood_dev), feats(ood_test)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, **{f"{k}{i}": v[i] for k, v in [("train", f_train), ("train_shift", f_train_shift),
+                 ("val", f_val), ("val_shift", f_val_shift), ("dev", f_dev), ("test", f_test)] for i in range(len(flat))})
+    print(f"features: val {len(val)} (+ colour-shifted), non-lesion dev {len(ood_dev)} test {len(ood_test)}", flush=True)
+    gate = Gate([np.concatenate([a, b]) for a, b in zip(f_train, f_train_shift)], np.concatenate([ytr, ytr]),
+                len(classes), args.shrink)
+    s_val, s_val_shift = gate.score(f_val), gate.score(f_val_shift)
+    s_dev, s_test = gate.score(f_dev), gate.score(f_test)
+    threshold = quantile_threshold(s_val, args.turn_away)
+
+    def auroc(a, b):
+        return metrics.auc_binary(np.concatenate([a, b]), np.r_[np.zeros(len(a), bool), np.ones(len(b), bool)])
+
+    sources = sorted({s.source for s in val})
+    src = np.array([s.source for s in val])
+    report = {
+        "method": "sum over stages of the standardised Mahalanobis distance to the nearest class mean "
+                  "(shared covariance, shrinkage %g), fitted on train + a colour-shifted copy" % args.shrink,
+        "layers": layers,
+        "threshold_rule": f"{1 - args.turn_away:.3f} quantile of lesion-clean val scores",
+        "val_turned_away": float(np.mean(s_val > threshold)),
+        "val_turned_away_per_source": {k: float(np.mean(s_val[src == k] > threshold)) for k in sources},
+        "colour_shifted_val_turned_away": float(np.mean(s_val_shift > threshold)),
+        "non_lesion_dev": {"images": len(ood_dev), "auroc": auroc(s_val, s_dev), "caught": float(np.mean(s_dev > threshold))},
+        "non_lesion_test": {"images": len(ood_test), "auroc": auroc(s_val, s_test), "caught": float(np.mean(s_test > threshold)),
+                            "missed": [p.name for p, s in zip(ood_test, s_test) if s <= threshold]},
+        "val_images": len(val),
+    }
+    model = onnx.load(str(bdir / "model.onnx"))
+    flat = add_gap_outputs(model, [resolve_layer(model, t) for t in layers])
+    gate.to_graph(model, flat)
+    add_cam(model)
+    onnx.checker.check_model(model)
+    out = Path(args.out or bdir)
+    out.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out / "model.onnx"))
+    # The graph must give the score fitted here.
+    check = ort_session(out / "model.onnx", args.threads)
+    got = []
+    for s in val[:8]:
+        x = data.preprocess_pil(data.load_rgb(s.path), spec)[None]
+        got.append(float(check.run(["ood"], {name: x})[0]))
+    diff = float(np.max(np.abs(np.array(got) - s_val[:8])))
+    assert diff < 1e-2 * max(1.0, float(np.abs(s_val[:8]).max())), f"graph score differs from the fit by {diff}"
+    man["ood"] = {"output": OOD_OUTPUT, "threshold": threshold, **report}
+    man["cam"] = {"output": CAM_OUTPUT}
+    man["sha256"] = sha256(out / "model.onnx")
+    man.setdefault("provenance", {})["ood_command"] = args.command_line
+    (out / "model.json").write_text(json.dumps(man, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in report.items() if k != "layers"}, indent=1))
+    print(f"wrote {out} (threshold {threshold:.3f}; graph vs fit max diff {diff:.2e})")
+
+
+CARD_MARK = "## Not a lesion (the v3 gate)"
+
+
+def card_section(man):
+    o = man["ood"]
+    dev, test = o["non_lesion_dev"], o["non_lesion_test"]
+    per = ", ".join(f"{k} {v:.1%}" for k, v in o["val_turned_away_per_source"].items())
+    missed = ", ".join(f"`{m}`" for m in test["missed"]) or "none"
+    return f"""{CARD_MARK}
+
+Graph output `{o['output']}`: {o['method']}. Stages: {', '.join(f'`{x}`' for x in o['layers'])}.
+Over the threshold ({o['threshold']:.3f}, the {o['threshold_rule']}) the device says
+"not a lesion": no class, no referral. Class-activation maps: graph output `{man['cam']['output']}`.
+
+| measured | value |
+|---|---|
+| lesion-clean val lesions turned away | {o['val_turned_away']:.1%} of {o['val_images']} ({per}) |
+| colour-shifted copy of that val (gains, gamma, JPEG) turned away | {o['colour_shifted_val_turned_away']:.1%} |
+| non-lesion images, dev half (chose layers, shrinkage, turn-away share) | AUROC {dev['auroc']:.3f}; {dev['caught']:.1%} of {dev['images']} caught |
+| non-lesion images, **test half** (reported, never tuned on) | AUROC {test['auroc']:.3f}; {test['caught']:.1%} of {test['images']} caught |
+
+Missed in the test half: {missed}. The non-lesion set (`python -m dermtrain ood-set`): photos
+and textures from Debian packages (OpenCV samples, GNOME/MATE/UKUI/Lomiri wallpapers, a game's
+terrain textures) plus synthetic images (flat colours, gradients, noise, stripes, printed text,
+screens); none of the reserved sample sets. Command: `{man['provenance'].get('ood_command', '')}`.
+"""
+
+
+def card_cmd(args):
+    from .bundle import read_manifest
+
+    for b in args.bundles:
+        man = read_manifest(b)
+        path = Path(b) / "MODEL_CARD.md"
+        text = path.read_text() if path.exists() else ""
+        if CARD_MARK in text:
+            head, _, rest = text.partition(CARD_MARK)
+            nxt = rest.find("\n## ")
+            text = head + card_section(man) + (rest[nxt:] if nxt >= 0 else "")
+        else:
+            text = text.rstrip() + "\n\n" + card_section(man)
+        path.write_text(text)
+        print(f"updated {path}")
+
+
+def colour_check_cmd(args):
+    """Balanced accuracy and ECE on lesion-clean val and on a colour-shifted copy, with and
+    without Shades-of-Gray colour constancy in the preprocessing (no retraining)."""
+    from .bundle import read_manifest
+
+    man = read_manifest(args.bundle)
+    classes = data.load_classes()
+    samples = data.read_datasets(args.data, classes)
+    leaky = data.leaky_val(samples)
+    val = [s for s in samples if s.split == "val" and s.path not in leaky]
+    y = np.array([s.label for s in val])
+    sess = ort_session(Path(args.bundle) / "model.onnx", args.threads)
+    name = sess.get_inputs()[0].name
+    out = {}
+    for cc in (None, {"kind": "shades_of_gray", "p": args.p}):
+        spec = {k: v for k, v in man["input"].items() if k != "colour_constancy"}
+        if cc:
+            spec["colour_constancy"] = cc
+        for shifted in (False, True):
+            tf = colour_shift(1) if shifted else None
+            logits = []
+            for s in val:
+                img = data.load_rgb(s.path)
+                x = data.preprocess_pil(tf(img) if tf else img, spec)[None]
+                logits.append(sess.run(None, {name: x})[0][0])
+            probs = metrics.softmax(np.asarray(logits), man["temperature"])
+            pred = probs.argmax(1)
+            bacc = float(np.mean([np.mean(pred[y == k] == k) for k in np.unique(y)]))
+            key = f"{'sog' if cc else 'plain'}_{'shifted' if shifted else 'val'}"
+            out[key] = {"balanced_accuracy": bacc, "ece": metrics.ece(probs, y)}
+            print(key, out[key], flush=True)
+    print(json.dumps(out))

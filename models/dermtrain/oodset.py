@@ -1,0 +1,81 @@
+"""`ood-set`: assemble a non-lesion image set from folders of photos and textures (e.g. Debian
+packages extracted with `dpkg-deb -x`) plus synthetic images, split by file hash into `dev`
+(choosing the score and its settings) and `test` (reported). Scikit-image, matplotlib and
+scikit-learn sample images and Debian's desktop-base wallpapers are refused: they are kept for
+an independent check."""
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from . import data
+
+RESERVED = ("skimage", "scikit-image", "matplotlib", "sklearn", "scikit-learn", "desktop-base")
+EXTS = data.IMAGE_EXTS | {".webp"}
+
+
+def synthetic(n, seed=7):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        kind = i % 6
+        w, h = 640, 480
+        if kind == 0:  # flat colour with sensor noise (a wall, a sheet of paper)
+            c = rng.integers(30, 230, 3)
+            a = np.clip(c + rng.normal(0, 6, (h, w, 3)), 0, 255)
+        elif kind == 1:  # smooth gradient
+            t = np.linspace(0, 1, w)[None, :, None]
+            c0, c1 = rng.integers(0, 255, 3), rng.integers(0, 255, 3)
+            a = np.repeat(c0 + (c1 - c0) * t, h, 0)
+        elif kind == 2:  # coloured noise
+            a = rng.integers(0, 255, (h, w, 3))
+        elif kind == 3:  # stripes / a fabric
+            p = rng.integers(6, 40)
+            x = (np.arange(w)[None, :] // p + np.arange(h)[:, None] // (p * rng.integers(1, 4))) % 2
+            c0, c1 = rng.integers(0, 255, 3), rng.integers(0, 255, 3)
+            a = np.where(x[..., None] == 1, c0, c1)
+        elif kind == 4:  # printed text on paper
+            img = Image.new("RGB", (w, h), tuple(int(v) for v in rng.integers(200, 256, 3)))
+            d = ImageDraw.Draw(img)
+            for row in range(12, h, 22):
+                d.text((10, row), "".join(chr(rng.integers(65, 91)) for _ in range(60)), fill=(20, 20, 20))
+            out.append((f"synthetic-{i:03d}-text", img))
+            continue
+        else:  # a screen: coloured blocks
+            a = np.zeros((h, w, 3))
+            for _ in range(12):
+                x0, y0 = rng.integers(0, w - 40), rng.integers(0, h - 40)
+                a[y0 : y0 + rng.integers(20, 200), x0 : x0 + rng.integers(20, 300)] = rng.integers(0, 255, 3)
+        out.append((f"synthetic-{i:03d}", Image.fromarray(np.asarray(a, np.uint8))))
+    return out
+
+
+def build(folders, out, n_synthetic=60, min_side=96):
+    out = Path(out)
+    for split in ("dev", "test"):
+        (out / split).mkdir(parents=True, exist_ok=True)
+    seen, counts = set(), {"dev": 0, "test": 0}
+
+    def put(name, img):
+        digest = hashlib.sha256(img.tobytes()).hexdigest()
+        if digest in seen or min(img.size) < min_side:
+            return
+        seen.add(digest)
+        split = "dev" if int(digest[:8], 16) % 2 == 0 else "test"
+        img.thumbnail((1024, 1024))
+        img.save(out / split / f"{name}.jpg", quality=92)
+        counts[split] += 1
+
+    for folder in folders:
+        for p in sorted(Path(folder).rglob("*")):
+            if p.suffix.lower() not in EXTS or any(r in str(p).lower() for r in RESERVED):
+                continue
+            try:
+                img = data.load_rgb(p)
+            except Exception:  # not every file in a package is a readable image
+                continue
+            put(p.parent.name + "-" + p.stem, img)
+    for name, img in synthetic(n_synthetic):
+        put(name, img)
+    print(f"wrote {out}: {counts}")
