@@ -66,7 +66,8 @@ def provenance(ck, run, data_dirs, export_command, created):
 
 
 def build_manifest(*, name, architecture, precision, classes, input, temperature, abstain_threshold,
-                   sha256, provenance, metrics, refer=None, output=None, schema_version=SCHEMA_VERSION):
+                   sha256, provenance, metrics, refer=None, output=None, ood=None, cam=None,
+                   schema_version=SCHEMA_VERSION):
     """The bundle manifest, checked as `Manifest::parse` checks it on the device."""
     m = {
         "schema_version": schema_version,
@@ -85,6 +86,10 @@ def build_manifest(*, name, architecture, precision, classes, input, temperature
     }
     if refer is None:
         del m["refer"]  # optional on the device (bundles from before the refer decision)
+    if ood is not None:  # the "not a lesion" gate and the heat map (`python -m dermtrain ood-fit`)
+        m["ood"] = ood
+    if cam is not None:
+        m["cam"] = cam
     check_manifest(m)
     return m
 
@@ -97,6 +102,15 @@ def check_manifest(m):
     """Raise ManifestError naming the field the device would reject."""
     def bad(field, message):
         raise ManifestError(f"{MANIFEST}: field `{field}`: {message}")
+
+    if "ood" in m:
+        o = m["ood"]
+        if not isinstance(o.get("output"), str) or o["output"] in ("", "logits"):
+            bad("ood", "needs a graph output name (not \"logits\")")
+        if not isinstance(o.get("threshold"), (int, float)) or not math.isfinite(o["threshold"]):
+            bad("ood", "needs a finite threshold")
+    if "cam" in m and (set(m["cam"]) != {"output"} or m["cam"]["output"] in ("", "logits")):
+        bad("cam.output", "needs a graph output name (and nothing else)")
 
     if m.get("schema_version") != SCHEMA_VERSION:
         bad("schema_version", f"{m.get('schema_version')!r}, this toolchain writes {SCHEMA_VERSION}")

@@ -12,6 +12,7 @@ feature map before pooling: one h x w map per class; Rust picks the shown class 
 """
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -411,11 +412,13 @@ def fit_cmd(args):
         got.append(float(check.run(["ood"], {name: x})[0]))
     diff = float(np.max(np.abs(np.array(got) - s_val[:8])))
     assert diff < 1e-2 * max(1.0, float(np.abs(s_val[:8]).max())), f"graph score differs from the fit by {diff}"
-    man["ood"] = {"output": OOD_OUTPUT, "threshold": threshold, **report}
-    man["cam"] = {"output": CAM_OUTPUT}
-    man["sha256"] = sha256(out / "model.onnx")
-    man.setdefault("provenance", {})["ood_command"] = args.command_line
-    (out / "model.json").write_text(json.dumps(man, indent=2) + "\n")
+    from . import bundle
+
+    if out != bdir:
+        shutil.copyfile(bdir / bundle.MANIFEST, out / bundle.MANIFEST)
+    bundle.update_manifest(out, ood={"output": OOD_OUTPUT, "threshold": threshold, **report,
+                                     "command": args.command_line},
+                           cam={"output": CAM_OUTPUT}, sha256=sha256(out / "model.onnx"))
     print(json.dumps({k: v for k, v in report.items() if k != "layers"}, indent=1))
     print(f"wrote {out} (threshold {threshold:.3f}; graph vs fit max diff {diff:.2e})")
 
@@ -444,7 +447,7 @@ Over the threshold ({o['threshold']:.3f}, the {o['threshold_rule']}) the device 
 Missed in the test half: {missed}. The non-lesion set (`python -m dermtrain ood-set`): photos
 and textures from Debian packages (OpenCV samples, GNOME/MATE/UKUI/Lomiri wallpapers, a game's
 terrain textures) plus synthetic images (flat colours, gradients, noise, stripes, printed text,
-screens); none of the reserved sample sets. Command: `{man['provenance'].get('ood_command', '')}`.
+screens); none of the reserved sample sets. Command: `{o.get('command', '')}`.
 """
 
 

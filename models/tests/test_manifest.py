@@ -14,7 +14,7 @@ SHIPPED = sorted(MODELS.glob("*/model.json"))
 # `Manifest` fields without a serde default: the device refuses a model.json without them.
 RUST_REQUIRED = {"schema_version", "name", "architecture", "precision", "classes", "input", "output",
                  "temperature", "abstain_threshold", "sha256", "provenance"}
-RUST_OPTIONAL = {"refer", "metrics"}
+RUST_OPTIONAL = {"refer", "metrics", "ood", "cam"}
 
 
 def sample(**changes):
@@ -26,7 +26,8 @@ def sample(**changes):
     fields = dict(name="t", architecture="resnet18", precision="fp32", classes=classes,
                   input=data.input_spec_for(224), temperature=1.2, abstain_threshold=0.5,
                   refer=calibrate.refer_section(classes, mal, 0.05, {"sensitivity": 0.95, "specificity": 0.4}),
-                  provenance=prov, metrics={"val": {}}, sha256="ab" * 32)
+                  provenance=prov, metrics={"val": {}}, sha256="ab" * 32,
+                  ood={"output": "ood", "threshold": 10.0, "method": "test"}, cam={"output": "cam"})
     fields.update(changes)
     return bundle.build_manifest(**fields)
 
@@ -87,6 +88,8 @@ class ManifestTest(unittest.TestCase):
             "`input.resize.crop_fraction`": dict(input=dict(data.input_spec_for(224), resize={"kind": "center_crop", "crop_fraction": 0.0})),
             "`refer.classes`": dict(refer={"classes": ["zz"], "threshold": 0.2}),
             "`refer.threshold`": dict(refer={"classes": ["melanoma"], "threshold": 1.5}),
+            "`ood`": dict(ood={"output": "logits", "threshold": 1.0}),
+            "`cam.output`": dict(cam={"output": ""}),
         }
         for field, change in cases.items():
             with self.subTest(field=field):

@@ -108,30 +108,32 @@ pub struct BrokerUrl {
 }
 
 impl BrokerUrl {
-    pub fn parse(s: &str) -> Result<BrokerUrl, String> {
+    pub fn parse(s: &str) -> Result<BrokerUrl, BrokerUrlError> {
+        let err = |why: String| BrokerUrlError {
+            url: s.chars().take(200).collect(),
+            why,
+        };
         let (tls, rest) = if let Some(r) = s.strip_prefix("mqtts://") {
             (true, r)
         } else if let Some(r) = s.strip_prefix("mqtt://") {
             (false, r)
         } else {
-            return Err(format!(
-                "{s:?}: use mqtt://host[:port] or mqtts://host[:port]"
-            ));
+            return Err(err("use mqtt://host[:port] or mqtts://host[:port]".into()));
         };
         let rest = rest.trim_end_matches('/');
         if rest.contains(['/', '@', '?', '#']) || rest.is_empty() {
-            return Err(format!(
-                "{s:?}: only a host and port (credentials go in username/password)"
+            return Err(err(
+                "only a host and port (credentials go in username/password)".into(),
             ));
         }
         let default_port = if tls { 8883 } else { 1883 };
-        let bad_port = |p: &str| format!("{s:?}: bad port {p:?}");
+        let bad_port = |p: &str| err(format!("bad port {p:?}"));
         let parse_port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0);
         let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
             // An IPv6 literal: `[::1]` or `[::1]:1883`.
             let (h, after) = v6
                 .split_once(']')
-                .ok_or_else(|| format!("{s:?}: IPv6 address without its closing ']'"))?;
+                .ok_or_else(|| err("IPv6 address without its closing ']'".into()))?;
             let port = match after {
                 "" => default_port,
                 p => p
@@ -140,20 +142,20 @@ impl BrokerUrl {
                     .ok_or_else(|| bad_port(p))?,
             };
             if h.parse::<std::net::Ipv6Addr>().is_err() {
-                return Err(format!("{s:?}: {h:?} is not an IPv6 address"));
+                return Err(err(format!("{h:?} is not an IPv6 address")));
             }
             (h, port)
         } else {
             match rest.rsplit_once(':') {
                 Some((h, _)) if h.contains(':') => {
-                    return Err(format!("{s:?}: write an IPv6 address in brackets: [::1]"));
+                    return Err(err("write an IPv6 address in brackets: [::1]".into()));
                 }
                 Some((h, p)) => (h, parse_port(p).ok_or_else(|| bad_port(p))?),
                 None => (rest, default_port),
             }
         };
         if host.is_empty() {
-            return Err(format!("{s:?}: no host"));
+            return Err(err("no host".into()));
         }
         Ok(BrokerUrl {
             tls,
@@ -161,6 +163,14 @@ impl BrokerUrl {
             port,
         })
     }
+}
+
+/// A `broker` URL that cannot be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{url:?}: {why}")]
+pub struct BrokerUrlError {
+    pub url: String,
+    pub why: String,
 }
 
 impl FleetConfig {
@@ -188,7 +198,7 @@ impl FleetConfig {
         };
         let url = BrokerUrl::parse(b);
         if let Err(e) = &url {
-            v.push(("fleet.broker", e.clone()));
+            v.push(("fleet.broker", e.to_string()));
         }
         if !self.device_id.is_empty() && !valid_topic_level(&self.device_id) {
             v.push((

@@ -238,6 +238,7 @@ impl Config {
             });
         }
         range(p, "pipeline.min_sharpness", pl.min_sharpness, 0.0, 1e6)?;
+        range(p, "pipeline.max_clipped", pl.max_clipped, 0.0, 1.0)?;
         range(
             p,
             "pipeline.min_directional_sharpness",

@@ -11,6 +11,9 @@ pub struct PipelineConfig {
     pub min_luma: f32,
     /// Mean luma above which the screen says "Too bright".
     pub max_luma: f32,
+    /// Share of blown-out pixels (luma >= 250) above which the screen says "Too bright": a
+    /// flash or a lamp washes the lesion out long before the mean reaches `max_luma`.
+    pub max_clipped: f32,
     /// Variance of the Laplacian below which the screen says "Hold steady".
     pub min_sharpness: f32,
     /// Floor for the weakest of four directional second-derivative variances: a motion blur
@@ -30,6 +33,7 @@ impl Default for PipelineConfig {
             ema_alpha: 0.5,
             min_luma: 35.0,
             max_luma: 235.0,
+            max_clipped: 0.3,
             min_sharpness: 8.0,
             min_directional_sharpness: 3.0,
             freeze_tta: true,

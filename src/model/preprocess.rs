@@ -559,6 +559,31 @@ pub fn normalize(resized: &RgbImage, spec: &InputSpec) -> InputTensor {
     }
 }
 
+/// Bilinear (convolution) resize with SIMD: the screen and the quality gate must cost far less
+/// than inference (`image`'s own resize took several ms per camera frame).
+pub fn resize_rgb(frame: &RgbImage, w: u32, h: u32) -> RgbImage {
+    use fast_image_resize::{
+        FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer, images::Image as FirImage,
+        images::ImageRef,
+    };
+    let src = ImageRef::new(
+        frame.width(),
+        frame.height(),
+        frame.as_raw(),
+        PixelType::U8x3,
+    )
+    .expect("buffer matches size");
+    let mut dst = FirImage::new(w, h, PixelType::U8x3);
+    Resizer::new()
+        .resize(
+            &src,
+            &mut dst,
+            &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
+        )
+        .expect("same pixel type");
+    RgbImage::from_raw(w, h, dst.into_vec()).expect("resizer output has the requested size")
+}
+
 /// Shades-of-Gray channel gains: the p-norm of each channel, scaled to their mean (the same
 /// float64 arithmetic as the toolchain's `data.shades_of_gray_gains`).
 pub fn shades_of_gray_gains(img: &RgbImage, p: f64) -> [f32; 3] {

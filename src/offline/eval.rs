@@ -22,8 +22,8 @@ pub enum EvalError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}: cannot draw the confusion matrix: {1}")]
-    Plot(String, String),
+    #[error("{0}: cannot draw the figure")]
+    Plot(String, #[source] crate::offline::plots::PlotError),
 }
 
 #[derive(Debug, Serialize)]

@@ -4,12 +4,17 @@ use crate::offline::eval::ReferFigures;
 use crate::offline::metrics::Summary;
 use std::path::Path;
 
+/// A figure that plotters could not draw (its backend errors are not `'static`: kept as text).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PlotError(pub String);
+
 /// ROC curve of the malignant probability, with the manifest's operating point marked.
-pub(crate) fn draw_roc(r: &ReferFigures, title: &str, path: &Path) -> Result<(), String> {
+pub(crate) fn draw_roc(r: &ReferFigures, title: &str, path: &Path) -> Result<(), PlotError> {
     use plotters::prelude::*;
     use plotters::style::{FontStyle, register_font};
     let _ = register_font("sans-serif", FontStyle::Normal, FONT);
-    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let e = |e: &dyn std::fmt::Display| PlotError(e.to_string());
     let root = BitMapBackend::new(path, (640, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(&x))?;
     let mut chart = ChartBuilder::on(&root)
@@ -70,12 +75,12 @@ pub(crate) fn draw_roc(r: &ReferFigures, title: &str, path: &Path) -> Result<(),
 
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSansMono.ttf");
 
-pub(crate) fn draw_confusion(s: &Summary, title: &str, path: &Path) -> Result<(), String> {
+pub(crate) fn draw_confusion(s: &Summary, title: &str, path: &Path) -> Result<(), PlotError> {
     use plotters::prelude::*;
     use plotters::style::text_anchor::{HPos, Pos, VPos};
     use plotters::style::{FontStyle, register_font};
     let _ = register_font("sans-serif", FontStyle::Normal, FONT);
-    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let e = |e: &dyn std::fmt::Display| PlotError(e.to_string());
     let k = s.per_class.len();
     let kf = k as f64;
     let root = BitMapBackend::new(path, (900, 860)).into_drawing_area();

@@ -9,6 +9,8 @@ use serde::Serialize;
 pub struct Quality {
     /// Mean luma, 0-255.
     pub luma: f32,
+    /// Share of pixels with luma >= 250 (blown out).
+    pub clipped: f32,
     /// Variance of the 4-neighbour Laplacian of luma on a 160-px-wide copy.
     pub sharpness: f32,
     /// The smallest variance of the second derivative along one direction (horizontal,
@@ -48,12 +50,13 @@ pub fn measure(img: &RgbImage) -> Quality {
     // Work on a small grey copy: the gate must cost far less than inference.
     let w = 160u32.min(img.width()).max(1);
     let h = ((img.height() as u64 * w as u64 / img.width().max(1) as u64) as u32).max(1);
-    let small = image::imageops::resize(img, w, h, image::imageops::FilterType::Triangle);
+    let small = crate::model::preprocess::resize_rgb(img, w, h);
     let y: Vec<f32> = small
         .pixels()
         .map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32)
         .collect();
     let luma = y.iter().sum::<f32>() / y.len() as f32;
+    let clipped = y.iter().filter(|&&v| v >= 250.0).count() as f32 / y.len() as f32;
     let (w, h) = (w as usize, h as usize);
     // Running sums for the Laplacian and the four directional second derivatives.
     let mut sum = [0f64; 5];
@@ -86,6 +89,7 @@ pub fn measure(img: &RgbImage) -> Quality {
     };
     Quality {
         luma,
+        clipped,
         sharpness: var(0),
         directional_sharpness: (1..5).map(var).fold(f32::INFINITY, f32::min),
     }
@@ -94,7 +98,7 @@ pub fn measure(img: &RgbImage) -> Quality {
 pub fn check(q: &Quality, cfg: &PipelineConfig) -> Option<QualityIssue> {
     if q.luma < cfg.min_luma {
         Some(QualityIssue::TooDark)
-    } else if q.luma > cfg.max_luma {
+    } else if q.luma > cfg.max_luma || q.clipped > cfg.max_clipped {
         Some(QualityIssue::TooBright)
     } else if q.sharpness < cfg.min_sharpness
         || q.directional_sharpness < cfg.min_directional_sharpness
@@ -129,6 +133,22 @@ mod tests {
             }
         });
         assert_eq!(check(&measure(&checker), &cfg), None);
+        // Mean luma under the ceiling, but a third of the frame blown out (a flash).
+        let flash = RgbImage::from_fn(320, 240, |x, y| {
+            if x < 120 {
+                image::Rgb([255, 255, 255])
+            } else if (x / 4 + y / 4) % 2 == 0 {
+                image::Rgb([200, 150, 120])
+            } else {
+                image::Rgb([60, 40, 30])
+            }
+        });
+        let q = measure(&flash);
+        assert!(
+            q.luma < cfg.max_luma && q.clipped > cfg.max_clipped,
+            "{q:?}"
+        );
+        assert_eq!(check(&q, &cfg), Some(QualityIssue::TooBright));
     }
 
     /// A horizontal motion blur keeps vertical detail (the Laplacian stays over its floor) but

@@ -157,28 +157,6 @@ const BAR_BG: Rgb888 = Rgb888::new(60, 64, 76);
 const OK: Rgb888 = Rgb888::new(64, 200, 120);
 const UNSURE: Rgb888 = Rgb888::new(150, 150, 160);
 
-fn fast_resize(frame: &RgbImage, w: u32, h: u32) -> RgbImage {
-    use fast_image_resize::{
-        FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer, images::Image, images::ImageRef,
-    };
-    let src = ImageRef::new(
-        frame.width(),
-        frame.height(),
-        frame.as_raw(),
-        PixelType::U8x3,
-    )
-    .expect("buffer matches size");
-    let mut dst = Image::new(w, h, PixelType::U8x3);
-    Resizer::new()
-        .resize(
-            &src,
-            &mut dst,
-            &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
-        )
-        .expect("same pixel type");
-    RgbImage::from_raw(w, h, dst.into_vec()).expect("resizer output has the requested size")
-}
-
 /// Copy `frame` scaled (aspect kept, centred) into `area`.
 fn draw_frame(canvas: &mut Canvas, frame: &RgbImage, area: Rectangle) {
     let (aw, ah) = (area.size.width.max(1), area.size.height.max(1));
@@ -188,7 +166,7 @@ fn draw_frame(canvas: &mut Canvas, frame: &RgbImage, area: Rectangle) {
         ((frame.height() as f32 * scale) as u32).max(1),
     );
     // SIMD resize: the screen must cost far less than inference.
-    let small = fast_resize(frame, w, h);
+    let small = crate::model::preprocess::resize_rgb(frame, w, h);
     let ox = area.top_left.x as u32 + (aw - w) / 2;
     let oy = area.top_left.y as u32 + (ah - h) / 2;
     image::imageops::replace(&mut canvas.0, &small, ox as i64, oy as i64);

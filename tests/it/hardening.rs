@@ -1027,11 +1027,21 @@ fn photos_that_are_not_lesions_get_not_lesion_and_never_refer() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(rows.len(), fixtures.len() + samples().len());
+    // Held back either way: by the score, or (sweets on a white table) by the quality gate's
+    // blown-out share first. Never a class, never a referral.
+    let mut not_lesion = 0;
     for r in &rows[..fixtures.len()] {
-        assert_eq!(r["outcome"], "not_lesion", "{r}");
+        match r["outcome"].as_str().unwrap() {
+            "not_lesion" => {
+                not_lesion += 1;
+                assert_eq!(r["headline"], "Not a skin lesion");
+            }
+            "retake" => assert!(r.get("top").is_none(), "{r}"),
+            _ => panic!("a non-lesion photo shown as a result: {r}"),
+        }
         assert_eq!(r["refer"], false, "{r}");
-        assert_eq!(r["headline"], "Not a skin lesion");
     }
+    assert!(not_lesion >= 2, "{rows:?}");
     // Every bundled lesion photo passes the gate.
     for r in &rows[fixtures.len()..] {
         assert!(

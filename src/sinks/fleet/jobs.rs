@@ -204,7 +204,7 @@ pub(super) fn command(
         Ok(c) => c,
         Err(e) => {
             log::warn!("fleet: command refused: {e}");
-            return json!({"ok": false, "error": e, "time": time});
+            return json!({"ok": false, "error": e.to_string(), "time": time});
         }
     };
     let name = cmd.as_str();

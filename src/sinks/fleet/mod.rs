@@ -304,14 +304,14 @@ impl Command {
         }
     }
 
-    pub fn parse(payload: &[u8]) -> Result<Command, String> {
-        let text = std::str::from_utf8(payload).map_err(|_| "not UTF-8".to_string())?;
+    pub fn parse(payload: &[u8]) -> Result<Command, CommandError> {
+        let text = std::str::from_utf8(payload).map_err(|_| CommandError::NotUtf8)?;
         let text = text.trim();
         let word = if text.starts_with('{') {
-            let v: Value = serde_json::from_str(text).map_err(|e| format!("bad JSON: {e}"))?;
+            let v: Value = serde_json::from_str(text).map_err(CommandError::Json)?;
             v.get("command")
                 .and_then(Value::as_str)
-                .ok_or("JSON without a \"command\" string")?
+                .ok_or(CommandError::NoCommand)?
                 .to_string()
         } else {
             text.to_string()
@@ -324,12 +324,22 @@ impl Command {
         ];
         match all.into_iter().find(|c| c.as_str() == word) {
             Some(c) => Ok(c),
-            None => Err(format!(
-                "unknown command {:?} (freeze, release, capture, reload-model)",
-                word.chars().take(40).collect::<String>()
-            )),
+            None => Err(CommandError::Unknown(word.chars().take(40).collect())),
         }
     }
+}
+
+/// Why a command message was refused (the reply's `error` says it).
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("not UTF-8")]
+    NotUtf8,
+    #[error("bad JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("JSON without a \"command\" string")]
+    NoCommand,
+    #[error("unknown command {0:?} (freeze, release, capture, reload-model)")]
+    Unknown(String),
 }
 
 impl FleetRunner {
@@ -355,12 +365,17 @@ mod tests {
 
     #[test]
     fn commands_parse_as_text_or_json() {
-        assert_eq!(Command::parse(b"freeze\n"), Ok(Command::Freeze));
+        assert_eq!(Command::parse(b"freeze\n").ok(), Some(Command::Freeze));
         assert_eq!(
-            Command::parse(br#"{"command": "reload-model"}"#),
-            Ok(Command::ReloadModel)
+            Command::parse(br#"{"command": "reload-model"}"#).ok(),
+            Some(Command::ReloadModel)
         );
-        assert!(Command::parse(b"rm -rf /").unwrap_err().contains("unknown"));
+        assert!(
+            Command::parse(b"rm -rf /")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown")
+        );
         assert!(Command::parse(b"{\"cmd\": 1}").is_err());
         assert!(Command::parse(&[0xff, 0xfe]).is_err());
         for c in [
@@ -369,7 +384,7 @@ mod tests {
             Command::Capture,
             Command::ReloadModel,
         ] {
-            assert_eq!(Command::parse(c.as_str().as_bytes()), Ok(c));
+            assert_eq!(Command::parse(c.as_str().as_bytes()).ok(), Some(c));
         }
         assert_eq!(Command::ReloadModel.as_str(), "reload-model");
     }

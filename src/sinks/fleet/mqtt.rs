@@ -23,8 +23,8 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
-    #[error("fleet.broker: {0}")]
-    Broker(String),
+    #[error("fleet.broker")]
+    Broker(#[source] crate::config::BrokerUrlError),
     #[error("fleet TLS: {0}")]
     Tls(String),
     #[error("{what} {path}: {source}")]
