@@ -68,6 +68,18 @@ pub enum SourceStatus {
     Ended,
 }
 
+/// The status word the API and the fleet report (`live`, `disconnected: <why>`, ...).
+impl std::fmt::Display for SourceStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceStatus::Starting => f.write_str("starting"),
+            SourceStatus::Live => f.write_str("live"),
+            SourceStatus::Disconnected(why) => write!(f, "disconnected: {why}"),
+            SourceStatus::Ended => f.write_str("ended"),
+        }
+    }
+}
+
 /// Everything the screen shows apart from the frame itself.
 #[derive(Debug, Clone, Serialize)]
 pub struct DisplayState {

@@ -54,6 +54,12 @@ impl CaptureSink {
                 image::ImageFormat::Jpeg,
             )
             .map_err(std::io::Error::other)?;
+        // Where the model looked, for a lesion result of a bundle with class-activation maps.
+        let heat = p
+            .heat
+            .as_ref()
+            .filter(|_| !p.not_lesion)
+            .and_then(crate::model::heat::png);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!("capture-{}-{}-{n}", unix_ms(), std::process::id());
         let json = serde_json::json!({
@@ -69,14 +75,16 @@ impl CaptureSink {
             "refer_threshold": m.refer_threshold(),
             "ood_score": p.ood_score,
             "classes": p.top_k(m.classes.len(), m),
+            "heat_map": heat.as_ref().map(|_| "heat.png"),
             "disclaimer": crate::DISCLAIMER,
         });
         let json = serde_json::to_string_pretty(&json)? + "\n";
-        let path = save_set_atomic(
-            &self.dir,
-            &name,
-            &[("image.jpg", &jpg), ("result.json", json.as_bytes())],
-        )?;
+        let mut files: Vec<(&str, &[u8])> =
+            vec![("image.jpg", &jpg), ("result.json", json.as_bytes())];
+        if let Some(h) = &heat {
+            files.push(("heat.png", h));
+        }
+        let path = save_set_atomic(&self.dir, &name, &files)?;
         self.enforce_retention()?;
         Ok(path)
     }

@@ -39,12 +39,9 @@ pub(super) async fn status(State(st): State<AppState>) -> Json<serde_json::Value
         }
         None => (serde_json::Value::Null, "Starting".into(), None, None, 0),
     };
-    let source = match latest.as_ref().map(|u| &u.state.source) {
-        Some(crate::screen::render::SourceStatus::Live) => "live".to_string(),
-        Some(crate::screen::render::SourceStatus::Disconnected(m)) => format!("disconnected: {m}"),
-        Some(crate::screen::render::SourceStatus::Ended) => "ended".into(),
-        _ => "starting".into(),
-    };
+    let source = latest
+        .as_ref()
+        .map_or_else(|| "starting".to_string(), |u| u.state.source.to_string());
     Json(json!({
         "source": source, "model": m.name, "uptime_s": live.started.elapsed().as_secs_f64(),
         "fps": latest.as_ref().map_or(0.0, |u| u.state.fps), "headline": headline, "outcome": outcome,

@@ -325,6 +325,12 @@ pub fn assert_capture_complete(c: &std::path::Path, model_sha: &str) {
         "{v}"
     );
     assert_eq!(v["capture"], c.file_name().unwrap().to_str().unwrap());
+    // The shipped bundles export class-activation maps: the capture keeps its heat map.
+    if v["outcome"] != "not_lesion" {
+        assert_eq!(v["heat_map"], "heat.png", "{v}");
+        let heat = image::open(c.join("heat.png")).unwrap();
+        assert_eq!((heat.width(), heat.height()), (224, 224));
+    }
     use sha2::Digest;
     assert_eq!(
         v["image_sha256"],

@@ -18,7 +18,6 @@ mod tls;
 
 use crate::config::{FleetConfig, FleetPublish};
 use crate::pipeline::{Shared, Sink, Update};
-use crate::screen::render::SourceStatus;
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -240,15 +239,7 @@ pub fn status_json(
         .unwrap_or_else(|e| e.into_inner())
         .as_ref()
     {
-        Some(u) => (
-            match &u.state.source {
-                SourceStatus::Starting => "starting".to_string(),
-                SourceStatus::Live => "live".into(),
-                SourceStatus::Disconnected(m) => format!("disconnected: {m}"),
-                SourceStatus::Ended => "ended".into(),
-            },
-            u.state.frozen,
-        ),
+        Some(u) => (u.state.source.to_string(), u.state.frozen),
         None => ("starting".into(), false),
     };
     let screen = if shared.display_absent() {
