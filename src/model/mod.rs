@@ -8,6 +8,7 @@ pub use backend::{
 
 pub mod backend;
 pub mod classifier;
+pub mod decode;
 pub mod heat;
 pub mod manifest;
 pub mod preprocess;

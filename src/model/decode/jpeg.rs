@@ -1,0 +1,187 @@
+//! JPEG: the marker walk that bounds scans and spots wiped entropy data before any decoder
+//! allocates, then zune-jpeg in strict mode (a warning is an error).
+
+use super::{ImageError, needs_copy};
+use image::RgbImage;
+
+/// Most scans a JPEG may have: encoders write 1 (baseline) or about 10 (progressive); each
+/// scan is a pass over every coefficient, so 100 of them cost seconds of CPU per image.
+pub const MAX_JPEG_SCANS: usize = 32;
+
+/// What the marker segments of a JPEG say, read before any decoder allocates anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JpegLayout {
+    pub width: u32,
+    pub height: u32,
+    pub components: u32,
+    /// SOF2/6/10/14: every coefficient is kept in memory until the last scan.
+    pub progressive: bool,
+    pub scans: usize,
+}
+
+/// Zero bytes in a row that no camera's entropy-coded data holds.
+const MAX_ZERO_RUN: usize = 256;
+
+fn longest_zero_run(b: &[u8]) -> usize {
+    b.split(|&x| x != 0).map(<[u8]>::len).max().unwrap_or(0)
+}
+
+/// Walk a JPEG's markers (entropy-coded data skipped as the standard defines it: FF is
+/// stuffed as FF 00 or is a restart marker) up to the end-of-image marker.
+pub fn jpeg_layout(bytes: &[u8]) -> Result<JpegLayout, String> {
+    let mut i = 2; // after SOI
+    let mut frame: Option<(u32, u32, u32, bool)> = None;
+    let mut scans = 0usize;
+    let seg_len = |i: usize| -> Result<usize, String> {
+        bytes
+            .get(i..i + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+            .filter(|&n| n >= 2)
+            .ok_or_else(|| "marker segment cut short".to_string())
+    };
+    loop {
+        // Fill bytes (FF FF ...) may precede a marker.
+        while bytes.get(i) == Some(&0xFF) && bytes.get(i + 1) == Some(&0xFF) {
+            i += 1;
+        }
+        let (Some(&0xFF), Some(&m)) = (bytes.get(i), bytes.get(i + 1)) else {
+            return Err(format!("no marker at byte {i}"));
+        };
+        i += 2;
+        match m {
+            0xD9 => break,
+            0xD0..=0xD7 | 0x01 => continue,
+            0xC0..=0xCF if m != 0xC4 && m != 0xC8 && m != 0xCC => {
+                let n = seg_len(i)?;
+                let seg = bytes.get(i + 2..i + n).ok_or("frame header cut short")?;
+                if seg.len() < 6 {
+                    return Err("frame header cut short".into());
+                }
+                if frame.is_some() {
+                    return Err("more than one frame header".into());
+                }
+                let height = u16::from_be_bytes([seg[1], seg[2]]) as u32;
+                let width = u16::from_be_bytes([seg[3], seg[4]]) as u32;
+                let progressive = matches!(m, 0xC2 | 0xC6 | 0xCA | 0xCE);
+                frame = Some((width, height, seg[5] as u32, progressive));
+                i += n;
+            }
+            0xDA => {
+                let n = seg_len(i)?;
+                i += n;
+                scans += 1;
+                if scans > MAX_JPEG_SCANS {
+                    return Err(format!("more than {MAX_JPEG_SCANS} scans"));
+                }
+                // Entropy-coded data up to the next marker that is not a stuffed byte or RSTn.
+                loop {
+                    let Some(off) = bytes
+                        .get(i..)
+                        .and_then(|r| r.iter().position(|&b| b == 0xFF))
+                    else {
+                        return Err("scan data runs past the end of the file".into());
+                    };
+                    // Huffman-coded photo data is close to random; a long run of zero bytes is
+                    // wiped data, which a decoder turns into a plausible-looking pattern.
+                    let zeros = longest_zero_run(&bytes[i..i + off]);
+                    if zeros >= MAX_ZERO_RUN {
+                        return Err(format!(
+                            "scan data holds a run of {zeros} zero bytes (wiped or damaged)"
+                        ));
+                    }
+                    i += off;
+                    match bytes.get(i + 1) {
+                        Some(0x00) | Some(0xD0..=0xD7) => i += 2,
+                        Some(0xFF) => i += 1,
+                        Some(_) => break,
+                        None => return Err("scan data runs past the end of the file".into()),
+                    }
+                }
+            }
+            _ => i += seg_len(i)?,
+        }
+    }
+    let (width, height, components, progressive) = frame.ok_or("no frame header")?;
+    if scans == 0 {
+        return Err("no scan".into());
+    }
+    Ok(JpegLayout {
+        width,
+        height,
+        components,
+        progressive,
+        scans,
+    })
+}
+
+pub(super) fn decode_jpeg(
+    bytes: &[u8],
+    what: &str,
+    size_check: impl Fn(u32, u32) -> Result<u64, ImageError>,
+    budget_check: impl Fn(u32, u32, String, u64) -> Result<(), ImageError>,
+) -> Result<RgbImage, ImageError> {
+    use zune_core::colorspace::ColorSpace;
+    let dec_err = |message: String| ImageError::Decode {
+        what: what.into(),
+        message,
+    };
+    let layout = jpeg_layout(bytes).map_err(&dec_err)?;
+    let (width, height) = (layout.width, layout.height);
+    let pixels = size_check(width, height)?;
+    // What the decoder really holds: the RGB output, for progressive files every component's
+    // coefficients (2 bytes each, on MCU-padded planes) until the last scan, the rotated copy.
+    let padded = (width.div_ceil(16) as u64 * 16) * (height.div_ceil(16) as u64 * 16);
+    let coefficients = if layout.progressive {
+        2 * layout.components as u64 * padded
+    } else {
+        // Baseline: one MCU row of samples per component.
+        layout.components as u64 * (width.div_ceil(16) as u64 * 16) * 16 * 2
+    };
+    let kind = format!(
+        "{} JPEG, {} component(s), {} scan(s)",
+        if layout.progressive {
+            "progressive"
+        } else {
+            "baseline"
+        },
+        layout.components,
+        layout.scans
+    );
+    let options = zune_core::options::DecoderOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(width as usize)
+        .set_max_height(height as usize)
+        .jpeg_set_out_colorspace(ColorSpace::RGB);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(
+        zune_core::bytestream::ZCursor::new(bytes),
+        options,
+    );
+    decoder
+        .decode_headers()
+        .map_err(|e| dec_err(format!("{e:?}")))?;
+    if decoder.output_colorspace() != Some(ColorSpace::RGB) {
+        return Err(dec_err(format!(
+            "colour space {:?} cannot be decoded to RGB",
+            decoder.input_colorspace()
+        )));
+    }
+    let orientation = decoder
+        .exif()
+        .and_then(|x| image::metadata::Orientation::from_exif_chunk(x))
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let rotate = if needs_copy(orientation) {
+        pixels * 3
+    } else {
+        0
+    };
+    budget_check(width, height, kind, pixels * 3 + coefficients + rotate)?;
+    let out = decoder.decode().map_err(|e| dec_err(format!("{e:?}")))?;
+    let rgb = RgbImage::from_raw(width, height, out)
+        .ok_or_else(|| dec_err("decoded size does not match the frame header".into()))?;
+    if orientation == image::metadata::Orientation::NoTransforms {
+        return Ok(rgb);
+    }
+    let mut img = image::DynamicImage::ImageRgb8(rgb);
+    img.apply_orientation(orientation);
+    Ok(img.into_rgb8())
+}
