@@ -29,9 +29,8 @@ fn load_startup_model(cfg: &Config) -> Result<(Arc<Model>, Option<serde_json::Va
         return dermcam::device::update::load_at_startup(
             Some(&cfg.fleet.updates),
             &cfg.model.dir(),
-            &|dir| load_model_threads(cfg, dir, cfg.model.threads).map_err(|e| format!("{e:#}")),
-        )
-        .map_err(anyhow::Error::msg);
+            &|dir| load_model_threads(cfg, dir, cfg.model.threads),
+        );
     }
     Ok((load_model(cfg)?, None))
 }

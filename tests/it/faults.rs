@@ -148,6 +148,28 @@ fn corrupt_model_at_start_is_a_clear_error_every_time() {
         );
     }
     assert_eq!(seen[0], seen[1], "same message on restart");
+    // With the fleet on (start-up goes through the update rollback logic), the same bundle
+    // fails the same way: exit 3 and the whole chain, not status 1 on one line.
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\npath = \"{}\"\n[source]\nkind = \"synthetic\"\n[screen]\nkind = \"none\"\n[web]\nenabled = false\n[fleet]\nbroker = \"mqtt://127.0.0.1:9\"\n",
+            bundle.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dermcam"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("caused by:") && err.contains("sha256"),
+        "{err}"
+    );
 }
 
 /// Tiny deterministic PRNG (xorshift) so a failing schedule can be replayed from its seed.

@@ -483,11 +483,11 @@ fn same_name(bundle: &Path, signed: &str) -> Result<(), UpdateError> {
 /// the fleet's current bundle; one that fails (load, self-test, or two starts without
 /// confirming) is rolled back to `previous`, then to `configured`. Returns the loaded value and,
 /// after a rollback, a report for the status topic.
-pub fn load_at_startup<T>(
+pub fn load_at_startup<T, E: std::fmt::Display>(
     updates: Option<&FleetUpdates>,
     configured: &Path,
-    load: &dyn Fn(&Path) -> Result<T, String>,
-) -> Result<(T, Option<Value>), String> {
+    load: &dyn Fn(&Path) -> Result<T, E>,
+) -> Result<(T, Option<Value>), E> {
     let Some(u) = updates.filter(|u| u.public_key.is_some()) else {
         return load(configured).map(|t| (t, None));
     };
@@ -512,7 +512,9 @@ pub fn load_at_startup<T>(
         } else {
             self_test(&path).map(|_| ()).map_err(|e| e.to_string())
         };
-        match tested.and_then(|()| load(&path)) {
+        // The failed attempt only becomes a reason in the log and the status report; the
+        // loader's own error (and its exit status) is kept for the last fallback below.
+        match tested.and_then(|()| load(&path).map_err(|e| format!("{e:#}"))) {
             Ok(t) => {
                 if !active.confirmed {
                     active.confirmed = true;
@@ -546,7 +548,7 @@ pub fn load_at_startup<T>(
             Ok(t) => (t, prev.clone()),
             Err(e) => {
                 log::warn!(
-                    "model update: previous bundle {prev} fails too ({e}); using the configured bundle"
+                    "model update: previous bundle {prev} fails too ({e:#}); using the configured bundle"
                 );
                 let _ = Active {
                     rolled_back,
