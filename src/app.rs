@@ -56,7 +56,47 @@ fn load_model_threads(cfg: &Config, dir: &std::path::Path, threads: usize) -> Re
     Ok(Arc::new(m))
 }
 
+/// The composition root, in the order the device comes up: check → load → open source and
+/// screen → build sinks → start the pipeline → start web, fleet, buttons → wait → shut down.
 pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
+    check_startup(&cfg)?;
+    #[allow(unused_variables)]
+    let (model, rollback) = load_startup_model(&cfg)?;
+    let source = dermcam::source::open(&cfg.source)?;
+    let screen = open_screen(&cfg)?;
+    let (sinks, fleet) = build_sinks(&cfg, &opts)?;
+    let pipeline = Pipeline::start(model.clone(), source, screen, sinks, cfg.pipeline.clone());
+    let shared = pipeline.shared.clone();
+    let switch = Arc::new(AppSwitch {
+        cfg: cfg.clone(),
+        shared: shared.clone(),
+        web: std::sync::Mutex::new(None),
+    });
+    let notifier = dermcam::device::systemd::spawn(
+        shared.clone(),
+        Duration::from_millis(cfg.pipeline.stall_timeout_ms),
+    );
+    let rt = runtime(&cfg)?;
+    let fleet_thread = rt.block_on(async {
+        #[cfg(feature = "web")]
+        start_web(&cfg, &model, &shared, &switch, &fleet).await?;
+        let fleet_thread = start_fleet(fleet, rollback, &shared, &switch)?;
+        start_buttons(&cfg, &shared)?;
+        wait_for_shutdown(&opts, &shared).await?;
+        anyhow::Ok(fleet_thread)
+    })?;
+    shared.request_shutdown();
+    pipeline.join();
+    // After the pipeline: every result it made is in the fleet's hands.
+    stop_fleet(fleet_thread);
+    if let Some(n) = notifier {
+        let _ = n.join();
+    }
+    log_counters(&shared);
+    Ok(())
+}
+
+fn check_startup(cfg: &Config) -> Result<()> {
     // Callers validate with their own file name; this catches any path that forgot to.
     cfg.validate(std::path::Path::new("<configuration>"))?;
     for m in cfg.missing_features() {
@@ -65,9 +105,10 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     if let (true, Some(dir)) = (cfg.web.enabled, &cfg.web.save_uploads) {
         dermcam::sinks::storage::check_dir(dir).context("web.save_uploads")?;
     }
-    #[allow(unused_variables)]
-    let (model, rollback) = load_startup_model(&cfg)?;
-    let source = dermcam::source::open(&cfg.source)?;
+    Ok(())
+}
+
+fn open_screen(cfg: &Config) -> Result<Box<dyn dermcam::screen::Screen>> {
     let screen = match dermcam::screen::open(&cfg.screen) {
         Err(ScreenError::NotBuilt(_)) => bail!("{}", cfg.missing_features().join("; ")),
         r => r?,
@@ -75,6 +116,21 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     if let ScreenConfig::Png { path, .. } = &cfg.screen {
         log::info!("screen: rendering to {}", path.display());
     }
+    Ok(screen)
+}
+
+/// The fleet link's runner (started once the web server can show its stats), when the build
+/// has one.
+#[cfg(feature = "fleet")]
+type FleetPart = Option<dermcam::sinks::fleet::FleetRunner>;
+#[cfg(not(feature = "fleet"))]
+type FleetPart = ();
+#[cfg(feature = "fleet")]
+type FleetThread = Option<dermcam::sinks::fleet::FleetHandle>;
+#[cfg(not(feature = "fleet"))]
+type FleetThread = ();
+
+fn build_sinks(cfg: &Config, opts: &RunOptions) -> Result<(Vec<Box<dyn Sink>>, FleetPart)> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if opts.log {
         sinks.push(Box::new(LogSink));
@@ -96,143 +152,166 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         ));
     }
     #[cfg(feature = "fleet")]
-    let fleet_runner = if cfg.fleet.enabled() {
+    let fleet = if cfg.fleet.enabled() {
         let (sink, runner) = dermcam::sinks::fleet::open(&cfg.fleet);
         sinks.push(Box::new(sink));
         Some(runner)
     } else {
         None
     };
-    let pipeline = Pipeline::start(model.clone(), source, screen, sinks, cfg.pipeline.clone());
-    let shared = pipeline.shared.clone();
-    let switch = Arc::new(AppSwitch {
-        cfg: cfg.clone(),
-        shared: shared.clone(),
-        web: std::sync::Mutex::new(None),
-    });
-    let notifier = dermcam::device::systemd::spawn(
-        shared.clone(),
-        Duration::from_millis(cfg.pipeline.stall_timeout_ms),
-    );
+    #[cfg(not(feature = "fleet"))]
+    let fleet = ();
+    Ok((sinks, fleet))
+}
 
-    // The web server's threads (request handling and upload classification) run at a lower
-    // priority than the pipeline's, so a burst of uploads cannot starve the live screen.
+/// The web server's threads (request handling and upload classification) run at a lower
+/// priority than the pipeline's, so a burst of uploads cannot starve the live screen.
+fn runtime(cfg: &Config) -> Result<tokio::runtime::Runtime> {
     let nice = if cfg.web.enabled { cfg.web.nice } else { 0 };
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         // Blocking work (upload classification, frame encoding, stdin) is bounded by its own
         // semaphores; this caps the pool whatever happens.
         .max_blocking_threads(16)
         .on_thread_start(move || lower_thread_priority(nice))
         .enable_all()
-        .build()?;
-    rt.block_on(async {
-        #[cfg(feature = "web")]
-        if cfg.web.enabled {
-            // One thread budget (`model.threads`) for the process, never a second pool:
-            // uploads either run single-threaded on their own (niced) web thread, with their
-            // own model instance, or share the live model and its pool.
-            let separate = cfg.web.inference_threads == 1 && cfg.model.threads != 1;
-            let web_model = if separate {
-                load_model_threads(&cfg, &model.dir, 1)?
-            } else {
-                if cfg.web.inference_threads != cfg.model.threads {
-                    log::info!(
-                        "web: web.inference_threads = {}: uploads share the live model and its {} inference threads (one thread budget per process)",
-                        cfg.web.inference_threads,
-                        dermcam::model::backend::tract::resolve_threads(cfg.model.threads)
-                    );
-                }
-                model.clone()
-            };
-            let state = dermcam::web::AppState::new(
-                web_model,
-                Some(shared.clone()),
-                cfg.web.clone(),
-                cfg.pipeline.clone(),
-            );
-            let listener = tokio::net::TcpListener::bind(&cfg.web.bind)
-                .await
-                .with_context(|| format!("web.bind {}", cfg.web.bind))?;
-            log::info!(
-                "web: http://{}/ {}",
-                listener.local_addr()?,
-                if cfg.web.token.is_some() {
-                    "(token required)"
-                } else {
-                    ""
-                }
-            );
-            *switch.web.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some((state.model.clone(), separate));
-            #[cfg(feature = "fleet")]
-            if let Some(r) = &fleet_runner {
-                let _ = state.fleet.set(r.stats());
-            }
-            let app = dermcam::web::router(state);
-            let web_cfg = cfg.web.clone();
-            tokio::spawn(async move {
-                if let Err(e) = dermcam::web::serve(listener, app, &web_cfg).await {
-                    log::error!("web server: {e}");
-                }
-            });
-        }
-        #[cfg(feature = "fleet")]
-        let fleet_thread = match fleet_runner {
-            Some(r) => {
-                let report = Arc::new(dermcam::sinks::fleet::UpdateReport::default());
-                if let Some(v) = rollback {
-                    report.set(v);
-                }
-                Some(
-                    r.spawn(shared.clone(), switch.clone(), report)
-                        .context("fleet")?,
-                )
-            }
-            None => None,
-        };
-        if cfg.button.stdin {
-            let s = shared.clone();
-            tokio::spawn(async move {
-                use tokio::io::AsyncBufReadExt;
-                let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-                while let Ok(Some(_)) = lines.next_line().await {
-                    s.toggle_freeze();
-                }
-            });
-        }
-        #[cfg(feature = "gpio")]
-        if let (Some(chip), Some(line)) = (&cfg.button.gpiochip, cfg.button.line) {
-            dermcam::device::button::spawn(chip, line, cfg.button.bias, shared.clone())
-                .map_err(|e| anyhow::anyhow!("button: {e}"))?;
-        }
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => { log::info!("SIGINT: shutting down"); break; }
-                _ = term.recv() => { log::info!("SIGTERM: shutting down"); break; }
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {
-                    if opts.exit_when_source_ends && shared.is_shutdown() { break; }
-                }
-            }
-        }
-        #[cfg(feature = "fleet")]
-        return anyhow::Ok(fleet_thread);
-        #[cfg(not(feature = "fleet"))]
-        anyhow::Ok(())
-    })
-    .map(|_fleet_thread| {
-        shared.request_shutdown();
-        pipeline.join();
-        // After the pipeline: every result it made is in the fleet's hands.
-        #[cfg(feature = "fleet")]
-        if let Some(t) = _fleet_thread {
-            t.stop_and_join();
-        }
-    })?;
-    if let Some(n) = notifier {
-        let _ = n.join();
+        .build()?)
+}
+
+#[cfg(feature = "web")]
+async fn start_web(
+    cfg: &Config,
+    model: &Arc<Model>,
+    shared: &Arc<dermcam::pipeline::Shared>,
+    switch: &AppSwitch,
+    #[allow(unused_variables)] fleet: &FleetPart,
+) -> Result<()> {
+    if !cfg.web.enabled {
+        return Ok(());
     }
+    // One thread budget (`model.threads`) for the process, never a second pool: uploads
+    // either run single-threaded on their own (niced) web thread, with their own model
+    // instance, or share the live model and its pool.
+    let separate = cfg.web.inference_threads == 1 && cfg.model.threads != 1;
+    let web_model = if separate {
+        load_model_threads(cfg, &model.dir, 1)?
+    } else {
+        if cfg.web.inference_threads != cfg.model.threads {
+            log::info!(
+                "web: web.inference_threads = {}: uploads share the live model and its {} inference threads (one thread budget per process)",
+                cfg.web.inference_threads,
+                dermcam::model::backend::tract::resolve_threads(cfg.model.threads)
+            );
+        }
+        model.clone()
+    };
+    let state = dermcam::web::AppState::new(
+        web_model,
+        Some(shared.clone()),
+        cfg.web.clone(),
+        cfg.pipeline.clone(),
+    );
+    let listener = tokio::net::TcpListener::bind(&cfg.web.bind)
+        .await
+        .with_context(|| format!("web.bind {}", cfg.web.bind))?;
+    log::info!(
+        "web: http://{}/ {}",
+        listener.local_addr()?,
+        if cfg.web.token.is_some() {
+            "(token required)"
+        } else {
+            ""
+        }
+    );
+    *switch.web.lock().unwrap_or_else(|e| e.into_inner()) = Some((state.model.clone(), separate));
+    #[cfg(feature = "fleet")]
+    if let Some(r) = fleet {
+        let _ = state.fleet.set(r.stats());
+    }
+    let app = dermcam::web::router(state);
+    let web_cfg = cfg.web.clone();
+    tokio::spawn(async move {
+        if let Err(e) = dermcam::web::serve(listener, app, &web_cfg).await {
+            log::error!("web server: {e}");
+        }
+    });
+    Ok(())
+}
+
+#[cfg(feature = "fleet")]
+fn start_fleet(
+    fleet: FleetPart,
+    rollback: Option<serde_json::Value>,
+    shared: &Arc<dermcam::pipeline::Shared>,
+    switch: &Arc<AppSwitch>,
+) -> Result<FleetThread> {
+    let Some(r) = fleet else { return Ok(None) };
+    let report = Arc::new(dermcam::sinks::fleet::UpdateReport::default());
+    if let Some(v) = rollback {
+        report.set(v);
+    }
+    Ok(Some(
+        r.spawn(shared.clone(), switch.clone(), report)
+            .context("fleet")?,
+    ))
+}
+
+#[cfg(not(feature = "fleet"))]
+fn start_fleet(
+    _: FleetPart,
+    _: Option<serde_json::Value>,
+    _: &Arc<dermcam::pipeline::Shared>,
+    _: &Arc<AppSwitch>,
+) -> Result<FleetThread> {
+    Ok(())
+}
+
+fn stop_fleet(#[allow(unused_variables)] t: FleetThread) {
+    #[cfg(feature = "fleet")]
+    if let Some(t) = t {
+        t.stop_and_join();
+    }
+}
+
+/// Point-and-classify buttons: Enter on stdin, a GPIO line.
+fn start_buttons(cfg: &Config, shared: &Arc<dermcam::pipeline::Shared>) -> Result<()> {
+    if cfg.button.stdin {
+        let s = shared.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+            while let Ok(Some(_)) = lines.next_line().await {
+                s.toggle_freeze();
+            }
+        });
+    }
+    #[cfg(feature = "gpio")]
+    if let (Some(chip), Some(line)) = (&cfg.button.gpiochip, cfg.button.line) {
+        dermcam::device::button::spawn(chip, line, cfg.button.bias, shared.clone())
+            .map_err(|e| anyhow::anyhow!("button: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Until SIGINT or SIGTERM (or, for `demo --once`, the end of the source).
+async fn wait_for_shutdown(
+    opts: &RunOptions,
+    shared: &Arc<dermcam::pipeline::Shared>,
+) -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => { log::info!("SIGINT: shutting down"); break; }
+            _ = term.recv() => { log::info!("SIGTERM: shutting down"); break; }
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                if opts.exit_when_source_ends && shared.is_shutdown() { break; }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn log_counters(shared: &dermcam::pipeline::Shared) {
     let c = shared.counters.snapshot();
     log::info!(
         "frames {} inferences {} dropped {} quality-rejected {} errors {} screen-errors {}",
@@ -243,7 +322,6 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         c.errors,
         c.screen_errors
     );
-    Ok(())
 }
 
 /// Puts a bundle into service: loads it with the configured engine, then swaps it into the
