@@ -336,8 +336,8 @@ struct AppSwitch {
 
 #[cfg(feature = "fleet")]
 impl dermcam::device::update::ModelSwitch for AppSwitch {
-    fn switch(&self, dir: &std::path::Path) -> Result<(), String> {
-        let err = |e: anyhow::Error| format!("{e:#}");
+    fn switch(&self, dir: &std::path::Path) -> Result<(), dermcam::device::update::SwitchError> {
+        let err = |e: anyhow::Error| dermcam::device::update::SwitchError(e.into());
         let live = load_model_threads(&self.cfg, dir, self.cfg.model.threads).map_err(err)?;
         let web = self.web.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let web = match web {

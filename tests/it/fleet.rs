@@ -536,8 +536,9 @@ fn tls_and_password_auth() {
 
 struct Switches(Mutex<Vec<PathBuf>>);
 impl ModelSwitch for Switches {
-    fn switch(&self, dir: &Path) -> Result<(), String> {
-        dermcam::model::Model::load(dir, &Default::default()).map_err(|e| e.to_string())?;
+    fn switch(&self, dir: &Path) -> Result<(), dermcam::device::update::SwitchError> {
+        dermcam::model::Model::load(dir, &Default::default())
+            .map_err(|e| dermcam::device::update::SwitchError(Box::new(e)))?;
         self.0.lock().unwrap().push(dir.into());
         Ok(())
     }

@@ -39,7 +39,7 @@ pub enum UpdateError {
     #[error("self-test: {0}")]
     SelfTest(String),
     #[error("switch: {0}")]
-    Switch(String),
+    Switch(SwitchError),
     #[error("not enough disk space in {path}: {free} bytes free, {needed} needed")]
     NoSpace {
         path: PathBuf,
@@ -57,8 +57,27 @@ pub enum UpdateError {
 /// Puts a bundle into service in the running appliance (the binary implements it: loads the
 /// bundle with the configured engine and swaps it into the pipeline and the web server).
 pub trait ModelSwitch: Send + Sync {
-    fn switch(&self, dir: &Path) -> Result<(), String>;
+    fn switch(&self, dir: &Path) -> Result<(), SwitchError>;
 }
+
+/// Why a bundle could not be put into service: the loader's error, whatever its type. Shown as
+/// its whole chain ("loading model bundle X: model.onnx: sha256 ...") in logs and the status.
+#[derive(Debug)]
+pub struct SwitchError(pub Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for SwitchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            write!(f, ": {e}")?;
+            next = e.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SwitchError {}
 
 /// Largest announcement payload read (a real one is a few hundred bytes).
 pub const MAX_ANNOUNCEMENT_BYTES: usize = 8 << 10;

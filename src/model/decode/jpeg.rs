@@ -26,18 +26,41 @@ fn longest_zero_run(b: &[u8]) -> usize {
     b.split(|&x| x != 0).map(<[u8]>::len).max().unwrap_or(0)
 }
 
+/// What is wrong with a JPEG's structure (found before decoding).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JpegLayoutError {
+    #[error("marker segment cut short")]
+    SegmentCut,
+    #[error("no marker at byte {0}")]
+    NoMarker(usize),
+    #[error("frame header cut short")]
+    FrameCut,
+    #[error("more than one frame header")]
+    TwoFrames,
+    #[error("more than {MAX_JPEG_SCANS} scans")]
+    TooManyScans,
+    #[error("scan data runs past the end of the file")]
+    ScanPastEnd,
+    #[error("scan data holds a run of {0} zero bytes (wiped or damaged)")]
+    Wiped(usize),
+    #[error("no frame header")]
+    NoFrame,
+    #[error("no scan")]
+    NoScan,
+}
+
 /// Walk a JPEG's markers (entropy-coded data skipped as the standard defines it: FF is
 /// stuffed as FF 00 or is a restart marker) up to the end-of-image marker.
-pub fn jpeg_layout(bytes: &[u8]) -> Result<JpegLayout, String> {
+pub fn jpeg_layout(bytes: &[u8]) -> Result<JpegLayout, JpegLayoutError> {
     let mut i = 2; // after SOI
     let mut frame: Option<(u32, u32, u32, bool)> = None;
     let mut scans = 0usize;
-    let seg_len = |i: usize| -> Result<usize, String> {
+    let seg_len = |i: usize| -> Result<usize, JpegLayoutError> {
         bytes
             .get(i..i + 2)
             .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
             .filter(|&n| n >= 2)
-            .ok_or_else(|| "marker segment cut short".to_string())
+            .ok_or(JpegLayoutError::SegmentCut)
     };
     loop {
         // Fill bytes (FF FF ...) may precede a marker.
@@ -45,7 +68,7 @@ pub fn jpeg_layout(bytes: &[u8]) -> Result<JpegLayout, String> {
             i += 1;
         }
         let (Some(&0xFF), Some(&m)) = (bytes.get(i), bytes.get(i + 1)) else {
-            return Err(format!("no marker at byte {i}"));
+            return Err(JpegLayoutError::NoMarker(i));
         };
         i += 2;
         match m {
@@ -53,12 +76,12 @@ pub fn jpeg_layout(bytes: &[u8]) -> Result<JpegLayout, String> {
             0xD0..=0xD7 | 0x01 => continue,
             0xC0..=0xCF if m != 0xC4 && m != 0xC8 && m != 0xCC => {
                 let n = seg_len(i)?;
-                let seg = bytes.get(i + 2..i + n).ok_or("frame header cut short")?;
+                let seg = bytes.get(i + 2..i + n).ok_or(JpegLayoutError::FrameCut)?;
                 if seg.len() < 6 {
-                    return Err("frame header cut short".into());
+                    return Err(JpegLayoutError::FrameCut);
                 }
                 if frame.is_some() {
-                    return Err("more than one frame header".into());
+                    return Err(JpegLayoutError::TwoFrames);
                 }
                 let height = u16::from_be_bytes([seg[1], seg[2]]) as u32;
                 let width = u16::from_be_bytes([seg[3], seg[4]]) as u32;
@@ -71,7 +94,7 @@ pub fn jpeg_layout(bytes: &[u8]) -> Result<JpegLayout, String> {
                 i += n;
                 scans += 1;
                 if scans > MAX_JPEG_SCANS {
-                    return Err(format!("more than {MAX_JPEG_SCANS} scans"));
+                    return Err(JpegLayoutError::TooManyScans);
                 }
                 // Entropy-coded data up to the next marker that is not a stuffed byte or RSTn.
                 loop {
@@ -79,31 +102,29 @@ pub fn jpeg_layout(bytes: &[u8]) -> Result<JpegLayout, String> {
                         .get(i..)
                         .and_then(|r| r.iter().position(|&b| b == 0xFF))
                     else {
-                        return Err("scan data runs past the end of the file".into());
+                        return Err(JpegLayoutError::ScanPastEnd);
                     };
                     // Huffman-coded photo data is close to random; a long run of zero bytes is
                     // wiped data, which a decoder turns into a plausible-looking pattern.
                     let zeros = longest_zero_run(&bytes[i..i + off]);
                     if zeros >= MAX_ZERO_RUN {
-                        return Err(format!(
-                            "scan data holds a run of {zeros} zero bytes (wiped or damaged)"
-                        ));
+                        return Err(JpegLayoutError::Wiped(zeros));
                     }
                     i += off;
                     match bytes.get(i + 1) {
                         Some(0x00) | Some(0xD0..=0xD7) => i += 2,
                         Some(0xFF) => i += 1,
                         Some(_) => break,
-                        None => return Err("scan data runs past the end of the file".into()),
+                        None => return Err(JpegLayoutError::ScanPastEnd),
                     }
                 }
             }
             _ => i += seg_len(i)?,
         }
     }
-    let (width, height, components, progressive) = frame.ok_or("no frame header")?;
+    let (width, height, components, progressive) = frame.ok_or(JpegLayoutError::NoFrame)?;
     if scans == 0 {
-        return Err("no scan".into());
+        return Err(JpegLayoutError::NoScan);
     }
     Ok(JpegLayout {
         width,
@@ -125,7 +146,7 @@ pub(super) fn decode_jpeg(
         what: what.into(),
         message,
     };
-    let layout = jpeg_layout(bytes).map_err(&dec_err)?;
+    let layout = jpeg_layout(bytes).map_err(|e| dec_err(e.to_string()))?;
     let (width, height) = (layout.width, layout.height);
     let pixels = size_check(width, height)?;
     // What the decoder really holds: the RGB output, for progressive files every component's

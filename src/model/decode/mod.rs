@@ -130,7 +130,7 @@ pub fn decode_image(bytes: &[u8], what: &str, max_pixels: u64) -> Result<RgbImag
 
 mod jpeg;
 use jpeg::decode_jpeg;
-pub use jpeg::{JpegLayout, MAX_JPEG_SCANS, jpeg_layout};
+pub use jpeg::{JpegLayout, JpegLayoutError, MAX_JPEG_SCANS, jpeg_layout};
 
 fn decode_png(
     bytes: &[u8],

@@ -176,7 +176,7 @@ pub(super) fn spawn_updater(
                         let v = match switch.switch(&dir) {
                             Ok(()) => json!({"state": "reloaded", "dir": dir, "time": now}),
                             Err(e) => {
-                                json!({"state": "reload failed", "dir": dir, "reason": e, "time": now})
+                                json!({"state": "reload failed", "dir": dir, "reason": e.to_string(), "time": now})
                             }
                         };
                         report.set(v);
