@@ -335,9 +335,9 @@ pub fn probe_child(lib: &Path) -> i32 {
 /// library whose initialisers crash (seen: ONNX Runtime 1.31 under qemu-user, which shows the
 /// host's /proc/cpuinfo) is then an error, not a crash. Only where this process is the
 /// `dermcam` binary (tests and other hosts of the library load in-process directly).
-pub fn probe_ort_library(lib: &Path) -> Result<(), String> {
+pub fn probe_ort_library(lib: &Path) -> Result<(), OrtProbeError> {
     // Once per library and process (the live and the web model load the same one).
-    static DONE: std::sync::Mutex<Vec<(PathBuf, Result<(), String>)>> =
+    static DONE: std::sync::Mutex<Vec<(PathBuf, Result<(), OrtProbeError>)>> =
         std::sync::Mutex::new(Vec::new());
     let mut done = DONE.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((_, r)) = done.iter().find(|(p, _)| p == lib) {
@@ -348,7 +348,22 @@ pub fn probe_ort_library(lib: &Path) -> Result<(), String> {
     r
 }
 
-pub(super) fn probe_uncached(lib: &Path) -> Result<(), String> {
+/// An ONNX Runtime library that failed in the probe process.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrtProbeError {
+    #[error(
+        "cannot load ONNX Runtime from {}: the library crashed while loading (signal {signal}) in a probe process",
+        lib.display()
+    )]
+    Crashed { lib: PathBuf, signal: i32 },
+    #[error(
+        "cannot load ONNX Runtime from {}: loading it did not finish within 20 s in a probe process",
+        lib.display()
+    )]
+    Hung { lib: PathBuf },
+}
+
+pub(super) fn probe_uncached(lib: &Path) -> Result<(), OrtProbeError> {
     use std::os::unix::process::ExitStatusExt;
     let Ok(exe) = std::env::current_exe() else {
         return Ok(());
@@ -371,10 +386,10 @@ pub(super) fn probe_uncached(lib: &Path) -> Result<(), String> {
         match child.try_wait() {
             Ok(Some(st)) => {
                 return match st.signal() {
-                    Some(sig) => Err(format!(
-                        "cannot load ONNX Runtime from {}: the library crashed while loading (signal {sig}) in a probe process",
-                        lib.display()
-                    )),
+                    Some(signal) => Err(OrtProbeError::Crashed {
+                        lib: lib.into(),
+                        signal,
+                    }),
                     None => Ok(()),
                 };
             }
@@ -382,10 +397,7 @@ pub(super) fn probe_uncached(lib: &Path) -> Result<(), String> {
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
-                    "cannot load ONNX Runtime from {}: loading it did not finish within 20 s in a probe process",
-                    lib.display()
-                ));
+                return Err(OrtProbeError::Hung { lib: lib.into() });
             }
         }
     }
@@ -398,10 +410,10 @@ pub(super) fn load_ort(
     opts: &LoadOptions,
     lib: &Path,
 ) -> Result<(Box<dyn Classifier>, usize), BundleError> {
-    probe_ort_library(lib).map_err(|message| BundleError::Backend {
+    probe_ort_library(lib).map_err(|e| BundleError::Backend {
         path: onnx.into(),
         backend: "ort".into(),
-        message,
+        message: e.to_string(),
     })?;
     let c = crate::model::backend::ort::OrtClassifier::load(
         onnx,

@@ -27,26 +27,42 @@ pub struct OrtClassifier {
 /// remembered, so a corrected path can be tried again.
 static ENV: Mutex<Option<(PathBuf, ort::environment::Environment)>> = Mutex::new(None);
 
-fn environment(lib: &Path) -> Result<ort::environment::Environment, String> {
+/// Why ONNX Runtime could not be loaded (the `auto` backend then falls back to tract).
+#[derive(Debug, thiserror::Error)]
+pub enum OrtLoadError {
+    #[error(
+        "ONNX Runtime was already loaded from {} in this process; cannot switch to {}",
+        loaded.display(),
+        wanted.display()
+    )]
+    AlreadyLoaded { loaded: PathBuf, wanted: PathBuf },
+    #[error("cannot load ONNX Runtime")]
+    Init(#[source] ort::LoadDynamicError),
+    #[error("cannot create ONNX Runtime environment")]
+    Environment(#[source] ort::Error),
+    #[error("cannot load ONNX Runtime from {}: {what}", lib.display())]
+    Panicked { lib: PathBuf, what: String },
+}
+
+fn environment(lib: &Path) -> Result<ort::environment::Environment, OrtLoadError> {
     let mut g = ENV.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((path, env)) = g.as_ref() {
         if path == lib {
             return Ok(env.clone());
         }
-        return Err(format!(
-            "ONNX Runtime was already loaded from {} in this process; cannot switch to {}",
-            path.display(),
-            lib.display()
-        ));
+        return Err(OrtLoadError::AlreadyLoaded {
+            loaded: path.clone(),
+            wanted: lib.into(),
+        });
     }
     // A library that is not ONNX Runtime (or an incompatible one) must give an error, never
     // take the process down: the `auto` backend then falls back to tract.
     let built = std::panic::catch_unwind(|| {
         ort::init_from(lib)
-            .map_err(|e| format!("cannot load ONNX Runtime: {e}"))?
+            .map_err(OrtLoadError::Init)?
             .with_name("dermcam")
             .build()
-            .map_err(|e| format!("cannot create ONNX Runtime environment: {e}"))
+            .map_err(OrtLoadError::Environment)
     });
     let env = match built {
         Ok(r) => r?,
@@ -56,10 +72,10 @@ fn environment(lib: &Path) -> Result<ort::environment::Environment, String> {
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "panic".into());
-            return Err(format!(
-                "cannot load ONNX Runtime from {}: {what}",
-                lib.display()
-            ));
+            return Err(OrtLoadError::Panicked {
+                lib: lib.into(),
+                what,
+            });
         }
     };
     *g = Some((lib.to_path_buf(), env.clone()));
@@ -114,7 +130,12 @@ impl OrtClassifier {
             std::fs::create_dir_all(dir)
                 .map_err(|e| backend(format!("trt_cache_dir {}: {e}", dir.display())))?;
         }
-        let env = environment(lib).map_err(backend)?;
+        let env = environment(lib).map_err(|e| {
+            backend(match std::error::Error::source(&e) {
+                Some(why) => format!("{e}: {why}"),
+                None => e.to_string(),
+            })
+        })?;
         let names: Vec<String> = opts.providers.iter().map(|p| format!("{p:?}")).collect();
         let mut builder = Session::builder(&env)
             .map_err(|e| backend(e.to_string()))?
