@@ -288,7 +288,7 @@ fn start_buttons(cfg: &Config, shared: &Arc<dermcam::pipeline::Shared>) -> Resul
     #[cfg(feature = "gpio")]
     if let (Some(chip), Some(line)) = (&cfg.button.gpiochip, cfg.button.line) {
         dermcam::device::button::spawn(chip, line, cfg.button.bias, shared.clone())
-            .map_err(|e| anyhow::anyhow!("button: {e}"))?;
+            .context("button")?;
     }
     Ok(())
 }

@@ -7,15 +7,32 @@ use crate::pipeline::Shared;
 use embedded_hal::digital::InputPin;
 use linux_embedded_hal::CdevPin;
 use linux_embedded_hal::gpio_cdev::{Chip, LineRequestFlags};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub fn spawn(chip: &Path, line: u32, bias: Bias, shared: Arc<Shared>) -> Result<(), String> {
-    let mut c = Chip::new(chip).map_err(|e| format!("{}: {e}", chip.display()))?;
-    let l = c
-        .get_line(line)
-        .map_err(|e| format!("{} line {line}: {e}", chip.display()))?;
+/// The button's GPIO line could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ButtonError {
+    #[error("{} line {line}", chip.display())]
+    Gpio {
+        chip: PathBuf,
+        line: u32,
+        #[source]
+        source: linux_embedded_hal::gpio_cdev::errors::Error,
+    },
+    #[error("button thread")]
+    Thread(#[source] std::io::Error),
+}
+
+pub fn spawn(chip: &Path, line: u32, bias: Bias, shared: Arc<Shared>) -> Result<(), ButtonError> {
+    let gpio = |source| ButtonError::Gpio {
+        chip: chip.into(),
+        line,
+        source,
+    };
+    let mut c = Chip::new(chip).map_err(gpio)?;
+    let l = c.get_line(line).map_err(gpio)?;
     // gpio-cdev has no names for the bias bits; they are plain v1 ABI request flags.
     let flags = LineRequestFlags::INPUT
         | LineRequestFlags::ACTIVE_LOW
@@ -34,17 +51,16 @@ pub fn spawn(chip: &Path, line: u32, bias: Bias, shared: Arc<Shared>) -> Result<
                 0,
                 "dermcam-button",
             )
-            .map_err(|e| format!("{} line {line}: {e}", chip.display()))?
+            .map_err(gpio)?
         }
-        Err(e) => return Err(format!("{} line {line}: {e}", chip.display())),
+        Err(e) => return Err(gpio(e)),
     };
     log::info!(
         "button: {} line {line}, active low, bias {}",
         chip.display(),
         bias.as_str()
     );
-    let mut pin =
-        CdevPin::new(handle).map_err(|e| format!("{} line {line}: {e}", chip.display()))?;
+    let mut pin = CdevPin::new(handle).map_err(gpio)?;
     std::thread::Builder::new()
         .name("button".into())
         .spawn(move || {
@@ -64,6 +80,6 @@ pub fn spawn(chip: &Path, line: u32, bias: Bias, shared: Arc<Shared>) -> Result<
                 std::thread::sleep(Duration::from_millis(10));
             }
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(ButtonError::Thread)?;
     Ok(())
 }
