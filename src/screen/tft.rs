@@ -18,7 +18,12 @@ use mipidsi::options::{ColorInversion, Orientation, Rotation};
 /// Largest single SPI transfer (bytes).
 pub const SPI_CHUNK: usize = 4096;
 
-type Push = Box<dyn FnMut(&Canvas) -> Result<(), String> + Send>;
+/// A panel or bus fault, as text: mipidsi's errors are generic over the bus types and only
+/// `Debug`. Becomes `ScreenError::Device` at this module's boundary.
+#[derive(Debug)]
+struct TftFault(String);
+
+type Push = Box<dyn FnMut(&Canvas) -> Result<(), TftFault> + Send>;
 
 pub struct TftScreen {
     push: Push,
@@ -28,12 +33,15 @@ pub struct TftScreen {
     _backlight: Option<CdevPin>,
 }
 
-fn out_pin(chip: &mut Chip, line: u32, label: &str, initial: u8) -> Result<CdevPin, String> {
+fn out_pin(chip: &mut Chip, line: u32, label: &str, initial: u8) -> Result<CdevPin, TftFault> {
+    let fault = |e: linux_embedded_hal::gpio_cdev::errors::Error| {
+        TftFault(format!("GPIO line {line} ({label}): {e}"))
+    };
     let handle = chip
         .get_line(line)
         .and_then(|l| l.request(LineRequestFlags::OUTPUT, initial, label))
-        .map_err(|e| format!("GPIO line {line} ({label}): {e}"))?;
-    CdevPin::new(handle).map_err(|e| format!("GPIO line {line} ({label}): {e}"))
+        .map_err(fault)?;
+    CdevPin::new(handle).map_err(fault)
 }
 
 fn pixels(canvas: &Canvas) -> impl Iterator<Item = Rgb565> + '_ {
@@ -51,7 +59,7 @@ fn start<M>(
     h: u16,
     orientation: Orientation,
     invert: bool,
-) -> Result<Push, String>
+) -> Result<Push, TftFault>
 where
     M: Model<ColorFormat = Rgb565> + Send + 'static,
 {
@@ -69,7 +77,7 @@ where
             let mut d = $display;
             Ok(Box::new(move |c: &Canvas| {
                 d.set_pixels(0, 0, w - 1, h - 1, pixels(c))
-                    .map_err(|e| format!("{e:?}"))
+                    .map_err(|e| TftFault(format!("{e:?}")))
             }) as Push)
         }};
     }
@@ -78,12 +86,12 @@ where
             builder
                 .reset_pin(rst)
                 .init(&mut Delay)
-                .map_err(|e| format!("display init: {e:?}"))?
+                .map_err(|e| TftFault(format!("display init: {e:?}")))?
         ),
         None => push!(
             builder
                 .init(&mut Delay)
-                .map_err(|e| format!("display init: {e:?}"))?
+                .map_err(|e| TftFault(format!("display init: {e:?}")))?
         ),
     }
 }
@@ -122,15 +130,16 @@ impl TftScreen {
         .map_err(|e| err(e.to_string()))?;
         let mut chip =
             Chip::new(gpiochip).map_err(|e| err(format!("{}: {e}", gpiochip.display())))?;
-        let dc = out_pin(&mut chip, *dc_pin, "dermcam-dc", 0).map_err(err)?;
+        let fault = |f: TftFault| err(f.0);
+        let dc = out_pin(&mut chip, *dc_pin, "dermcam-dc", 0).map_err(fault)?;
         let rst = rst_pin
             .map(|p| out_pin(&mut chip, p, "dermcam-rst", 1))
             .transpose()
-            .map_err(err)?;
+            .map_err(fault)?;
         let mut backlight = backlight_pin
             .map(|p| out_pin(&mut chip, p, "dermcam-backlight", 1))
             .transpose()
-            .map_err(err)?;
+            .map_err(fault)?;
         if let Some(b) = backlight.as_mut() {
             let _ = b.set_high();
         }
@@ -164,7 +173,7 @@ impl TftScreen {
                 *invert_colors,
             ),
         }
-        .map_err(err)?;
+        .map_err(fault)?;
         log::info!("screen: {driver:?} {width}x{height} on {device} at {spi_hz} Hz");
         Ok(TftScreen {
             push,
@@ -178,9 +187,9 @@ impl TftScreen {
 
 impl Screen for TftScreen {
     fn present(&mut self, canvas: &Canvas) -> Result<(), ScreenError> {
-        (self.push)(canvas).map_err(|m| ScreenError::Device {
+        (self.push)(canvas).map_err(|f| ScreenError::Device {
             device: self.device.clone(),
-            message: m,
+            message: f.0,
         })
     }
 
