@@ -46,9 +46,9 @@ fn load_model_threads(cfg: &Config, dir: &std::path::Path, threads: usize) -> Re
     )
     .with_context(|| format!("loading model bundle {}", dir.display()))?;
     log::info!(
-        "model: {} ({:?}, {}) loaded in {:.0} ms",
+        "model: {} ({}, {}) loaded in {:.0} ms",
         m.manifest.name,
-        m.manifest.precision,
+        m.manifest.precision.as_str(),
         m.manifest.architecture,
         m.load_time.as_secs_f64() * 1e3
     );

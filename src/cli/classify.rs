@@ -63,9 +63,9 @@ pub(super) fn classify(
     let mut failed = 0;
     if !json {
         println!(
-            "model {} ({:?}); {}",
+            "model {} ({}); {}",
             model.manifest.name,
-            model.manifest.precision,
+            model.manifest.precision.as_str(),
             dermcam::DISCLAIMER
         );
     }

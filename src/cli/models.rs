@@ -30,7 +30,7 @@ pub(super) fn list_models(dir: Option<PathBuf>) -> Result<ExitCode> {
                     "{:<26} {:<18} {:>5} {:>8.1} {:>8} {:>8} {:>8}  {}",
                     m.name,
                     m.architecture,
-                    format!("{:?}", m.precision).to_lowercase(),
+                    m.precision.as_str().to_string(),
                     size,
                     f("/val/accuracy"),
                     f("/val/balanced_accuracy"),

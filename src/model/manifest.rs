@@ -72,6 +72,17 @@ pub enum Precision {
     F16,
 }
 
+impl Precision {
+    /// The manifest's word (`fp32`, `int8`, `f16`): what every output prints.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Int8 => "int8",
+            Precision::F16 => "f16",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Risk {

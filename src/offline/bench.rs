@@ -100,7 +100,7 @@ pub fn bench_bundle(
     let inference = Percentiles::of(inf);
     Ok(BenchResult {
         bundle: model.manifest.name.clone(),
-        precision: format!("{:?}", model.manifest.precision).to_lowercase(),
+        precision: model.manifest.precision.as_str().to_string(),
         requested: opts.backend.name().into(),
         backend: model.engine.backend.name().into(),
         engine: model.engine.summary(),

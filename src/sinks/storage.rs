@@ -91,6 +91,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
+/// Every file a capture folder may hold (the clean-up of interrupted writes deletes a temp
+/// folder only when it holds nothing else).
+pub const CAPTURE_FILES: [&str; 3] = ["image.jpg", "result.json", "heat.png"];
+
 /// Write several files as one unit: they appear together as `parent/<name>/` or not at all
 /// (built in a hidden temp folder, every file and the folder fsynced, then renamed).
 pub fn save_set_atomic(
@@ -121,7 +125,7 @@ pub fn save_set_atomic(
 /// Remove temp files/folders left by writes that a crash or power loss interrupted: only
 /// `.<prefix>-<ms>-<pid>-<n>[.ext].tmp` entries (prefix `capture`, `upload` or `result`) owned by this
 /// user, folders only when they hold nothing but the files dermcam writes into them (its
-/// marker, `image.jpg`, `result.json`), never symlinks. Nothing is removed through a
+/// marker and `CAPTURE_FILES`), never symlinks. Nothing is removed through a
 /// symlinked `dir`.
 pub fn remove_stale_temps(dir: &Path) -> usize {
     if check_dir(dir).is_err() {
@@ -154,8 +158,8 @@ pub fn remove_stale_temps(dir: &Path) -> usize {
             let only_ours = std::fs::read_dir(&p).is_ok_and(|d| {
                 d.flatten().all(|f| {
                     f.file_type().is_ok_and(|t| t.is_file())
-                        && [PARTIAL_MARKER, "image.jpg", "result.json"]
-                            .contains(&f.file_name().to_string_lossy().as_ref())
+                        && (f.file_name() == PARTIAL_MARKER
+                            || CAPTURE_FILES.contains(&f.file_name().to_string_lossy().as_ref()))
                 })
             });
             if !only_ours {
@@ -235,6 +239,22 @@ pub(crate) fn unix_ms() -> u128 {
 mod tests {
     use super::*;
     use crate::sinks::capture::CaptureSink;
+
+    /// A write killed after its last file (heat map included) leaves a temp folder holding
+    /// every capture file: the start-up clean-up must know them all as its own.
+    #[test]
+    fn interrupted_capture_with_every_file_is_cleaned_up() {
+        let d = std::env::temp_dir().join(format!("dermcam-stale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let tmp = d.join(".capture-1700000000000-1-1.tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        for f in CAPTURE_FILES {
+            std::fs::write(tmp.join(f), b"x").unwrap();
+        }
+        assert_eq!(remove_stale_temps(&d), 1);
+        assert!(!tmp.exists());
+        let _ = std::fs::remove_dir_all(&d);
+    }
 
     #[test]
     fn retention_by_count_and_bytes_removes_oldest_first() {

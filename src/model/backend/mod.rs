@@ -80,6 +80,17 @@ pub enum OrtProvider {
     Cpu,
 }
 
+impl OrtProvider {
+    /// The config / flag word (`tensorrt`, `cuda`, `cpu`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OrtProvider::Tensorrt => "tensorrt",
+            OrtProvider::Cuda => "cuda",
+            OrtProvider::Cpu => "cpu",
+        }
+    }
+}
+
 /// `[model.ort]`: ONNX Runtime backend settings. Parsed on every build (the backend itself needs
 /// the `ort` feature).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -123,7 +134,7 @@ impl OrtOptions {
         }
         for (i, p) in self.providers.iter().enumerate() {
             if self.providers[..i].contains(p) {
-                v.push(format!("provider {p:?} is listed twice"));
+                v.push(format!("provider {} is listed twice", p.as_str()));
             }
         }
         let trt = self.providers.contains(&OrtProvider::Tensorrt);

@@ -136,7 +136,7 @@ impl OrtClassifier {
                 None => e.to_string(),
             })
         })?;
-        let names: Vec<String> = opts.providers.iter().map(|p| format!("{p:?}")).collect();
+        let names: Vec<&str> = opts.providers.iter().map(|p| p.as_str()).collect();
         let mut builder = Session::builder(&env)
             .map_err(|e| backend(e.to_string()))?
             .with_execution_providers(providers(opts))
