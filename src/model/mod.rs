@@ -11,6 +11,7 @@ pub mod classifier;
 pub mod decode;
 pub mod heat;
 pub mod manifest;
+pub mod outcome;
 pub mod preprocess;
 #[cfg(feature = "fleet")]
 pub mod signing;
