@@ -63,11 +63,6 @@ def main(argv=None):
     b.add_argument("--threads", type=int, nargs="+", default=[1, 0])
     p = sub.add_parser("parity", help="write Python reference preprocessing for images (Rust parity test)")
     p.add_argument("--bundle", required=True); p.add_argument("--out", required=True); p.add_argument("images", nargs="+")
-    o = sub.add_parser("ood-features", help="cache a bundle's logits + pooled features (train, val, colour-shifted val, non-lesion sets)")
-    o.add_argument("--bundle", required=True); o.add_argument("--ood", required=True, help="folder with dev/ and test/ non-lesion images")
-    o.add_argument("--data", nargs="+", default=[str(x) for x in data.DEFAULT_DATASETS])
-    o.add_argument("--out", required=True); o.add_argument("--threads", type=int, default=0)
-    o.add_argument("--limit", type=int, default=0)
     of = sub.add_parser("ood-fit", help="add the \"not a lesion\" score and class-activation maps to a bundle")
     of.add_argument("--bundle", required=True); of.add_argument("--ood", required=True, help="non-lesion set with dev/ and test/")
     of.add_argument("--data", nargs="+", default=[str(x) for x in data.DEFAULT_DATASETS])
@@ -82,6 +77,9 @@ def main(argv=None):
     cc.add_argument("--threads", type=int, default=0)
     oc = sub.add_parser("ood-card", help="write the not-a-lesion section of bundles' model cards from model.json")
     oc.add_argument("bundles", nargs="+")
+    dg = sub.add_parser("degraded-set", help="blurred / motion-blurred / dark / blown-out copies of lesion-clean val lesions")
+    dg.add_argument("--out", required=True); dg.add_argument("--n", type=int, default=60)
+    dg.add_argument("--data", nargs="+", default=[str(x) for x in data.DEFAULT_DATASETS])
     os_ = sub.add_parser("ood-set", help="assemble a non-lesion image set (dev/test by file hash) from folders + synthetic images")
     os_.add_argument("folders", nargs="*"); os_.add_argument("--out", required=True)
     os_.add_argument("--synthetic", type=int, default=60)
@@ -108,9 +106,6 @@ def main(argv=None):
         elif args.cmd == "parity":
             from .parity import parity
             parity(args)
-        elif args.cmd == "ood-features":
-            from .ood import features_cmd
-            features_cmd(args)
         elif args.cmd == "ood-fit":
             from .ood import fit_cmd
             fit_cmd(args)
@@ -120,6 +115,9 @@ def main(argv=None):
         elif args.cmd == "ood-card":
             from .ood import card_cmd
             card_cmd(args)
+        elif args.cmd == "degraded-set":
+            from .oodset import degraded
+            degraded(args.data, args.out, args.n)
         elif args.cmd == "ood-set":
             from .oodset import build
             build(args.folders, args.out, args.synthetic)

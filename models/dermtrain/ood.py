@@ -1,9 +1,9 @@
 """`ood`: a "not a lesion" score and class-activation maps, baked into a bundle's ONNX graph.
 
-No retraining: the score is a Mahalanobis distance in the network's pooled (penultimate)
+No retraining: at three stages of the network, the Mahalanobis distance of the globally pooled
 features to the nearest training-class mean under one shared, shrunk covariance (Lee et al.
-2018), computed by a few extra nodes after the existing GlobalAveragePool, so tract and ONNX
-Runtime both produce it and the bundle's sha256 covers it. The threshold comes from
+2018), standardised and summed by a few extra nodes, so tract and ONNX Runtime both produce it
+and the bundle's sha256 covers it. The threshold comes from
 lesion-clean val lesions only (a quantile: the share of real lesions turned away); the
 non-lesion images measure the result, they do not set it.
 
@@ -64,34 +64,6 @@ def initializer(model, name):
     raise KeyError(name)
 
 
-def feature_session(onnx_path, threads=0):
-    """An ORT session on a copy of the graph that also outputs the pooled features."""
-    m = onnx.load(str(onnx_path))
-    _, feat, _ = graph_tail(m)
-    m.graph.output.append(helper.make_tensor_value_info(feat, TensorProto.FLOAT, None))
-    tmp = Path(onnx_path).with_suffix(".features.onnx")
-    onnx.save(m, str(tmp))
-    try:
-        return ort_session(tmp, threads)
-    finally:
-        tmp.unlink()
-
-
-def extract(sess, images, spec, transform=None):
-    """(logits, features) for PIL images or paths, preprocessed exactly as on the device."""
-    name = sess.get_inputs()[0].name
-    lo, fe = [], []
-    for im in images:
-        img = data.load_rgb(im) if isinstance(im, (str, Path)) else im
-        if transform is not None:
-            img = transform(img)
-        x = data.preprocess_pil(img, spec)[None]
-        a, b = sess.run(None, {name: x})[:2]
-        lo.append(a[0])
-        fe.append(np.asarray(b).reshape(-1))
-    return np.asarray(lo, np.float32), np.asarray(fe, np.float32)
-
-
 class Mahalanobis:
     """Class means + one shared covariance shrunk towards its mean variance."""
 
@@ -112,52 +84,19 @@ class Mahalanobis:
         return d.min(1)
 
 
-def energy(logits):
-    m = logits.max(1, keepdims=True)
-    return -(m[:, 0] + np.log(np.exp(logits - m).sum(1)))
-
-
-def add_outputs(model, maha, with_cam=True):
-    """Append the OOD score (and the CAM) to the graph as outputs; returns the model."""
-    g = model.graph
-    fmap, feat, fc = graph_tail(model)
-    # Flatten's output has shape [1, C]: z = feat @ W ; d_k = sum((z - c_k)^2) ; min_k.
-    g.initializer.extend([
-        numpy_helper.from_array(maha.w, "ood_whiten"),
-        numpy_helper.from_array(maha.centres, "ood_centres"),
-        numpy_helper.from_array(np.array([1], np.int64), "ood_axis1"),
-    ])
-    g.node.extend([
-        helper.make_node("MatMul", [feat, "ood_whiten"], ["ood_z"], name="ood_whiten_mm"),
-        helper.make_node("Sub", ["ood_z", "ood_centres"], ["ood_diff"], name="ood_sub"),
-        helper.make_node("Mul", ["ood_diff", "ood_diff"], ["ood_sq"], name="ood_sq_mul"),
-        helper.make_node("ReduceSum", ["ood_sq", "ood_axis1"], ["ood_dist"], keepdims=0, name="ood_sum"),
-        helper.make_node("ReduceMin", ["ood_dist"], [OOD_OUTPUT], keepdims=0, name="ood_min"),
-    ])
-    g.output.append(helper.make_tensor_value_info(OOD_OUTPUT, TensorProto.FLOAT, []))
-    if with_cam:
-        w = initializer(model, fc.input[1])  # [classes, C] (Gemm transB=1)
-        trans_b = next((a.i for a in fc.attribute if a.name == "transB"), 0)
-        if not trans_b:
-            w = w.T
-        g.initializer.append(numpy_helper.from_array(w[:, :, None, None].astype(np.float32), "cam_weight"))
-        g.node.append(helper.make_node("Conv", [fmap, "cam_weight"], [CAM_OUTPUT], name="cam_conv"))
-        g.output.append(helper.make_tensor_value_info(CAM_OUTPUT, TensorProto.FLOAT, None))
-    onnx.checker.check_model(model)
-    return model
-
-
 def quantile_threshold(scores, turn_away):
     """The score above which `turn_away` of the given (in-distribution) scores lie."""
     return float(np.quantile(scores, 1.0 - turn_away))
 
 
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def lesion_splits(roots):
+    """(classes, train, lesion-clean val): val without the images whose lesion is in train."""
+    classes = data.load_classes()
+    samples = data.read_datasets(roots, classes)
+    leaky = data.leaky_val(samples)
+    train = [s for s in samples if s.split == "train"]
+    val = [s for s in samples if s.split == "val" and s.path not in leaky]
+    return classes, train, val
 
 
 def image_list(folder):
@@ -183,44 +122,6 @@ def colour_shift(seed):
         return Image.open(buf).convert("RGB")
 
     return f
-
-
-def features_cmd(args):
-    """Cache (logits, features) of a bundle on train, lesion-clean val, colour-shifted val and
-    the non-lesion folders."""
-    from .bundle import read_manifest
-
-    man = read_manifest(args.bundle)
-    classes = data.load_classes()
-    samples = data.read_datasets(args.data, classes)
-    leaky = data.leaky_val(samples)
-    train = [s for s in samples if s.split == "train"]
-    val = [s for s in samples if s.split == "val" and s.path not in leaky]
-    if args.limit:
-        train, val = train[: args.limit], val[: args.limit]
-    sess = feature_session(Path(args.bundle) / "model.onnx", args.threads)
-    spec = man["input"]
-    out = {}
-    for name, items, tf in [("train", train, None), ("val", val, None),
-                            ("val_shift", val, "shift")]:
-        paths = [s.path for s in items]
-        if tf == "shift":
-            rng = colour_shift(1)
-            lo, fe = extract(sess, paths, spec, rng)
-        else:
-            lo, fe = extract(sess, paths, spec)
-        out[name + "_logits"], out[name + "_feats"] = lo, fe
-        out[name + "_labels"] = np.array([s.label for s in items])
-        out[name + "_source"] = np.array([s.source for s in items])
-        print(f"{name}: {len(items)} images", flush=True)
-    for split in ("dev", "test"):
-        paths = image_list(Path(args.ood) / split)
-        out[f"ood_{split}_logits"], out[f"ood_{split}_feats"] = extract(sess, paths, spec)
-        out[f"ood_{split}_names"] = np.array([p.name for p in paths])
-        print(f"ood {split}: {len(paths)} images", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(args.out, **out)
-    print(f"wrote {args.out}")
 
 
 # Mid-level stage outputs separate non-lesion images far better than the penultimate features
@@ -341,11 +242,7 @@ def fit_cmd(args):
                 out[i].append(np.asarray(v).reshape(-1))
         return [np.asarray(o, np.float32) for o in out]
 
-    classes = data.load_classes()
-    samples = data.read_datasets(args.data, classes)
-    leaky = data.leaky_val(samples)
-    train = [s for s in samples if s.split == "train"]
-    val = [s for s in samples if s.split == "val" and s.path not in leaky]
+    classes, train, val = lesion_splits(args.data)
     if args.limit_per_class:
         train = [s for k in range(len(classes)) for s in [t for t in train if t.label == k][: args.limit_per_class]]
         val = [s for k in range(len(classes)) for s in [t for t in val if t.label == k][: args.limit_per_class]]
@@ -418,7 +315,7 @@ def fit_cmd(args):
         shutil.copyfile(bdir / bundle.MANIFEST, out / bundle.MANIFEST)
     bundle.update_manifest(out, ood={"output": OOD_OUTPUT, "threshold": threshold, **report,
                                      "command": args.command_line},
-                           cam={"output": CAM_OUTPUT}, sha256=sha256(out / "model.onnx"))
+                           cam={"output": CAM_OUTPUT}, sha256=bundle.sha256(out / "model.onnx"))
     print(json.dumps({k: v for k, v in report.items() if k != "layers"}, indent=1))
     print(f"wrote {out} (threshold {threshold:.3f}; graph vs fit max diff {diff:.2e})")
 
@@ -474,10 +371,7 @@ def colour_check_cmd(args):
     from .bundle import read_manifest
 
     man = read_manifest(args.bundle)
-    classes = data.load_classes()
-    samples = data.read_datasets(args.data, classes)
-    leaky = data.leaky_val(samples)
-    val = [s for s in samples if s.split == "val" and s.path not in leaky]
+    _, _, val = lesion_splits(args.data)
     y = np.array([s.label for s in val])
     sess = ort_session(Path(args.bundle) / "model.onnx", args.threads)
     name = sess.get_inputs()[0].name

@@ -79,3 +79,37 @@ def build(folders, out, n_synthetic=60, min_side=96):
     for name, img in synthetic(n_synthetic):
         put(name, img)
     print(f"wrote {out}: {counts}")
+
+
+def degraded(roots, out, n=60, seed=5):
+    """Degraded captures of `n` lesion-clean val lesions (the same lesions for each kind), as
+    class folders for `dermcam eval`: Gaussian blur 1.5-3 % of the size, a motion blur 5-10 % in
+    a random direction, brightness x0.05-0.2, x2.5-4 + 60 (blown out)."""
+    from PIL import ImageEnhance, ImageFilter
+
+    from .ood import lesion_splits
+
+    classes, _, val = lesion_splits(roots)
+    rng = np.random.default_rng(seed)
+    pick = [val[i] for i in rng.choice(len(val), n, replace=False)]
+
+    def motion(im, length, ang):
+        a = np.asarray(im, np.float32)
+        acc = np.zeros_like(a)
+        for t in np.linspace(-length / 2, length / 2, int(length)):
+            acc += np.roll(np.roll(a, int(round(t * np.sin(ang))), 0), int(round(t * np.cos(ang))), 1)
+        return Image.fromarray((acc / int(length)).astype(np.uint8))
+
+    ops = {
+        "blurred": lambda im: im.filter(ImageFilter.GaussianBlur(rng.uniform(0.015, 0.03) * max(im.size))),
+        "motion": lambda im: motion(im, rng.uniform(0.05, 0.1) * max(im.size), rng.uniform(0, np.pi)),
+        "dark": lambda im: ImageEnhance.Brightness(im).enhance(rng.uniform(0.05, 0.2)),
+        "bright": lambda im: Image.fromarray(
+            np.clip(np.asarray(im, np.float32) * rng.uniform(2.5, 4) + 60, 0, 255).astype(np.uint8)),
+    }
+    for kind, f in ops.items():
+        for s in pick:
+            d = Path(out) / kind / classes[s.label]["folder"]
+            d.mkdir(parents=True, exist_ok=True)
+            f(data.load_rgb(s.path)).save(d / (s.path.stem + ".jpg"), quality=92)
+    print(f"wrote {out}: {', '.join(ops)} x {n} lesions")

@@ -126,14 +126,8 @@ fn corrupt_model_at_start_is_a_clear_error_every_time() {
     .unwrap();
     let mut seen = Vec::new();
     for _ in 0..2 {
-        let out = Command::new(env!("CARGO_BIN_EXE_dermcam"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(3), "{err}");
+        let (code, err) = run_once(&config);
+        assert_eq!(code, Some(3), "{err}");
         assert!(
             err.contains(onnx.to_str().unwrap()),
             "names the file: {err}"
@@ -158,18 +152,26 @@ fn corrupt_model_at_start_is_a_clear_error_every_time() {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_dermcam"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(3), "{err}");
+    let (code, err) = run_once(&config);
+    assert_eq!(code, Some(3), "{err}");
     assert!(
         err.contains("caused by:") && err.contains("sha256"),
         "{err}"
     );
+}
+
+/// `dermcam run --config FILE` to its end: exit code and stderr.
+fn run_once(config: &std::path::Path) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dermcam"))
+        .args(["run", "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Tiny deterministic PRNG (xorshift) so a failing schedule can be replayed from its seed.
