@@ -287,8 +287,14 @@ fn start_buttons(cfg: &Config, shared: &Arc<dermcam::pipeline::Shared>) -> Resul
     }
     #[cfg(feature = "gpio")]
     if let (Some(chip), Some(line)) = (&cfg.button.gpiochip, cfg.button.line) {
-        dermcam::device::button::spawn(chip, line, cfg.button.bias, shared.clone())
-            .context("button")?;
+        dermcam::device::button::spawn(
+            chip,
+            line,
+            cfg.button.active,
+            cfg.button.bias,
+            shared.clone(),
+        )
+        .context("button")?;
     }
     Ok(())
 }

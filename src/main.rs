@@ -11,7 +11,7 @@ fn main() -> ExitCode {
     if let Some(lib) = std::env::var_os(dermcam::model::PROBE_ENV) {
         std::process::exit(dermcam::model::probe_child(std::path::Path::new(&lib)));
     }
-    init_logging();
+    cli::logging::init();
     match cli::run() {
         Ok(code) => code,
         Err(e) => {
@@ -22,19 +22,4 @@ fn main() -> ExitCode {
             ExitCode::from(cli::exit_code_for(&e))
         }
     }
-}
-
-/// Diagnostics on stderr through `log` (level from `RUST_LOG`, default info): plain lines for
-/// info, `warning:` / `error:` prefixes otherwise; env_logger colours only a terminal.
-fn init_logging() {
-    use std::io::Write;
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("info,rumqttc=warn,ureq=warn,rustls=warn"),
-    )
-    .format(|buf, r| match r.level() {
-        log::Level::Info => writeln!(buf, "{}", r.args()),
-        log::Level::Warn => writeln!(buf, "warning: {}", r.args()),
-        l => writeln!(buf, "{}: {}", l.as_str().to_lowercase(), r.args()),
-    })
-    .init();
 }

@@ -17,6 +17,7 @@ use models::*;
 mod bundle;
 #[cfg(feature = "fleet")]
 use bundle::*;
+pub mod logging;
 mod print;
 
 use anyhow::{Context, Result};

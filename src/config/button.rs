@@ -6,15 +6,35 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct ButtonConfig {
-    /// GPIO chip and line of a push button (feature `gpio`); active low (a button to GND).
+    /// GPIO chip and line of a push button (feature `gpio`).
     pub gpiochip: Option<PathBuf>,
     pub line: Option<u32>,
+    /// Which level means pressed: `low` (the default: a button to GND with a pull-up) or
+    /// `high` (a button to 3V3 with a pull-down, or a board's own power-button line).
+    pub active: Active,
     /// The line's bias, requested from the kernel with the line: `pull-up` (the default: a
     /// button to GND needs it, and a Pi's GPIO17 resets to pull-down), `pull-down`, `disable`
     /// (an external resistor) or `as-is` (whatever firmware or device tree set).
     pub bias: Bias,
     /// Enter on stdin freezes / releases the frame.
     pub stdin: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Active {
+    #[default]
+    Low,
+    High,
+}
+
+impl Active {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Active::Low => "low",
+            Active::High => "high",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -57,7 +77,10 @@ mod tests {
     fn bias_defaults_to_pull_up_and_maps_to_the_kernel_flags() {
         let c: ButtonConfig = toml::from_str("gpiochip = \"/dev/gpiochip0\"\nline = 17").unwrap();
         assert_eq!(c.bias, Bias::PullUp);
+        assert_eq!(c.active, Active::Low);
         assert_eq!(c.bias.request_flag(), 0x20);
+        let c: ButtonConfig = toml::from_str("active = \"high\"").unwrap();
+        assert_eq!(c.active, Active::High);
         let c: ButtonConfig = toml::from_str("bias = \"as-is\"").unwrap();
         assert_eq!(c.bias.request_flag(), 0);
         assert!(toml::from_str::<ButtonConfig>("bias = \"up\"").is_err());

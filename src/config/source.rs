@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 pub enum PixelFormat {
     Mjpeg,
     Yuyv,
+    Nv12,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

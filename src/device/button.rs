@@ -1,8 +1,8 @@
 //! GPIO push button (feature `gpio`): a line read through linux-embedded-hal `CdevPin`,
-//! active low, requested with the configured bias (the kernel's pull-up by default); each
+//! active low (or high), requested with the configured bias (the kernel's pull-up by default); each
 //! debounced press toggles point-and-classify.
 
-use crate::config::Bias;
+use crate::config::{Active, Bias};
 use crate::pipeline::Shared;
 use embedded_hal::digital::InputPin;
 use linux_embedded_hal::CdevPin;
@@ -25,7 +25,13 @@ pub enum ButtonError {
     Thread(#[source] std::io::Error),
 }
 
-pub fn spawn(chip: &Path, line: u32, bias: Bias, shared: Arc<Shared>) -> Result<(), ButtonError> {
+pub fn spawn(
+    chip: &Path,
+    line: u32,
+    active: Active,
+    bias: Bias,
+    shared: Arc<Shared>,
+) -> Result<(), ButtonError> {
     let gpio = |source| ButtonError::Gpio {
         chip: chip.into(),
         line,
@@ -34,9 +40,11 @@ pub fn spawn(chip: &Path, line: u32, bias: Bias, shared: Arc<Shared>) -> Result<
     let mut c = Chip::new(chip).map_err(gpio)?;
     let l = c.get_line(line).map_err(gpio)?;
     // gpio-cdev has no names for the bias bits; they are plain v1 ABI request flags.
-    let flags = LineRequestFlags::INPUT
-        | LineRequestFlags::ACTIVE_LOW
-        | LineRequestFlags::from_bits_retain(bias.request_flag());
+    let level = match active {
+        Active::Low => LineRequestFlags::INPUT | LineRequestFlags::ACTIVE_LOW,
+        Active::High => LineRequestFlags::INPUT,
+    };
+    let flags = level | LineRequestFlags::from_bits_retain(bias.request_flag());
     let handle = match l.request(flags, 0, "dermcam-button") {
         Ok(h) => h,
         Err(e) if bias != Bias::AsIs => {
@@ -46,18 +54,14 @@ pub fn spawn(chip: &Path, line: u32, bias: Bias, shared: Arc<Shared>) -> Result<
                 chip.display(),
                 bias.as_str()
             );
-            l.request(
-                LineRequestFlags::INPUT | LineRequestFlags::ACTIVE_LOW,
-                0,
-                "dermcam-button",
-            )
-            .map_err(gpio)?
+            l.request(level, 0, "dermcam-button").map_err(gpio)?
         }
         Err(e) => return Err(gpio(e)),
     };
     log::info!(
-        "button: {} line {line}, active low, bias {}",
+        "button: {} line {line}, active {}, bias {}",
         chip.display(),
+        active.as_str(),
         bias.as_str()
     );
     let mut pin = CdevPin::new(handle).map_err(gpio)?;

@@ -50,6 +50,7 @@ impl Display {
                     if u.frame.is_some() {
                         shared.first_frame_present.store(true, Ordering::SeqCst);
                     }
+                    keep_copy(&shared, &canvas);
                     self.record_latency(&u, picked);
                 }
                 Err(e) => {
@@ -66,7 +67,20 @@ impl Display {
         }
         shared.stage_done(Stage::Display);
     }
+}
 
+/// Keep what the screen now shows; reuses the previous copy's buffer unless a reader holds it.
+fn keep_copy(shared: &Shared, canvas: &Canvas) {
+    let mut slot = shared.screen.lock().unwrap_or_else(|e| e.into_inner());
+    match slot.as_mut().and_then(Arc::get_mut) {
+        Some(img) if img.dimensions() == canvas.0.dimensions() => {
+            img.copy_from_slice(canvas.0.as_raw())
+        }
+        _ => *slot = Some(Arc::new(canvas.0.clone())),
+    }
+}
+
+impl Display {
     /// Capture -> on-screen time of a classified frame, and its parts (bounded rings).
     fn record_latency(&self, u: &Update, picked: Instant) {
         let (Some(f), Some(_)) = (&u.frame, &u.prediction) else {

@@ -21,6 +21,8 @@ pub(super) struct Infer {
     pub status: Arc<Mutex<SourceStatus>>,
     pub sinks: Vec<Box<dyn Sink>>,
     pub cfg: PipelineConfig,
+    /// Test knob (`DERMCAM_TEST_HANG=infer:N`): classifications left before one never returns.
+    pub hang_after: Option<u64>,
 }
 
 /// What the loop carries from one frame to the next.
@@ -151,6 +153,11 @@ impl Infer {
             return;
         }
         r.state.quality = None;
+        match self.hang_after.as_mut() {
+            Some(0) => super::hang_forever(),
+            Some(n) => *n -= 1,
+            None => {}
+        }
         match self.model.classify(&frame.image, false) {
             Ok((p, t)) => {
                 shared.counters.inferences.fetch_add(1, Ordering::Relaxed);

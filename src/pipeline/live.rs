@@ -188,6 +188,9 @@ pub struct Shared {
     pub frame_to_screen_ms: Mutex<std::collections::VecDeque<f64>>,
     /// The same frames split into the parts of the design bound (bounded ring).
     pub latency_parts: Mutex<std::collections::VecDeque<LatencyParts>>,
+    /// The canvas last presented on the screen (`/api/v1/screen.png`: what the device shows,
+    /// for a remote helper and for the board checks that compare it with the framebuffer).
+    pub screen: Mutex<Option<Arc<image::RgbImage>>>,
     /// When the inference thread took each recent frame (seq, instant), for `latency_parts`.
     pub(super) taken: Mutex<std::collections::VecDeque<(u64, Instant)>>,
 }
@@ -318,6 +321,7 @@ impl Shared {
             frame_to_screen_ms: Mutex::new(Default::default()),
             latency_parts: Mutex::new(Default::default()),
             taken: Mutex::new(Default::default()),
+            screen: Mutex::new(None),
         }
     }
 

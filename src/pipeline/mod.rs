@@ -41,17 +41,42 @@ fn initial_state(model: &Model) -> DisplayState {
     }
 }
 
-/// Test knob for the watchdog checks: `DERMCAM_TEST_HANG=capture:N` makes the source's read
-/// block for good after N frames, like a V4L2 read that never returns (whoever can set a
-/// service's environment can stop it anyway).
-fn test_hang(source: Box<dyn FrameSource>) -> Box<dyn FrameSource> {
+/// Test knob for the watchdog checks (whoever can set a service's environment can stop it
+/// anyway): `DERMCAM_TEST_HANG=capture:N` makes the source's read block for good after N
+/// frames, like a V4L2 read that never returns; `infer:N` makes the N+1-th classification
+/// never return, like a wedged inference engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TestHang {
+    Capture(u64),
+    Infer(u64),
+}
+
+fn test_hang_knob() -> Option<TestHang> {
+    let knob = std::env::var("DERMCAM_TEST_HANG").ok()?;
+    let (stage, n) = knob.split_once(':')?;
+    let n = n.parse().ok()?;
+    let hang = match stage {
+        "capture" => TestHang::Capture(n),
+        "infer" => TestHang::Infer(n),
+        _ => return None,
+    };
+    log::warn!("DERMCAM_TEST_HANG: the {stage} stage hangs after {n}");
+    Some(hang)
+}
+
+/// Blocks the calling thread for good (the hang the knob asks for).
+fn hang_forever() -> ! {
+    loop {
+        std::thread::park();
+    }
+}
+
+fn hang_capture_after(source: Box<dyn FrameSource>, n: u64) -> Box<dyn FrameSource> {
     struct HangAfter(Box<dyn FrameSource>, u64);
     impl FrameSource for HangAfter {
         fn next_frame(&mut self) -> Result<Frame, crate::source::SourceError> {
             if self.1 == 0 {
-                loop {
-                    std::thread::park();
-                }
+                hang_forever();
             }
             let f = self.0.next_frame();
             if f.is_ok() {
@@ -60,14 +85,7 @@ fn test_hang(source: Box<dyn FrameSource>) -> Box<dyn FrameSource> {
             f
         }
     }
-    let knob = std::env::var("DERMCAM_TEST_HANG").unwrap_or_default();
-    match knob.strip_prefix("capture:").and_then(|n| n.parse().ok()) {
-        Some(n) => {
-            log::warn!("DERMCAM_TEST_HANG: the capture stage hangs after {n} frame(s)");
-            Box::new(HangAfter(source, n))
-        }
-        None => source,
-    }
+    Box::new(HangAfter(source, n))
 }
 
 impl Pipeline {
@@ -78,7 +96,11 @@ impl Pipeline {
         sinks: Vec<Box<dyn Sink>>,
         cfg: PipelineConfig,
     ) -> Pipeline {
-        let source = test_hang(source);
+        let hang = test_hang_knob();
+        let source = match hang {
+            Some(TestHang::Capture(n)) => hang_capture_after(source, n),
+            _ => source,
+        };
         let shared = Arc::new(Shared::new(model.clone()));
         let frames: Arc<Latest<Frame>> = Arc::new(Latest::default());
         let status = Arc::new(Mutex::new(SourceStatus::Starting));
@@ -101,6 +123,10 @@ impl Pipeline {
             status,
             sinks,
             cfg,
+            hang_after: match hang {
+                Some(TestHang::Infer(n)) => Some(n),
+                _ => None,
+            },
         };
         let display = display::Display {
             screen,

@@ -3,7 +3,9 @@
 //! yuyv_to_rgb}`, which the tests exercise without a camera.
 
 use crate::config::{PixelFormat, SourceConfig};
-use crate::source::{Frame, FrameSource, Reconnecting, SourceError, mjpeg_to_rgb, yuyv_to_rgb};
+use crate::source::{
+    Frame, FrameSource, Reconnecting, SourceError, mjpeg_to_rgb, nv12_to_rgb, v4l, yuyv_to_rgb,
+};
 use nokhwa::Camera;
 use nokhwa::pixel_format::RgbFormat;
 use nokhwa::utils::{
@@ -23,16 +25,6 @@ pub struct CameraSource {
 // ever touches it; the handle never moves between threads after creation.
 unsafe impl Send for CameraSource {}
 
-fn index_for(device: &str) -> CameraIndex {
-    match device
-        .strip_prefix("/dev/video")
-        .and_then(|n| n.parse::<u32>().ok())
-    {
-        Some(n) => CameraIndex::Index(n),
-        None => CameraIndex::String(device.to_string()),
-    }
-}
-
 impl CameraSource {
     pub fn open(
         device: &str,
@@ -41,14 +33,10 @@ impl CameraSource {
         height: u32,
         fps: u32,
     ) -> Result<CameraSource, SourceError> {
-        if !std::path::Path::new(device).exists() && device.starts_with("/dev/") {
-            return Err(SourceError::Disconnected(format!(
-                "{device}: no such device (camera unplugged?)"
-            )));
-        }
+        let index = v4l::resolve(device, std::path::Path::new("/sys/class/video4linux"))?;
         let gone = |e: nokhwa::NokhwaError| SourceError::Disconnected(format!("{device}: {e}"));
         let mut cam = Camera::new(
-            index_for(device),
+            CameraIndex::Index(index),
             RequestedFormat::new::<RgbFormat>(RequestedFormatType::None),
         )
         .map_err(gone)?;
@@ -73,6 +61,7 @@ impl CameraSource {
         let fourcc = match format {
             PixelFormat::Mjpeg => FrameFormat::MJPEG,
             PixelFormat::Yuyv => FrameFormat::YUYV,
+            PixelFormat::Nv12 => FrameFormat::NV12,
         };
         let want = CameraFormat::new(Resolution::new(width, height), fourcc, fps);
         if !modes.contains(&want) {
@@ -104,6 +93,7 @@ impl FrameSource for CameraSource {
         let img = match buf.source_frame_format() {
             FrameFormat::MJPEG => mjpeg_to_rgb(buf.buffer(), self.max_pixels)?,
             FrameFormat::YUYV => yuyv_to_rgb(buf.buffer(), self.width, self.height)?,
+            FrameFormat::NV12 => nv12_to_rgb(buf.buffer(), self.width, self.height)?,
             other => {
                 return Err(SourceError::Config(format!(
                     "unsupported pixel format {other}"

@@ -4,6 +4,7 @@
 
 #[cfg(feature = "camera")]
 pub mod camera;
+pub mod v4l;
 
 use crate::config::SourceConfig;
 use image::RgbImage;
@@ -250,6 +251,46 @@ pub fn yuyv_to_rgb(buf: &[u8], width: u32, height: u32) -> Result<RgbImage, Sour
     Ok(RgbImage::from_raw(width, height, out).expect("buffer sized for the frame"))
 }
 
+/// NV12 (a Y plane, then interleaved U,V at half resolution: Jetson CSI cameras, many UVC
+/// cameras' raw mode) to RGB8, BT.601 limited range like `yuyv_to_rgb`.
+pub fn nv12_to_rgb(buf: &[u8], width: u32, height: u32) -> Result<RgbImage, SourceError> {
+    let (w, h) = (width as usize, height as usize);
+    if w == 0 || h == 0 || w % 2 != 0 || h % 2 != 0 {
+        return Err(SourceError::BadFrame(format!(
+            "NV12 frame {width}x{height}: width and height must be even and non-zero"
+        )));
+    }
+    let luma = w
+        .checked_mul(h)
+        .ok_or_else(|| SourceError::BadFrame("NV12 size overflows".into()))?;
+    let need = luma + luma / 2;
+    if buf.len() < need {
+        return Err(SourceError::BadFrame(format!(
+            "NV12 frame {width}x{height} needs {need} bytes, got {}",
+            buf.len()
+        )));
+    }
+    let (ys, uv) = buf[..need].split_at(luma);
+    let mut out = vec![0u8; luma * 3];
+    let clamp = |v: i32| v.clamp(0, 255) as u8;
+    for (row, dst_row) in out.chunks_exact_mut(w * 3).enumerate() {
+        let y_row = &ys[row * w..][..w];
+        let uv_row = &uv[(row / 2) * w..][..w];
+        for (x, dst) in dst_row.chunks_exact_mut(3).enumerate() {
+            let y = y_row[x] as i32 - 16;
+            let (u, v) = (
+                uv_row[x & !1] as i32 - 128,
+                uv_row[(x & !1) + 1] as i32 - 128,
+            );
+            let c = 298 * y + 128;
+            dst[0] = clamp((c + 409 * v) >> 8);
+            dst[1] = clamp((c - 100 * u - 208 * v) >> 8);
+            dst[2] = clamp((c + 516 * u) >> 8);
+        }
+    }
+    Ok(RgbImage::from_raw(width, height, out).expect("buffer sized for the frame"))
+}
+
 /// MJPEG frame (one JPEG) to RGB8; corrupt or truncated data is a `BadFrame`.
 pub fn mjpeg_to_rgb(buf: &[u8], max_pixels: u64) -> Result<RgbImage, SourceError> {
     crate::model::preprocess::decode_image(buf, "MJPEG frame", max_pixels)
@@ -378,6 +419,28 @@ fn open_camera(_: &SourceConfig) -> anyhow::Result<Box<dyn FrameSource>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nv12_matches_yuyv_on_the_same_picture_and_checks_sizes() {
+        // 4x2: one chroma pair per 2x2 block; the same Y/U/V as YUYV gives the same pixels.
+        let y = [16u8, 82, 145, 235, 41, 110, 170, 200];
+        let (u0, v0, u1, v1) = (90u8, 240u8, 54u8, 34u8);
+        let nv12: Vec<u8> = y.iter().copied().chain([u0, v0, u1, v1]).collect();
+        let yuyv = [
+            y[0], u0, y[1], v0, y[2], u1, y[3], v1, y[4], u0, y[5], v0, y[6], u1, y[7], v1,
+        ];
+        let a = nv12_to_rgb(&nv12, 4, 2).unwrap();
+        let b = yuyv_to_rgb(&yuyv, 4, 2).unwrap();
+        assert_eq!(a.as_raw(), b.as_raw());
+        // Pure red in BT.601 limited range (Y 81, U 90, V 240) comes out red.
+        let red = nv12_to_rgb(&[81, 81, 81, 81, 90, 240], 2, 2).unwrap();
+        let p = red.get_pixel(1, 1).0;
+        assert!(p[0] > 250 && p[1] < 5 && p[2] < 5, "{p:?}");
+        assert!(nv12_to_rgb(&nv12[..11], 4, 2).is_err());
+        assert!(nv12_to_rgb(&nv12, 3, 2).is_err());
+        assert!(nv12_to_rgb(&nv12, 4, 1).is_err());
+        assert!(nv12_to_rgb(&nv12, u32::MAX, 2).is_err());
+    }
 
     #[test]
     fn yuyv_grey_and_errors() {

@@ -7,6 +7,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use image::ImageEncoder;
 use serde_json::json;
 use std::sync::atomic::Ordering;
 
@@ -59,6 +60,37 @@ pub(super) async fn model_manifest(
 /// The newest live frame as JPEG. Each frame is encoded at most once, by one blocking task at
 /// a time; concurrent requests wait for that encode and share its bytes, so polling clients
 /// cannot multiply the CPU work or the blocking threads.
+/// What the attached screen shows now (the renderer's canvas as presented), as PNG.
+pub(super) async fn screen_png(State(st): State<AppState>) -> Response {
+    let shown = st
+        .live
+        .as_ref()
+        .and_then(|l| l.screen.lock().unwrap_or_else(|e| e.into_inner()).clone());
+    let Some(img) = shown else {
+        return ApiError::new(StatusCode::NOT_FOUND, "nothing on a screen").into_response();
+    };
+    let encoded = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut out)
+            .write_image(
+                img.as_raw(),
+                img.width(),
+                img.height(),
+                image::ExtendedColorType::Rgb8,
+            )
+            .map(|()| out)
+    })
+    .await;
+    match encoded {
+        Ok(Ok(png)) => ([(header::CONTENT_TYPE, "image/png")], png).into_response(),
+        _ => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "could not encode the screen",
+        )
+        .into_response(),
+    }
+}
+
 pub(super) async fn frame_jpeg(State(st): State<AppState>) -> Response {
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "no live frame").into_response();
     let Some(live) = st.live.clone() else {

@@ -228,6 +228,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/model", get(model_manifest))
         .route("/api/v1/frame.jpg", get(frame_jpeg))
+        .route("/api/v1/screen.png", get(screen_png))
         .route("/api/v1/freeze", post(freeze))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_auth));

@@ -105,3 +105,49 @@ fn notify_ready_after_first_frame_then_watchdog_only_while_progressing() {
         "pinged while hung: {after:?}"
     );
 }
+
+#[test]
+fn a_hung_inference_stops_the_watchdog_pings_and_is_blamed() {
+    // The knob the emulated board's watchdog check uses: the third classification never returns.
+    let dir = scratch("notify-infer");
+    let config = crate::run_config(
+        &dir,
+        &samples()[0],
+        100,
+        true,
+        &format!(
+            "kind = \"png\"\npath = \"{}\"\nwidth = 240\nheight = 240",
+            dir.join("screen.png").display()
+        ),
+        "[pipeline]\nstall_timeout_ms = 1500",
+    );
+    let sock_path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_dermcam"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
+        .env("DERMCAM_TEST_HANG", "infer:2")
+        .env("DERMCAM_MODEL", crate::default_bundle())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let _child = Killed(child);
+    let msgs = collect(&sock, Duration::from_secs(60), |m| {
+        m.iter().any(|(_, s)| s.starts_with("STATUS=stalled"))
+    });
+    let texts: Vec<&str> = msgs.iter().map(|(_, s)| s.as_str()).collect();
+    let stalled = texts
+        .iter()
+        .find(|s| s.starts_with("STATUS=stalled"))
+        .unwrap_or_else(|| panic!("inference hang never reported: {texts:?}"));
+    assert!(stalled.contains("inference"), "wrong stage blamed: {stalled}");
+    let after = collect(&sock, Duration::from_secs(2), |_| false);
+    assert!(
+        !after.iter().any(|(_, s)| s == "WATCHDOG=1"),
+        "pinged while hung: {after:?}"
+    );
+}

@@ -490,6 +490,15 @@ async fn live_status_reflects_the_pipeline() {
     assert_eq!(st, StatusCode::OK);
     assert_eq!(h[header::CONTENT_TYPE], "image/jpeg");
     assert!(body.starts_with(&[0xFF, 0xD8]));
+    // No screen attached: nothing to show.
+    let (st, _, _) = send(
+        &a,
+        Request::get("/api/v1/screen.png")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
     let (st, _, body) = send(&a, Request::get("/metrics").body(Body::empty()).unwrap()).await;
     assert_eq!(st, StatusCode::OK);
     assert!(
@@ -505,6 +514,43 @@ async fn live_status_reflects_the_pipeline() {
     assert_eq!(st, StatusCode::OK);
     shared.request_shutdown();
     tokio::task::spawn_blocking(move || p.join()).await.unwrap();
+}
+
+#[tokio::test]
+async fn screen_png_is_what_the_screen_shows() {
+    // The board checks compare this with the framebuffer as the kernel scans it out.
+    use dermcam::pipeline::Pipeline;
+    let dir = crate::scratch("screen-api");
+    let path = dir.join("screen.png");
+    let model = default_model();
+    let p = Pipeline::start(
+        model.clone(),
+        Box::new(slideshow(50, false)),
+        Box::new(dermcam::screen::PngScreen::new(path.clone(), 320, 240)),
+        vec![],
+        Default::default(),
+    );
+    let a = router(AppState::new(
+        model,
+        Some(p.shared.clone()),
+        WebConfig::default(),
+        Default::default(),
+    ));
+    // The slideshow ends: the last screen stays.
+    tokio::task::spawn_blocking(move || p.join()).await.unwrap();
+    let (st, h, body) = send(
+        &a,
+        Request::get("/api/v1/screen.png")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(h[header::CONTENT_TYPE], "image/png");
+    let api = image::load_from_memory(&body).unwrap().to_rgb8();
+    let shown = image::open(&path).unwrap().to_rgb8();
+    assert_eq!(api.dimensions(), (320, 240));
+    assert!(api == shown, "the API's screen differs from the presented one");
 }
 
 /// A classifier whose every run fails (a wedged accelerator, a corrupted engine state).
@@ -582,6 +628,7 @@ async fn only_the_public_router_answers_without_a_token() {
         "/api/v1/status",
         "/api/v1/model",
         "/api/v1/frame.jpg",
+        "/api/v1/screen.png",
         "/metrics",
     ] {
         let (st, _, _) = send(&a, get(p)).await;

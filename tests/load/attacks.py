@@ -31,8 +31,17 @@ IMAGE = open(a.image, "rb").read()
 
 
 def get(path, timeout=5):
-    with urllib.request.urlopen(BASE + path, timeout=timeout) as r:
-        return r.read()
+    # The measuring client shares 127.0.0.1 with the attackers, so for a moment after a
+    # scenario ends the server's per-client share can still be full of their closing
+    # connections and it resets ours by design: retry for up to ~3 s.
+    for attempt in range(12):
+        try:
+            with urllib.request.urlopen(BASE + path, timeout=timeout) as r:
+                return r.read()
+        except (ConnectionResetError, ConnectionAbortedError, urllib.error.URLError) as e:
+            if isinstance(e, urllib.error.HTTPError) or attempt == 11:
+                raise
+            time.sleep(0.25)
 
 
 def counters():
