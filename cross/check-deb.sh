@@ -13,7 +13,8 @@ for f in ./usr/bin/dermcam ./etc/dermcam/config.toml \
     ./usr/share/dermcam/models/effl2-v2/model.json \
     ./usr/share/dermcam/models/effl0-v2/model.onnx \
     ./usr/share/dermcam/boards/rpi4-st7789.toml ./usr/share/dermcam/boards/rpi5-hdmi.toml \
-    ./usr/share/dermcam/boards/jetson-orin-nano-hdmi.toml; do
+    ./usr/share/dermcam/boards/jetson-orin-nano-hdmi.toml \
+    ./usr/share/dermcam/boards/qemu-virt.toml ./lib/udev/rules.d/60-dermcam.rules; do
     grep -q " $f\$" <<< "$contents" || fail "missing $f"
 done
 # `dermcam demo`'s default images: every sample of the source tree, and their attribution.
@@ -41,8 +42,11 @@ dpkg-deb --extract "$deb" "$tmp/root"
 file "$tmp/root/usr/bin/dermcam" 2> /dev/null | grep -q "ARM aarch64" \
     || od -An -tx1 -j18 -N2 "$tmp/root/usr/bin/dermcam" | grep -q "b7 00" || fail "binary is not aarch64"
 sh -n "$tmp/control/postinst" || fail "postinst has a syntax error"
+# GPIO character devices and spidev are root-only without the rules: the button and the TFT
+# would fail for the service user on a stock image.
+grep -q 'SUBSYSTEM=="gpio".*GROUP="gpio"' "$tmp/root/lib/udev/rules.d/60-dermcam.rules" || fail "udev rules do not give gpiochips to group gpio"
 ort=$tmp/root/usr/lib/dermcam/libonnxruntime.so.$ORT_VERSION
 [ "$(sha256sum "$ort" | cut -d' ' -f1)" = "$ORT_LIB_SHA256" ] || fail "$ort sha256 differs from the pin"
 od -An -tx1 -j18 -N2 "$ort" | grep -q "b7 00" || fail "ONNX Runtime library is not aarch64"
 grep -q "MIT License" "$tmp/root/usr/share/doc/dermcam/onnxruntime/LICENSE" || fail "ONNX Runtime licence missing"
-echo "check-deb: $deb OK ($(du -h "$deb" | cut -f1)): arm64, binary, bundles, presets, samples, conffile, unit, user, ONNX Runtime $ORT_VERSION + licence"
+echo "check-deb: $deb OK ($(du -h "$deb" | cut -f1)): arm64, binary, bundles, presets, samples, conffile, unit, user, udev rules, ONNX Runtime $ORT_VERSION + licence"

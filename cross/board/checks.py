@@ -530,7 +530,7 @@ def main():
             b.web()
             b.button_and_screen()
             b.unplug()
-            if b.restart_with(device="vivid-000-vid-cap", format="nv12", width=1280, height=720, fps=15):
+            if b.restart_with(device="vivid-000-vid-cap", format="nv12", width=1280, height=720, fps=10):
                 b.camera("by name", "vivid-000-vid-cap", "NV12", (1280, 720))
             else:
                 b.check("camera by name", False, "dermcam did not come back with the NV12 1280x720 config")

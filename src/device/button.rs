@@ -44,7 +44,7 @@ pub fn spawn(
         Active::Low => LineRequestFlags::INPUT | LineRequestFlags::ACTIVE_LOW,
         Active::High => LineRequestFlags::INPUT,
     };
-    let flags = level | LineRequestFlags::from_bits_retain(bias.request_flag());
+    let flags = level.clone() | LineRequestFlags::from_bits_retain(bias.request_flag());
     let handle = match l.request(flags, 0, "dermcam-button") {
         Ok(h) => h,
         Err(e) if bias != Bias::AsIs => {
