@@ -17,7 +17,9 @@ CARGO_DEB_VERSION=3.8.0
 PKGS="gcc-aarch64-linux-gnu libc6-dev-arm64-cross libclang-dev qemu-user"
 if ! dpkg -s $PKGS > /dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then
-        apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $PKGS
+        # (Two lines: a failed update, e.g. apt locked by another install, must stop the build.)
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $PKGS
     else
         echo "cross/build.sh: install first: sudo apt-get install $PKGS" >&2
         exit 1

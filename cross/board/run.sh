@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The arm64 package on an emulated board, against real kernel drivers:
-#   bash cross/board/run.sh [--keep]
+#   bash cross/board/run.sh [--keep] [--only CHECK,...]
 # Builds (or reuses) the board image from apt (image.sh), installs the arm64 .deb that
 # cross/build.sh made (building it if missing) into a copy, boots it under
 # qemu-system-aarch64 -M virt and runs the checks (checks.py): boot to app, camera (vivid) by
@@ -14,8 +14,8 @@
 # time for the image.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-KEEP=()
-[ "${1:-}" = --keep ] && KEEP=(--keep)
+# Extra arguments go to checks.py: --keep, --only camera,button,... (a subset, for debugging).
+ARGS=("$@")
 W=$PWD/target/board
 TARGET=aarch64-unknown-linux-gnu
 
@@ -59,7 +59,8 @@ mkfs.ext4 -q -L root -d "$W/root" "$W/disk.img"
 rm -rf "$W/root"
 echo "board disk ready in $(( $(date +%s) - start )) s ($(dpkg-deb -f "$deb" Package Version | tr '\n' ' '))"
 
-python3 cross/board/checks.py --work "$W" --kernel "$IMG/vmlinuz" --initrd "$IMG/initrd" \
+# Debian's interpreter: python3-pil comes from apt (host.sh), not a user-installed Python.
+/usr/bin/python3 cross/board/checks.py --work "$W" --kernel "$IMG/vmlinuz" --initrd "$IMG/initrd" \
     --config "$W/config.toml" --token "$TOKEN" --mqtt-port "$MQTT_PORT" \
     --samples tests/samples --host-dermcam target/release/dermcam --host-bundle models/effl0-v2 \
-    "${KEEP[@]}"
+    "${ARGS[@]}"

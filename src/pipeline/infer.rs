@@ -200,16 +200,48 @@ impl Infer {
     }
 }
 
-/// Frames per second over the last 3 s, counting this one (None until there are two).
+/// Frames per second over the last 3 s, counting this one (None until there are two). The
+/// previous frame is always kept, so a device slower than one inference per 3 s (an emulated
+/// board, a big model on a Pi) still reports its rate instead of 0.
 fn fps(window: &mut VecDeque<Instant>) -> Option<f32> {
-    let now = Instant::now();
+    fps_at(window, Instant::now())
+}
+
+fn fps_at(window: &mut VecDeque<Instant>, now: Instant) -> Option<f32> {
     window.push_back(now);
-    while window
-        .front()
-        .is_some_and(|t| now - *t > Duration::from_secs(3))
+    while window.len() > 2
+        && window
+            .front()
+            .is_some_and(|t| now - *t > Duration::from_secs(3))
     {
         window.pop_front();
     }
     (window.len() > 1)
         .then(|| (window.len() - 1) as f32 / (now - window[0]).as_secs_f32().max(1e-3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fps_counts_the_last_three_seconds_and_slow_rates_too() {
+        let t0 = Instant::now();
+        let mut w = VecDeque::new();
+        assert_eq!(fps_at(&mut w, t0), None);
+        // 10 frames/s for 5 s: the window holds the last 3 s.
+        let mut f = None;
+        for i in 1..=50 {
+            f = fps_at(&mut w, t0 + Duration::from_millis(100 * i));
+        }
+        assert!((f.unwrap() - 10.0).abs() < 0.5, "{f:?}");
+        assert!(w.len() <= 32, "{}", w.len());
+        // Then one frame every 5 s: 0.2/s, not 0.
+        let mut w = VecDeque::new();
+        fps_at(&mut w, t0);
+        fps_at(&mut w, t0 + Duration::from_secs(5));
+        let f = fps_at(&mut w, t0 + Duration::from_secs(10)).unwrap();
+        assert!((f - 0.2).abs() < 1e-3, "{f}");
+        assert_eq!(w.len(), 2);
+    }
 }

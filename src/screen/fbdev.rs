@@ -4,20 +4,25 @@
 
 use crate::screen::render::Canvas;
 use crate::screen::{Screen, ScreenError, pack_rgb565_le};
+use memmap2::MmapMut;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::Path;
 
 pub struct FbScreen {
-    device: PathBuf,
-    file: File,
+    /// The framebuffer memory, mapped shared. Through a mapping because DRM drivers' fbdev
+    /// emulation (virtio-gpu, vc4 on a Pi with KMS, tegra) copies its shadow buffer to the display
+    /// for the pages written through mmap (deferred I/O); on Debian's 6.1 kernel a write(2) to
+    /// /dev/fb0 lands in the shadow buffer and is never shown (measured on the emulated board).
+    map: MmapMut,
     width: u32,
     height: u32,
     bpp: u32,
     stride: usize,
     row: Vec<u8>,
-    /// We hid the console cursor and must restore it.
-    tty: bool,
+    /// The console we silenced, held for its `Drop` (which restores it).
+    _console: Option<Console>,
 }
 
 fn sysfs(dev: &Path, attr: &str) -> Result<String, ScreenError> {
@@ -50,6 +55,17 @@ pub fn pack_row(rgb: &[u8], bpp: u32, out: &mut Vec<u8>) {
     }
 }
 
+/// Maps `height` rows of `stride` bytes; the mapping must hold every row we write.
+fn map_rows(file: &File, stride: usize, height: u32) -> std::io::Result<MmapMut> {
+    let len = stride * height as usize;
+    // SAFETY: a device (or, in tests, a private file) mapping we only write; nothing truncates it.
+    let map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(file)? };
+    if map.len() < len {
+        return Err(std::io::Error::other(format!("mapped {} of {len} bytes", map.len())));
+    }
+    Ok(map)
+}
+
 impl FbScreen {
     pub fn open(device: &Path) -> Result<FbScreen, ScreenError> {
         let err = |m: String| ScreenError::Device {
@@ -67,33 +83,68 @@ impl FbScreen {
         let stride: usize = sysfs(device, "stride")?
             .parse()
             .map_err(|_| err("bad stride".into()))?;
+        if stride < width as usize * bpp as usize / 8 {
+            return Err(err(format!("stride {stride} is shorter than a {width}-pixel row")));
+        }
         let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .open(device)
             .map_err(|e| err(e.to_string()))?;
-        // The kernel console draws on the same framebuffer: hide its cursor and turn off
-        // blanking / powersave while the app owns the screen (needs write access to /dev/tty1,
-        // e.g. group tty; the systemd unit grants it). Restored on drop.
-        let tty = match std::fs::write("/dev/tty1", "\x1b[?25l\x1b[9;0]\x1b[14;0]") {
-            Ok(()) => true,
-            Err(e) => {
-                log::warn!("/dev/tty1: {e}: console cursor and blanking left as they are");
-                false
-            }
-        };
+        let map = map_rows(&file, stride, height).map_err(|e| err(format!("mmap: {e}")))?;
+        let tty = Console::claim();
         log::info!("screen: {} {width}x{height} {bpp} bpp", device.display());
         Ok(FbScreen {
-            device: device.into(),
-            file,
+            map,
             width,
             height,
             bpp,
             stride,
             row: Vec::new(),
-            tty,
+            _console: tty,
         })
     }
 }
+
+/// The kernel console on `/dev/tty1`, which draws on the same framebuffer: switched to graphics
+/// mode (KDSETMODE, as X and Weston do) so fbcon stops painting over us when a getty or a kernel
+/// message writes to it, with its cursor and blanking off. Needs write access to /dev/tty1
+/// (group tty; the unit grants it). Restored on drop.
+pub struct Console(File);
+
+impl Console {
+    fn claim() -> Option<Console> {
+        let tty = match OpenOptions::new().write(true).open("/dev/tty1") {
+            Ok(f) => f,
+            Err(e) => {
+                log::warn!("/dev/tty1: {e}: the console may draw over the screen");
+                return None;
+            }
+        };
+        let _ = (&tty).write_all(b"\x1b[?25l\x1b[9;0]\x1b[14;0]");
+        // SAFETY: KDSETMODE takes an integer argument; the descriptor is open.
+        if unsafe { libc::ioctl(tty.as_raw_fd(), KDSETMODE, KD_GRAPHICS) } != 0 {
+            log::warn!(
+                "/dev/tty1: KDSETMODE graphics: {}: the console may draw over the screen",
+                std::io::Error::last_os_error()
+            );
+        }
+        Some(Console(tty))
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::ioctl(self.0.as_raw_fd(), KDSETMODE, KD_TEXT) };
+        let _ = (&self.0).write_all(b"\x1b[?25h");
+    }
+}
+
+// <linux/kd.h>
+const KDSETMODE: libc::c_ulong = 0x4B3A;
+const KD_TEXT: libc::c_int = 0;
+const KD_GRAPHICS: libc::c_int = 1;
 
 impl Screen for FbScreen {
     fn present(&mut self, canvas: &Canvas) -> Result<(), ScreenError> {
@@ -106,26 +157,14 @@ impl Screen for FbScreen {
             .enumerate()
         {
             pack_row(&row[..w * 3], self.bpp, &mut self.row);
-            self.file
-                .write_all_at(&self.row, (y * self.stride) as u64)
-                .map_err(|e| ScreenError::Device {
-                    device: self.device.display().to_string(),
-                    message: e.to_string(),
-                })?;
+            let at = y * self.stride;
+            self.map[at..at + self.row.len()].copy_from_slice(&self.row);
         }
         Ok(())
     }
 
     fn size(&self) -> (u32, u32) {
         (self.width, self.height)
-    }
-}
-
-impl Drop for FbScreen {
-    fn drop(&mut self) {
-        if self.tty {
-            let _ = std::fs::write("/dev/tty1", "\x1b[?25h");
-        }
     }
 }
 
@@ -156,19 +195,20 @@ mod tests {
             .write(true)
             .open(&path)
             .unwrap();
+        file.set_len(32).unwrap();
         let mut fb = FbScreen {
-            device: path.clone(),
-            file,
+            map: map_rows(&file, 16, 2).unwrap(),
             width: 4,
             height: 2,
             bpp: 16,
             stride: 16,
             row: Vec::new(),
-            tty: false,
+            _console: None,
         };
         let mut c = Canvas::new(4, 2);
         c.0.put_pixel(3, 1, image::Rgb([0, 0, 255]));
         fb.present(&c).unwrap();
+        drop(fb);
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[16 + 6..16 + 8], &[0x1F, 0x00]);
     }
