@@ -103,7 +103,7 @@ fn check_startup(cfg: &Config) -> Result<()> {
         log::warn!("{m}");
     }
     if let (true, Some(dir)) = (cfg.web.enabled, &cfg.web.save_uploads) {
-        dermcam::sinks::storage::check_dir(dir).context("web.save_uploads")?;
+        dermcam::storage::check_dir(dir).context("web.save_uploads")?;
     }
     Ok(())
 }
@@ -122,11 +122,11 @@ fn open_screen(cfg: &Config) -> Result<Box<dyn dermcam::screen::Screen>> {
 /// The fleet link's runner (started once the web server can show its stats), when the build
 /// has one.
 #[cfg(feature = "fleet")]
-type FleetPart = Option<dermcam::sinks::fleet::FleetRunner>;
+type FleetPart = Option<dermcam::fleet::FleetRunner>;
 #[cfg(not(feature = "fleet"))]
 type FleetPart = ();
 #[cfg(feature = "fleet")]
-type FleetThread = Option<dermcam::sinks::fleet::FleetHandle>;
+type FleetThread = Option<dermcam::fleet::FleetHandle>;
 #[cfg(not(feature = "fleet"))]
 type FleetThread = ();
 
@@ -136,7 +136,7 @@ fn build_sinks(cfg: &Config, opts: &RunOptions) -> Result<(Vec<Box<dyn Sink>>, F
         sinks.push(Box::new(LogSink));
     }
     if cfg.capture.enabled {
-        dermcam::sinks::storage::check_dir(&cfg.capture.dir).context("capture.dir")?;
+        dermcam::storage::check_dir(&cfg.capture.dir).context("capture.dir")?;
         log::info!(
             "captures: saving frozen frames to {} (max {} captures, {} MB)",
             cfg.capture.dir.display(),
@@ -153,7 +153,7 @@ fn build_sinks(cfg: &Config, opts: &RunOptions) -> Result<(Vec<Box<dyn Sink>>, F
     }
     #[cfg(feature = "fleet")]
     let fleet = if cfg.fleet.enabled() {
-        let (sink, runner) = dermcam::sinks::fleet::open(&cfg.fleet);
+        let (sink, runner) = dermcam::fleet::open(&cfg.fleet);
         sinks.push(Box::new(sink));
         Some(runner)
     } else {
@@ -246,7 +246,7 @@ fn start_fleet(
     switch: &Arc<AppSwitch>,
 ) -> Result<FleetThread> {
     let Some(r) = fleet else { return Ok(None) };
-    let report = Arc::new(dermcam::sinks::fleet::UpdateReport::default());
+    let report = Arc::new(dermcam::fleet::UpdateReport::default());
     if let Some(v) = rollback {
         report.set(v);
     }

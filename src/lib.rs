@@ -19,10 +19,15 @@
 //!
 //! - [`config`]: the TOML configuration, one file per section, board presets, validation.
 //! - [`source`]: frame sources (images, synthetic, V4L2 camera behind feature `camera`).
-//! - [`pipeline`]: the live loop, shared live state, the image-quality gate.
+//! - [`pipeline`]: the live loop, shared live state, the image-quality gate, the view model
+//!   every surface shows (`pipeline::view`).
 //! - [`model`]: bundle manifest, preprocessing, the classifier seam and its backends.
 //! - [`screen`]: renderer and screen drivers (PNG, framebuffer, SPI TFT).
-//! - [`sinks`]: per-frame log, crash-safe capture/upload storage with retention.
+//! - [`sinks`]: per-frame log, frozen-frame captures, the fleet's result sink.
+//! - [`storage`]: crash-safe files (atomic writes, retention) for captures, uploads, the fleet
+//!   queue and model updates.
+//! - `fleet` (feature `fleet`): the MQTT link: connection, status, commands, the disk queue,
+//!   signed model announcements.
 //! - [`device`]: systemd readiness/watchdog, GPIO button.
 //! - `web` (feature `web`): router, auth, uploads, pages, JSON API, Prometheus metrics.
 //! - [`offline`]: datasets, metrics, evaluation reports, benchmarks.
@@ -30,6 +35,8 @@
 
 pub mod config;
 pub mod device;
+#[cfg(feature = "fleet")]
+pub mod fleet;
 pub mod model;
 pub mod offline;
 pub mod paths;
@@ -37,6 +44,7 @@ pub mod pipeline;
 pub mod screen;
 pub mod sinks;
 pub mod source;
+pub mod storage;
 #[cfg(feature = "web")]
 pub mod web;
 

@@ -180,7 +180,8 @@ class Board:
         self.serial = Serial(w / "serial.sock", w / "serial.log")
         self.mon = Monitor(w / "mon.sock")
 
-    def power_cut(self):
+    def pull_plug(self):
+        """Power off without warning: the emulator killed."""
         self.qemu.send_signal(signal.SIGKILL)
         self.qemu.wait()
 
@@ -190,7 +191,7 @@ class Board:
             try:
                 self.qemu.wait(90)
             except subprocess.TimeoutExpired:
-                self.power_cut()
+                self.pull_plug()
 
     # ---- helpers --------------------------------------------------------------------------
     def check(self, name, ok, measured):
@@ -496,7 +497,7 @@ class Board:
         self.wait(lambda: not (self.status().get("display") or {}).get("frozen", True), 60)
         self.press()
         time.sleep(1.5)
-        self.power_cut()
+        self.pull_plug()
         # Next boot: nothing torn; then the broker comes up and the queue drains.
         self.boot()
         up = self.serial.login(300) and self.wait_active(400)

@@ -2,7 +2,7 @@
 //! in the mailbox (an unread one it replaces counts as dropped).
 
 use super::{Shared, Stage};
-use crate::screen::render::SourceStatus;
+use super::view::SourceStatus;
 use crate::source::{Frame, FrameSource, SourceError};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};

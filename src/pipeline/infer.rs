@@ -7,7 +7,7 @@ use super::{Latest, Shared, Sink, Stage, Update, initial_state};
 use crate::config::PipelineConfig;
 use crate::model::Model;
 use crate::model::classifier::Prediction;
-use crate::screen::render::{DisplayState, SourceStatus};
+use super::view::{DisplayState, SourceStatus};
 use crate::source::Frame;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;

@@ -4,7 +4,7 @@
 use crate::model::classifier::Prediction;
 use crate::model::{Model, Timings};
 use crate::pipeline::quality::Quality;
-use crate::screen::render::DisplayState;
+use super::view::DisplayState;
 use crate::source::Frame;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

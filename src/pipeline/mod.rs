@@ -10,11 +10,12 @@ mod live;
 pub use live::*;
 
 pub mod quality;
+pub mod view;
 
 use crate::config::PipelineConfig;
 use crate::model::Model;
 use crate::screen::Screen;
-use crate::screen::render::{DisplayState, SourceStatus};
+use view::{DisplayState, SourceStatus};
 use crate::source::{Frame, FrameSource};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;

@@ -1,6 +1,6 @@
 //! The capture sink: frozen frames saved as capture folders, with retention by count and bytes.
 
-use crate::sinks::storage::*;
+use crate::storage::*;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 

@@ -3,7 +3,7 @@
 
 use crate::model::classifier::Outcome;
 use crate::pipeline::{Sink, Update};
-use crate::screen::render::SourceStatus;
+use crate::pipeline::view::SourceStatus;
 
 /// Prints one line per classified frame. Class names come from the model that made each result.
 pub struct LogSink;

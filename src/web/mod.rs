@@ -99,7 +99,7 @@ pub struct AppState {
     pub cfg: Arc<WebConfig>,
     /// Fleet counters for `/metrics`, set once when the fleet sink runs.
     #[cfg(feature = "fleet")]
-    pub fleet: Arc<std::sync::OnceLock<Arc<crate::sinks::fleet::FleetStats>>>,
+    pub fleet: Arc<std::sync::OnceLock<Arc<crate::fleet::FleetStats>>>,
     /// The appliance's own quality thresholds, so uploads get the same warnings as the screen.
     quality: Arc<crate::config::PipelineConfig>,
     slots: Arc<Semaphore>,
@@ -127,7 +127,7 @@ impl AppState {
     ) -> AppState {
         if let Some(dir) = &cfg.save_uploads {
             // Temp files of uploads a crash or power loss interrupted are never complete.
-            crate::sinks::storage::remove_stale_temps(dir);
+            crate::storage::remove_stale_temps(dir);
         }
         let freeze_per_sec = 1000.0 / cfg.freeze_interval_ms.max(1) as f64;
         AppState {

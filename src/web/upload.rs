@@ -127,9 +127,9 @@ pub(super) fn encode_jpeg(
 pub(super) fn save_upload(cfg: &WebConfig, dir: &std::path::Path, img: &image::RgbImage) {
     let r = encode_jpeg(img, 95)
         .map_err(std::io::Error::other)
-        .and_then(|jpg| crate::sinks::storage::save_atomic(dir, "upload", "jpg", &jpg))
+        .and_then(|jpg| crate::storage::save_atomic(dir, "upload", "jpg", &jpg))
         .and_then(|_| {
-            crate::sinks::storage::enforce_retention(
+            crate::storage::enforce_retention(
                 dir,
                 "upload",
                 cfg.save_max_files,

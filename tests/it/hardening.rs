@@ -759,7 +759,7 @@ fn item10_cleanup_and_retention_leave_other_files_alone() {
     std::fs::write(caps.join(".capture-1-2-3.tmp/mine.txt"), b"user data").unwrap();
     std::fs::write(caps.join("capture-list.csv"), b"user data").unwrap();
     for n in 1..=2 {
-        dermcam::sinks::storage::save_set_atomic(
+        dermcam::storage::save_set_atomic(
             &caps,
             &format!("capture-170000000000{n}-1-{n}"),
             &[("image.jpg", b"x"), ("result.json", b"{}")],
@@ -768,7 +768,7 @@ fn item10_cleanup_and_retention_leave_other_files_alone() {
     }
     // Start-up clean-up, then retention (max 1): the older capture goes, nothing else.
     let _sink = dermcam::sinks::capture::CaptureSink::new(caps.clone(), 1);
-    dermcam::sinks::storage::enforce_retention(&caps, "capture", 1, 0).unwrap();
+    dermcam::storage::enforce_retention(&caps, "capture", 1, 0).unwrap();
     for kept in [
         "capture-notes/mine.txt",
         ".important.tmp",
@@ -789,7 +789,7 @@ fn item10_cleanup_and_retention_leave_other_files_alone() {
     std::fs::write(elsewhere.join(".capture-1-2-9.tmp/.dermcam-partial"), b"").unwrap();
     let link = d.join("link");
     std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
-    assert!(dermcam::sinks::storage::check_dir(&link).is_err());
+    assert!(dermcam::storage::check_dir(&link).is_err());
     let _ = dermcam::sinks::capture::CaptureSink::new(link.clone(), 5);
     assert!(elsewhere.join(".capture-1-2-9.tmp").exists());
 }

@@ -4,7 +4,8 @@
 use crate::*;
 use dermcam::model::preprocess::{DEFAULT_MAX_PIXELS, load_image};
 use dermcam::pipeline::quality::QualityIssue;
-use dermcam::screen::render::{Canvas, DisplayState, SourceStatus, render};
+use dermcam::pipeline::view::{DisplayState, SourceStatus};
+use dermcam::screen::render::{Canvas, render};
 
 fn state_for_sample() -> (image::RgbImage, DisplayState) {
     let m = default_model();

@@ -181,7 +181,7 @@ impl Announcement {
         if now > self.expires {
             return Err(UpdateError::Announcement(format!(
                 "expired at {} (unix {}): re-sign it to extend",
-                crate::sinks::fleet::rfc3339(u128::from(self.expires) * 1000),
+                crate::fleet::rfc3339(u128::from(self.expires) * 1000),
                 self.expires
             )));
         }
@@ -230,7 +230,7 @@ impl Active {
     pub fn write(&self, models_dir: &Path) -> Result<(), UpdateError> {
         let path = models_dir.join("active.json");
         let body = serde_json::to_vec_pretty(self).expect("serialisable");
-        crate::sinks::storage::write_atomic(&path, &body)
+        crate::storage::write_atomic(&path, &body)
             .map(|_| ())
             .map_err(|source| UpdateError::Io { path, source })
     }
@@ -307,7 +307,7 @@ pub struct Updater {
 
 /// Unix time in seconds.
 pub fn unix_now() -> u64 {
-    (crate::sinks::storage::unix_ms() / 1000) as u64
+    (crate::storage::unix_ms() / 1000) as u64
 }
 
 impl UpdateError {

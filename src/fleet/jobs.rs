@@ -129,7 +129,7 @@ pub(super) fn spawn_updater(
                     }
                 };
                 let Some(job) = job else { break };
-                let now = super::rfc3339(crate::sinks::storage::unix_ms());
+                let now = super::rfc3339(crate::storage::unix_ms());
                 match job {
                     Job::Announce(a) => {
                         let backoff = match &retry {
@@ -150,7 +150,7 @@ pub(super) fn spawn_updater(
                                 let running = shared.model();
                                 json!({"state": "switched", "name": running.manifest.name,
                                        "version": a.version, "sha256": a.sha256,
-                                       "time": super::rfc3339(crate::sinks::storage::unix_ms())})
+                                       "time": super::rfc3339(crate::storage::unix_ms())})
                             }
                             Err(e) if e.is_transient() => {
                                 let next = (backoff * 2).min(RETRY_MAX);
@@ -159,14 +159,14 @@ pub(super) fn spawn_updater(
                                 json!({"state": "retrying", "name": a.name, "version": a.version,
                                        "sha256": a.sha256, "reason": e.to_string(),
                                        "retry_in_s": next.as_secs(),
-                                       "time": super::rfc3339(crate::sinks::storage::unix_ms())})
+                                       "time": super::rfc3339(crate::storage::unix_ms())})
                             }
                             Err(e) => {
                                 log::warn!("model update: {} refused: {e}", a.name);
                                 refused.push(a.sha256.clone());
                                 json!({"state": "refused", "name": a.name, "version": a.version,
                                        "sha256": a.sha256, "reason": e.to_string(),
-                                       "time": super::rfc3339(crate::sinks::storage::unix_ms())})
+                                       "time": super::rfc3339(crate::storage::unix_ms())})
                             }
                         };
                         report.set(v);
@@ -199,7 +199,7 @@ pub(super) fn command(
     jobs: &Jobs,
     last_screen: &mut Option<Instant>,
 ) -> Value {
-    let time = super::rfc3339(crate::sinks::storage::unix_ms());
+    let time = super::rfc3339(crate::storage::unix_ms());
     let cmd = match Command::parse(payload) {
         Ok(c) => c,
         Err(e) => {

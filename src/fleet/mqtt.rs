@@ -442,7 +442,7 @@ impl Session {
                 log::warn!("fleet: model announcement ignored: {e}");
                 ctx.report
                     .set(json!({"state": "refused", "reason": e.to_string(),
-                                "time": super::rfc3339(crate::sinks::storage::unix_ms())}));
+                                "time": super::rfc3339(crate::storage::unix_ms())}));
                 self.send_status(ctx);
             }
         }

@@ -1,4 +1,4 @@
-//! The fleet sink: results and health to an MQTT broker, for a clinic running many devices.
+//! The fleet link: results and health to an MQTT broker, for a clinic running many devices.
 //!
 //! Topics (`<prefix>` = `fleet.topic_prefix`, `<id>` = the device id):
 //! - `<prefix>/<id>/status`: retained health JSON; the broker's last will sets `online: false`.
@@ -7,7 +7,7 @@
 //!   who may publish there).
 //! - `<prefix>/fleet/model`: retained signed model announcements (see `device::update`).
 //!
-//! The sink only hands results to a bounded channel (the live screen never waits on the
+//! The result sink (`sinks::fleet`) only hands results to a bounded channel (the live screen never waits on the
 //! network); the fleet thread writes each to the on-disk queue first and deletes it when the
 //! broker acknowledged it, so an outage or a power cut loses nothing queued.
 
@@ -16,14 +16,13 @@ mod mqtt;
 pub mod queue;
 mod tls;
 
-use crate::config::{FleetConfig, FleetPublish};
-use crate::pipeline::{Shared, Sink, Update};
+use crate::config::FleetConfig;
+use crate::pipeline::Shared;
+pub use crate::sinks::fleet::{FleetSink, Item};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::mpsc::{Receiver, Sender};
+use tokio::sync::mpsc::Receiver;
 
 pub use mqtt::{FleetError, FleetHandle};
 
@@ -50,24 +49,6 @@ pub struct FleetStats {
     pub refer: AtomicU64,
 }
 
-/// One result on its way to the queue; the frame only when `include_image` is on.
-pub(crate) struct Item {
-    body: Value,
-    frame: Option<Arc<image::RgbImage>>,
-}
-
-/// The pipeline side: turns updates into result messages (no I/O here).
-pub struct FleetSink {
-    tx: Sender<Item>,
-    publish: FleetPublish,
-    min_interval: Duration,
-    last_live: Option<Instant>,
-    last_frozen_seq: Option<u64>,
-    include_image: bool,
-    device_id: String,
-    stats: Arc<FleetStats>,
-}
-
 /// The fleet thread's half, started once the pipeline's shared state exists.
 pub struct FleetRunner {
     rx: Receiver<Item>,
@@ -82,16 +63,7 @@ pub fn open(cfg: &FleetConfig) -> (FleetSink, FleetRunner) {
     let stats = Arc::new(FleetStats::default());
     let device_id = cfg.resolved_device_id();
     (
-        FleetSink {
-            tx,
-            publish: cfg.publish,
-            min_interval: Duration::from_secs_f64(1.0 / cfg.max_rate_hz.max(1e-3)),
-            last_live: None,
-            last_frozen_seq: None,
-            include_image: cfg.include_image,
-            device_id: device_id.clone(),
-            stats: stats.clone(),
-        },
+        FleetSink::new(tx, cfg, device_id.clone(), stats.clone()),
         FleetRunner {
             rx,
             cfg: cfg.clone(),
@@ -99,19 +71,6 @@ pub fn open(cfg: &FleetConfig) -> (FleetSink, FleetRunner) {
             stats,
         },
     )
-}
-
-/// 128 random bits, hex: a result's id, fixed when it is made, so retries keep it.
-fn new_id() -> String {
-    let mut b = [0u8; 16];
-    if getrandom::getrandom(&mut b).is_err() {
-        // No randomness: time + counter still never repeats on this device.
-        static N: AtomicU64 = AtomicU64::new(0);
-        let t = crate::sinks::storage::unix_ms() as u64;
-        b[..8].copy_from_slice(&t.to_be_bytes());
-        b[8..].copy_from_slice(&N.fetch_add(1, Ordering::Relaxed).to_be_bytes());
-    }
-    hex::encode(b)
 }
 
 /// RFC 3339 UTC time of a unix time in milliseconds.
@@ -135,76 +94,6 @@ pub fn rfc3339(ms: u128) -> String {
         rem % 60,
         ms % 1000
     )
-}
-
-impl Sink for FleetSink {
-    fn publish(&mut self, u: &Update) {
-        let (Some(_), Some(f)) = (&u.prediction, &u.frame) else {
-            return;
-        };
-        if u.state.frozen {
-            // One message per frozen frame (a status-only republish of it is not a new result).
-            if self.last_frozen_seq == Some(f.seq) {
-                return;
-            }
-            self.last_frozen_seq = Some(f.seq);
-        } else {
-            if self.publish == FleetPublish::Frozen {
-                return;
-            }
-            let now = Instant::now();
-            if self
-                .last_live
-                .is_some_and(|t| now.duration_since(t) < self.min_interval)
-            {
-                return;
-            }
-            self.last_live = Some(now);
-        }
-        let ms = crate::sinks::storage::unix_ms();
-        // The screen's smoothed top-3 for live frames; the frozen frame's own (TTA) result.
-        let top3: Vec<Value> = u
-            .state
-            .top
-            .iter()
-            .map(|(name, prob)| json!({"class": name, "probability": prob}))
-            .collect();
-        let body = json!({
-            "id": new_id(),
-            "device_id": self.device_id,
-            "time": rfc3339(ms),
-            "time_ms": ms as u64,
-            "frame_seq": f.seq,
-            "label": f.label,
-            "frozen": u.state.frozen,
-            "outcome": u.state.outcome(),
-            "quality_issue": u.state.quality,
-            "headline": u.state.result_headline(),
-            "top3": top3,
-            "uncertain": u.state.uncertain,
-            "refer": u.state.refer,
-            "malignant_probability": u.state.malignant_probability,
-            "ood_score": u.prediction.as_ref().and_then(|p| p.ood_score),
-            "quality": u.quality,
-            "model": {"name": u.state.model_name, "sha256": u.state.model_sha256},
-            "timings": u.timings,
-            "disclaimer": crate::DISCLAIMER,
-        });
-        if u.state.refer {
-            self.stats.refer.fetch_add(1, Ordering::Relaxed);
-        }
-        let item = Item {
-            body,
-            frame: self.include_image.then(|| f.image.clone()),
-        };
-        match self.tx.try_send(item) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(TrySendError::Closed(_)) => {}
-        }
-    }
 }
 
 /// Where the fleet thread reports on model updates (the status message carries it).
@@ -254,7 +143,7 @@ pub fn status_json(
         "online": true,
         "device_id": device_id,
         "version": env!("CARGO_PKG_VERSION"),
-        "time": rfc3339(crate::sinks::storage::unix_ms()),
+        "time": rfc3339(crate::storage::unix_ms()),
         "uptime_s": shared.started.elapsed().as_secs(),
         "model": {"name": model.manifest.name, "sha256": model.manifest.sha256,
                   "engine": model.engine.summary()},
@@ -385,12 +274,5 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(rfc3339(1_795_694_400_000), "2026-11-26T12:00:00.000Z");
-    }
-
-    #[test]
-    fn ids_are_unique_hex() {
-        let a: std::collections::HashSet<String> = (0..1000).map(|_| new_id()).collect();
-        assert_eq!(a.len(), 1000);
-        assert!(a.iter().all(|s| s.len() == 32));
     }
 }

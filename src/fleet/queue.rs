@@ -2,7 +2,7 @@
 //! atomically, so a power cut leaves whole files or none), sent oldest first and removed only
 //! once the broker acknowledged it. Bounded in bytes: the oldest are dropped and counted.
 
-use crate::sinks::storage::{check_dir, own_entries, remove_stale_temps, unix_ms, write_atomic};
+use crate::storage::{check_dir, own_entries, remove_stale_temps, unix_ms, write_atomic};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
