@@ -7,9 +7,9 @@
 //!   who may publish there).
 //! - `<prefix>/fleet/model`: retained signed model announcements (see `device::update`).
 //!
-//! The result sink (`sinks::fleet`) only hands results to a bounded channel (the live screen never waits on the
-//! network); the fleet thread writes each to the on-disk queue first and deletes it when the
-//! broker acknowledged it, so an outage or a power cut loses nothing queued.
+//! The result sink (`sinks::fleet`) only hands results to a bounded channel (the live screen
+//! never waits on the network); the fleet thread writes each to the on-disk queue first and
+//! deletes it when the broker acknowledged it, so an outage or a power cut loses nothing queued.
 
 mod jobs;
 mod mqtt;
@@ -18,7 +18,8 @@ mod tls;
 
 use crate::config::FleetConfig;
 use crate::pipeline::Shared;
-pub use crate::sinks::fleet::{FleetSink, Item};
+pub use crate::sinks::fleet::FleetSink;
+use crate::sinks::fleet::Item;
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

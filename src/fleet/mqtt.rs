@@ -590,7 +590,10 @@ impl Session {
             Ok(dropped) => {
                 self.stats.queued_total.fetch_add(1, Ordering::Relaxed);
                 // On disk from here on: the soak test's ground truth of what must arrive.
-                log::debug!("fleet: queued result {}", body["id"].as_str().unwrap_or("?"));
+                log::debug!(
+                    "fleet: queued result {}",
+                    body["id"].as_str().unwrap_or("?")
+                );
                 if dropped > 0 {
                     self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
                     log::warn!(

@@ -1,8 +1,8 @@
 //! The capture stage: reads the source as fast as it delivers and keeps only the newest frame
 //! in the mailbox (an unread one it replaces counts as dropped).
 
-use super::{Shared, Stage};
 use super::view::SourceStatus;
+use super::{Shared, Stage};
 use crate::source::{Frame, FrameSource, SourceError};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};

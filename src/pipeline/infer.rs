@@ -3,11 +3,11 @@
 //! publishes each result to the sinks and the live state.
 
 use super::quality;
+use super::view::{DisplayState, SourceStatus};
 use super::{Latest, Shared, Sink, Stage, Update, initial_state};
 use crate::config::PipelineConfig;
 use crate::model::Model;
 use crate::model::classifier::Prediction;
-use super::view::{DisplayState, SourceStatus};
 use crate::source::Frame;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;

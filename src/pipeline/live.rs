@@ -1,10 +1,10 @@
 //! The live state shared between pipeline stages, the web UI and the watchdog: latest
 //! frame/result mailboxes, counters, heartbeats.
 
+use super::view::DisplayState;
 use crate::model::classifier::Prediction;
 use crate::model::{Model, Timings};
 use crate::pipeline::quality::Quality;
-use super::view::DisplayState;
 use crate::source::Frame;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -15,10 +15,10 @@ pub mod view;
 use crate::config::PipelineConfig;
 use crate::model::Model;
 use crate::screen::Screen;
-use view::{DisplayState, SourceStatus};
 use crate::source::{Frame, FrameSource};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use view::{DisplayState, SourceStatus};
 
 pub struct Pipeline {
     pub shared: Arc<Shared>,

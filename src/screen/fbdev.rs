@@ -61,7 +61,10 @@ fn map_rows(file: &File, stride: usize, height: u32) -> std::io::Result<MmapMut>
     // SAFETY: a device (or, in tests, a private file) mapping we only write; nothing truncates it.
     let map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(file)? };
     if map.len() < len {
-        return Err(std::io::Error::other(format!("mapped {} of {len} bytes", map.len())));
+        return Err(std::io::Error::other(format!(
+            "mapped {} of {len} bytes",
+            map.len()
+        )));
     }
     Ok(map)
 }
@@ -84,7 +87,9 @@ impl FbScreen {
             .parse()
             .map_err(|_| err("bad stride".into()))?;
         if stride < width as usize * bpp as usize / 8 {
-            return Err(err(format!("stride {stride} is shorter than a {width}-pixel row")));
+            return Err(err(format!(
+                "stride {stride} is shorter than a {width}-pixel row"
+            )));
         }
         let file = OpenOptions::new()
             .read(true)

@@ -58,7 +58,6 @@ impl DrawTarget for Canvas {
     }
 }
 
-
 /// Refer banner: white text on red, so the decision never depends on colour alone.
 const REFER_BG: Rgb888 = Rgb888::new(200, 30, 40);
 

@@ -2,8 +2,8 @@
 //! with the outcome word.
 
 use crate::model::classifier::Outcome;
-use crate::pipeline::{Sink, Update};
 use crate::pipeline::view::SourceStatus;
+use crate::pipeline::{Sink, Update};
 
 /// Prints one line per classified frame. Class names come from the model that made each result.
 pub struct LogSink;

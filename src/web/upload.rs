@@ -129,12 +129,7 @@ pub(super) fn save_upload(cfg: &WebConfig, dir: &std::path::Path, img: &image::R
         .map_err(std::io::Error::other)
         .and_then(|jpg| crate::storage::save_atomic(dir, "upload", "jpg", &jpg))
         .and_then(|_| {
-            crate::storage::enforce_retention(
-                dir,
-                "upload",
-                cfg.save_max_files,
-                cfg.save_max_bytes,
-            )
+            crate::storage::enforce_retention(dir, "upload", cfg.save_max_files, cfg.save_max_bytes)
         });
     if let Err(e) = r {
         log::warn!("could not save upload: {e}");
