@@ -3,9 +3,9 @@
 
 use crate::*;
 use dermcam::config::PipelineConfig;
+use dermcam::pipeline::view::SourceStatus;
 use dermcam::pipeline::{Latest, Pipeline, Sink, Update};
 use dermcam::screen::PngScreen;
-use dermcam::pipeline::view::SourceStatus;
 use dermcam::source::{Frame, FrameSource, Reconnecting, SourceError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -144,7 +144,10 @@ fn a_hung_inference_stops_the_watchdog_pings_and_is_blamed() {
         .iter()
         .find(|s| s.starts_with("STATUS=stalled"))
         .unwrap_or_else(|| panic!("inference hang never reported: {texts:?}"));
-    assert!(stalled.contains("inference"), "wrong stage blamed: {stalled}");
+    assert!(
+        stalled.contains("inference"),
+        "wrong stage blamed: {stalled}"
+    );
     let after = collect(&sock, Duration::from_secs(2), |_| false);
     assert!(
         !after.iter().any(|(_, s)| s == "WATCHDOG=1"),

@@ -550,7 +550,10 @@ async fn screen_png_is_what_the_screen_shows() {
     let api = image::load_from_memory(&body).unwrap().to_rgb8();
     let shown = image::open(&path).unwrap().to_rgb8();
     assert_eq!(api.dimensions(), (320, 240));
-    assert!(api == shown, "the API's screen differs from the presented one");
+    assert!(
+        api == shown,
+        "the API's screen differs from the presented one"
+    );
 }
 
 /// A classifier whose every run fails (a wedged accelerator, a corrupted engine state).
