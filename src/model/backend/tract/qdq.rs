@@ -106,28 +106,29 @@ fn dequantize(
     )
 }
 
-/// Rewrites a QDQ graph for tract (see the module docs). Returns what it changed; a graph
-/// without `DequantizeLinear` nodes is left as it is.
-pub fn simplify_qdq(
-    g: &mut pb::GraphProto,
-    fold_weights: bool,
-    strip_activations: bool,
-) -> TractResult<QdqReport> {
-    let mut report = QdqReport::default();
-    if !g.node.iter().any(|n| n.op_type == "DequantizeLinear") {
-        return Ok(report);
-    }
-    // Small constants (scales, zero points) decoded up front; large ones (weights) one at a
-    // time when folded, so load-time memory stays near the model's own size.
+/// A decoded constant: dims and values.
+type Const = (Vec<usize>, Vec<f64>);
+
+/// The graph's constants, indexed by output name.
+struct Consts {
+    /// Small constants (scales, zero points), decoded.
+    small: HashMap<String, Const>,
+    /// Large initializers (weights), by index into `g.initializer`: decoded one at a time.
+    large: HashMap<String, usize>,
+}
+
+/// Small constants decoded up front; large ones (weights) only indexed, so load-time memory
+/// stays near the model's own size.
+fn collect_consts(g: &pb::GraphProto) -> Consts {
     const SMALL: usize = 1 << 16;
     let volume = |t: &pb::TensorProto| t.dims.iter().map(|&d| d.max(0) as usize).product::<usize>();
-    let mut consts: HashMap<String, (Vec<usize>, Vec<f64>)> = HashMap::new();
+    let mut small: HashMap<String, Const> = HashMap::new();
     let mut large: HashMap<String, usize> = HashMap::new();
     for (i, t) in g.initializer.iter().enumerate() {
         if volume(t) > SMALL {
             large.insert(t.name.clone(), i);
         } else if let Some(d) = decode(t) {
-            consts.insert(t.name.clone(), d);
+            small.insert(t.name.clone(), d);
         }
     }
     for n in &g.node {
@@ -139,152 +140,215 @@ pub fn simplify_qdq(
                 .and_then(|a| a.t.as_ref())
             && let Some(d) = decode(t)
         {
-            consts.insert(n.output[0].clone(), d);
+            small.insert(n.output[0].clone(), d);
         }
     }
+    Consts { small, large }
+}
 
-    // 1. DequantizeLinear of a constant → an f32 initializer.
-    if fold_weights {
-        let mut folded = Vec::new();
-        let mut keep = Vec::with_capacity(g.node.len());
-        for n in std::mem::take(&mut g.node) {
-            if n.op_type == "DequantizeLinear" && n.domain.is_empty() {
-                let big = n
-                    .input
-                    .first()
-                    .and_then(|i| large.get(i))
-                    .and_then(|&ix| decode(&g.initializer[ix]));
-                let x = big
-                    .as_ref()
-                    .or_else(|| n.input.first().and_then(|i| consts.get(i)));
-                let s = n.input.get(1).and_then(|i| consts.get(i));
-                let z = match n.input.get(2).filter(|i| !i.is_empty()) {
-                    None => Some(None),
-                    Some(name) => consts.get(name).map(Some),
-                };
-                if let (Some(x), Some(s), Some(z)) = (x, s, z)
-                    && let Some(v) = dequantize(x, s, z, int_attr(&n, "axis").unwrap_or(1))
-                {
-                    folded.push(f32_tensor(&n.output[0], &x.0, &v));
-                    report.weights_folded += 1;
-                    continue;
-                }
-            }
-            keep.push(n);
-        }
-        g.node = keep;
-        g.initializer.extend(folded);
+/// The f32 constant a `DequantizeLinear` of constants evaluates to, or `None` when `n` is
+/// not one (or its inputs are not all known).
+fn fold_dequantize(
+    g: &pb::GraphProto,
+    consts: &Consts,
+    n: &pb::NodeProto,
+) -> Option<pb::TensorProto> {
+    if n.op_type != "DequantizeLinear" || !n.domain.is_empty() {
+        return None;
     }
+    let big = n
+        .input
+        .first()
+        .and_then(|i| consts.large.get(i))
+        .and_then(|&ix| decode(&g.initializer[ix]));
+    let x = big
+        .as_ref()
+        .or_else(|| n.input.first().and_then(|i| consts.small.get(i)))?;
+    let s = n.input.get(1).and_then(|i| consts.small.get(i))?;
+    let z = match n.input.get(2).filter(|i| !i.is_empty()) {
+        None => None,
+        Some(name) => Some(consts.small.get(name)?),
+    };
+    let v = dequantize(x, s, z, int_attr(n, "axis").unwrap_or(1))?;
+    Some(f32_tensor(&n.output[0], &x.0, &v))
+}
 
-    // 2. Activation QuantizeLinear → DequantizeLinear pairs → a Clip to the quantised range.
-    // The clamp is kept: ONNX Runtime's quantiser removes a Relu / Relu6 before a
-    // QuantizeLinear whose range already starts at 0 (or ends at 6), so the saturation of the
-    // pair *is* the activation function. tract fuses the Clip into the preceding convolution.
-    if strip_activations {
-        let graph_outputs: HashSet<String> = g.output.iter().map(|o| o.name.clone()).collect();
-        let mut consumers: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, n) in g.node.iter().enumerate() {
-            for inp in &n.input {
-                consumers.entry(inp.clone()).or_default().push(i);
-            }
+/// Step 1: each `DequantizeLinear` of a constant becomes an f32 initializer. Returns how many.
+fn fold_weights_into_constants(g: &mut pb::GraphProto, consts: &Consts) -> usize {
+    let mut folded = Vec::new();
+    let mut keep = Vec::with_capacity(g.node.len());
+    for n in std::mem::take(&mut g.node) {
+        match fold_dequantize(g, consts, &n) {
+            Some(t) => folded.push(t),
+            None => keep.push(n),
         }
-        let mut rename: HashMap<String, String> = HashMap::new();
-        let mut drop: HashSet<usize> = HashSet::new();
-        let mut clips: HashMap<usize, pb::NodeProto> = HashMap::new();
-        let mut bounds: Vec<pb::TensorProto> = Vec::new();
-        for (qi, q) in g.node.iter().enumerate() {
-            if q.op_type != "QuantizeLinear" || !q.domain.is_empty() || q.output.len() != 1 {
-                continue;
-            }
-            let y = &q.output[0];
-            if graph_outputs.contains(y) {
-                continue;
-            }
-            let Some(users) = consumers.get(y) else {
-                continue;
-            };
-            // Every consumer must be a DequantizeLinear with the same scale / zero point.
-            if users.is_empty()
-                || !users.iter().all(|&u| {
-                    let d = &g.node[u];
-                    d.op_type == "DequantizeLinear"
-                        && d.domain.is_empty()
-                        && d.input.first() == Some(y)
-                        && d.input.get(1) == q.input.get(1)
-                        && d.input.get(2) == q.input.get(2)
-                        && !graph_outputs.contains(&d.output[0])
-                })
-            {
-                continue;
-            }
-            // Per-tensor scale and zero point, known at load.
-            let Some(scale) = q.input.get(1).and_then(|n| consts.get(n)) else {
-                continue;
-            };
-            let zp_name = q.input.get(2).filter(|n| !n.is_empty());
-            let zp = zp_name.and_then(|n| consts.get(n));
-            if scale.1.len() != 1 || (zp_name.is_some() && zp.is_none_or(|z| z.1.len() != 1)) {
-                continue;
-            }
-            let zp_type = zp_name
-                .and_then(|n| g.initializer.iter().find(|t| &t.name == n))
-                .map_or(UINT8, |t| t.data_type);
-            let (qmin, qmax) = match zp_type {
-                INT8 => (-128.0, 127.0),
-                UINT8 => (0.0, 255.0),
-                _ => continue,
-            };
-            let (s, z) = (scale.1[0], zp.map_or(0.0, |z| z.1[0]));
-            let lo = format!("{y}.dermcam_clip_min");
-            let hi = format!("{y}.dermcam_clip_max");
-            bounds.push(f32_tensor(&lo, &[], &[((qmin - z) * s) as f32]));
-            bounds.push(f32_tensor(&hi, &[], &[((qmax - z) * s) as f32]));
-            let out = format!("{y}.dermcam_clip");
-            clips.insert(
-                qi,
-                pb::NodeProto {
-                    op_type: "Clip".into(),
-                    name: out.clone(),
-                    input: vec![q.input[0].clone(), lo, hi],
-                    output: vec![out.clone()],
-                    ..Default::default()
-                },
-            );
-            for &u in users {
-                rename.insert(g.node[u].output[0].clone(), out.clone());
-                drop.insert(u);
-                report.activation_pairs_removed += 1;
-            }
+    }
+    let count = folded.len();
+    g.node = keep;
+    g.initializer.extend(folded);
+    count
+}
+
+/// What replaces one activation `QuantizeLinear` and its `DequantizeLinear` consumers.
+struct ClipRewrite {
+    clip: pb::NodeProto,
+    /// The Clip's min and max constants.
+    bounds: [pb::TensorProto; 2],
+}
+
+/// The Clip for the `QuantizeLinear` `q`, when every consumer of its output is a matching
+/// `DequantizeLinear` (none a graph output) and its scale / zero point are per-tensor
+/// constants.
+fn activation_clip(
+    g: &pb::GraphProto,
+    consts: &Consts,
+    graph_outputs: &HashSet<String>,
+    q: &pb::NodeProto,
+    users: &[usize],
+) -> Option<ClipRewrite> {
+    let y = &q.output[0];
+    // Every consumer must be a DequantizeLinear with the same scale / zero point.
+    if users.is_empty()
+        || !users.iter().all(|&u| {
+            let d = &g.node[u];
+            d.op_type == "DequantizeLinear"
+                && d.domain.is_empty()
+                && d.input.first() == Some(y)
+                && d.input.get(1) == q.input.get(1)
+                && d.input.get(2) == q.input.get(2)
+                && !graph_outputs.contains(&d.output[0])
+        })
+    {
+        return None;
+    }
+    // Per-tensor scale and zero point, known at load.
+    let scale = q.input.get(1).and_then(|n| consts.small.get(n))?;
+    let zp_name = q.input.get(2).filter(|n| !n.is_empty());
+    let zp = zp_name.and_then(|n| consts.small.get(n));
+    if scale.1.len() != 1 || (zp_name.is_some() && zp.is_none_or(|z| z.1.len() != 1)) {
+        return None;
+    }
+    let zp_type = zp_name
+        .and_then(|n| g.initializer.iter().find(|t| &t.name == n))
+        .map_or(UINT8, |t| t.data_type);
+    let (qmin, qmax) = match zp_type {
+        INT8 => (-128.0, 127.0),
+        UINT8 => (0.0, 255.0),
+        _ => return None,
+    };
+    let (s, z) = (scale.1[0], zp.map_or(0.0, |z| z.1[0]));
+    let lo = format!("{y}.dermcam_clip_min");
+    let hi = format!("{y}.dermcam_clip_max");
+    let bounds = [
+        f32_tensor(&lo, &[], &[((qmin - z) * s) as f32]),
+        f32_tensor(&hi, &[], &[((qmax - z) * s) as f32]),
+    ];
+    let out = format!("{y}.dermcam_clip");
+    let clip = pb::NodeProto {
+        op_type: "Clip".into(),
+        name: out.clone(),
+        input: vec![q.input[0].clone(), lo, hi],
+        output: vec![out],
+        ..Default::default()
+    };
+    Some(ClipRewrite { clip, bounds })
+}
+
+/// Step 2: activation `QuantizeLinear` → `DequantizeLinear` pairs become a `Clip` to the
+/// quantised range. Returns how many pairs went.
+///
+/// The clamp is kept: ONNX Runtime's quantiser removes a Relu / Relu6 before a
+/// QuantizeLinear whose range already starts at 0 (or ends at 6), so the saturation of the
+/// pair *is* the activation function. tract fuses the Clip into the preceding convolution.
+fn strip_activation_pairs(g: &mut pb::GraphProto, consts: &Consts) -> usize {
+    let graph_outputs: HashSet<String> = g.output.iter().map(|o| o.name.clone()).collect();
+    let mut consumers: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, n) in g.node.iter().enumerate() {
+        for inp in &n.input {
+            consumers.entry(inp.clone()).or_default().push(i);
         }
-        if !clips.is_empty() {
-            let nodes = std::mem::take(&mut g.node);
-            g.node = nodes
-                .into_iter()
-                .enumerate()
-                .filter(|(i, _)| !drop.contains(i))
-                .map(|(i, n)| clips.remove(&i).unwrap_or(n))
-                .map(|mut n| {
-                    for inp in n.input.iter_mut() {
-                        if let Some(r) = rename.get(inp.as_str()) {
-                            *inp = r.clone();
-                        }
+    }
+    let mut removed = 0;
+    let mut rename: HashMap<String, String> = HashMap::new();
+    let mut drop: HashSet<usize> = HashSet::new();
+    let mut clips: HashMap<usize, pb::NodeProto> = HashMap::new();
+    let mut bounds: Vec<pb::TensorProto> = Vec::new();
+    for (qi, q) in g.node.iter().enumerate() {
+        if q.op_type != "QuantizeLinear" || !q.domain.is_empty() || q.output.len() != 1 {
+            continue;
+        }
+        if graph_outputs.contains(&q.output[0]) {
+            continue;
+        }
+        let Some(users) = consumers.get(&q.output[0]) else {
+            continue;
+        };
+        let Some(rewrite) = activation_clip(g, consts, &graph_outputs, q, users) else {
+            continue;
+        };
+        let out = &rewrite.clip.output[0];
+        for &u in users {
+            rename.insert(g.node[u].output[0].clone(), out.clone());
+            drop.insert(u);
+            removed += 1;
+        }
+        bounds.extend(rewrite.bounds);
+        clips.insert(qi, rewrite.clip);
+    }
+    if !clips.is_empty() {
+        let nodes = std::mem::take(&mut g.node);
+        g.node = nodes
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !drop.contains(i))
+            .map(|(i, n)| clips.remove(&i).unwrap_or(n))
+            .map(|mut n| {
+                for inp in n.input.iter_mut() {
+                    if let Some(r) = rename.get(inp.as_str()) {
+                        *inp = r.clone();
                     }
-                    n
-                })
-                .collect();
-            g.initializer.extend(bounds);
-        }
-    }
-    // The int8 originals of folded weights are unused now: free them before tract parses.
-    if report.weights_folded > 0 {
-        let used: HashSet<&str> = g
-            .node
-            .iter()
-            .flat_map(|n| n.input.iter().map(|s| s.as_str()))
-            .chain(g.output.iter().map(|o| o.name.as_str()))
+                }
+                n
+            })
             .collect();
-        let used: HashSet<String> = used.into_iter().map(String::from).collect();
-        g.initializer.retain(|t| used.contains(&t.name));
+        g.initializer.extend(bounds);
+    }
+    removed
+}
+
+/// Drops initializers no node or graph output reads (the int8 originals of folded weights),
+/// so they are freed before tract parses.
+fn drop_unused_initializers(g: &mut pb::GraphProto) {
+    let used: HashSet<&str> = g
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().map(|s| s.as_str()))
+        .chain(g.output.iter().map(|o| o.name.as_str()))
+        .collect();
+    let used: HashSet<String> = used.into_iter().map(String::from).collect();
+    g.initializer.retain(|t| used.contains(&t.name));
+}
+
+/// Rewrites a QDQ graph for tract (see the module docs). Returns what it changed; a graph
+/// without `DequantizeLinear` nodes is left as it is.
+pub fn simplify_qdq(
+    g: &mut pb::GraphProto,
+    fold_weights: bool,
+    strip_activations: bool,
+) -> TractResult<QdqReport> {
+    let mut report = QdqReport::default();
+    if !g.node.iter().any(|n| n.op_type == "DequantizeLinear") {
+        return Ok(report);
+    }
+    let consts = collect_consts(g);
+    if fold_weights {
+        report.weights_folded = fold_weights_into_constants(g, &consts);
+    }
+    if strip_activations {
+        report.activation_pairs_removed = strip_activation_pairs(g, &consts);
+    }
+    if report.weights_folded > 0 {
+        drop_unused_initializers(g);
     }
     Ok(report)
 }
