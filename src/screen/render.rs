@@ -85,7 +85,6 @@ fn draw_frame(canvas: &mut Canvas, frame: &RgbImage, area: Rectangle) {
 }
 
 struct Fonts {
-    big: U8g2TextStyle<Rgb888>,
     mid: U8g2TextStyle<Rgb888>,
     small: U8g2TextStyle<Rgb888>,
 }
@@ -145,173 +144,180 @@ fn status_line(state: &DisplayState) -> String {
     )
 }
 
-/// Draw the whole screen. Layout adapts to the canvas: a side panel when the screen is wide
-/// enough (>= 480 px and wider than tall), else the frame on top and text below.
-pub fn render(canvas: &mut Canvas, frame: Option<&RgbImage>, state: &DisplayState) {
-    let Size {
-        width: w,
-        height: h,
-    } = canvas.size();
-    let _ = canvas.clear(BG);
-    let wide = w >= 480 && w > h;
-    let large = w >= 480 && h >= 400;
-    let f = if large {
-        Fonts {
-            big: styled(0, FG),
-            mid: styled(3, FG),
-            small: styled(4, DIM),
-        }
-    } else {
-        Fonts {
-            big: styled(2, FG),
-            mid: styled(4, FG),
-            small: styled(4, DIM),
-        }
-    };
-    let pad = if large { 12 } else { 4 } as i32;
-    let (frame_area, panel) = if wide {
-        let fw = h.min(w * 3 / 5);
-        (
-            Rectangle::new(Point::zero(), Size::new(fw, h)),
-            Rectangle::new(Point::new(fw as i32, 0), Size::new(w - fw, h)),
-        )
-    } else {
-        // Text panel: headline, bar, 3 classes, status, disclaimer.
-        let ph = (h * 11 / 20).max(110).min(h);
-        (
-            Rectangle::new(Point::zero(), Size::new(w, h - ph)),
-            Rectangle::new(Point::new(0, (h - ph) as i32), Size::new(w, ph)),
-        )
-    };
-    if let Some(fr) = frame {
-        if frame_area.size.height > 8 {
-            draw_frame(canvas, fr, frame_area);
-        }
-    }
-    if state.shows_refer() {
-        // Across the bottom of the picture: seen together with the lesion, never hides the text.
-        let bh: u32 = if large { 40 } else { 20 };
-        let top = frame_area.top_left.y + frame_area.size.height as i32 - bh as i32;
-        let _ = Rectangle::new(
-            Point::new(frame_area.top_left.x, top),
-            Size::new(frame_area.size.width, bh),
-        )
-        .into_styled(PrimitiveStyle::with_fill(REFER_BG))
-        .draw(canvas);
-        let label = if frame_area.size.width >= 300 {
-            format!(
-                "REFER: see a clinician ({:.0}% malignant)",
-                state.malignant_probability * 100.0
+/// Where everything goes on a canvas of a given size.
+struct Layout {
+    /// At least 480 x 400: the bigger fonts and spacing.
+    large: bool,
+    pad: i32,
+    frame_area: Rectangle,
+    /// The text panel: beside the frame when wide, else below it.
+    panel: Rectangle,
+    fonts: Fonts,
+}
+
+impl Layout {
+    /// A side panel when the screen is wide enough (>= 480 px and wider than tall), else the
+    /// frame on top and text below.
+    fn new(
+        Size {
+            width: w,
+            height: h,
+        }: Size,
+    ) -> Layout {
+        let wide = w >= 480 && w > h;
+        let large = w >= 480 && h >= 400;
+        let fonts = if large {
+            Fonts {
+                mid: styled(3, FG),
+                small: styled(4, DIM),
+            }
+        } else {
+            Fonts {
+                mid: styled(4, FG),
+                small: styled(4, DIM),
+            }
+        };
+        let pad = if large { 12 } else { 4 } as i32;
+        let (frame_area, panel) = if wide {
+            let fw = h.min(w * 3 / 5);
+            (
+                Rectangle::new(Point::zero(), Size::new(fw, h)),
+                Rectangle::new(Point::new(fw as i32, 0), Size::new(w - fw, h)),
             )
         } else {
-            "REFER to a clinician".to_string()
+            // Text panel: headline, bar, 3 classes, status, disclaimer.
+            let ph = (h * 11 / 20).max(110).min(h);
+            (
+                Rectangle::new(Point::zero(), Size::new(w, h - ph)),
+                Rectangle::new(Point::new(0, (h - ph) as i32), Size::new(w, ph)),
+            )
         };
-        text(
-            canvas,
-            &label,
-            Point::new(
-                frame_area.top_left.x + frame_area.size.width as i32 / 2,
-                top + if large { 8 } else { 3 },
-            ),
-            if large { styled(3, FG) } else { styled(4, FG) },
-            Alignment::Center,
-        );
-    }
-    if state.frozen {
-        let _ = frame_area
-            .into_styled(PrimitiveStyle::with_stroke(OK, 3))
-            .draw(canvas);
-    }
-    let x = panel.top_left.x + pad;
-    let mut y = panel.top_left.y + pad / 2;
-    let pw = panel.size.width as i32 - 2 * pad;
-    let line = |big: bool| {
-        if big {
-            if large { 34 } else { 20 }
-        } else if large {
-            20
-        } else {
-            12
+        Layout {
+            large,
+            pad,
+            frame_area,
+            panel,
+            fonts,
         }
-    };
+    }
 
-    let (head, color) = headline(state);
-    let big = if large {
-        styled(0, color)
-    } else {
-        styled(2, color)
-    };
-    text(canvas, &head, Point::new(x, y), big, Alignment::Left);
-    y += line(true);
+    /// Left edge of the panel's text.
+    fn x(&self) -> i32 {
+        self.panel.top_left.x + self.pad
+    }
 
-    // Not a lesion: no classes, only what to do; else the confidence bar for the top class
-    // (grey when uncertain or retake).
-    if state.outcome() == Some(Outcome::NotLesion) {
-        text(
-            canvas,
-            NOT_LESION_ADVICE,
-            Point::new(x, y),
-            f.mid.clone(),
-            Alignment::Left,
-        );
-    } else if let Some((_, p)) = state.top.first() {
-        let bh = if large { 18 } else { 10 };
-        let bw = (pw - if large { 70 } else { 40 }).max(10);
-        let _ = Rectangle::new(Point::new(x, y), Size::new(bw as u32, bh))
-            .into_styled(PrimitiveStyle::with_fill(BAR_BG))
-            .draw(canvas);
-        let fill = ((bw as f32) * p.clamp(0.0, 1.0)) as u32;
-        let c = if state.uncertain || state.quality.is_some() {
-            UNSURE
+    /// Width of the panel's text.
+    fn text_width(&self) -> i32 {
+        self.panel.size.width as i32 - 2 * self.pad
+    }
+
+    /// Height of a line of headline (`big`) or class text.
+    fn line(&self, big: bool) -> i32 {
+        match (big, self.large) {
+            (true, true) => 34,
+            (true, false) => 20,
+            (false, true) => 20,
+            (false, false) => 12,
+        }
+    }
+
+    /// Text style for secondary text in `color`.
+    fn secondary(&self, color: Rgb888) -> U8g2TextStyle<Rgb888> {
+        if self.large {
+            styled(3, color)
         } else {
-            OK
-        };
-        let _ = Rectangle::new(Point::new(x, y), Size::new(fill, bh))
-            .into_styled(PrimitiveStyle::with_fill(c))
-            .draw(canvas);
+            styled(4, color)
+        }
+    }
+}
+
+/// The refer banner across the bottom of the picture: seen together with the lesion, never
+/// hides the text.
+fn draw_refer_banner(canvas: &mut Canvas, l: &Layout, state: &DisplayState) {
+    let area = l.frame_area;
+    let bh: u32 = if l.large { 40 } else { 20 };
+    let top = area.top_left.y + area.size.height as i32 - bh as i32;
+    let _ = Rectangle::new(
+        Point::new(area.top_left.x, top),
+        Size::new(area.size.width, bh),
+    )
+    .into_styled(PrimitiveStyle::with_fill(REFER_BG))
+    .draw(canvas);
+    let label = if area.size.width >= 300 {
+        format!(
+            "REFER: see a clinician ({:.0}% malignant)",
+            state.malignant_probability * 100.0
+        )
+    } else {
+        "REFER to a clinician".to_string()
+    };
+    text(
+        canvas,
+        &label,
+        Point::new(
+            area.top_left.x + area.size.width as i32 / 2,
+            top + if l.large { 8 } else { 3 },
+        ),
+        l.secondary(FG),
+        Alignment::Center,
+    );
+}
+
+/// The confidence bar for the top class (grey when uncertain or retake), then the top three
+/// classes, from `y` down.
+fn draw_classes(canvas: &mut Canvas, l: &Layout, state: &DisplayState, mut y: i32) {
+    let Some((_, p)) = state.top.first() else {
+        return;
+    };
+    let (x, pw, large, mid) = (l.x(), l.text_width(), l.large, &l.fonts.mid);
+    let bh = if large { 18 } else { 10 };
+    let bw = (pw - if large { 70 } else { 40 }).max(10);
+    let _ = Rectangle::new(Point::new(x, y), Size::new(bw as u32, bh))
+        .into_styled(PrimitiveStyle::with_fill(BAR_BG))
+        .draw(canvas);
+    let fill = ((bw as f32) * p.clamp(0.0, 1.0)) as u32;
+    let c = if state.uncertain || state.quality.is_some() {
+        UNSURE
+    } else {
+        OK
+    };
+    let _ = Rectangle::new(Point::new(x, y), Size::new(fill, bh))
+        .into_styled(PrimitiveStyle::with_fill(c))
+        .draw(canvas);
+    text(
+        canvas,
+        &format!("{:.0}%", p * 100.0),
+        Point::new(x + pw, y + if large { -2 } else { -1 }),
+        mid.clone(),
+        Alignment::Right,
+    );
+    y += bh as i32 + if large { 14 } else { 5 };
+    for (name, p) in state.top.iter().take(3) {
+        text(canvas, name, Point::new(x, y), mid.clone(), Alignment::Left);
         text(
             canvas,
             &format!("{:.0}%", p * 100.0),
-            Point::new(x + pw, y + if large { -2 } else { -1 }),
-            f.mid.clone(),
+            Point::new(x + pw, y),
+            mid.clone(),
             Alignment::Right,
         );
-        y += bh as i32 + if large { 14 } else { 5 };
-        for (name, p) in state.top.iter().take(3) {
-            text(
-                canvas,
-                name,
-                Point::new(x, y),
-                f.mid.clone(),
-                Alignment::Left,
-            );
-            text(
-                canvas,
-                &format!("{:.0}%", p * 100.0),
-                Point::new(x + pw, y),
-                f.mid.clone(),
-                Alignment::Right,
-            );
-            y += line(false);
-        }
+        y += l.line(false);
     }
-    let _ = f.big;
-    // Status and the disclaimer are anchored to the bottom of the panel.
-    let bottom = panel.top_left.y + panel.size.height as i32;
-    let small_h = if large { 14 } else { 10 };
+}
+
+/// Status and the disclaimer, anchored to the bottom of the panel.
+fn draw_footer(canvas: &mut Canvas, l: &Layout, state: &DisplayState) {
+    let (x, pad) = (l.x(), l.pad);
+    let bottom = l.panel.top_left.y + l.panel.size.height as i32;
+    let small_h = if l.large { 14 } else { 10 };
     text(
         canvas,
         &status_line(state),
         Point::new(x, bottom - 2 * small_h - pad / 2),
-        f.small.clone(),
+        l.fonts.small.clone(),
         Alignment::Left,
     );
-    let warn = if large {
-        styled(3, WARN)
-    } else {
-        styled(4, WARN)
-    };
-    let disclaimer = if pw < 300 {
+    let disclaimer = if l.text_width() < 300 {
         "Not a diagnosis - research use only"
     } else {
         crate::DISCLAIMER
@@ -319,8 +325,51 @@ pub fn render(canvas: &mut Canvas, frame: Option<&RgbImage>, state: &DisplayStat
     text(
         canvas,
         disclaimer,
-        Point::new(x, bottom - small_h - pad / 2 + if large { -4 } else { 0 }),
-        warn,
+        Point::new(x, bottom - small_h - pad / 2 + if l.large { -4 } else { 0 }),
+        l.secondary(WARN),
         Alignment::Left,
     );
+}
+
+/// Draw the whole screen (layout: [`Layout::new`]).
+pub fn render(canvas: &mut Canvas, frame: Option<&RgbImage>, state: &DisplayState) {
+    let l = Layout::new(canvas.size());
+    let _ = canvas.clear(BG);
+    if let Some(fr) = frame {
+        if l.frame_area.size.height > 8 {
+            draw_frame(canvas, fr, l.frame_area);
+        }
+    }
+    if state.shows_refer() {
+        draw_refer_banner(canvas, &l, state);
+    }
+    if state.frozen {
+        let _ = l
+            .frame_area
+            .into_styled(PrimitiveStyle::with_stroke(OK, 3))
+            .draw(canvas);
+    }
+    let x = l.x();
+    let mut y = l.panel.top_left.y + l.pad / 2;
+    let (head, color) = headline(state);
+    let big = if l.large {
+        styled(0, color)
+    } else {
+        styled(2, color)
+    };
+    text(canvas, &head, Point::new(x, y), big, Alignment::Left);
+    y += l.line(true);
+    // Not a lesion: no classes, only what to do.
+    if state.outcome() == Some(Outcome::NotLesion) {
+        text(
+            canvas,
+            NOT_LESION_ADVICE,
+            Point::new(x, y),
+            l.fonts.mid.clone(),
+            Alignment::Left,
+        );
+    } else {
+        draw_classes(canvas, &l, state, y);
+    }
+    draw_footer(canvas, &l, state);
 }
