@@ -2,10 +2,12 @@
 
 use super::auth::client_ip;
 use super::{ApiError, AppState};
-use crate::config::WebConfig;
-use crate::model::Timings;
+use crate::config::{PipelineConfig, WebConfig};
+use crate::model::classifier::{InferenceError, Outcome, Prediction};
+use crate::model::manifest::Manifest;
 use crate::model::preprocess::{ImageError, decode_image, sniff_format};
-use crate::pipeline::quality;
+use crate::model::{Model, Timings};
+use crate::pipeline::quality::{self, Quality, QualityIssue};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Request, State};
@@ -150,26 +152,24 @@ pub(super) fn release_memory(bytes: usize) {
     let _ = bytes;
 }
 
-/// Size/type/decode checks, bounded concurrency, the quality gate, then the shared classifier.
-/// With `preview`, a small JPEG of the image for the result page (None when it could not be
-/// made). The decoded image never leaves the classification slot.
-pub(super) async fn run_classification(
-    st: &AppState,
-    bytes: Bytes,
-    preview: bool,
-) -> Result<(ClassifyResult, Option<Vec<u8>>), ApiError> {
-    let reject = |status: StatusCode, msg: String| {
-        st.counters.rejected_uploads.fetch_add(1, Ordering::Relaxed);
-        ApiError::new(status, msg)
-    };
+/// A rejected upload (counted): the client's fault.
+fn rejected(st: &AppState, status: StatusCode, msg: String) -> ApiError {
+    st.counters.rejected_uploads.fetch_add(1, Ordering::Relaxed);
+    ApiError::new(status, msg)
+}
+
+/// The checks that need no decoding: not empty, within the size limit, JPEG or PNG.
+fn check_upload(st: &AppState, bytes: &[u8]) -> Result<(), ApiError> {
     if bytes.is_empty() {
-        return Err(reject(
+        return Err(rejected(
+            st,
             StatusCode::BAD_REQUEST,
             "no image in the request".into(),
         ));
     }
     if bytes.len() > st.cfg.max_upload_bytes {
-        return Err(reject(
+        return Err(rejected(
+            st,
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "upload of {} bytes exceeds {} bytes",
@@ -178,61 +178,174 @@ pub(super) async fn run_classification(
             ),
         ));
     }
-    if sniff_format(&bytes).is_none() {
-        return Err(reject(
+    if sniff_format(bytes).is_none() {
+        return Err(rejected(
+            st,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "only JPEG and PNG images are accepted (checked by content, not file name)".into(),
         ));
     }
+    Ok(())
+}
+
+/// What the blocking half of a classification found.
+struct Analysis {
+    quality: Quality,
+    issue: Option<QualityIssue>,
+    /// None when the quality gate refused the image.
+    classified: Option<Result<(Prediction, Timings), InferenceError>>,
+    preview: Option<Vec<u8>>,
+}
+
+/// Decode (optionally save), measure quality, make the preview, classify: the blocking
+/// half, run inside a classification slot.
+fn analyse(
+    model: &Model,
+    cfg: &WebConfig,
+    gate: &PipelineConfig,
+    bytes: Bytes,
+    preview: bool,
+) -> Result<Analysis, ImageError> {
+    let img = decode_image(&bytes, "upload", cfg.max_pixels)?;
+    drop(bytes);
+    let decoded = img.as_raw().len();
+    if let Some(dir) = &cfg.save_uploads {
+        save_upload(cfg, dir, &img);
+    }
+    let q = quality::measure(&img);
+    let issue = quality::check(&q, gate);
+    let thumb = preview.then(|| {
+        let (w, h) = preview_size(img.width(), img.height());
+        encode_jpeg(&image::imageops::thumbnail(&img, w, h), 85)
+            .map_err(|e| log::warn!("upload preview: {e}"))
+            .ok()
+    });
+    // An image the live pipeline would not classify gets no class here either.
+    let r = match issue {
+        None => Some(model.classify(&img, false)),
+        Some(_) => None,
+    };
+    drop(img);
+    release_memory(decoded);
+    Ok(Analysis {
+        quality: q,
+        issue,
+        classified: r,
+        preview: thumb.flatten(),
+    })
+}
+
+/// The result of an image the model classified (a class, uncertain, or not a lesion).
+fn classified_result(
+    p: Prediction,
+    timings: Timings,
+    m: &Manifest,
+    quality: serde_json::Value,
+    model: serde_json::Value,
+    total_ms: f64,
+) -> ClassifyResult {
+    let outcome = p.outcome();
+    let lesion = outcome != Outcome::NotLesion;
+    ClassifyResult {
+        outcome,
+        quality_issue: None,
+        classified: lesion,
+        classes: if lesion {
+            p.top_k(m.classes.len(), m)
+        } else {
+            vec![]
+        },
+        headline: p.headline(m),
+        uncertain: p.uncertain,
+        refer: Some(p.refer),
+        malignant_probability: Some(p.malignant_probability),
+        ood_score: p.ood_score,
+        heat_png: lesion
+            .then(|| {
+                p.heat
+                    .as_ref()
+                    .and_then(crate::model::heat::png)
+                    .map(|b| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b))
+            })
+            .flatten(),
+        quality,
+        model,
+        timings,
+        total_ms,
+    }
+}
+
+/// The result of an image the quality gate refused: retake, no classes.
+fn retake_result(
+    issue: Option<QualityIssue>,
+    quality: serde_json::Value,
+    model: serde_json::Value,
+    total_ms: f64,
+) -> ClassifyResult {
+    ClassifyResult {
+        outcome: Outcome::Retake,
+        quality_issue: issue,
+        classified: false,
+        classes: vec![],
+        headline: format!(
+            "Not classified: {}",
+            issue.map_or("image quality", |i| i.advice())
+        ),
+        uncertain: true,
+        refer: None,
+        malignant_probability: None,
+        ood_score: None,
+        heat_png: None,
+        quality,
+        model,
+        timings: Timings::default(),
+        total_ms,
+    }
+}
+
+/// Size/type/decode checks, bounded concurrency, the quality gate, then the shared classifier.
+/// With `preview`, a small JPEG of the image for the result page (None when it could not be
+/// made). The decoded image never leaves the classification slot.
+pub(super) async fn run_classification(
+    st: &AppState,
+    bytes: Bytes,
+    preview: bool,
+) -> Result<(ClassifyResult, Option<Vec<u8>>), ApiError> {
+    check_upload(st, &bytes)?;
     let permit = st.slots.clone().acquire_owned().await;
     let t0 = Instant::now();
     // One model for the whole request: a swap meanwhile must not relabel this result.
     let model = st.model.get();
     let (used, cfg, gate) = (model.clone(), st.cfg.clone(), st.quality.clone());
     let out = tokio::task::spawn_blocking(move || {
-        let model = used;
         let _permit = permit;
-        let img = decode_image(&bytes, "upload", cfg.max_pixels)?;
-        drop(bytes);
-        let decoded = img.as_raw().len();
-        if let Some(dir) = &cfg.save_uploads {
-            save_upload(&cfg, dir, &img);
-        }
-        let q = quality::measure(&img);
-        let issue = quality::check(&q, &gate);
-        let thumb = preview.then(|| {
-            let (w, h) = preview_size(img.width(), img.height());
-            encode_jpeg(&image::imageops::thumbnail(&img, w, h), 85)
-                .map_err(|e| log::warn!("upload preview: {e}"))
-                .ok()
-        });
-        // An image the live pipeline would not classify gets no class here either. A model
-        // failure is kept apart from a bad image: it is the device's fault, not the client's.
-        let r = match issue {
-            None => Some(model.classify(&img, false)),
-            Some(_) => None,
-        };
-        drop(img);
-        release_memory(decoded);
-        Ok::<_, ImageError>((q, issue, r, thumb.flatten()))
+        analyse(&used, &cfg, &gate, bytes, preview)
     })
     .await;
-    let (q, issue, r, thumb) = match out {
-        Ok(Ok((q, issue, Some(Err(e)), _))) => {
-            st.counters.inference_errors.fetch_add(1, Ordering::Relaxed);
-            log::error!("upload: {e:#}");
-            let _ = (q, issue);
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                String::from(
-                    "the device could not classify this image (inference failed; see the device log)",
-                ),
+    // A model failure is kept apart from a bad image: it is the device's fault, not the
+    // client's.
+    let (a, r) = match out {
+        Ok(Ok(mut a)) => match a.classified.take() {
+            Some(Err(e)) => {
+                st.counters.inference_errors.fetch_add(1, Ordering::Relaxed);
+                log::error!("upload: {e:#}");
+                return Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    String::from(
+                        "the device could not classify this image (inference failed; see the device log)",
+                    ),
+                ));
+            }
+            Some(Ok(r)) => (a, Some(r)),
+            None => (a, None),
+        },
+        Ok(Err(e)) => {
+            return Err(rejected(
+                st,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                e.to_string(),
             ));
         }
-        Ok(Ok((q, issue, r, thumb))) => {
-            (q, issue, r.map(|r| r.expect("errors handled above")), thumb)
-        }
-        Ok(Err(e)) => return Err(reject(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
         Err(e) => {
             return Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -244,61 +357,15 @@ pub(super) async fn run_classification(
     st.counters.classified.fetch_add(1, Ordering::Relaxed);
     st.counters.observe(total_ms);
     let m = &model.manifest;
+    let (q, issue) = (a.quality, a.issue);
     let quality =
         json!({"luma": q.luma, "sharpness": q.sharpness, "warning": issue.map(|i| i.advice())});
-    let model = json!({"name": m.name, "sha256": m.sha256, "precision": m.precision});
-    let result = match (r, issue) {
-        (Some((p, timings)), _) => {
-            let outcome = p.outcome();
-            let lesion = outcome != crate::model::classifier::Outcome::NotLesion;
-            ClassifyResult {
-                outcome,
-                quality_issue: None,
-                classified: lesion,
-                classes: if lesion {
-                    p.top_k(m.classes.len(), m)
-                } else {
-                    vec![]
-                },
-                headline: p.headline(m),
-                uncertain: p.uncertain,
-                refer: Some(p.refer),
-                malignant_probability: Some(p.malignant_probability),
-                ood_score: p.ood_score,
-                heat_png: lesion
-                    .then(|| {
-                        p.heat.as_ref().and_then(crate::model::heat::png).map(|b| {
-                            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b)
-                        })
-                    })
-                    .flatten(),
-                quality,
-                model,
-                timings,
-                total_ms,
-            }
-        }
-        (None, issue) => ClassifyResult {
-            outcome: crate::model::classifier::Outcome::Retake,
-            quality_issue: issue,
-            classified: false,
-            classes: vec![],
-            headline: format!(
-                "Not classified: {}",
-                issue.map_or("image quality", |i| i.advice())
-            ),
-            uncertain: true,
-            refer: None,
-            malignant_probability: None,
-            ood_score: None,
-            heat_png: None,
-            quality,
-            model,
-            timings: Timings::default(),
-            total_ms,
-        },
+    let model_json = json!({"name": m.name, "sha256": m.sha256, "precision": m.precision});
+    let result = match r {
+        Some((p, timings)) => classified_result(p, timings, m, quality, model_json, total_ms),
+        None => retake_result(issue, quality, model_json, total_ms),
     };
-    Ok((result, thumb))
+    Ok((result, a.preview))
 }
 
 pub(super) async fn first_file(mut mp: Multipart) -> Result<Bytes, ApiError> {
