@@ -1,6 +1,8 @@
 //! Model bundle manifest (`model.json`): the contract between the training toolchain and the
 //! device. Loading validates every field and names the file and field on failure.
 
+mod validate;
+
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -238,143 +240,6 @@ impl Manifest {
         })?;
         m.validate(path)?;
         Ok(m)
-    }
-
-    fn validate(&self, path: &Path) -> Result<(), BundleError> {
-        let field = |field: &'static str, message: String| BundleError::Field {
-            path: path.into(),
-            field,
-            message,
-        };
-        if self.classes.len() < 2 {
-            return Err(field(
-                "classes",
-                format!("needs at least 2 classes, has {}", self.classes.len()),
-            ));
-        }
-        for (i, c) in self.classes.iter().enumerate() {
-            if c.id != i {
-                return Err(field(
-                    "classes",
-                    format!(
-                        "class #{i} ({}) has id {}; ids must be 0..n-1 in order",
-                        c.folder, c.id
-                    ),
-                ));
-            }
-        }
-        let i = &self.input;
-        if !(16..=4096).contains(&i.width) || !(16..=4096).contains(&i.height) {
-            return Err(field(
-                "input",
-                format!("size {}x{} outside 16..4096", i.width, i.height),
-            ));
-        }
-        if i.channels != "RGB" {
-            return Err(field(
-                "input.channels",
-                format!("{:?} unsupported (only \"RGB\")", i.channels),
-            ));
-        }
-        if i.layout != "NCHW" {
-            return Err(field(
-                "input.layout",
-                format!("{:?} unsupported (only \"NCHW\")", i.layout),
-            ));
-        }
-        if i.interpolation != "bilinear" {
-            return Err(field(
-                "input.interpolation",
-                format!("{:?} unsupported (only \"bilinear\")", i.interpolation),
-            ));
-        }
-        if let ResizePolicy::CenterCrop { crop_fraction } = i.resize {
-            if !(crop_fraction > 0.0 && crop_fraction <= 1.0) {
-                return Err(field(
-                    "input.resize.crop_fraction",
-                    format!("{crop_fraction} not in (0, 1]"),
-                ));
-            }
-        }
-        if let Some(ColourConstancy::ShadesOfGray { p }) = i.colour_constancy {
-            if !(1.0..=16.0).contains(&p) {
-                return Err(field(
-                    "input.colour_constancy.p",
-                    format!("{p} not in 1..16"),
-                ));
-            }
-        }
-        if let Some(o) = &self.ood {
-            if !o.threshold.is_finite() || o.output.is_empty() || o.output == "logits" {
-                return Err(field(
-                    "ood",
-                    "needs a graph output name (not \"logits\") and a finite threshold".into(),
-                ));
-            }
-        }
-        if self
-            .cam
-            .as_ref()
-            .is_some_and(|c| c.output.is_empty() || c.output == "logits")
-        {
-            return Err(field("cam.output", "needs a graph output name".into()));
-        }
-        if i.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
-            || i.mean.iter().any(|m| !m.is_finite())
-        {
-            return Err(field(
-                "input.std",
-                "mean must be finite and std positive".into(),
-            ));
-        }
-        if self.output.kind != "logits" {
-            return Err(field(
-                "output.kind",
-                format!(
-                    "{:?} unsupported (softmax is applied on the device, so the model must output \"logits\")",
-                    self.output.kind
-                ),
-            ));
-        }
-        if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            return Err(field(
-                "temperature",
-                format!("{} must be positive", self.temperature),
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.abstain_threshold) {
-            return Err(field(
-                "abstain_threshold",
-                format!("{} not in [0, 1]", self.abstain_threshold),
-            ));
-        }
-        if let Some(r) = &self.refer {
-            if !(0.0..=1.0).contains(&r.threshold) {
-                return Err(field(
-                    "refer.threshold",
-                    format!("{} not in [0, 1]", r.threshold),
-                ));
-            }
-            if r.classes.is_empty() {
-                return Err(field(
-                    "refer.classes",
-                    "must name at least one class".into(),
-                ));
-            }
-            if let Some(bad) = r.classes.iter().find(|c| self.class_by_folder(c).is_none()) {
-                return Err(field(
-                    "refer.classes",
-                    format!("{bad:?} is not one of the classes"),
-                ));
-            }
-        }
-        if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(field(
-                "sha256",
-                format!("{:?} is not 64 hex digits", self.sha256),
-            ));
-        }
-        Ok(())
     }
 
     /// Validation metric by JSON pointer, e.g. `/val/balanced_accuracy`.
