@@ -2,6 +2,7 @@
 //! confusion_matrix.png.
 
 use crate::model::Model;
+use crate::model::classifier::Prediction;
 use crate::model::preprocess::{DEFAULT_MAX_PIXELS, load_image};
 use crate::offline::dataset::Sample;
 use crate::offline::metrics::{Summary, summarize};
@@ -128,90 +129,54 @@ pub fn select<'a>(
     Ok(chosen)
 }
 
-pub fn evaluate(
-    model: &Model,
-    samples: &[&Sample],
-    leaky: &HashSet<PathBuf>,
-    dataset: &str,
-    split: &str,
-    progress: bool,
-) -> EvalReport {
-    let bar = if progress {
-        indicatif::ProgressBar::new(samples.len() as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} images  {per_sec}  eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let mut probs = Vec::new();
-    let mut labels = Vec::new();
-    let mut sources = Vec::new();
-    let mut archives = Vec::new();
-    let mut clean = Vec::new();
-    let mut malignant = Vec::new();
-    let mut failed = Vec::new();
-    let mut gates = GateFigures::default();
-    let mut turned_away: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    let gate = crate::config::PipelineConfig::default();
-    for s in samples {
-        let result = load_image(&s.path, DEFAULT_MAX_PIXELS)
-            .map_err(|e| e.to_string())
-            .and_then(|img| {
-                let q = quality::check(&quality::measure(&img), &gate);
-                Ok((model.classify(&img, false).map_err(|e| e.to_string())?, q))
-            });
-        match result {
-            Ok(((p, _), q)) => {
-                gates.images += 1;
-                match q {
-                    Some(QualityIssue::TooDark) => gates.too_dark += 1,
-                    Some(QualityIssue::TooBright) => gates.too_bright += 1,
-                    Some(QualityIssue::Blurred) => gates.blurred += 1,
-                    None if p.not_lesion => gates.not_lesion += 1,
-                    None => {}
-                }
-                let e = turned_away.entry(s.source.clone()).or_default();
-                e.0 += 1;
-                e.1 += (q.is_none() && p.not_lesion) as usize;
-                probs.push(p.probabilities);
-                malignant.push(p.malignant_probability);
-                archives.push(s.archive.clone());
-                clean.push(!leaky.contains(&s.path));
-                labels.push(
-                    model
-                        .manifest
-                        .class_by_folder(&s.class)
-                        .expect("checked by select"),
-                );
-                sources.push(s.source.clone());
-            }
-            Err(e) => failed.push((s.path.display().to_string(), e)),
-        }
-        bar.inc(1);
+/// Every image's figures, in sample order; images that could not be read only in `failed`.
+#[derive(Default)]
+struct Scored {
+    probs: Vec<Vec<f32>>,
+    labels: Vec<usize>,
+    malignant: Vec<f32>,
+    sources: Vec<String>,
+    archives: Vec<String>,
+    /// False where the image's lesion also appears in train.
+    clean: Vec<bool>,
+    failed: Vec<(String, String)>,
+    gates: GateFigures,
+    /// Per source: images, and those turned away as not a lesion.
+    turned_away: BTreeMap<String, (usize, usize)>,
+}
+
+impl Scored {
+    fn push(
+        &mut self,
+        model: &Model,
+        s: &Sample,
+        leaky: &HashSet<PathBuf>,
+        p: Prediction,
+        q: Option<QualityIssue>,
+    ) {
+        self.gates.count(q, p.not_lesion);
+        let e = self.turned_away.entry(s.source.clone()).or_default();
+        e.0 += 1;
+        e.1 += (q.is_none() && p.not_lesion) as usize;
+        self.probs.push(p.probabilities);
+        self.malignant.push(p.malignant_probability);
+        self.archives.push(s.archive.clone());
+        self.clean.push(!leaky.contains(&s.path));
+        self.labels.push(
+            model
+                .manifest
+                .class_by_folder(&s.class)
+                .expect("checked by select"),
+        );
+        self.sources.push(s.source.clone());
     }
-    bar.finish_and_clear();
-    let names: Vec<String> = model
-        .manifest
-        .classes
-        .iter()
-        .map(|c| c.folder.clone())
-        .collect();
-    let abstain = model.manifest.abstain_threshold;
-    let summary = summarize(&probs, &labels, &names, abstain);
-    let melanoma_recall = summary
-        .per_class
-        .iter()
-        .find(|c| c.class == "melanoma")
-        .map(|c| c.recall);
-    let group = |keep: &dyn Fn(usize) -> bool| -> SourceFigures {
-        let idx: Vec<usize> = (0..labels.len()).filter(|&i| keep(i)).collect();
-        let p: Vec<Vec<f32>> = idx.iter().map(|&i| probs[i].clone()).collect();
-        let l: Vec<usize> = idx.iter().map(|&i| labels[i]).collect();
-        let s = summarize(&p, &l, &names, abstain);
+
+    /// Figures over the images `keep` selects (by index).
+    fn group(&self, names: &[String], abstain: f32, keep: &dyn Fn(usize) -> bool) -> SourceFigures {
+        let idx: Vec<usize> = (0..self.labels.len()).filter(|&i| keep(i)).collect();
+        let p: Vec<Vec<f32>> = idx.iter().map(|&i| self.probs[i].clone()).collect();
+        let l: Vec<usize> = idx.iter().map(|&i| self.labels[i]).collect();
+        let s = summarize(&p, &l, names, abstain);
         SourceFigures {
             n: s.n,
             accuracy: s.accuracy,
@@ -223,24 +188,129 @@ pub fn evaluate(
                 .map(|c| (c.class.clone(), c.recall))
                 .collect(),
         }
-    };
-    let by = |keys: &[String]| -> BTreeMap<String, SourceFigures> {
+    }
+
+    /// Figures per distinct value of `keys` (one per image).
+    fn by(
+        &self,
+        keys: &[String],
+        names: &[String],
+        abstain: f32,
+    ) -> BTreeMap<String, SourceFigures> {
         let uniq: std::collections::BTreeSet<&String> = keys.iter().collect();
         uniq.into_iter()
-            .map(|k| (k.clone(), group(&|i| &keys[i] == k)))
+            .map(|k| (k.clone(), self.group(names, abstain, &|i| &keys[i] == k)))
             .collect()
+    }
+}
+
+impl GateFigures {
+    /// One image the device would have checked.
+    fn count(&mut self, q: Option<QualityIssue>, not_lesion: bool) {
+        self.images += 1;
+        match q {
+            Some(QualityIssue::TooDark) => self.too_dark += 1,
+            Some(QualityIssue::TooBright) => self.too_bright += 1,
+            Some(QualityIssue::Blurred) => self.blurred += 1,
+            None if not_lesion => self.not_lesion += 1,
+            None => {}
+        }
+    }
+
+    /// The shares, once every image is counted.
+    fn finish(&mut self, turned_away: BTreeMap<String, (usize, usize)>) {
+        self.held_back = (self.too_dark + self.too_bright + self.blurred + self.not_lesion) as f64
+            / self.images.max(1) as f64;
+        self.not_lesion_per_source = turned_away
+            .into_iter()
+            .map(|(k, (n, away))| (k, away as f64 / n.max(1) as f64))
+            .collect();
+    }
+}
+
+fn progress_bar(len: usize, visible: bool) -> indicatif::ProgressBar {
+    let bar = if visible {
+        indicatif::ProgressBar::new(len as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
     };
-    let per_source = by(&sources);
-    let per_archive = by(&archives);
-    let lesion_leaky_images = clean.iter().filter(|c| !**c).count();
-    let lesion_clean = (lesion_leaky_images > 0).then(|| group(&|i| clean[i]));
-    let refer = refer_figures(model, &labels, &malignant, &sources, &archives);
-    gates.held_back = (gates.too_dark + gates.too_bright + gates.blurred + gates.not_lesion) as f64
-        / gates.images.max(1) as f64;
-    gates.not_lesion_per_source = turned_away
-        .into_iter()
-        .map(|(k, (n, away))| (k, away as f64 / n.max(1) as f64))
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} images  {per_sec}  eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Classify every sample and run the device's quality gate on it (default thresholds).
+fn score_samples(
+    model: &Model,
+    samples: &[&Sample],
+    leaky: &HashSet<PathBuf>,
+    bar: &indicatif::ProgressBar,
+) -> Scored {
+    let mut scored = Scored::default();
+    let gate = crate::config::PipelineConfig::default();
+    for s in samples {
+        let result = load_image(&s.path, DEFAULT_MAX_PIXELS)
+            .map_err(|e| e.to_string())
+            .and_then(|img| {
+                let q = quality::check(&quality::measure(&img), &gate);
+                Ok((model.classify(&img, false).map_err(|e| e.to_string())?, q))
+            });
+        match result {
+            Ok(((p, _), q)) => scored.push(model, s, leaky, p, q),
+            Err(e) => scored.failed.push((s.path.display().to_string(), e)),
+        }
+        bar.inc(1);
+    }
+    scored
+}
+
+pub fn evaluate(
+    model: &Model,
+    samples: &[&Sample],
+    leaky: &HashSet<PathBuf>,
+    dataset: &str,
+    split: &str,
+    progress: bool,
+) -> EvalReport {
+    let bar = progress_bar(samples.len(), progress);
+    let scored = score_samples(model, samples, leaky, &bar);
+    bar.finish_and_clear();
+    let names: Vec<String> = model
+        .manifest
+        .classes
+        .iter()
+        .map(|c| c.folder.clone())
         .collect();
+    let abstain = model.manifest.abstain_threshold;
+    let summary = summarize(&scored.probs, &scored.labels, &names, abstain);
+    let melanoma_recall = summary
+        .per_class
+        .iter()
+        .find(|c| c.class == "melanoma")
+        .map(|c| c.recall);
+    let per_source = scored.by(&scored.sources, &names, abstain);
+    let per_archive = scored.by(&scored.archives, &names, abstain);
+    let lesion_leaky_images = scored.clean.iter().filter(|c| !**c).count();
+    let lesion_clean =
+        (lesion_leaky_images > 0).then(|| scored.group(&names, abstain, &|i| scored.clean[i]));
+    let refer = refer_figures(
+        model,
+        &scored.labels,
+        &scored.malignant,
+        &scored.sources,
+        &scored.archives,
+    );
+    let Scored {
+        mut gates,
+        turned_away,
+        failed,
+        ..
+    } = scored;
+    gates.finish(turned_away);
     EvalReport {
         model: model.manifest.name.clone(),
         model_sha256: model.manifest.sha256.clone(),
@@ -265,6 +335,31 @@ fn share(flags: impl Iterator<Item = bool>) -> Option<f64> {
         k += f as usize;
     }
     (n > 0).then(|| k as f64 / n as f64)
+}
+
+/// ROC curve points (false-positive rate, true-positive rate): every distinct score swept,
+/// highest first.
+fn roc_curve(pos: &[bool], scores: &[f32]) -> Vec<(f64, f64)> {
+    let (np, nn) = (
+        pos.iter().filter(|p| **p).count(),
+        pos.iter().filter(|p| !**p).count(),
+    );
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let mut roc = vec![(0.0, 0.0)];
+    let (mut tp, mut fp) = (0usize, 0usize);
+    for (k, &i) in order.iter().enumerate() {
+        if pos[i] {
+            tp += 1
+        } else {
+            fp += 1
+        }
+        let last_of_tie = order.get(k + 1).is_none_or(|&j| scores[j] != scores[i]);
+        if last_of_tie && np > 0 && nn > 0 {
+            roc.push((fp as f64 / nn as f64, tp as f64 / np as f64));
+        }
+    }
+    roc
 }
 
 fn refer_figures(
@@ -310,32 +405,10 @@ fn refer_figures(
             .collect()
     };
     let benign = |l: usize| m.classes[l].risk == crate::model::manifest::Risk::Benign;
-    // ROC: sweep every distinct score, highest first.
-    let (np, nn) = (
-        pos.iter().filter(|p| **p).count(),
-        pos.iter().filter(|p| !**p).count(),
-    );
-    let mut order: Vec<usize> = (0..malignant.len()).collect();
-    order.sort_by(|&a, &b| malignant[b].total_cmp(&malignant[a]));
-    let mut roc = vec![(0.0, 0.0)];
-    let (mut tp, mut fp) = (0usize, 0usize);
-    for (k, &i) in order.iter().enumerate() {
-        if pos[i] {
-            tp += 1
-        } else {
-            fp += 1
-        }
-        let last_of_tie = order
-            .get(k + 1)
-            .is_none_or(|&j| malignant[j] != malignant[i]);
-        if last_of_tie && np > 0 && nn > 0 {
-            roc.push((fp as f64 / nn as f64, tp as f64 / np as f64));
-        }
-    }
     ReferFigures {
         threshold,
         classes: ids.iter().map(|&i| m.classes[i].folder.clone()).collect(),
-        malignant_images: np,
+        malignant_images: pos.iter().filter(|p| **p).count(),
         sensitivity: sens(&|_| true),
         specificity: spec(&|_| true),
         benign_not_flagged: share(
@@ -356,7 +429,7 @@ fn refer_figures(
             .collect(),
         per_source: groups(sources),
         per_archive: groups(archives),
-        roc,
+        roc: roc_curve(&pos, malignant),
     }
 }
 

@@ -6,8 +6,19 @@ use std::path::Path;
 
 impl EvalReport {
     pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        self.md_overview(&mut md);
+        self.md_groups(&mut md);
+        self.md_gates(&mut md);
+        self.md_refer(&mut md);
+        self.md_confusion(&mut md);
+        md
+    }
+
+    /// The headline metrics and the per-class table.
+    fn md_overview(&self, md: &mut String) {
         let s = &self.summary;
-        let mut md = format!(
+        *md += &format!(
             "# dermcam eval: {} on {} ({})\n\nResearch/education software, not a medical device.\n\n\
              | metric | value |\n|---|---|\n| images | {} |\n| accuracy | {:.4} |\n| balanced accuracy | {:.4} |\n\
              | macro F1 | {:.4} |\n| macro one-vs-rest AUC | {:.4} |\n| ECE (15 bins) | {:.4} |\n| melanoma recall | {} |\n\
@@ -26,7 +37,7 @@ impl EvalReport {
             self.failed.len()
         );
         for c in &s.per_class {
-            md += &format!(
+            *md += &format!(
                 "| {} | {:.3} | {:.3} | {:.3} | {} | {} |\n",
                 c.class,
                 c.precision,
@@ -36,29 +47,36 @@ impl EvalReport {
                 c.auc_ovr.map_or("n/a".into(), |a| format!("{a:.3}"))
             );
         }
-        md +=
+    }
+
+    /// Per source, per archive and lesion-clean figures.
+    fn md_groups(&self, md: &mut String) {
+        *md +=
             "\n## Per source\n\n| source | n | accuracy | balanced accuracy |\n|---|---|---|---|\n";
         for (k, v) in &self.per_source {
-            md += &format!(
+            *md += &format!(
                 "| {k} | {} | {:.4} | {:.4} |\n",
                 v.n, v.accuracy, v.balanced_accuracy
             );
         }
-        md += "\n## Per archive (image collection)\n\n| archive | n | accuracy | balanced accuracy |\n|---|---|---|---|\n";
+        *md += "\n## Per archive (image collection)\n\n| archive | n | accuracy | balanced accuracy |\n|---|---|---|---|\n";
         for (k, v) in &self.per_archive {
-            md += &format!(
+            *md += &format!(
                 "| {k} | {} | {:.4} | {:.4} |\n",
                 v.n, v.accuracy, v.balanced_accuracy
             );
         }
         if let Some(c) = &self.lesion_clean {
-            md += &format!(
+            *md += &format!(
                 "\n## Lesion-clean\n\nWithout the {} images whose lesion also appears in `train`: n={}, accuracy {:.4}, balanced accuracy {:.4}.\n",
                 self.lesion_leaky_images, c.n, c.accuracy, c.balanced_accuracy
             );
         }
+    }
+
+    fn md_gates(&self, md: &mut String) {
         let g = &self.gates;
-        md += &format!(
+        *md += &format!(
             "\n## Gates (held back on the device; the figures above score every image)\n\n\
              | gate | images |\n|---|---|\n| too dark | {} |\n| too bright | {} |\n| blurred | {} |\n\
              | not a lesion | {} |\n| held back in all | {} of {} ({:.1}%) |\n",
@@ -71,11 +89,14 @@ impl EvalReport {
             g.held_back * 100.0
         );
         for (k, v) in &g.not_lesion_per_source {
-            md += &format!("| not a lesion, source {k} | {:.1}% |\n", v * 100.0);
+            *md += &format!("| not a lesion, source {k} | {:.1}% |\n", v * 100.0);
         }
+    }
+
+    fn md_refer(&self, md: &mut String) {
         let r = &self.refer;
         let f = opt4;
-        md += &format!(
+        *md += &format!(
             "\n## Refer (a clinician should see it: {} probability >= {:.4})\n\n\
              | metric | value |\n|---|---|\n| malignant images | {} |\n| sensitivity (malignant flagged) | {} |\n\
              | specificity (others not flagged) | {} |\n| benign lesions not flagged | {} |\n| malignant-score ROC AUC | {} |\n\n\
@@ -89,34 +110,38 @@ impl EvalReport {
             f(r.auc)
         );
         for (k, v) in &r.flagged_per_class {
-            md += &format!("| {k} | {v:.4} |\n");
+            *md += &format!("| {k} | {v:.4} |\n");
         }
-        md += "\n| source / archive | n | sensitivity | specificity |\n|---|---|---|---|\n";
+        *md += "\n| source / archive | n | sensitivity | specificity |\n|---|---|---|---|\n";
         for (k, v) in r.per_source.iter().chain(r.per_archive.iter()) {
-            md += &format!(
+            *md += &format!(
                 "| {k} | {} | {} | {} |\n",
                 v.n,
                 f(v.sensitivity),
                 f(v.specificity)
             );
         }
-        md += "\nROC curve of the malignant probability with the operating point: refer_roc.png.\n";
-        md += "\n## Confusion matrix (rows = true, columns = predicted)\n\n| |";
+        *md +=
+            "\nROC curve of the malignant probability with the operating point: refer_roc.png.\n";
+    }
+
+    fn md_confusion(&self, md: &mut String) {
+        let s = &self.summary;
+        *md += "\n## Confusion matrix (rows = true, columns = predicted)\n\n| |";
         for c in &s.per_class {
-            md += &format!(" {} |", &c.class[..c.class.len().min(6)]);
+            *md += &format!(" {} |", &c.class[..c.class.len().min(6)]);
         }
-        md += "\n|---|";
-        md += &"---|".repeat(s.per_class.len());
-        md += "\n";
+        *md += "\n|---|";
+        *md += &"---|".repeat(s.per_class.len());
+        *md += "\n";
         for (c, row) in s.per_class.iter().zip(&s.confusion_matrix) {
-            md += &format!("| {} |", c.class);
+            *md += &format!("| {} |", c.class);
             for v in row {
-                md += &format!(" {v} |");
+                *md += &format!(" {v} |");
             }
-            md += "\n";
+            *md += "\n";
         }
-        md += "\nRow-normalised matrix: report.json `summary.confusion_matrix_normalized`; picture: confusion_matrix.png.\n";
-        md
+        *md += "\nRow-normalised matrix: report.json `summary.confusion_matrix_normalized`; picture: confusion_matrix.png.\n";
     }
 
     pub fn write(&self, dir: &Path) -> Result<(), EvalError> {
