@@ -6,6 +6,25 @@ use super::{Config, ConfigError, ScreenConfig, SourceConfig};
 use crate::model::BackendKind;
 use std::path::{Path, PathBuf};
 
+/// A rejected key and why.
+type FieldError = (&'static str, String);
+
+fn fail(field: &'static str, message: impl Into<String>) -> Result<(), FieldError> {
+    Err((field, message.into()))
+}
+
+fn range<T: PartialOrd + std::fmt::Display + Copy>(
+    field: &'static str,
+    v: T,
+    lo: T,
+    hi: T,
+) -> Result<(), FieldError> {
+    if v < lo || v > hi {
+        return fail(field, format!("{v} not in {lo}..={hi}"));
+    }
+    Ok(())
+}
+
 impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let table = text
@@ -69,35 +88,53 @@ impl Config {
     }
 
     /// Every check a config must pass before anything runs; every command path (`run`,
-    /// `demo`, `check-config`) goes through it.
+    /// `demo`, `check-config`) goes through it. The checks run in a fixed order, so a config
+    /// with several faults always reports the same one.
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let bad = |field: &'static str, message: String| {
-            Err(ConfigError::Invalid {
+        self.check_model()
+            .and_then(|()| self.check_pipeline())
+            .and_then(|()| self.check_source())
+            .and_then(|()| self.check_screen())
+            .and_then(|()| {
+                if self.button.line.is_some() != self.button.gpiochip.is_some() {
+                    return fail("button", "set both gpiochip and line, or neither");
+                }
+                Ok(())
+            })
+            .and_then(|()| self.check_ranges())
+            .and_then(|()| self.check_web())
+            .map_err(|(field, message)| ConfigError::Invalid {
                 path: path.into(),
                 field,
                 message,
             })
-        };
+    }
+
+    fn check_model(&self) -> Result<(), FieldError> {
         if self.model.path.is_some() && self.model.bundle.is_some() {
-            return bad("model", "set either path or bundle, not both".into());
+            return fail("model", "set either path or bundle, not both");
         }
         if let Some(b) = &self.model.bundle {
             if b.is_empty() || b.contains('/') || b.starts_with('.') {
-                return bad("model.bundle", format!("{b:?} is not a bundle name"));
+                return fail("model.bundle", format!("{b:?} is not a bundle name"));
             }
         }
         if let Some(m) = self.model.ort.problems().into_iter().next() {
-            return bad("model.ort", m);
+            return fail("model.ort", m);
         }
+        Ok(())
+    }
+
+    fn check_pipeline(&self) -> Result<(), FieldError> {
         let p = &self.pipeline;
         if p.stall_timeout_ms < 500 {
-            return bad(
+            return fail(
                 "pipeline.stall_timeout_ms",
                 format!("{} ms is too short (minimum 500)", p.stall_timeout_ms),
             );
         }
         if !(p.ema_alpha > 0.0 && p.ema_alpha <= 1.0) {
-            return bad(
+            return fail(
                 "pipeline.ema_alpha",
                 format!("{} not in (0, 1]", p.ema_alpha),
             );
@@ -106,7 +143,7 @@ impl Config {
             || !(0.0..=255.0).contains(&p.max_luma)
             || p.min_luma >= p.max_luma
         {
-            return bad(
+            return fail(
                 "pipeline.min_luma/max_luma",
                 format!(
                     "need 0 <= min_luma < max_luma <= 255, got {} and {}",
@@ -114,36 +151,44 @@ impl Config {
                 ),
             );
         }
+        Ok(())
+    }
+
+    fn check_source(&self) -> Result<(), FieldError> {
         match &self.source {
             SourceConfig::Camera {
                 width, height, fps, ..
             }
             | SourceConfig::Synthetic { width, height, fps } => {
                 if *width == 0 || *height == 0 || *width > 7680 || *height > 4320 {
-                    return bad(
+                    return fail(
                         "source.width/height",
                         format!("{width}x{height} out of range"),
                     );
                 }
                 if *fps == 0 || *fps > 240 {
-                    return bad("source.fps", format!("{fps} not in 1..240"));
+                    return fail("source.fps", format!("{fps} not in 1..240"));
                 }
             }
             SourceConfig::Images {
                 path, interval_ms, ..
             } => {
                 if path.is_empty() {
-                    return bad("source.path", "empty".into());
+                    return fail("source.path", "empty");
                 }
                 if *interval_ms == 0 {
-                    return bad("source.interval_ms", "must be > 0".into());
+                    return fail("source.interval_ms", "must be > 0");
                 }
             }
         }
+        Ok(())
+    }
+
+    fn check_screen(&self) -> Result<(), FieldError> {
         match &self.screen {
             ScreenConfig::Png { width, height, .. } | ScreenConfig::Tft { width, height, .. } => {
                 if *width < 96 || *height < 96 || *width > 4096 || *height > 4096 {
-                    return bad(
+                    return fail(
                         "screen.width/height",
                         format!("{width}x{height} not in 96..4096"),
                     );
@@ -153,47 +198,50 @@ impl Config {
         }
         if let ScreenConfig::Tft { rotation, .. } = &self.screen {
             if ![0, 90, 180, 270].contains(rotation) {
-                return bad(
+                return fail(
                     "screen.rotation",
                     format!("{rotation} not one of 0, 90, 180, 270"),
                 );
             }
         }
-        if self.button.line.is_some() != self.button.gpiochip.is_some() {
-            return bad("button", "set both gpiochip and line, or neither".into());
-        }
-        self.check_ranges(path)?;
+        Ok(())
+    }
+
+    /// A parseable bind address, a token wherever the server is reachable from elsewhere, and
+    /// host names that are host names.
+    fn check_web(&self) -> Result<(), FieldError> {
         let w = &self.web;
-        if w.enabled {
-            let addr: std::net::SocketAddr = match w.bind.parse() {
-                Ok(a) => a,
-                Err(e) => return bad("web.bind", format!("{:?}: {e}", w.bind)),
-            };
-            match w.token.as_deref() {
-                None if !addr.ip().is_loopback() => {
-                    return bad(
-                        "web.token",
-                        format!(
-                            "binding to {} (not loopback) requires an access token (at least 16 characters, e.g. `openssl rand -hex 16`)",
-                            w.bind
-                        ),
-                    );
-                }
-                Some(t) => {
-                    if let Some(p) = token_problem(t) {
-                        return bad("web.token", format!("the token {p}"));
-                    }
-                }
-                None => {}
+        if !w.enabled {
+            return Ok(());
+        }
+        let addr: std::net::SocketAddr = match w.bind.parse() {
+            Ok(a) => a,
+            Err(e) => return fail("web.bind", format!("{:?}: {e}", w.bind)),
+        };
+        match w.token.as_deref() {
+            None if !addr.ip().is_loopback() => {
+                return fail(
+                    "web.token",
+                    format!(
+                        "binding to {} (not loopback) requires an access token (at least 16 characters, e.g. `openssl rand -hex 16`)",
+                        w.bind
+                    ),
+                );
             }
-            for h in &w.allowed_hosts {
-                if h.is_empty()
-                    || !h
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c))
-                {
-                    return bad("web.allowed_hosts", format!("{h:?} is not a host name"));
+            Some(t) => {
+                if let Some(p) = token_problem(t) {
+                    return fail("web.token", format!("the token {p}"));
                 }
+            }
+            None => {}
+        }
+        for h in &w.allowed_hosts {
+            if h.is_empty()
+                || !h
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c))
+            {
+                return fail("web.allowed_hosts", format!("{h:?} is not a host name"));
             }
         }
         Ok(())
@@ -202,52 +250,46 @@ impl Config {
     /// Range checks of every numeric key: anything `check-config` accepts must not crash `run`
     /// (a semaphore with usize::MAX permits panics; 100,000 inference threads exhaust the
     /// process).
-    fn check_ranges(&self, path: &Path) -> Result<(), ConfigError> {
-        fn range<T: PartialOrd + std::fmt::Display + Copy>(
-            path: &Path,
-            field: &'static str,
-            v: T,
-            lo: T,
-            hi: T,
-        ) -> Result<(), ConfigError> {
-            if v < lo || v > hi {
-                return Err(ConfigError::Invalid {
-                    path: path.into(),
-                    field,
-                    message: format!("{v} not in {lo}..={hi}"),
-                });
-            }
-            Ok(())
+    fn check_ranges(&self) -> Result<(), FieldError> {
+        self.check_model_pipeline_ranges()?;
+        self.check_device_ranges()?;
+        self.check_web_ranges()?;
+        if let Some(problem) = self.fleet.problems().into_iter().next() {
+            return Err(problem);
         }
-        let p = path;
-        range(p, "model.threads", self.model.threads, 0, 256)?;
-        range(p, "model.ort.device_id", self.model.ort.device_id, 0, 64)?;
+        Ok(())
+    }
+
+    fn check_model_pipeline_ranges(&self) -> Result<(), FieldError> {
+        range("model.threads", self.model.threads, 0, 256)?;
+        range("model.ort.device_id", self.model.ort.device_id, 0, 64)?;
         let pl = &self.pipeline;
         range(
-            p,
             "pipeline.stall_timeout_ms",
             pl.stall_timeout_ms,
             500,
             3_600_000,
         )?;
         if !pl.min_sharpness.is_finite() {
-            return Err(ConfigError::Invalid {
-                path: p.into(),
-                field: "pipeline.min_sharpness",
-                message: format!("{} is not a number", pl.min_sharpness),
-            });
+            return fail(
+                "pipeline.min_sharpness",
+                format!("{} is not a number", pl.min_sharpness),
+            );
         }
-        range(p, "pipeline.min_sharpness", pl.min_sharpness, 0.0, 1e6)?;
-        range(p, "pipeline.max_clipped", pl.max_clipped, 0.0, 1.0)?;
+        range("pipeline.min_sharpness", pl.min_sharpness, 0.0, 1e6)?;
+        range("pipeline.max_clipped", pl.max_clipped, 0.0, 1.0)?;
         range(
-            p,
             "pipeline.min_directional_sharpness",
             pl.min_directional_sharpness,
             0.0,
             1e6,
-        )?;
+        )
+    }
+
+    /// Source, screen pins, button and capture.
+    fn check_device_ranges(&self) -> Result<(), FieldError> {
         if let SourceConfig::Images { interval_ms, .. } = &self.source {
-            range(p, "source.interval_ms", *interval_ms, 1, 86_400_000)?;
+            range("source.interval_ms", *interval_ms, 1, 86_400_000)?;
         }
         if let ScreenConfig::Tft {
             spi_hz,
@@ -257,60 +299,30 @@ impl Config {
             ..
         } = &self.screen
         {
-            range(p, "screen.spi_hz", *spi_hz, 100_000, 125_000_000)?;
-            range(p, "screen.dc_pin", *dc_pin, 0, 1023)?;
-            range(p, "screen.rst_pin", rst_pin.unwrap_or(0), 0, 1023)?;
-            range(
-                p,
-                "screen.backlight_pin",
-                backlight_pin.unwrap_or(0),
-                0,
-                1023,
-            )?;
+            range("screen.spi_hz", *spi_hz, 100_000, 125_000_000)?;
+            range("screen.dc_pin", *dc_pin, 0, 1023)?;
+            range("screen.rst_pin", rst_pin.unwrap_or(0), 0, 1023)?;
+            range("screen.backlight_pin", backlight_pin.unwrap_or(0), 0, 1023)?;
         }
-        range(p, "button.line", self.button.line.unwrap_or(0), 0, 1023)?;
-        let c = &self.capture;
-        range(p, "capture.max_files", c.max_files, 1, 1_000_000)?;
+        range("button.line", self.button.line.unwrap_or(0), 0, 1023)?;
+        range("capture.max_files", self.capture.max_files, 1, 1_000_000)
+    }
+
+    fn check_web_ranges(&self) -> Result<(), FieldError> {
         let w = &self.web;
-        range(p, "web.nice", w.nice, 0, 19)?;
-        range(
-            p,
-            "web.max_upload_bytes",
-            w.max_upload_bytes,
-            1024,
-            256 << 20,
-        )?;
-        range(p, "web.max_pixels", w.max_pixels, 1, 250_000_000)?;
-        range(p, "web.max_concurrent", w.max_concurrent, 1, 64)?;
-        range(p, "web.queue", w.queue, 0, 1024)?;
-        range(p, "web.max_connections", w.max_connections, 4, 4096)?;
-        range(
-            p,
-            "web.header_timeout_ms",
-            w.header_timeout_ms,
-            100,
-            600_000,
-        )?;
-        range(p, "web.body_timeout_ms", w.body_timeout_ms, 100, 3_600_000)?;
-        range(p, "web.min_upload_rate", w.min_upload_rate, 0, 1 << 30)?;
-        range(p, "web.session_ttl_s", w.session_ttl_s, 60, 30 * 86_400)?;
-        range(
-            p,
-            "web.freeze_interval_ms",
-            w.freeze_interval_ms,
-            0,
-            3_600_000,
-        )?;
-        range(p, "web.save_max_files", w.save_max_files, 1, 1_000_000)?;
-        range(p, "web.inference_threads", w.inference_threads, 0, 64)?;
-        if let Some((field, message)) = self.fleet.problems().into_iter().next() {
-            return Err(ConfigError::Invalid {
-                path: p.into(),
-                field,
-                message,
-            });
-        }
-        Ok(())
+        range("web.nice", w.nice, 0, 19)?;
+        range("web.max_upload_bytes", w.max_upload_bytes, 1024, 256 << 20)?;
+        range("web.max_pixels", w.max_pixels, 1, 250_000_000)?;
+        range("web.max_concurrent", w.max_concurrent, 1, 64)?;
+        range("web.queue", w.queue, 0, 1024)?;
+        range("web.max_connections", w.max_connections, 4, 4096)?;
+        range("web.header_timeout_ms", w.header_timeout_ms, 100, 600_000)?;
+        range("web.body_timeout_ms", w.body_timeout_ms, 100, 3_600_000)?;
+        range("web.min_upload_rate", w.min_upload_rate, 0, 1 << 30)?;
+        range("web.session_ttl_s", w.session_ttl_s, 60, 30 * 86_400)?;
+        range("web.freeze_interval_ms", w.freeze_interval_ms, 0, 3_600_000)?;
+        range("web.save_max_files", w.save_max_files, 1, 1_000_000)?;
+        range("web.inference_threads", w.inference_threads, 0, 64)
     }
 
     /// Backends this config names that the binary was built without (feature names).
