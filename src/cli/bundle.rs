@@ -67,45 +67,12 @@ pub(super) enum BundleCmd {
 
 pub(super) fn bundle(cmd: BundleCmd) -> Result<ExitCode> {
     match cmd {
-        BundleCmd::Keygen { out } => {
-            let (private, public) = signing::keygen()?;
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&out)
-                .with_context(|| format!("{} (never overwritten)", out.display()))?;
-            writeln!(f, "{private}")?;
-            log::info!(
-                "private key written to {} (keep it off the devices)",
-                out.display()
-            );
-            println!("{public}");
-        }
+        BundleCmd::Keygen { out } => keygen(&out)?,
         BundleCmd::Pack {
             bundle,
             out,
             samples,
-        } => {
-            let samples = if samples.is_empty() {
-                let dir = dermcam::paths::samples_dir();
-                let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-                    .with_context(|| format!("samples folder {}", dir.display()))?
-                    .flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "png"))
-                    .collect();
-                v.sort();
-                v
-            } else {
-                samples
-            };
-            let sha = archive::pack(&bundle, &samples, &out)?;
-            log::info!("{}: {} self-test sample(s)", out.display(), samples.len());
-            println!("{sha}");
-        }
+        } => pack(&bundle, &out, samples)?,
         BundleCmd::Sign {
             archive: path,
             key,
@@ -115,27 +82,7 @@ pub(super) fn bundle(cmd: BundleCmd) -> Result<ExitCode> {
             target,
             expires_days,
         } => {
-            let sha = dermcam::model::sha256_file(&path)
-                .with_context(|| format!("{}", path.display()))?;
-            let name = match name {
-                Some(n) => n,
-                None => archive_name(&path)?,
-            };
-            let private = signing::read_private_key(&key)?;
-            let expires = dermcam::device::update::unix_now()
-                .saturating_add(expires_days.min(36_500) * 86_400);
-            let mut a = Announcement {
-                name,
-                version,
-                url,
-                sha256: sha,
-                target,
-                expires,
-                signature: String::new(),
-            };
-            a.sign(&private)?;
-            // Refuse to print what a device would refuse.
-            Announcement::parse(serde_json::to_string(&a)?.as_bytes())?;
+            let a = sign(&path, &key, url, name, version, target, expires_days)?;
             println!("{}", serde_json::to_string(&a)?);
         }
         BundleCmd::Verify {
@@ -143,37 +90,118 @@ pub(super) fn bundle(cmd: BundleCmd) -> Result<ExitCode> {
             archive: path,
             public_key,
             device_id,
-        } => {
-            let text = if announcement == Path::new("-") {
-                std::io::read_to_string(std::io::stdin())?
-            } else {
-                std::fs::read_to_string(&announcement)
-                    .with_context(|| format!("{}", announcement.display()))?
-            };
-            let a = Announcement::parse(text.as_bytes())?;
-            let sha = dermcam::model::sha256_file(&path)
-                .with_context(|| format!("{}", path.display()))?;
-            if !sha.eq_ignore_ascii_case(&a.sha256) {
-                anyhow::bail!(
-                    "{}: sha256 {sha}, the announcement says {}",
-                    path.display(),
-                    a.sha256
-                );
-            }
-            // Without a device id, any device the target names will do.
-            let id = if device_id.is_empty() {
-                a.target.trim_end_matches('*').to_string()
-            } else {
-                device_id
-            };
-            a.verify(&public_key, &id, dermcam::device::update::unix_now())?;
-            println!(
-                "ok: {} version {} ({sha}) for {:?} signed by {public_key}",
-                a.name, a.version, a.target
-            );
-        }
+        } => verify(&announcement, &path, &public_key, device_id)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The private key to `out` (never overwritten, mode 0600); the public key on stdout.
+fn keygen(out: &Path) -> Result<()> {
+    let (private, public) = signing::keygen()?;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| format!("{} (never overwritten)", out.display()))?;
+    writeln!(f, "{private}")?;
+    log::info!(
+        "private key written to {} (keep it off the devices)",
+        out.display()
+    );
+    println!("{public}");
+    Ok(())
+}
+
+/// The shipped sample images, sorted: the default self-test set.
+fn shipped_samples() -> Result<Vec<PathBuf>> {
+    let dir = dermcam::paths::samples_dir();
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("samples folder {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "png"))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+fn pack(bundle: &Path, out: &Path, samples: Vec<PathBuf>) -> Result<()> {
+    let samples = if samples.is_empty() {
+        shipped_samples()?
+    } else {
+        samples
+    };
+    let sha = archive::pack(bundle, &samples, out)?;
+    log::info!("{}: {} self-test sample(s)", out.display(), samples.len());
+    println!("{sha}");
+    Ok(())
+}
+
+/// The signed announcement of the archive at `path`, checked the way a device will.
+fn sign(
+    path: &Path,
+    key: &Path,
+    url: String,
+    name: Option<String>,
+    version: u64,
+    target: String,
+    expires_days: u64,
+) -> Result<Announcement> {
+    let sha = dermcam::model::sha256_file(path).with_context(|| format!("{}", path.display()))?;
+    let name = match name {
+        Some(n) => n,
+        None => archive_name(path)?,
+    };
+    let private = signing::read_private_key(key)?;
+    let expires =
+        dermcam::device::update::unix_now().saturating_add(expires_days.min(36_500) * 86_400);
+    let mut a = Announcement {
+        name,
+        version,
+        url,
+        sha256: sha,
+        target,
+        expires,
+        signature: String::new(),
+    };
+    a.sign(&private)?;
+    // Refuse to print what a device would refuse.
+    Announcement::parse(serde_json::to_string(&a)?.as_bytes())?;
+    Ok(a)
+}
+
+/// Checks an announcement (`-`: stdin) against the archive at `path` and a public key.
+fn verify(announcement: &Path, path: &Path, public_key: &str, device_id: String) -> Result<()> {
+    let text = if announcement == Path::new("-") {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(announcement)
+            .with_context(|| format!("{}", announcement.display()))?
+    };
+    let a = Announcement::parse(text.as_bytes())?;
+    let sha = dermcam::model::sha256_file(path).with_context(|| format!("{}", path.display()))?;
+    if !sha.eq_ignore_ascii_case(&a.sha256) {
+        anyhow::bail!(
+            "{}: sha256 {sha}, the announcement says {}",
+            path.display(),
+            a.sha256
+        );
+    }
+    // Without a device id, any device the target names will do.
+    let id = if device_id.is_empty() {
+        a.target.trim_end_matches('*').to_string()
+    } else {
+        device_id
+    };
+    a.verify(public_key, &id, dermcam::device::update::unix_now())?;
+    println!(
+        "ok: {} version {} ({sha}) for {:?} signed by {public_key}",
+        a.name, a.version, a.target
+    );
+    Ok(())
 }
 
 /// The `name` field of the archive's model.json.

@@ -3,7 +3,10 @@
 use super::ModelArgs;
 use super::print::print_table;
 use anyhow::Result;
+use dermcam::model::classifier::Prediction;
 use dermcam::model::preprocess::{DEFAULT_MAX_PIXELS, load_image};
+use dermcam::model::{Model, Timings};
+use dermcam::pipeline::quality::{Quality, QualityIssue};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -80,39 +83,10 @@ pub(super) fn classify(
                 }
             });
         match result {
-            Ok(Err((issue, q))) => {
-                if json {
-                    let v = serde_json::json!({
-                        "path": f, "outcome": "retake", "quality_issue": issue,
-                        "headline": issue.advice(), "refer": false,
-                        "quality": q, "model": model.manifest.name,
-                    });
-                    println!("{v}");
-                } else {
-                    println!(
-                        "{}: retake ({}): {} (luma {:.0}, sharpness {:.0}; --no-gates classifies it anyway)",
-                        f.display(),
-                        issue.as_str(),
-                        issue.advice(),
-                        q.luma,
-                        q.sharpness
-                    );
-                }
-            }
+            Ok(Err((issue, q))) => print_retake(f, issue, &q, &model, json),
             Ok(Ok((p, t))) => {
                 let p = if gates { p } else { p.ungated(&model.manifest) };
-                if json {
-                    let v = serde_json::json!({
-                        "path": f, "outcome": p.outcome(), "uncertain": p.uncertain,
-                        "headline": p.headline(&model.manifest),
-                        "refer": p.refer, "malignant_probability": p.malignant_probability,
-                        "ood_score": p.ood_score,
-                        "top": p.top_k(top_k, &model.manifest), "model": model.manifest.name, "timings": t,
-                    });
-                    println!("{v}");
-                } else {
-                    print_table(f, &p, &model, top_k);
-                }
+                print_prediction(f, &p, &t, &model, top_k, json);
             }
             Err(e) => {
                 failed += 1;
@@ -132,4 +106,47 @@ pub(super) fn classify(
         return Ok(ExitCode::from(4));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An image the quality gate held back.
+fn print_retake(f: &Path, issue: QualityIssue, q: &Quality, model: &Model, json: bool) {
+    if json {
+        let v = serde_json::json!({
+            "path": f, "outcome": "retake", "quality_issue": issue,
+            "headline": issue.advice(), "refer": false,
+            "quality": q, "model": model.manifest.name,
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "{}: retake ({}): {} (luma {:.0}, sharpness {:.0}; --no-gates classifies it anyway)",
+            f.display(),
+            issue.as_str(),
+            issue.advice(),
+            q.luma,
+            q.sharpness
+        );
+    }
+}
+
+fn print_prediction(
+    f: &Path,
+    p: &Prediction,
+    t: &Timings,
+    model: &Model,
+    top_k: usize,
+    json: bool,
+) {
+    if json {
+        let v = serde_json::json!({
+            "path": f, "outcome": p.outcome(), "uncertain": p.uncertain,
+            "headline": p.headline(&model.manifest),
+            "refer": p.refer, "malignant_probability": p.malignant_probability,
+            "ood_score": p.ood_score,
+            "top": p.top_k(top_k, &model.manifest), "model": model.manifest.name, "timings": t,
+        });
+        println!("{v}");
+    } else {
+        print_table(f, p, model, top_k);
+    }
 }

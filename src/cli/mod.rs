@@ -286,25 +286,7 @@ pub fn run() -> Result<ExitCode> {
             profile,
         }),
         Cmd::Models { dir } => list_models(dir),
-        Cmd::Run { config, board } => {
-            // Only the default file may be absent (a board preset alone is a whole config); a
-            // file the user named is always read, so a typo is an error, not ignored.
-            let default = PathBuf::from("/etc/dermcam/config.toml");
-            let file = match &config {
-                Some(named) => Some(named.as_path()),
-                None if default.exists() || board.is_none() => Some(default.as_path()),
-                None => None,
-            };
-            let cfg = dermcam::config::Config::load(file, board.as_deref())?;
-            crate::app::run(
-                cfg,
-                crate::app::RunOptions {
-                    log: true,
-                    exit_when_source_ends: false,
-                },
-            )?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Run { config, board } => run_appliance(config, board),
         Cmd::Demo {
             once,
             interval_ms,
@@ -312,58 +294,91 @@ pub fn run() -> Result<ExitCode> {
             web,
             model,
             images,
-        } => {
-            let images =
-                images.unwrap_or_else(|| dermcam::paths::samples_dir().display().to_string());
-            log::info!("images: {images}; model: {}", model.dir().display());
-            let mut cfg = dermcam::config::Config::default();
-            cfg.source = dermcam::config::SourceConfig::Images {
-                path: images,
-                interval_ms,
-                repeat: !once,
-            };
-            cfg.screen = dermcam::config::ScreenConfig::Png {
-                path: screen,
-                width: 800,
-                height: 480,
-            };
-            cfg.model.path = Some(model.dir());
-            cfg.model.threads = model.threads;
-            cfg.model.backend = model.backend;
-            cfg.model.ort = model.options().ort;
-            cfg.button.stdin = !once;
-            cfg.web.enabled = web != "off";
-            if cfg.web.enabled {
-                cfg.web.bind = web;
-            }
-            // The same validation as every other command: `--web 0.0.0.0:…` without a token
-            // is refused here exactly as in a config file.
-            cfg.validate(Path::new("dermcam demo (command line)"))?;
-            println!("dermcam demo - {}", dermcam::DISCLAIMER);
-            crate::app::run(
-                cfg,
-                crate::app::RunOptions {
-                    log: true,
-                    exit_when_source_ends: once,
-                },
-            )?;
-            Ok(ExitCode::SUCCESS)
-        }
+        } => demo(once, interval_ms, screen, web, &model, images),
         Cmd::CheckConfig { config, board } => check_config(config, board),
         #[cfg(feature = "fleet")]
         Cmd::Bundle(c) => bundle(c),
-        Cmd::Boards => {
-            let (dir, from) = dermcam::paths::resolve(dermcam::paths::Kind::Boards);
-            log::info!("presets in {} ({from})", dir.display());
-            for (name, path) in dermcam::config::list_boards() {
-                let text = std::fs::read_to_string(&path).unwrap_or_default();
-                let summary = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("# "))
-                    .unwrap_or("");
-                println!("{name:<24} {summary}");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Boards => list_board_presets(),
     }
+}
+
+/// `dermcam run`: the config file over the board preset, then the appliance.
+fn run_appliance(config: Option<PathBuf>, board: Option<String>) -> Result<ExitCode> {
+    // Only the default file may be absent (a board preset alone is a whole config); a
+    // file the user named is always read, so a typo is an error, not ignored.
+    let default = PathBuf::from("/etc/dermcam/config.toml");
+    let file = match &config {
+        Some(named) => Some(named.as_path()),
+        None if default.exists() || board.is_none() => Some(default.as_path()),
+        None => None,
+    };
+    let cfg = dermcam::config::Config::load(file, board.as_deref())?;
+    crate::app::run(
+        cfg,
+        crate::app::RunOptions {
+            log: true,
+            exit_when_source_ends: false,
+        },
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dermcam demo`: the appliance with images as the camera and a PNG as the screen.
+fn demo(
+    once: bool,
+    interval_ms: u64,
+    screen: PathBuf,
+    web: String,
+    model: &ModelArgs,
+    images: Option<String>,
+) -> Result<ExitCode> {
+    let images = images.unwrap_or_else(|| dermcam::paths::samples_dir().display().to_string());
+    log::info!("images: {images}; model: {}", model.dir().display());
+    let mut cfg = dermcam::config::Config::default();
+    cfg.source = dermcam::config::SourceConfig::Images {
+        path: images,
+        interval_ms,
+        repeat: !once,
+    };
+    cfg.screen = dermcam::config::ScreenConfig::Png {
+        path: screen,
+        width: 800,
+        height: 480,
+    };
+    cfg.model.path = Some(model.dir());
+    cfg.model.threads = model.threads;
+    cfg.model.backend = model.backend;
+    cfg.model.ort = model.options().ort;
+    cfg.button.stdin = !once;
+    cfg.web.enabled = web != "off";
+    if cfg.web.enabled {
+        cfg.web.bind = web;
+    }
+    // The same validation as every other command: `--web 0.0.0.0:…` without a token
+    // is refused here exactly as in a config file.
+    cfg.validate(Path::new("dermcam demo (command line)"))?;
+    println!("dermcam demo - {}", dermcam::DISCLAIMER);
+    crate::app::run(
+        cfg,
+        crate::app::RunOptions {
+            log: true,
+            exit_when_source_ends: once,
+        },
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dermcam boards`: each preset with the first comment line of its file.
+fn list_board_presets() -> Result<ExitCode> {
+    let (dir, from) = dermcam::paths::resolve(dermcam::paths::Kind::Boards);
+    log::info!("presets in {} ({from})", dir.display());
+    for (name, path) in dermcam::config::list_boards() {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let summary = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# "))
+            .unwrap_or("");
+        println!("{name:<24} {summary}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
