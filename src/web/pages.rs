@@ -2,7 +2,7 @@
 
 use super::AppState;
 use super::auth::client_ip;
-use super::upload::{admit, run_classification, timed_body_image};
+use super::upload::{ClassifyResult, admit, run_classification, timed_body_image};
 use axum::extract::{Request, State};
 use axum::response::{Html, IntoResponse, Response};
 use base64::Engine;
@@ -73,83 +73,93 @@ pub(super) async fn classify_form(State(st): State<AppState>, req: Request) -> R
         Err(e) => Err(e),
     };
     match result {
-        Ok((r, thumb)) => {
-            let preview = match thumb {
-                Some(jpg) => format!(
-                    "<img class=\"preview\" alt=\"uploaded image\" src=\"data:image/jpeg;base64,{}\">",
-                    base64::engine::general_purpose::STANDARD.encode(&jpg)
-                ),
-                None => "<p id=\"no-preview\">Preview unavailable for this image.</p>".into(),
-            };
-            let mut rows = String::new();
-            for c in r.classes.iter().take(3) {
-                rows += &format!(
-                    // <progress>, not inline widths: the CSP forbids inline styles.
-                    "<tr><td>{}</td><td class=\"barcell\"><progress max=\"1000\" value=\"{:.0}\">{:.1}%</progress></td><td>{:.1}%</td></tr>",
-                    escape(&c.name),
-                    c.probability * 1000.0,
-                    c.probability * 100.0,
-                    c.probability * 100.0
-                );
-            }
-            let warn = r
-                .quality
-                .get("warning")
-                .and_then(|w| w.as_str())
-                .map(|w| format!("<p class=\"warn\">Image quality: {}</p>", escape(w)))
-                .unwrap_or_default();
-            use crate::model::classifier::Outcome;
-            let head = match r.outcome {
-                Outcome::Retake => format!(
-                    "<p class=\"headline\" id=\"prediction\" data-outcome=\"retake\">Retake the photo</p><p>{}: the device does not classify images it would refuse from its own camera.</p>",
-                    escape(r.headline.trim_start_matches("Not classified: "))
-                ),
-                Outcome::NotLesion => format!(
-                    "<p class=\"headline\" id=\"prediction\" data-outcome=\"not_lesion\">{}</p><p>{}: this image does not look like the skin-lesion photos the model was trained on, so no class is given.</p>",
-                    crate::model::classifier::NOT_LESION_HEADLINE,
-                    crate::model::classifier::NOT_LESION_ADVICE
-                ),
-                Outcome::Uncertain => "<p class=\"headline\" id=\"prediction\" data-outcome=\"uncertain\">Uncertain</p><p>The model is not confident about any class for this image.</p>".to_string(),
-                Outcome::Class => format!(
-                    "<p class=\"headline\" id=\"prediction\" data-outcome=\"class\">{}</p>",
-                    escape(&r.headline)
-                ),
-            };
-            let refer = match (r.refer, r.malignant_probability) {
-                (Some(true), Some(mp)) => format!(
-                    "<p class=\"refer\" id=\"refer\">REFER: a clinician should see this lesion (malignant classes {:.0}%).</p>",
-                    mp * 100.0
-                ),
-                (Some(false), Some(mp)) => format!(
-                    "<p id=\"refer\">No referral flag (malignant classes {:.0}%). This is not a diagnosis.</p>",
-                    mp * 100.0
-                ),
-                _ => String::new(),
-            };
-            let heat = r
-                .heat_png
-                .as_ref()
-                .map(|b| format!("<figure><img id=\"heatmap\" alt=\"Where the model looked\" src=\"data:image/png;base64,{b}\"><figcaption>Where the model looked (class-activation map of the top class; red = most weight). Not an outline of the lesion.</figcaption></figure>"))
-                .unwrap_or_default();
-            let head = head + &refer;
-            page(
-                "dermcam result",
-                &format!(
-                    "<main><section class=\"{cls}\"><h2>Result</h2>{head}{warn}<table>{rows}</table>\
-                     <p>Model {model}; {ms:.0} ms.</p><p><a href=\"/\">Classify another image</a></p></section>\
-                     <section>{preview}{heat}</section></main>",
-                    cls = if r.uncertain { "uncertain" } else { "" },
-                    model = escape(r.model["name"].as_str().unwrap_or("")),
-                    ms = r.total_ms
-                ),
-            )
-            .into_response()
-        }
+        Ok((r, thumb)) => result_page(&r, thumb).into_response(),
         Err(e) => {
             let status = e.status;
             let mut resp = page("dermcam error", &format!("<main><section><h2>Could not classify</h2><p class=\"err\" id=\"error\">{}</p><p><a href=\"/\">Back</a></p></section></main>", escape(&e.message))).into_response();
             *resp.status_mut() = status;
             resp
         }
+    }
+}
+
+/// The result page: headline and refer flag, top classes, the preview and heat map.
+fn result_page(r: &ClassifyResult, thumb: Option<Vec<u8>>) -> Html<String> {
+    let preview = match thumb {
+        Some(jpg) => format!(
+            "<img class=\"preview\" alt=\"uploaded image\" src=\"data:image/jpeg;base64,{}\">",
+            base64::engine::general_purpose::STANDARD.encode(&jpg)
+        ),
+        None => "<p id=\"no-preview\">Preview unavailable for this image.</p>".into(),
+    };
+    let mut rows = String::new();
+    for c in r.classes.iter().take(3) {
+        rows += &format!(
+            // <progress>, not inline widths: the CSP forbids inline styles.
+            "<tr><td>{}</td><td class=\"barcell\"><progress max=\"1000\" value=\"{:.0}\">{:.1}%</progress></td><td>{:.1}%</td></tr>",
+            escape(&c.name),
+            c.probability * 1000.0,
+            c.probability * 100.0,
+            c.probability * 100.0
+        );
+    }
+    let warn = r
+        .quality
+        .get("warning")
+        .and_then(|w| w.as_str())
+        .map(|w| format!("<p class=\"warn\">Image quality: {}</p>", escape(w)))
+        .unwrap_or_default();
+    let heat = r
+        .heat_png
+        .as_ref()
+        .map(|b| format!("<figure><img id=\"heatmap\" alt=\"Where the model looked\" src=\"data:image/png;base64,{b}\"><figcaption>Where the model looked (class-activation map of the top class; red = most weight). Not an outline of the lesion.</figcaption></figure>"))
+        .unwrap_or_default();
+    let head = outcome_html(r) + &refer_html(r);
+    page(
+        "dermcam result",
+        &format!(
+            "<main><section class=\"{cls}\"><h2>Result</h2>{head}{warn}<table>{rows}</table>\
+             <p>Model {model}; {ms:.0} ms.</p><p><a href=\"/\">Classify another image</a></p></section>\
+             <section>{preview}{heat}</section></main>",
+            cls = if r.uncertain { "uncertain" } else { "" },
+            model = escape(r.model["name"].as_str().unwrap_or("")),
+            ms = r.total_ms
+        ),
+    )
+}
+
+/// The headline for the outcome, and why there is no class where there is none.
+fn outcome_html(r: &ClassifyResult) -> String {
+    use crate::model::classifier::Outcome;
+    match r.outcome {
+        Outcome::Retake => format!(
+            "<p class=\"headline\" id=\"prediction\" data-outcome=\"retake\">Retake the photo</p><p>{}: the device does not classify images it would refuse from its own camera.</p>",
+            escape(r.headline.trim_start_matches("Not classified: "))
+        ),
+        Outcome::NotLesion => format!(
+            "<p class=\"headline\" id=\"prediction\" data-outcome=\"not_lesion\">{}</p><p>{}: this image does not look like the skin-lesion photos the model was trained on, so no class is given.</p>",
+            crate::model::classifier::NOT_LESION_HEADLINE,
+            crate::model::classifier::NOT_LESION_ADVICE
+        ),
+        Outcome::Uncertain => "<p class=\"headline\" id=\"prediction\" data-outcome=\"uncertain\">Uncertain</p><p>The model is not confident about any class for this image.</p>".to_string(),
+        Outcome::Class => format!(
+            "<p class=\"headline\" id=\"prediction\" data-outcome=\"class\">{}</p>",
+            escape(&r.headline)
+        ),
+    }
+}
+
+/// The refer flag, when the image was classified.
+fn refer_html(r: &ClassifyResult) -> String {
+    match (r.refer, r.malignant_probability) {
+        (Some(true), Some(mp)) => format!(
+            "<p class=\"refer\" id=\"refer\">REFER: a clinician should see this lesion (malignant classes {:.0}%).</p>",
+            mp * 100.0
+        ),
+        (Some(false), Some(mp)) => format!(
+            "<p id=\"refer\">No referral flag (malignant classes {:.0}%). This is not a diagnosis.</p>",
+            mp * 100.0
+        ),
+        _ => String::new(),
     }
 }

@@ -175,9 +175,46 @@ fn decode_png(
         0
     };
     budget_check(width, height, source_kind, pixels * 3 + frame + rotate)?;
-    let row_px = width as usize;
     let mut out = vec![0u8; pixels as usize * 3];
-    let convert = |src: &[u8], dst: &mut [u8]| match samples {
+    let row_bytes = width as usize * 3;
+    if interlaced {
+        let mut buf = vec![
+            0u8;
+            reader
+                .output_buffer_size()
+                .unwrap_or(usize::MAX)
+                .min(frame as usize)
+        ];
+        let out_info = reader.next_frame(&mut buf).map_err(dec_err)?;
+        for (src, dst) in buf
+            .chunks(out_info.line_size)
+            .zip(out.chunks_exact_mut(row_bytes))
+        {
+            row_to_rgb(samples, src, dst);
+        }
+    } else {
+        let mut rows = out.chunks_exact_mut(row_bytes);
+        while let Some(row) = reader.next_row().map_err(dec_err)? {
+            let Some(dst) = rows.next() else { break };
+            row_to_rgb(samples, row.data(), dst);
+        }
+        if rows.next().is_some() {
+            return Err(ImageError::Decode {
+                what: what.into(),
+                message: "PNG data ends before the last row".into(),
+            });
+        }
+    }
+    let rgb = RgbImage::from_raw(width, height, out).ok_or_else(|| ImageError::Decode {
+        what: what.into(),
+        message: "row sizes do not match the image size".into(),
+    })?;
+    Ok(oriented(rgb, orientation))
+}
+
+/// One decoded PNG row (8-bit grey, grey + alpha, RGB or RGBA: `samples` per pixel) into RGB8.
+fn row_to_rgb(samples: usize, src: &[u8], dst: &mut [u8]) {
+    match samples {
         1 => dst
             .chunks_exact_mut(3)
             .zip(src)
@@ -191,45 +228,17 @@ fn decode_png(
             .chunks_exact_mut(3)
             .zip(src.chunks_exact(4))
             .for_each(|(d, s)| d.copy_from_slice(&s[..3])),
-    };
-    if interlaced {
-        let mut buf = vec![
-            0u8;
-            reader
-                .output_buffer_size()
-                .unwrap_or(usize::MAX)
-                .min(frame as usize)
-        ];
-        let out_info = reader.next_frame(&mut buf).map_err(dec_err)?;
-        for (src, dst) in buf
-            .chunks(out_info.line_size)
-            .zip(out.chunks_exact_mut(row_px * 3))
-        {
-            convert(src, dst);
-        }
-    } else {
-        let mut rows = out.chunks_exact_mut(row_px * 3);
-        while let Some(row) = reader.next_row().map_err(dec_err)? {
-            let Some(dst) = rows.next() else { break };
-            convert(row.data(), dst);
-        }
-        if rows.next().is_some() {
-            return Err(ImageError::Decode {
-                what: what.into(),
-                message: "PNG data ends before the last row".into(),
-            });
-        }
     }
-    let rgb = RgbImage::from_raw(width, height, out).ok_or_else(|| ImageError::Decode {
-        what: what.into(),
-        message: "row sizes do not match the image size".into(),
-    })?;
+}
+
+/// `rgb` with the EXIF orientation applied (no copy when there is none).
+fn oriented(rgb: RgbImage, orientation: image::metadata::Orientation) -> RgbImage {
     if orientation == image::metadata::Orientation::NoTransforms {
-        return Ok(rgb);
+        return rgb;
     }
     let mut img = image::DynamicImage::ImageRgb8(rgb);
     img.apply_orientation(orientation);
-    Ok(img.into_rgb8())
+    img.into_rgb8()
 }
 
 /// Largest image file read (a 40 M-pixel JPEG is ~30 MB).
