@@ -1,10 +1,13 @@
 //! Image uploads: admission, body limits, decoding, classification, saved uploads.
 
+mod result;
+pub use result::ClassifyResult;
+use result::{classified_result, retake_result};
+
 use super::auth::client_ip;
 use super::{ApiError, AppState};
 use crate::config::{PipelineConfig, WebConfig};
-use crate::model::classifier::{InferenceError, Outcome, Prediction};
-use crate::model::manifest::Manifest;
+use crate::model::classifier::{InferenceError, Prediction};
 use crate::model::preprocess::{ImageError, decode_image, sniff_format};
 use crate::model::{Model, Timings};
 use crate::pipeline::quality::{self, Quality, QualityIssue};
@@ -18,34 +21,6 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-#[derive(serde::Serialize)]
-pub struct ClassifyResult {
-    /// `class`, `uncertain`, `retake` (quality gate) or `not_lesion`.
-    pub outcome: crate::model::classifier::Outcome,
-    /// For `retake`: `too_dark`, `too_bright` or `blurred`.
-    pub quality_issue: Option<crate::pipeline::quality::QualityIssue>,
-    /// False for `retake` and `not_lesion`: like the live pipeline, such an image gets no
-    /// class; `classes` is empty and `headline` says why.
-    pub classified: bool,
-    pub classes: Vec<crate::model::classifier::ClassScore>,
-    pub headline: String,
-    pub uncertain: bool,
-    /// A clinician should see this lesion (malignant classes likely); null when not classified.
-    pub refer: Option<bool>,
-    /// Calibrated probability of the refer (malignant) classes; null when not classified.
-    pub malignant_probability: Option<f32>,
-    /// The bundle's "not a lesion" score, where it has one.
-    pub ood_score: Option<f32>,
-    /// Where the model looked for the top class: a PNG heat map (base64), when the bundle
-    /// exports class-activation maps and a class or "uncertain" is the outcome.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub heat_png: Option<String>,
-    pub quality: serde_json::Value,
-    pub model: serde_json::Value,
-    pub timings: Timings,
-    pub total_ms: f64,
-}
 
 /// A place among the uploads being received, queued or classified; given back on drop however
 /// the request ends (a client that disconnects drops the handler's future mid-way).
@@ -233,74 +208,6 @@ fn analyse(
         classified: r,
         preview: thumb.flatten(),
     })
-}
-
-/// The result of an image the model classified (a class, uncertain, or not a lesion).
-fn classified_result(
-    p: Prediction,
-    timings: Timings,
-    m: &Manifest,
-    quality: serde_json::Value,
-    model: serde_json::Value,
-    total_ms: f64,
-) -> ClassifyResult {
-    let outcome = p.outcome();
-    let lesion = outcome != Outcome::NotLesion;
-    ClassifyResult {
-        outcome,
-        quality_issue: None,
-        classified: lesion,
-        classes: if lesion {
-            p.top_k(m.classes.len(), m)
-        } else {
-            vec![]
-        },
-        headline: p.headline(m),
-        uncertain: p.uncertain,
-        refer: Some(p.refer),
-        malignant_probability: Some(p.malignant_probability),
-        ood_score: p.ood_score,
-        heat_png: lesion
-            .then(|| {
-                p.heat
-                    .as_ref()
-                    .and_then(crate::model::heat::png)
-                    .map(|b| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b))
-            })
-            .flatten(),
-        quality,
-        model,
-        timings,
-        total_ms,
-    }
-}
-
-/// The result of an image the quality gate refused: retake, no classes.
-fn retake_result(
-    issue: Option<QualityIssue>,
-    quality: serde_json::Value,
-    model: serde_json::Value,
-    total_ms: f64,
-) -> ClassifyResult {
-    ClassifyResult {
-        outcome: Outcome::Retake,
-        quality_issue: issue,
-        classified: false,
-        classes: vec![],
-        headline: format!(
-            "Not classified: {}",
-            issue.map_or("image quality", |i| i.advice())
-        ),
-        uncertain: true,
-        refer: None,
-        malignant_probability: None,
-        ood_score: None,
-        heat_png: None,
-        quality,
-        model,
-        timings: Timings::default(),
-        total_ms,
-    }
 }
 
 /// Size/type/decode checks, bounded concurrency, the quality gate, then the shared classifier.
