@@ -20,8 +20,11 @@ const UINT8: i32 = 2;
 const INT8: i32 = 3;
 const INT32: i32 = 6;
 
+/// A decoded constant: dims and values.
+type Const = (Vec<usize>, Vec<f64>);
+
 /// Decode a constant tensor of the types QDQ graphs use into f64 values (+ dims).
-fn decode(t: &pb::TensorProto) -> Option<(Vec<usize>, Vec<f64>)> {
+fn decode(t: &pb::TensorProto) -> Option<Const> {
     let dims: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
     let n: usize = dims.iter().product();
     let raw = &t.raw_data;
@@ -64,12 +67,7 @@ fn int_attr(n: &pb::NodeProto, name: &str) -> Option<i64> {
 }
 
 /// `(x - zero_point) * scale`, per tensor or per channel along `axis`.
-fn dequantize(
-    x: &(Vec<usize>, Vec<f64>),
-    scale: &(Vec<usize>, Vec<f64>),
-    zp: Option<&(Vec<usize>, Vec<f64>)>,
-    axis: i64,
-) -> Option<Vec<f32>> {
+fn dequantize(x: &Const, scale: &Const, zp: Option<&Const>, axis: i64) -> Option<Vec<f32>> {
     let (dims, xv) = x;
     let per_channel = scale.1.len() > 1;
     let (stride, channels) = if per_channel {
@@ -105,9 +103,6 @@ fn dequantize(
             .collect(),
     )
 }
-
-/// A decoded constant: dims and values.
-type Const = (Vec<usize>, Vec<f64>);
 
 /// The graph's constants, indexed by output name.
 struct Consts {
@@ -274,10 +269,8 @@ fn strip_activation_pairs(g: &mut pb::GraphProto, consts: &Consts) -> usize {
     let mut clips: HashMap<usize, pb::NodeProto> = HashMap::new();
     let mut bounds: Vec<pb::TensorProto> = Vec::new();
     for (qi, q) in g.node.iter().enumerate() {
-        if q.op_type != "QuantizeLinear" || !q.domain.is_empty() || q.output.len() != 1 {
-            continue;
-        }
-        if graph_outputs.contains(&q.output[0]) {
+        let quantize = q.op_type == "QuantizeLinear" && q.domain.is_empty() && q.output.len() == 1;
+        if !quantize || graph_outputs.contains(&q.output[0]) {
             continue;
         }
         let Some(users) = consumers.get(&q.output[0]) else {
