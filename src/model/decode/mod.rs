@@ -176,8 +176,29 @@ fn decode_png(
     };
     budget_check(width, height, source_kind, pixels * 3 + frame + rotate)?;
     let mut out = vec![0u8; pixels as usize * 3];
-    let row_bytes = width as usize * 3;
-    if interlaced {
+    read_png_rows(&mut reader, frame, &mut out, width as usize * 3, what)?;
+    let rgb = RgbImage::from_raw(width, height, out).ok_or_else(|| ImageError::Decode {
+        what: what.into(),
+        message: "row sizes do not match the image size".into(),
+    })?;
+    Ok(oriented(rgb, orientation))
+}
+
+/// The PNG's pixels into `out` (RGB8, `row_bytes` a row): row by row, or for an interlaced
+/// image through a whole frame of `frame` bytes.
+fn read_png_rows(
+    reader: &mut png::Reader<Cursor<&[u8]>>,
+    frame: u64,
+    out: &mut [u8],
+    row_bytes: usize,
+    what: &str,
+) -> Result<(), ImageError> {
+    let dec_err = |e: png::DecodingError| ImageError::Decode {
+        what: what.into(),
+        message: e.to_string(),
+    };
+    let samples = reader.output_color_type().0.samples();
+    if reader.info().interlaced {
         let mut buf = vec![
             0u8;
             reader
@@ -205,11 +226,7 @@ fn decode_png(
             });
         }
     }
-    let rgb = RgbImage::from_raw(width, height, out).ok_or_else(|| ImageError::Decode {
-        what: what.into(),
-        message: "row sizes do not match the image size".into(),
-    })?;
-    Ok(oriented(rgb, orientation))
+    Ok(())
 }
 
 /// One decoded PNG row (8-bit grey, grey + alpha, RGB or RGBA: `samples` per pixel) into RGB8.
