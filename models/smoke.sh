@@ -26,22 +26,27 @@ import json, sys
 p = json.load(open(sys.argv[1]))
 assert 0.0 <= p["archive_probe"]["auc"] <= 1.0 and p["images"] == 40, p
 PYEOF
-for spec in resnet18:paper efficientnet_lite0:v2; do
+# v3 (Shades of Gray on every crop and in the bundle's input spec): the device must apply the
+# same colour constancy, or top-1 parity with ONNX Runtime on Python's preprocessing fails.
+for spec in resnet18:paper efficientnet_lite0:v2 efficientnet_lite0:v3; do
   arch=${spec%%:*}; recipe=${spec##*:}
+  name=$arch; [ "$recipe" = v3 ] && name=$arch-v3
   extra=()
   [ "$recipe" = v2 ] && extra=(--teacher "$OUT/run-teacher/best.pt" --holdout melanoma:ham10000)
-  "$PY" -m dermtrain train --arch $arch --recipe $recipe --out "$OUT/run-$arch" --epochs 1 --size 64 --limit-per-class 4 --threads 2 "${extra[@]}"
-  [ "$recipe" = v2 ] && test -s "$OUT/run-$arch/holdout.json"
-  "$PY" -m dermtrain export --run "$OUT/run-$arch" --bundle "$OUT/$arch" --limit-per-class 2 --calib-images 16 --dermcam ../target/release/dermcam
+  "$PY" -m dermtrain train --arch $arch --recipe $recipe --out "$OUT/run-$name" --epochs 1 --size 64 --limit-per-class 4 --threads 2 "${extra[@]}"
+  [ "$recipe" = v2 ] && test -s "$OUT/run-$name/holdout.json"
+  "$PY" -m dermtrain export --run "$OUT/run-$name" --bundle "$OUT/$name" --limit-per-class 2 --calib-images 16 --dermcam ../target/release/dermcam
   IMAGES=(../tests/samples/*.jpg)
-  "$PY" -m dermtrain parity --bundle "$OUT/$arch" --out "$OUT/parity-$arch" "${IMAGES[@]}"
-  ../target/release/dermcam classify --json --model "$OUT/$arch" "${IMAGES[@]}" > "$OUT/dermcam-$arch.jsonl"
-  ../target/release/dermcam classify --json --model "$OUT/$arch-int8" "${IMAGES[@]}" > /dev/null
-  "$PY" - "$OUT/parity-$arch/reference.json" "$OUT/dermcam-$arch.jsonl" "$OUT/$arch/model.json" <<'PYEOF'
+  "$PY" -m dermtrain parity --bundle "$OUT/$name" --out "$OUT/parity-$name" "${IMAGES[@]}"
+  ../target/release/dermcam classify --json --model "$OUT/$name" "${IMAGES[@]}" > "$OUT/dermcam-$name.jsonl"
+  ../target/release/dermcam classify --json --model "$OUT/$name-int8" "${IMAGES[@]}" > /dev/null
+  "$PY" - "$OUT/parity-$name/reference.json" "$OUT/dermcam-$name.jsonl" "$OUT/$name/model.json" "$recipe" <<'PYEOF'
 import json, sys, os
 ref = json.load(open(sys.argv[1]))["images"]
 rows = [json.loads(l) for l in open(sys.argv[2])]
 man = json.load(open(sys.argv[3]))
+cc = man["input"].get("colour_constancy")
+assert (cc == {"kind": "shades_of_gray", "p": 6.0}) == (sys.argv[4] == "v3"), (sys.argv[4], cc)
 assert len(rows) == len(ref), (len(rows), len(ref))
 # The refer threshold is in the manifest and applied by the device to every result.
 t = man["refer"]["threshold"]

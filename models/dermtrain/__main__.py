@@ -16,7 +16,7 @@ def main(argv=None):
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train a classifier on a dataset folder")
     t.add_argument("--arch", choices=ARCHES, required=True)
-    t.add_argument("--recipe", choices=["paper", "best", "v2"], required=True)
+    t.add_argument("--recipe", choices=["paper", "best", "v2", "v3"], required=True)
     t.add_argument("--data", nargs="+", default=[str(d) for d in data.DEFAULT_DATASETS],
                    help="dataset folders (default: skin9 and skin9-extra beside the repo)")
     t.add_argument("--holdout", action="append", metavar="CLASS:ARCHIVE",

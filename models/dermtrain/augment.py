@@ -20,6 +20,14 @@ def _yiq_hue(theta):
     return ti @ rot @ t
 
 
+def shades_of_gray(x, p):
+    """Shades of Gray on a [B,3,H,W] batch in 0..1: each channel scaled so the three p-norms equal
+    their mean (data.shades_of_gray_gains and the device's preprocess::shades_of_gray_gains)."""
+    norm = x.clamp(min=0).pow(p).mean((2, 3)).pow(1.0 / p)
+    gains = norm.mean(1, keepdim=True) / norm.clamp(min=1e-6)
+    return (x * gains.view(-1, 3, 1, 1)).clamp(max=1.0)
+
+
 def augment(xb, r, size, g):
     """Augment a uint8 batch [B,3,S,S] (on the training device) -> normalised float [B,3,size,size].
     `g` is a torch.Generator on the CPU (reproducible whatever the device)."""
@@ -76,6 +84,8 @@ def augment(xb, r, size, g):
             x = x * gains
             x = x.clamp(0, 1) ** u(0.75, 1.33).view(B, 1, 1, 1)
     x = x.clamp(0, 1)
+    if r.get("colour_constancy"):
+        x = shades_of_gray(x, r["colour_constancy"])
     mean = torch.tensor(data.IMAGENET_MEAN, device=dev).view(1, 3, 1, 1)
     std = torch.tensor(data.IMAGENET_STD, device=dev).view(1, 3, 1, 1)
     return (x - mean) / std

@@ -150,8 +150,9 @@ def preprocess_pil(img, input_spec):
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
-def input_spec_for(size):
-    return {
+def input_spec_for(size, shades_of_gray_p=None):
+    """The bundle's `input` section; with a Shades of Gray exponent, colour constancy on the crop."""
+    spec = {
         "width": size,
         "height": size,
         "channels": "RGB",
@@ -161,3 +162,6 @@ def input_spec_for(size):
         "mean": IMAGENET_MEAN,
         "std": IMAGENET_STD,
     }
+    if shades_of_gray_p:
+        spec["colour_constancy"] = {"kind": "shades_of_gray", "p": float(shades_of_gray_p)}
+    return spec

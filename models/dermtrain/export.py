@@ -29,7 +29,7 @@ def export(args):
     model.load_state_dict(ck["model"])
     model.eval()
     size = ck["size"]
-    spec = data.input_spec_for(size)
+    spec = data.input_spec_for(size, (ck.get("recipe_params") or {}).get("colour_constancy"))
     samples = data.read_datasets(args.data, classes)
     leaky = data.leaky_val(samples)
     val_s = [s for s in samples if s.split == "val"]

@@ -1,4 +1,4 @@
-"""Training loop (resumable, seeded, CSV + PNG curves) for the `paper`, `best` and `v2` recipes.
+"""Training loop (resumable, seeded, CSV + PNG curves) for the `paper`, `best`, `v2` and `v3` recipes.
 
 Runs on CPU or CUDA: images are decoded once into a uint8 cache and augmented batch-wise on the
 training device (one affine warp + colour ops per batch), so a GPU is not starved by Python.
@@ -40,6 +40,9 @@ RECIPES = {
                balanced=True, schedule="cosine", rrc=True, vflip=True, rotate=180, brightness=0.3,
                jitter=True, rescue_res=True, freeze=0, look=True, ema=0.998, crop_min=0.35, look_p=0.85),
 }
+# v3: v2 plus Shades of Gray colour constancy (p = 6) on every training crop after the colour and
+# white-balance jitter, and in the bundle's input spec, so the device applies the same.
+RECIPES["v3"] = dict(RECIPES["v2"], colour_constancy=6.0)
 
 
 def seed_all(seed):
@@ -212,7 +215,7 @@ def train(args):
     out.mkdir(parents=True, exist_ok=True)
     (out / "command.txt").write_text(args.command_line.replace(" --resume", "") + "\n")
     size = r["size"]
-    spec = data.input_spec_for(size)
+    spec = data.input_spec_for(size, r.get("colour_constancy"))
     workers = args.workers or os.cpu_count()
     print(f"recipe {args.recipe}: {json.dumps(r)}; train {len(train_s)} val {len(val_s)} "
           f"(selection on {int(sel.sum())} lesion-clean) held-out {len(held_s)}; device {device}", flush=True)
