@@ -113,8 +113,8 @@ fn open_screen(cfg: &Config) -> Result<Box<dyn dermcam::screen::Screen>> {
         Err(ScreenError::NotBuilt(_)) => bail!("{}", cfg.missing_features().join("; ")),
         r => r?,
     };
-    if let ScreenConfig::Png { path, .. } = &cfg.screen {
-        log::info!("screen: rendering to {}", path.display());
+    if let ScreenConfig::Png(png) = &cfg.screen {
+        log::info!("screen: rendering to {}", png.path.display());
     }
     Ok(screen)
 }

@@ -335,16 +335,16 @@ fn demo(
     let images = images.unwrap_or_else(|| dermcam::paths::samples_dir().display().to_string());
     log::info!("images: {images}; model: {}", model.dir().display());
     let mut cfg = dermcam::config::Config::default();
-    cfg.source = dermcam::config::SourceConfig::Images {
+    cfg.source = dermcam::config::SourceConfig::Images(dermcam::config::ImagesSourceConfig {
         path: images,
         interval_ms,
         repeat: !once,
-    };
-    cfg.screen = dermcam::config::ScreenConfig::Png {
+    });
+    cfg.screen = dermcam::config::ScreenConfig::Png(dermcam::config::PngScreenConfig {
         path: screen,
         width: 800,
         height: 480,
-    };
+    });
     cfg.model.path = Some(model.dir());
     cfg.model.threads = model.threads;
     cfg.model.backend = model.backend;

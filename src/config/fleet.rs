@@ -192,14 +192,24 @@ impl FleetConfig {
 
     /// Problems `check-config` reports (first one wins there).
     pub fn problems(&self) -> Vec<(&'static str, String)> {
-        let mut v = Vec::new();
         let Some(b) = &self.broker else {
-            return v;
+            return Vec::new();
         };
         let url = BrokerUrl::parse(b);
+        let mut v = Vec::new();
         if let Err(e) = &url {
             v.push(("fleet.broker", e.to_string()));
         }
+        v.extend(self.topic_problems());
+        v.extend(self.credential_problems(&url));
+        v.extend(unmet(self.limit_checks()));
+        v.extend(self.updates.problems());
+        v
+    }
+
+    /// `device_id` and `topic_prefix` become topic levels.
+    fn topic_problems(&self) -> Vec<(&'static str, String)> {
+        let mut v = Vec::new();
         if !self.device_id.is_empty() && !valid_topic_level(&self.device_id) {
             v.push((
                 "fleet.device_id",
@@ -218,81 +228,106 @@ impl FleetConfig {
                 ),
             ));
         }
-        if self.password.is_some() && self.password_file.is_some() {
-            v.push((
-                "fleet.password",
-                "set either password or password_file".into(),
-            ));
-        }
-        if (self.password.is_some() || self.password_file.is_some()) && self.username.is_none() {
-            v.push(("fleet.username", "a password needs a username".into()));
-        }
-        if self.client_cert.is_some() != self.client_key.is_some() {
-            v.push((
-                "fleet.client_cert",
-                "client_cert and client_key go together".into(),
-            ));
-        }
-        let plain = matches!(url, Ok(BrokerUrl { tls: false, .. }));
-        if plain && (self.ca_file.is_some() || self.client_cert.is_some()) {
-            v.push((
-                "fleet.ca_file",
-                "certificates need an mqtts:// broker".into(),
-            ));
-        }
-        if !(self.max_rate_hz > 0.0 && self.max_rate_hz <= 100.0) {
-            v.push((
-                "fleet.max_rate_hz",
-                format!("{} not in (0, 100]", self.max_rate_hz),
-            ));
-        }
-        if self.queue_max_bytes < 64 << 10 {
-            v.push((
-                "fleet.queue_max_bytes",
-                format!("{} is below 65536", self.queue_max_bytes),
-            ));
-        }
-        if !(1..=86_400).contains(&self.status_interval_s) {
-            v.push((
-                "fleet.status_interval_s",
-                format!("{} not in 1..=86400", self.status_interval_s),
-            ));
-        }
-        if !(1..=3600).contains(&self.keep_alive_s) {
-            v.push((
-                "fleet.keep_alive_s",
-                format!("{} not in 1..=3600", self.keep_alive_s),
-            ));
-        }
-        if !(100..=600_000).contains(&self.max_backoff_ms) {
-            v.push((
-                "fleet.max_backoff_ms",
-                format!("{} not in 100..=600000", self.max_backoff_ms),
-            ));
-        }
-        if let Some(k) = &self.updates.public_key {
-            let ok = hex::decode(k.trim()).is_ok_and(|b| b.len() == 32);
-            if !ok {
-                v.push((
-                    "fleet.updates.public_key",
-                    "64 hex digits (an ed25519 public key from `dermcam bundle keygen`)".into(),
-                ));
-            }
-        }
-        if !(10..=86_400).contains(&self.updates.download_timeout_s) {
-            v.push((
-                "fleet.updates.download_timeout_s",
-                format!("{} outside 10..86400", self.updates.download_timeout_s),
-            ));
-        }
-        if self.updates.max_download_bytes < 1 << 20 {
-            v.push((
-                "fleet.updates.max_download_bytes",
-                format!("{} is below 1 MiB", self.updates.max_download_bytes),
-            ));
-        }
         v
     }
+
+    /// Password, username and certificates that do not fit together or with the broker URL.
+    fn credential_problems(
+        &self,
+        url: &Result<BrokerUrl, BrokerUrlError>,
+    ) -> Vec<(&'static str, String)> {
+        let password = self.password.is_some() || self.password_file.is_some();
+        let plain = matches!(url, Ok(BrokerUrl { tls: false, .. }));
+        unmet([
+            (
+                "fleet.password",
+                !(self.password.is_some() && self.password_file.is_some()),
+                "set either password or password_file".into(),
+            ),
+            (
+                "fleet.username",
+                !(password && self.username.is_none()),
+                "a password needs a username".into(),
+            ),
+            (
+                "fleet.client_cert",
+                self.client_cert.is_some() == self.client_key.is_some(),
+                "client_cert and client_key go together".into(),
+            ),
+            (
+                "fleet.ca_file",
+                !(plain && (self.ca_file.is_some() || self.client_cert.is_some())),
+                "certificates need an mqtts:// broker".into(),
+            ),
+        ])
+    }
+
+    /// Rates, sizes and periods: (field, within range, message when not).
+    fn limit_checks(&self) -> [(&'static str, bool, String); 5] {
+        [
+            (
+                "fleet.max_rate_hz",
+                self.max_rate_hz > 0.0 && self.max_rate_hz <= 100.0,
+                format!("{} not in (0, 100]", self.max_rate_hz),
+            ),
+            (
+                "fleet.queue_max_bytes",
+                self.queue_max_bytes >= 64 << 10,
+                format!("{} is below 65536", self.queue_max_bytes),
+            ),
+            (
+                "fleet.status_interval_s",
+                (1..=86_400).contains(&self.status_interval_s),
+                format!("{} not in 1..=86400", self.status_interval_s),
+            ),
+            (
+                "fleet.keep_alive_s",
+                (1..=3600).contains(&self.keep_alive_s),
+                format!("{} not in 1..=3600", self.keep_alive_s),
+            ),
+            (
+                "fleet.max_backoff_ms",
+                (100..=600_000).contains(&self.max_backoff_ms),
+                format!("{} not in 100..=600000", self.max_backoff_ms),
+            ),
+        ]
+    }
+}
+
+impl FleetUpdates {
+    /// The `[fleet.updates]` part of [`FleetConfig::problems`].
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        let key_ok = self
+            .public_key
+            .as_ref()
+            .is_none_or(|k| hex::decode(k.trim()).is_ok_and(|b| b.len() == 32));
+        unmet([
+            (
+                "fleet.updates.public_key",
+                key_ok,
+                "64 hex digits (an ed25519 public key from `dermcam bundle keygen`)".into(),
+            ),
+            (
+                "fleet.updates.download_timeout_s",
+                (10..=86_400).contains(&self.download_timeout_s),
+                format!("{} outside 10..86400", self.download_timeout_s),
+            ),
+            (
+                "fleet.updates.max_download_bytes",
+                self.max_download_bytes >= 1 << 20,
+                format!("{} is below 1 MiB", self.max_download_bytes),
+            ),
+        ])
+    }
+}
+
+/// The (field, message) of each check that failed, in order.
+fn unmet<const N: usize>(checks: [(&'static str, bool, String); N]) -> Vec<(&'static str, String)> {
+    checks
+        .into_iter()
+        .filter(|(_, ok, _)| !ok)
+        .map(|(field, _, message)| (field, message))
+        .collect()
 }
 
 /// One MQTT topic level we are willing to build topics from (no wildcards, no separators).

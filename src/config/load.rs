@@ -2,18 +2,18 @@
 
 use super::boards::{list_boards, merge, read_table};
 use super::web::token_problem;
-use super::{Config, ConfigError, ScreenConfig, SourceConfig};
+use super::{Config, ConfigError, NotBuilt, feature_built};
 use crate::model::BackendKind;
 use std::path::{Path, PathBuf};
 
 /// A rejected key and why.
-type FieldError = (&'static str, String);
+pub type FieldError = (&'static str, String);
 
-fn fail(field: &'static str, message: impl Into<String>) -> Result<(), FieldError> {
+pub fn fail(field: &'static str, message: impl Into<String>) -> Result<(), FieldError> {
     Err((field, message.into()))
 }
 
-fn range<T: PartialOrd + std::fmt::Display + Copy>(
+pub fn range<T: PartialOrd + std::fmt::Display + Copy>(
     field: &'static str,
     v: T,
     lo: T,
@@ -155,56 +155,11 @@ impl Config {
     }
 
     fn check_source(&self) -> Result<(), FieldError> {
-        match &self.source {
-            SourceConfig::Camera {
-                width, height, fps, ..
-            }
-            | SourceConfig::Synthetic { width, height, fps } => {
-                if *width == 0 || *height == 0 || *width > 7680 || *height > 4320 {
-                    return fail(
-                        "source.width/height",
-                        format!("{width}x{height} out of range"),
-                    );
-                }
-                if *fps == 0 || *fps > 240 {
-                    return fail("source.fps", format!("{fps} not in 1..240"));
-                }
-            }
-            SourceConfig::Images {
-                path, interval_ms, ..
-            } => {
-                if path.is_empty() {
-                    return fail("source.path", "empty");
-                }
-                if *interval_ms == 0 {
-                    return fail("source.interval_ms", "must be > 0");
-                }
-            }
-        }
-        Ok(())
+        self.source.spec().check()
     }
 
     fn check_screen(&self) -> Result<(), FieldError> {
-        match &self.screen {
-            ScreenConfig::Png { width, height, .. } | ScreenConfig::Tft { width, height, .. } => {
-                if *width < 96 || *height < 96 || *width > 4096 || *height > 4096 {
-                    return fail(
-                        "screen.width/height",
-                        format!("{width}x{height} not in 96..4096"),
-                    );
-                }
-            }
-            _ => {}
-        }
-        if let ScreenConfig::Tft { rotation, .. } = &self.screen {
-            if ![0, 90, 180, 270].contains(rotation) {
-                return fail(
-                    "screen.rotation",
-                    format!("{rotation} not one of 0, 90, 180, 270"),
-                );
-            }
-        }
-        Ok(())
+        self.screen.spec().check()
     }
 
     /// A parseable bind address, a token wherever the server is reachable from elsewhere, and
@@ -288,22 +243,6 @@ impl Config {
 
     /// Source, screen pins, button and capture.
     fn check_device_ranges(&self) -> Result<(), FieldError> {
-        if let SourceConfig::Images { interval_ms, .. } = &self.source {
-            range("source.interval_ms", *interval_ms, 1, 86_400_000)?;
-        }
-        if let ScreenConfig::Tft {
-            spi_hz,
-            dc_pin,
-            rst_pin,
-            backlight_pin,
-            ..
-        } = &self.screen
-        {
-            range("screen.spi_hz", *spi_hz, 100_000, 125_000_000)?;
-            range("screen.dc_pin", *dc_pin, 0, 1023)?;
-            range("screen.rst_pin", rst_pin.unwrap_or(0), 0, 1023)?;
-            range("screen.backlight_pin", backlight_pin.unwrap_or(0), 0, 1023)?;
-        }
         range("button.line", self.button.line.unwrap_or(0), 0, 1023)?;
         range("capture.max_files", self.capture.max_files, 1, 1_000_000)
     }
@@ -327,35 +266,27 @@ impl Config {
 
     /// Backends this config names that the binary was built without (feature names).
     pub fn missing_features(&self) -> Vec<String> {
-        let mut v = Vec::new();
-        let mut need = |on: bool, feature: &str, what: &str| {
-            if !on {
-                v.push(format!("{what} needs cargo feature `{feature}`: this dermcam was built without feature {feature}"));
+        let mut out = Vec::new();
+        let mut need = |feature: &'static str, what: &str| {
+            if !feature_built(feature) {
+                out.push(NotBuilt::new(what, feature));
             }
         };
-        if matches!(self.source, SourceConfig::Camera { .. }) {
-            need(
-                cfg!(feature = "camera"),
-                "camera",
-                "source.kind = \"camera\"",
-            );
-        }
-        match self.screen {
-            ScreenConfig::Fbdev { .. } => {
-                need(cfg!(feature = "fbdev"), "fbdev", "screen.kind = \"fbdev\"")
-            }
-            ScreenConfig::Tft { .. } => need(cfg!(feature = "tft"), "tft", "screen.kind = \"tft\""),
-            _ => {}
+        for e in [self.source.built().err(), self.screen.built().err()]
+            .into_iter()
+            .flatten()
+        {
+            need(e.feature, &e.what);
         }
         if self.button.line.is_some() {
-            need(cfg!(feature = "gpio"), "gpio", "button.line");
+            need("gpio", "button.line");
         }
         if self.model.backend == BackendKind::Ort {
-            need(cfg!(feature = "ort"), "ort", "model.backend = \"ort\"");
+            need("ort", "model.backend = \"ort\"");
         }
         if self.fleet.enabled() {
-            need(cfg!(feature = "fleet"), "fleet", "fleet.broker");
+            need("fleet", "fleet.broker");
         }
-        v
+        out.iter().map(|e| e.to_string()).collect()
     }
 }

@@ -19,6 +19,7 @@ pub use fleet::*;
 mod boards;
 pub use boards::*;
 mod load;
+pub use load::{FieldError, fail, range};
 
 use crate::model::{BackendKind, OrtOptions};
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,39 @@ pub enum ConfigError {
         field: &'static str,
         message: String,
     },
+}
+
+/// A configured driver or engine whose cargo feature this binary was built without: the one
+/// wording `run`, `check-config` and the drivers' factories all use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} needs cargo feature `{feature}`: this dermcam was built without feature {feature}")]
+pub struct NotBuilt {
+    /// The setting that asks for it (`screen.kind = "tft"`).
+    pub what: String,
+    pub feature: &'static str,
+}
+
+impl NotBuilt {
+    pub fn new(what: impl Into<String>, feature: &'static str) -> NotBuilt {
+        NotBuilt {
+            what: what.into(),
+            feature,
+        }
+    }
+}
+
+/// Whether this binary has an optional cargo feature.
+pub fn feature_built(feature: &str) -> bool {
+    match feature {
+        "camera" => cfg!(feature = "camera"),
+        "fbdev" => cfg!(feature = "fbdev"),
+        "tft" => cfg!(feature = "tft"),
+        "gpio" => cfg!(feature = "gpio"),
+        "ort" => cfg!(feature = "ort"),
+        "fleet" => cfg!(feature = "fleet"),
+        "web" => cfg!(feature = "web"),
+        _ => false,
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -104,11 +138,11 @@ mod tests {
         let c = Config::parse("", Path::new("c.toml")).unwrap();
         assert!(matches!(
             c.source,
-            SourceConfig::Camera {
+            SourceConfig::Camera(CameraSourceConfig {
                 width: 640,
                 height: 480,
                 ..
-            }
+            })
         ));
         let c = Config::parse(
             "[source]\nkind = \"images\"\npath = \"x/*.jpg\"\nloop = false\n[screen]\nkind = \"tft\"\ndriver = \"st7789\"\ndc_pin = 25\nwidth = 240\nheight = 240\n",
@@ -117,14 +151,14 @@ mod tests {
         .unwrap();
         assert!(matches!(
             c.source,
-            SourceConfig::Images { repeat: false, .. }
+            SourceConfig::Images(ImagesSourceConfig { repeat: false, .. })
         ));
         assert!(matches!(
             c.screen,
-            ScreenConfig::Tft {
+            ScreenConfig::Tft(TftScreenConfig {
                 driver: TftDriver::St7789,
                 ..
-            }
+            })
         ));
     }
 
@@ -166,11 +200,11 @@ mod tests {
         let c = Config::from_table(base, Path::new("m")).unwrap();
         assert!(matches!(
             c.screen,
-            ScreenConfig::Tft {
+            ScreenConfig::Tft(TftScreenConfig {
                 rotation: 90,
                 dc_pin: 25,
                 ..
-            }
+            })
         ));
         assert_eq!((c.pipeline.min_luma, c.pipeline.max_luma), (20.0, 200.0));
     }
@@ -184,19 +218,16 @@ mod tests {
         let c = Config::load(Some(&f), None).unwrap();
         assert!(matches!(
             c.screen,
-            ScreenConfig::Tft {
+            ScreenConfig::Tft(TftScreenConfig {
                 rotation: 180,
                 dc_pin: 25,
                 ..
-            }
+            })
         ));
         assert_eq!(c.model.bundle.as_deref(), Some("effl0-v2"));
         std::fs::write(&f, "board = \"rpi4-st7789\"\n[pipeline]\nmin_luma = 20.0\n").unwrap();
         let c = Config::load(Some(&f), Some("rpi5-hdmi")).unwrap();
-        assert!(
-            matches!(c.screen, ScreenConfig::Fbdev { .. }),
-            "--board wins"
-        );
+        assert!(matches!(c.screen, ScreenConfig::Fbdev(_)), "--board wins");
         assert_eq!(c.pipeline.min_luma, 20.0);
         std::fs::write(&f, "board = \"rpi9\"\n").unwrap();
         let e = Config::load(Some(&f), None).unwrap_err().to_string();

@@ -1,83 +1,66 @@
-//! The `[screen]` section: where the rendered canvas goes.
+//! The `[screen]` section: which screen driver, with the driver's own settings. Each driver's
+//! settings struct lives in its own file under `screen/` with its checks, its cargo feature and
+//! how it opens (`screen::ScreenSpec`); this enum only names them.
 
+use super::NotBuilt;
+use super::load::{FieldError, fail};
+pub use crate::screen::fbdev::FbdevScreenConfig;
+pub use crate::screen::tft::{TftDriver, TftScreenConfig};
+pub use crate::screen::{PngScreenConfig, ScreenSpec};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TftDriver {
-    St7789,
-    Ili9341,
-}
-
+/// `[screen] kind = …`. A new driver: its file under `screen/` (settings struct + `ScreenSpec`
+/// + driver), `pub mod` for it in `screen/mod.rs`, a variant here and its arm in `spec`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ScreenConfig {
     /// Headless: the screen is written to a PNG file (always built).
-    Png {
-        #[serde(default = "default_png")]
-        path: PathBuf,
-        #[serde(default = "default_screen_w")]
-        width: u32,
-        #[serde(default = "default_screen_h")]
-        height: u32,
-    },
+    Png(PngScreenConfig),
     /// Linux framebuffer, 16 or 32 bpp (feature `fbdev`).
-    Fbdev {
-        #[serde(default = "default_fb")]
-        device: PathBuf,
-    },
+    Fbdev(FbdevScreenConfig),
     /// SPI TFT via mipidsi (feature `tft`).
-    Tft {
-        driver: TftDriver,
-        #[serde(default = "default_spi")]
-        spi: PathBuf,
-        #[serde(default = "default_spi_hz")]
-        spi_hz: u32,
-        #[serde(default = "default_gpiochip")]
-        gpiochip: PathBuf,
-        dc_pin: u32,
-        rst_pin: Option<u32>,
-        backlight_pin: Option<u32>,
-        width: u32,
-        height: u32,
-        #[serde(default)]
-        rotation: u16,
-        #[serde(default)]
-        invert_colors: bool,
-    },
+    Tft(TftScreenConfig),
     /// No screen (web-only kiosk).
     None,
 }
 
-pub(super) fn default_png() -> PathBuf {
-    "out/screen.png".into()
-}
-pub(super) fn default_screen_w() -> u32 {
-    800
-}
-pub(super) fn default_screen_h() -> u32 {
-    480
-}
-pub(super) fn default_fb() -> PathBuf {
-    "/dev/fb0".into()
-}
-pub(super) fn default_spi() -> PathBuf {
-    "/dev/spidev0.0".into()
-}
-pub(super) fn default_spi_hz() -> u32 {
-    40_000_000
-}
-pub(super) fn default_gpiochip() -> PathBuf {
-    "/dev/gpiochip0".into()
+impl ScreenConfig {
+    /// The configured driver: the one place that matches on `[screen] kind`.
+    pub fn spec(&self) -> &dyn ScreenSpec {
+        match self {
+            ScreenConfig::Png(c) => c,
+            ScreenConfig::Fbdev(c) => c,
+            ScreenConfig::Tft(c) => c,
+            ScreenConfig::None => &crate::screen::NoScreenConfig,
+        }
+    }
+
+    /// `Err` when this build lacks the driver's cargo feature.
+    pub fn built(&self) -> Result<(), NotBuilt> {
+        let spec = self.spec();
+        match spec.feature() {
+            Some((feature, false)) => Err(NotBuilt::new(
+                format!("screen.kind = \"{}\"", spec.kind()),
+                feature,
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Default for ScreenConfig {
     fn default() -> Self {
-        ScreenConfig::Png {
-            path: default_png(),
-            width: 800,
-            height: 480,
-        }
+        ScreenConfig::Png(PngScreenConfig::default())
     }
+}
+
+/// The size check the drawn screens share.
+pub fn check_size(width: u32, height: u32) -> Result<(), FieldError> {
+    if width < 96 || height < 96 || width > 4096 || height > 4096 {
+        return fail(
+            "screen.width/height",
+            format!("{width}x{height} not in 96..4096"),
+        );
+    }
+    Ok(())
 }

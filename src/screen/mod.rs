@@ -1,14 +1,15 @@
 //! Screens present a finished canvas (one required method). The renderer (`render.rs`) draws;
 //! screens only move pixels: PNG snapshot (always built), framebuffer (`fbdev`), SPI TFT (`tft`).
+//! Each driver's file also holds its `[screen]` settings and their `ScreenSpec` (checks, cargo
+//! feature, open); its hardware code is compiled only with its feature.
 
-#[cfg(feature = "fbdev")]
 pub mod fbdev;
 pub mod render;
-#[cfg(feature = "tft")]
 pub mod tft;
 
-use crate::config::ScreenConfig;
+use crate::config::{FieldError, NotBuilt, ScreenConfig, check_size};
 use crate::screen::render::Canvas;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,10 +19,8 @@ pub enum ScreenError {
     #[error("screen backend unavailable: {0}")]
     Unavailable(String),
     /// The configured screen's cargo feature is not in this build.
-    #[error(
-        "screen.kind = \"{0}\" needs cargo feature `{0}`: this dermcam was built without feature {0}"
-    )]
-    NotBuilt(&'static str),
+    #[error(transparent)]
+    NotBuilt(#[from] crate::config::NotBuilt),
 }
 
 pub trait Screen: Send {
@@ -29,6 +28,91 @@ pub trait Screen: Send {
     fn present(&mut self, canvas: &Canvas) -> Result<(), ScreenError>;
     /// Pixel size the renderer should draw at.
     fn size(&self) -> (u32, u32);
+}
+
+/// A screen driver's settings (one `[screen]` variant): its kind, the cargo feature it needs,
+/// its own checks, and how it opens.
+pub trait ScreenSpec {
+    /// `screen.kind` as written in the file.
+    fn kind(&self) -> &'static str;
+    /// Opens the driver (called only when [`ScreenConfig::built`] passed).
+    fn open(&self) -> Result<Box<dyn Screen>, ScreenError>;
+    /// The cargo feature its driver needs and whether this build has it (None: always built).
+    fn feature(&self) -> Option<(&'static str, bool)> {
+        None
+    }
+    /// Its own keys' checks (`check-config`, start-up).
+    fn check(&self) -> Result<(), FieldError> {
+        Ok(())
+    }
+}
+
+/// What a driver built without its feature answers from `open`.
+pub fn not_built(spec: &dyn ScreenSpec, feature: &'static str) -> ScreenError {
+    ScreenError::NotBuilt(NotBuilt::new(
+        format!("screen.kind = \"{}\"", spec.kind()),
+        feature,
+    ))
+}
+
+/// `[screen] kind = "png"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PngScreenConfig {
+    #[serde(default = "default_png")]
+    pub path: PathBuf,
+    #[serde(default = "default_screen_w")]
+    pub width: u32,
+    #[serde(default = "default_screen_h")]
+    pub height: u32,
+}
+
+fn default_png() -> PathBuf {
+    "out/screen.png".into()
+}
+fn default_screen_w() -> u32 {
+    800
+}
+fn default_screen_h() -> u32 {
+    480
+}
+
+impl Default for PngScreenConfig {
+    fn default() -> Self {
+        PngScreenConfig {
+            path: default_png(),
+            width: default_screen_w(),
+            height: default_screen_h(),
+        }
+    }
+}
+
+impl ScreenSpec for PngScreenConfig {
+    fn kind(&self) -> &'static str {
+        "png"
+    }
+    fn open(&self) -> Result<Box<dyn Screen>, ScreenError> {
+        Ok(Box::new(PngScreen::new(
+            self.path.clone(),
+            self.width,
+            self.height,
+        )))
+    }
+    fn check(&self) -> Result<(), FieldError> {
+        check_size(self.width, self.height)
+    }
+}
+
+/// `[screen] kind = "none"`.
+pub struct NoScreenConfig;
+
+impl ScreenSpec for NoScreenConfig {
+    fn kind(&self) -> &'static str {
+        "none"
+    }
+    fn open(&self) -> Result<Box<dyn Screen>, ScreenError> {
+        Ok(Box::new(NoScreen))
+    }
 }
 
 /// Headless screen: each frame is written atomically to a PNG file (temp + rename, so a
@@ -105,26 +189,11 @@ pub fn pack_rgb565_le(rgb: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// Builds the screen a configuration names: the one place a new screen driver is wired in
-/// (one file, one match arm, one `ScreenConfig` variant). A driver whose cargo feature is not
-/// in this build answers [`ScreenError::NotBuilt`].
+/// Builds the screen a configuration names (a driver whose cargo feature is not in this build
+/// answers [`ScreenError::NotBuilt`]).
 pub fn open(cfg: &ScreenConfig) -> Result<Box<dyn Screen>, ScreenError> {
-    Ok(match cfg {
-        ScreenConfig::Png {
-            path,
-            width,
-            height,
-        } => Box::new(PngScreen::new(path.clone(), *width, *height)),
-        ScreenConfig::None => Box::new(NoScreen),
-        #[cfg(feature = "fbdev")]
-        ScreenConfig::Fbdev { device } => Box::new(fbdev::FbScreen::open(device)?),
-        #[cfg(not(feature = "fbdev"))]
-        ScreenConfig::Fbdev { .. } => return Err(ScreenError::NotBuilt("fbdev")),
-        #[cfg(feature = "tft")]
-        ScreenConfig::Tft { .. } => Box::new(tft::TftScreen::open(cfg)?),
-        #[cfg(not(feature = "tft"))]
-        ScreenConfig::Tft { .. } => return Err(ScreenError::NotBuilt("tft")),
-    })
+    cfg.built()?;
+    cfg.spec().open()
 }
 
 #[cfg(test)]

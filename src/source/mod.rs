@@ -1,14 +1,19 @@
 //! Frame sources: the `FrameSource` seam (one required method: the next frame), the image
 //! slideshow (virtual camera), a synthetic test pattern, camera buffer converters and the
 //! reconnecting supervisor. The V4L2 camera itself lives in `camera.rs` (feature `camera`).
+//! Each source's file also holds its `[source]` settings and their `SourceSpec`.
 
-#[cfg(feature = "camera")]
 pub mod camera;
+mod images;
+mod synthetic;
 pub mod v4l;
 
-use crate::config::SourceConfig;
+pub use images::{ImagesSource, ImagesSourceConfig, resolve_images};
+pub use synthetic::{SyntheticSource, SyntheticSourceConfig};
+
+use crate::config::{FieldError, SourceConfig};
 use image::RgbImage;
-use std::path::{Path, PathBuf};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,7 +75,7 @@ pub trait FrameSource: Send {
 }
 
 /// Sleep until `period` after the previous frame, then record now as the previous frame.
-fn pace(last: &mut Option<Instant>, period: Duration) {
+pub(crate) fn pace(last: &mut Option<Instant>, period: Duration) {
     if let Some(due) = last.map(|l| l + period) {
         let now = Instant::now();
         if due > now {
@@ -78,138 +83,6 @@ fn pace(last: &mut Option<Instant>, period: Duration) {
         }
     }
     *last = Some(Instant::now());
-}
-
-/// Files named by a file, a folder (its JPEG/PNG files, sorted) or a glob pattern.
-pub fn resolve_images(spec: &str) -> Result<Vec<PathBuf>, SourceError> {
-    let p = Path::new(spec);
-    let is_img = |p: &Path| {
-        p.extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| ["jpg", "jpeg", "png"].contains(&e.to_ascii_lowercase().as_str()))
-    };
-    let mut files: Vec<PathBuf> = if p.is_dir() {
-        std::fs::read_dir(p)
-            .map_err(|e| SourceError::Config(format!("{spec}: {e}")))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| is_img(p))
-            .collect()
-    } else if p.is_file() {
-        vec![p.into()]
-    } else {
-        glob::glob(spec)
-            .map_err(|e| SourceError::Config(format!("{spec}: bad pattern: {e}")))?
-            .flatten()
-            .filter(|p| p.is_file())
-            .collect()
-    };
-    files.sort();
-    if files.is_empty() {
-        return Err(SourceError::Config(format!(
-            "{spec}: no JPEG/PNG images found"
-        )));
-    }
-    Ok(files)
-}
-
-/// Slideshow of still images: the demo's and the tests' virtual camera.
-pub struct ImagesSource {
-    files: Vec<PathBuf>,
-    interval: Duration,
-    repeat: bool,
-    next: usize,
-    seq: u64,
-    last: Option<Instant>,
-    max_pixels: u64,
-}
-
-impl ImagesSource {
-    pub fn new(spec: &str, interval: Duration, repeat: bool) -> Result<Self, SourceError> {
-        Ok(ImagesSource {
-            files: resolve_images(spec)?,
-            interval,
-            repeat,
-            next: 0,
-            seq: 0,
-            last: None,
-            max_pixels: crate::model::preprocess::DEFAULT_MAX_PIXELS,
-        })
-    }
-
-    pub fn len(&self) -> usize {
-        self.files.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
-    }
-}
-
-impl FrameSource for ImagesSource {
-    fn next_frame(&mut self) -> Result<Frame, SourceError> {
-        if self.next >= self.files.len() {
-            if !self.repeat {
-                return Err(SourceError::Ended);
-            }
-            self.next = 0;
-        }
-        pace(&mut self.last, self.interval);
-        let path = self.files[self.next].clone();
-        self.next += 1;
-        self.seq += 1;
-        let img = crate::model::preprocess::load_image(&path, self.max_pixels)
-            .map_err(|e| SourceError::BadFrame(e.to_string()))?;
-        Ok(Frame {
-            image: Arc::new(img),
-            seq: self.seq,
-            captured: Instant::now(),
-            scene: self.seq,
-            label: path.file_name().map(|n| n.to_string_lossy().to_string()),
-        })
-    }
-}
-
-/// Moving colour bars with a sharp checkerboard, for bringing up a new screen.
-pub struct SyntheticSource {
-    width: u32,
-    height: u32,
-    period: Duration,
-    seq: u64,
-    last: Option<Instant>,
-}
-
-impl SyntheticSource {
-    pub fn new(width: u32, height: u32, fps: u32) -> Self {
-        SyntheticSource {
-            width,
-            height,
-            period: Duration::from_secs_f64(1.0 / fps.max(1) as f64),
-            seq: 0,
-            last: None,
-        }
-    }
-}
-
-impl FrameSource for SyntheticSource {
-    fn next_frame(&mut self) -> Result<Frame, SourceError> {
-        pace(&mut self.last, self.period);
-        self.seq += 1;
-        let shift = (self.seq * 4) as u32;
-        let img = RgbImage::from_fn(self.width, self.height, |x, y| {
-            let bar = ((x + shift) * 8 / self.width.max(1)) % 8;
-            let mut c = [
-                ((bar & 1) * 255) as u8,
-                (((bar >> 1) & 1) * 255) as u8,
-                (((bar >> 2) & 1) * 255) as u8,
-            ];
-            if y > self.height * 3 / 4 && ((x / 8 + y / 8) % 2 == 0) {
-                c = [0, 0, 0];
-            }
-            image::Rgb(c)
-        });
-        Ok(Frame::live(img, self.seq))
-    }
 }
 
 /// YUYV 4:2:2 (V4L2 `YUYV`) to RGB8 with BT.601 limited-range integer maths. Works on
@@ -378,42 +251,31 @@ where
     }
 }
 
-/// Builds the source a configuration names: the one place a new source kind is wired in
-/// (one file, one match arm, one `SourceConfig` variant).
+/// A frame source's settings (one `[source]` variant): its kind, the cargo feature it needs,
+/// its own checks, and how it opens.
+pub trait SourceSpec {
+    /// `source.kind` as written in the file.
+    fn kind(&self) -> &'static str;
+    /// Opens the source (called only when [`SourceConfig::built`] passed).
+    fn open(&self) -> Result<Box<dyn FrameSource>, SourceError>;
+    /// The cargo feature it needs and whether this build has it (None: always built).
+    fn feature(&self) -> Option<(&'static str, bool)> {
+        None
+    }
+    /// Its own keys' checks (`check-config`, start-up).
+    fn check(&self) -> Result<(), FieldError> {
+        Ok(())
+    }
+}
+
+/// Builds the source a configuration names (a source whose cargo feature is not in this build
+/// answers with the one "built without feature" message).
 pub fn open(cfg: &SourceConfig) -> anyhow::Result<Box<dyn FrameSource>> {
     use anyhow::Context;
-    Ok(match cfg {
-        SourceConfig::Images {
-            path,
-            interval_ms,
-            repeat,
-        } => {
-            let s = ImagesSource::new(path, Duration::from_millis(*interval_ms), *repeat)
-                .context("source.kind = \"images\"")?;
-            log::info!(
-                "source: {} images from {path}, every {interval_ms} ms{}",
-                s.len(),
-                if *repeat { ", looping" } else { "" }
-            );
-            Box::new(s)
-        }
-        SourceConfig::Synthetic { width, height, fps } => {
-            Box::new(SyntheticSource::new(*width, *height, *fps))
-        }
-        SourceConfig::Camera { .. } => open_camera(cfg)?,
-    })
-}
-
-#[cfg(feature = "camera")]
-fn open_camera(cfg: &SourceConfig) -> anyhow::Result<Box<dyn FrameSource>> {
-    Ok(camera::supervised(cfg)?)
-}
-
-#[cfg(not(feature = "camera"))]
-fn open_camera(_: &SourceConfig) -> anyhow::Result<Box<dyn FrameSource>> {
-    anyhow::bail!(
-        "source.kind = \"camera\" needs cargo feature `camera`: this dermcam was built without feature camera"
-    )
+    cfg.built()?;
+    let spec = cfg.spec();
+    spec.open()
+        .with_context(|| format!("source.kind = \"{}\"", spec.kind()))
 }
 
 #[cfg(test)]
