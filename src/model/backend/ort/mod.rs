@@ -1,18 +1,21 @@
-//! ONNX Runtime backend (the only file that imports `ort`): CPU, CUDA and TensorRT execution
-//! providers, in the configured order. `libonnxruntime.so` is loaded at run time (`load-dynamic`),
-//! so the binary builds anywhere and uses whatever ONNX Runtime the board provides (on Jetson:
-//! the TensorRT-enabled build from JetPack). A provider that cannot be registered is an error:
-//! ONNX Runtime's default is to log and fall back to CPU, which would hide a broken GPU setup.
+//! ONNX Runtime backend (`mod.rs` is the only file that imports `ort`): CPU, CUDA and TensorRT
+//! execution providers, in the configured order. `libonnxruntime.so` is loaded at run time
+//! (`load-dynamic`), so the binary builds anywhere and uses whatever ONNX Runtime the board
+//! provides (on Jetson: the TensorRT-enabled build from JetPack). A provider that cannot be
+//! registered is an error: ONNX Runtime's default is to log and fall back to CPU, which would
+//! hide a broken GPU setup. `checks` holds the load checks that need no ONNX Runtime types.
+
+mod checks;
 
 use crate::model::backend::{OrtOptions, OrtProvider};
 use crate::model::classifier::{Classifier, InferenceError, OutputMap, Outputs};
 use crate::model::manifest::{BundleError, Manifest};
 use crate::model::preprocess::InputTensor;
+use checks::backend_error;
 use ort::ep::{self, ExecutionProviderDispatch};
 use ort::session::Session;
 use ort::value::TensorRef;
 use std::path::{Path, PathBuf};
-
 use std::sync::Mutex;
 
 pub struct OrtClassifier {
@@ -118,83 +121,33 @@ impl OrtClassifier {
         opts: &OrtOptions,
         lib: &Path,
     ) -> Result<Self, BundleError> {
-        let backend = |message: String| BundleError::Backend {
-            path: onnx.into(),
-            backend: "ort".into(),
-            message,
-        };
-        if let Some(p) = opts.problems().first() {
-            return Err(backend(format!("[model.ort] {p}")));
-        }
-        if let Some(dir) = &opts.trt_cache_dir {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| backend(format!("trt_cache_dir {}: {e}", dir.display())))?;
-        }
-        let env = environment(lib).map_err(|e| {
-            backend(match std::error::Error::source(&e) {
-                Some(why) => format!("{e}: {why}"),
-                None => e.to_string(),
-            })
-        })?;
-        let names: Vec<&str> = opts.providers.iter().map(|p| p.as_str()).collect();
-        let mut builder = Session::builder(&env)
-            .map_err(|e| backend(e.to_string()))?
-            .with_execution_providers(providers(opts))
-            .map_err(|e| {
-                backend(format!(
-                    "execution providers [{}] requested, but ONNX Runtime from {} cannot register them: {e}",
-                    names.join(", "),
-                    lib.display()
-                ))
-            })?;
-        if !opts.providers.contains(&OrtProvider::Cpu) {
-            builder = builder
-                .with_disable_cpu_fallback()
-                .map_err(|e| backend(e.to_string()))?;
-        }
-        if threads > 0 {
-            builder = builder
-                .with_intra_threads(threads)
-                .map_err(|e| backend(e.to_string()))?;
-        }
-        let session = builder
-            .commit_from_file(onnx)
-            .map_err(|e| BundleError::Model {
-                path: onnx.into(),
-                message: format!("ONNX Runtime: {e}"),
-            })?;
-        let input = session.inputs().first().ok_or_else(|| BundleError::Model {
-            path: onnx.into(),
-            message: "model has no inputs".into(),
-        })?;
+        checks::preflight(onnx, opts)?;
+        let env = environment(lib).map_err(|e| backend_error(onnx, checks::with_cause(&e)))?;
+        let session = build_session(&env, onnx, threads, opts, lib)?;
+        Self::from_session(session, onnx, manifest)
+    }
+
+    /// Checks the session's input and output against the manifest.
+    fn from_session(
+        session: Session,
+        onnx: &Path,
+        manifest: &Manifest,
+    ) -> Result<Self, BundleError> {
+        let input = session
+            .inputs()
+            .first()
+            .ok_or_else(|| checks::model_error(onnx, "model has no inputs"))?;
         let input_name = input.name().to_string();
-        // Fixed input dims must agree with the manifest (dynamic ones are fine).
         if let Some(shape) = input.dtype().tensor_shape() {
-            let (w, h) = (manifest.input.width as i64, manifest.input.height as i64);
             let dims: Vec<i64> = shape.iter().copied().collect();
-            let ok =
-                dims.len() == 4 && dims.iter().zip([1, 3, h, w]).all(|(&d, e)| d < 0 || d == e);
-            if !ok {
-                return Err(BundleError::InputShape {
-                    path: onnx.into(),
-                    model: dims
-                        .iter()
-                        .map(|d| if *d < 0 { "?".into() } else { d.to_string() })
-                        .collect(),
-                    width: manifest.input.width,
-                    height: manifest.input.height,
-                });
-            }
+            checks::input_dims(onnx, manifest, &dims)?;
         }
-        let outputs = session
+        let first_output: Option<Vec<i64>> = session
             .outputs()
             .first()
             .and_then(|o| o.dtype().tensor_shape())
-            .map(|s| s.iter().map(|&d| d.max(1) as usize).product::<usize>())
-            .ok_or_else(|| BundleError::Model {
-                path: onnx.into(),
-                message: "model has no tensor output".into(),
-            })?;
+            .map(|s| s.iter().copied().collect());
+        let outputs = checks::output_width(onnx, first_output.as_deref())?;
         let names: Vec<String> = session
             .outputs()
             .iter()
@@ -212,6 +165,33 @@ impl OrtClassifier {
     pub fn output_width(&self) -> usize {
         self.outputs
     }
+}
+
+/// A session for `onnx` on the configured execution providers (all of them must register).
+fn build_session(
+    env: &ort::environment::Environment,
+    onnx: &Path,
+    threads: usize,
+    opts: &OrtOptions,
+    lib: &Path,
+) -> Result<Session, BundleError> {
+    let mut builder = Session::builder(env)
+        .map_err(|e| backend_error(onnx, e.to_string()))?
+        .with_execution_providers(providers(opts))
+        .map_err(|e| backend_error(onnx, checks::providers_refused(opts, lib, e)))?;
+    if !opts.providers.contains(&OrtProvider::Cpu) {
+        builder = builder
+            .with_disable_cpu_fallback()
+            .map_err(|e| backend_error(onnx, e.to_string()))?;
+    }
+    if threads > 0 {
+        builder = builder
+            .with_intra_threads(threads)
+            .map_err(|e| backend_error(onnx, e.to_string()))?;
+    }
+    builder
+        .commit_from_file(onnx)
+        .map_err(|e| checks::model_error(onnx, format!("ONNX Runtime: {e}")))
 }
 
 impl Classifier for OrtClassifier {
