@@ -154,15 +154,7 @@ pub fn bench_pipeline(
     interval: std::time::Duration,
 ) -> Result<PipelineBench, Box<dyn std::error::Error + Send + Sync>> {
     let model = std::sync::Arc::new(Model::load(dir, opts)?);
-    let frame = test_frame();
-    let mut inf = Vec::new();
-    for _ in 0..10 {
-        let t = model.preprocess(&frame);
-        let a = Instant::now();
-        model.logits(&t, false)?;
-        inf.push(a.elapsed().as_secs_f64() * 1e3);
-    }
-    let inference_p50_ms = Percentiles::of(inf).p50_ms;
+    let inference_p50_ms = inference_alone_p50_ms(&model)?;
     let source = crate::source::ImagesSource::new(images, interval, true)?;
     let rss_start_mb = peak_rss_mb();
     let p = crate::pipeline::Pipeline::start(
@@ -177,24 +169,12 @@ pub fn bench_pipeline(
     shared.request_shutdown();
     p.join();
     let c = shared.counters.snapshot();
-    let lat: Vec<f64> = shared
-        .frame_to_screen_ms
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .cloned()
-        .collect();
+    let lat = recorded(&shared.frame_to_screen_ms);
     if lat.is_empty() {
         return Err("no frame reached the screen".into());
     }
     let frame_to_screen = Percentiles::of(lat);
-    let parts: Vec<crate::pipeline::LatencyParts> = shared
-        .latency_parts
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .cloned()
-        .collect();
+    let parts = recorded(&shared.latency_parts);
     if parts.is_empty() {
         return Err("no latency breakdown recorded".into());
     }
@@ -225,6 +205,30 @@ pub fn bench_pipeline(
         rss_start_mb,
         rss_end_mb: peak_rss_mb(),
     })
+}
+
+/// Inference p50 over 10 runs on the test frame, outside the pipeline (the yardstick for
+/// its latency).
+fn inference_alone_p50_ms(model: &Model) -> Result<f64, Box<dyn std::error::Error + Send + Sync>> {
+    let frame = test_frame();
+    let mut inf = Vec::new();
+    for _ in 0..10 {
+        let t = model.preprocess(&frame);
+        let a = Instant::now();
+        model.logits(&t, false)?;
+        inf.push(a.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(Percentiles::of(inf).p50_ms)
+}
+
+/// A copy of a window the pipeline records into.
+fn recorded<T: Clone>(window: &std::sync::Mutex<std::collections::VecDeque<T>>) -> Vec<T> {
+    window
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .cloned()
+        .collect()
 }
 
 /// Per-node tract timings of a bundle (slowest first: node name, op, ms summed over

@@ -72,87 +72,89 @@ pub fn read_dataset(root: &Path) -> Result<Vec<Sample>, DatasetError> {
 }
 
 fn read_manifest_csv(root: &Path, manifest: &Path) -> Result<Vec<Sample>, DatasetError> {
-    let mut rdr = csv::Reader::from_path(manifest).map_err(|e| DatasetError::Invalid {
+    let invalid = |message: String| DatasetError::Invalid {
         path: manifest.into(),
-        message: e.to_string(),
-    })?;
-    let headers = rdr
-        .headers()
-        .map_err(|e| DatasetError::Invalid {
-            path: manifest.into(),
-            message: e.to_string(),
-        })?
-        .clone();
-    let col = |name: &str| headers.iter().position(|h| h == name);
-    let (Some(pc), Some(cc), Some(sc)) = (col("path"), col("class"), col("split")) else {
-        return Err(DatasetError::Invalid {
-            path: manifest.into(),
-            message: format!(
-                "needs columns path,class,split; has {:?}",
-                headers.iter().collect::<Vec<_>>()
-            ),
-        });
+        message,
     };
-    let src = col("source");
-    let arc = col("archive");
-    let les = col("lesion_id");
+    let mut rdr = csv::Reader::from_path(manifest).map_err(|e| invalid(e.to_string()))?;
+    let headers = rdr.headers().map_err(|e| invalid(e.to_string()))?;
+    let cols = Columns::find(headers).map_err(invalid)?;
     let mut out = Vec::new();
     for (i, rec) in rdr.records().enumerate() {
         let row = i as u64 + 2;
-        let rec = rec.map_err(|e| DatasetError::Row {
+        let sample = rec
+            .map_err(|e| e.to_string())
+            .and_then(|rec| cols.sample(root, &rec));
+        out.push(sample.map_err(|message| DatasetError::Row {
             path: manifest.into(),
             row,
-            message: e.to_string(),
-        })?;
-        let get = |c: usize| rec.get(c).unwrap_or("").trim().to_string();
-        let (p, class, split) = (get(pc), get(cc), get(sc));
-        if p.is_empty() || class.is_empty() || split.is_empty() {
-            return Err(DatasetError::Row {
-                path: manifest.into(),
-                row,
-                message: "empty path, class or split".into(),
-            });
-        }
-        if Path::new(&p).is_absolute() || p.split(['/', '\\']).any(|c| c == "..") {
-            return Err(DatasetError::Row {
-                path: manifest.into(),
-                row,
-                message: format!("path {p:?} must stay inside the dataset folder"),
-            });
-        }
-        let path = root.join(&p);
-        if !path.is_file() {
-            return Err(DatasetError::Row {
-                path: manifest.into(),
-                row,
-                message: format!("image file {} does not exist", path.display()),
-            });
-        }
-        let source = src
-            .map(get)
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "unknown".into());
-        let archive = arc
-            .map(get)
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "unknown".into());
-        let lesion_id = les.map(get).unwrap_or_default();
-        out.push(Sample {
+            message,
+        })?);
+    }
+    if out.is_empty() {
+        return Err(invalid("no rows".into()));
+    }
+    Ok(out)
+}
+
+/// Where `manifest.csv`'s columns are: path, class and split are required.
+struct Columns {
+    path: usize,
+    class: usize,
+    split: usize,
+    source: Option<usize>,
+    archive: Option<usize>,
+    lesion_id: Option<usize>,
+}
+
+impl Columns {
+    fn find(headers: &csv::StringRecord) -> Result<Columns, String> {
+        let col = |name: &str| headers.iter().position(|h| h == name);
+        let (Some(path), Some(class), Some(split)) = (col("path"), col("class"), col("split"))
+        else {
+            return Err(format!(
+                "needs columns path,class,split; has {:?}",
+                headers.iter().collect::<Vec<_>>()
+            ));
+        };
+        Ok(Columns {
             path,
             class,
             split,
-            source,
-            archive,
-            lesion_id,
-        });
+            source: col("source"),
+            archive: col("archive"),
+            lesion_id: col("lesion_id"),
+        })
     }
-    if out.is_empty() {
-        return Err(DatasetError::Invalid {
-            path: manifest.into(),
-            message: "no rows".into(),
-        });
+
+    /// One row as a sample; the error is the row's problem.
+    fn sample(&self, root: &Path, rec: &csv::StringRecord) -> Result<Sample, String> {
+        let get = |c: usize| rec.get(c).unwrap_or("").trim().to_string();
+        let (p, class, split) = (get(self.path), get(self.class), get(self.split));
+        if p.is_empty() || class.is_empty() || split.is_empty() {
+            return Err("empty path, class or split".into());
+        }
+        if Path::new(&p).is_absolute() || p.split(['/', '\\']).any(|c| c == "..") {
+            return Err(format!("path {p:?} must stay inside the dataset folder"));
+        }
+        let path = root.join(&p);
+        if !path.is_file() {
+            return Err(format!("image file {} does not exist", path.display()));
+        }
+        let or_unknown = |c: Option<usize>| {
+            c.map(get)
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "unknown".into())
+        };
+        Ok(Sample {
+            path,
+            class,
+            split,
+            source: or_unknown(self.source),
+            archive: or_unknown(self.archive),
+            lesion_id: self.lesion_id.map(get).unwrap_or_default(),
+        })
     }
-    Ok(out)
 }
 
 fn read_folders(root: &Path) -> Result<Vec<Sample>, DatasetError> {

@@ -53,15 +53,8 @@ pub enum JpegLayoutError {
 /// stuffed as FF 00 or is a restart marker) up to the end-of-image marker.
 pub fn jpeg_layout(bytes: &[u8]) -> Result<JpegLayout, JpegLayoutError> {
     let mut i = 2; // after SOI
-    let mut frame: Option<(u32, u32, u32, bool)> = None;
+    let mut frame: Option<Frame> = None;
     let mut scans = 0usize;
-    let seg_len = |i: usize| -> Result<usize, JpegLayoutError> {
-        bytes
-            .get(i..i + 2)
-            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
-            .filter(|&n| n >= 2)
-            .ok_or(JpegLayoutError::SegmentCut)
-    };
     loop {
         // Fill bytes (FF FF ...) may precede a marker.
         while bytes.get(i) == Some(&0xFF) && bytes.get(i + 1) == Some(&0xFF) {
@@ -75,64 +68,93 @@ pub fn jpeg_layout(bytes: &[u8]) -> Result<JpegLayout, JpegLayoutError> {
             0xD9 => break,
             0xD0..=0xD7 | 0x01 => continue,
             0xC0..=0xCF if m != 0xC4 && m != 0xC8 && m != 0xCC => {
-                let n = seg_len(i)?;
-                let seg = bytes.get(i + 2..i + n).ok_or(JpegLayoutError::FrameCut)?;
-                if seg.len() < 6 {
-                    return Err(JpegLayoutError::FrameCut);
-                }
+                let n = seg_len(bytes, i)?;
+                let f = read_frame(bytes, i, n, m)?;
                 if frame.is_some() {
                     return Err(JpegLayoutError::TwoFrames);
                 }
-                let height = u16::from_be_bytes([seg[1], seg[2]]) as u32;
-                let width = u16::from_be_bytes([seg[3], seg[4]]) as u32;
-                let progressive = matches!(m, 0xC2 | 0xC6 | 0xCA | 0xCE);
-                frame = Some((width, height, seg[5] as u32, progressive));
+                frame = Some(f);
                 i += n;
             }
             0xDA => {
-                let n = seg_len(i)?;
-                i += n;
+                i += seg_len(bytes, i)?;
                 scans += 1;
                 if scans > MAX_JPEG_SCANS {
                     return Err(JpegLayoutError::TooManyScans);
                 }
-                // Entropy-coded data up to the next marker that is not a stuffed byte or RSTn.
-                loop {
-                    let Some(off) = bytes
-                        .get(i..)
-                        .and_then(|r| r.iter().position(|&b| b == 0xFF))
-                    else {
-                        return Err(JpegLayoutError::ScanPastEnd);
-                    };
-                    // Huffman-coded photo data is close to random; a long run of zero bytes is
-                    // wiped data, which a decoder turns into a plausible-looking pattern.
-                    let zeros = longest_zero_run(&bytes[i..i + off]);
-                    if zeros >= MAX_ZERO_RUN {
-                        return Err(JpegLayoutError::Wiped(zeros));
-                    }
-                    i += off;
-                    match bytes.get(i + 1) {
-                        Some(0x00) | Some(0xD0..=0xD7) => i += 2,
-                        Some(0xFF) => i += 1,
-                        Some(_) => break,
-                        None => return Err(JpegLayoutError::ScanPastEnd),
-                    }
-                }
+                i = entropy_data_end(bytes, i)?;
             }
-            _ => i += seg_len(i)?,
+            _ => i += seg_len(bytes, i)?,
         }
     }
-    let (width, height, components, progressive) = frame.ok_or(JpegLayoutError::NoFrame)?;
+    let f = frame.ok_or(JpegLayoutError::NoFrame)?;
     if scans == 0 {
         return Err(JpegLayoutError::NoScan);
     }
     Ok(JpegLayout {
-        width,
-        height,
-        components,
-        progressive,
+        width: f.width,
+        height: f.height,
+        components: f.components,
+        progressive: f.progressive,
         scans,
     })
+}
+
+/// What a start-of-frame segment says.
+struct Frame {
+    width: u32,
+    height: u32,
+    components: u32,
+    progressive: bool,
+}
+
+/// The length of the marker segment at `i` (it counts its own two bytes).
+fn seg_len(bytes: &[u8], i: usize) -> Result<usize, JpegLayoutError> {
+    bytes
+        .get(i..i + 2)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+        .filter(|&n| n >= 2)
+        .ok_or(JpegLayoutError::SegmentCut)
+}
+
+/// The frame header (SOFn marker `m`) whose segment of length `n` starts at `i`.
+fn read_frame(bytes: &[u8], i: usize, n: usize, m: u8) -> Result<Frame, JpegLayoutError> {
+    let seg = bytes.get(i + 2..i + n).ok_or(JpegLayoutError::FrameCut)?;
+    if seg.len() < 6 {
+        return Err(JpegLayoutError::FrameCut);
+    }
+    Ok(Frame {
+        height: u16::from_be_bytes([seg[1], seg[2]]) as u32,
+        width: u16::from_be_bytes([seg[3], seg[4]]) as u32,
+        components: seg[5] as u32,
+        progressive: matches!(m, 0xC2 | 0xC6 | 0xCA | 0xCE),
+    })
+}
+
+/// Where the entropy-coded data from `i` ends: at the next marker that is not a stuffed byte
+/// or RSTn.
+fn entropy_data_end(bytes: &[u8], mut i: usize) -> Result<usize, JpegLayoutError> {
+    loop {
+        let Some(off) = bytes
+            .get(i..)
+            .and_then(|r| r.iter().position(|&b| b == 0xFF))
+        else {
+            return Err(JpegLayoutError::ScanPastEnd);
+        };
+        // Huffman-coded photo data is close to random; a long run of zero bytes is wiped
+        // data, which a decoder turns into a plausible-looking pattern.
+        let zeros = longest_zero_run(&bytes[i..i + off]);
+        if zeros >= MAX_ZERO_RUN {
+            return Err(JpegLayoutError::Wiped(zeros));
+        }
+        i += off;
+        match bytes.get(i + 1) {
+            Some(0x00) | Some(0xD0..=0xD7) => i += 2,
+            Some(0xFF) => i += 1,
+            Some(_) => return Ok(i),
+            None => return Err(JpegLayoutError::ScanPastEnd),
+        }
+    }
 }
 
 pub(super) fn decode_jpeg(

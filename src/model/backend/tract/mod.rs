@@ -108,74 +108,24 @@ impl TractClassifier {
         manifest: &Manifest,
         o: TractOptions,
     ) -> Result<Self, BundleError> {
-        let err = |e: anyhow::Error| BundleError::Model {
-            path: onnx.into(),
-            message: format!("{e:#}"),
-        };
+        let err = model_error(onnx);
         apply_threading_threshold();
         let (w, h) = (manifest.input.width, manifest.input.height);
-        let onnx_fw = tract_onnx::onnx();
-        let mut proto = onnx_fw.proto_model_for_path(onnx).map_err(err)?;
-        let qdq = match proto.graph.as_mut() {
-            Some(g) => simplify_qdq(g, o.fold_weights, o.strip_activation_qdq).map_err(err)?,
-            None => QdqReport::default(),
-        };
-        let dir = onnx.parent().and_then(|d| d.to_str());
-        let mut model = onnx_fw.parse(&proto, dir).map_err(err)?.model;
-        drop(proto);
-        // Compare the file's declared input shape with the manifest before pinning it.
-        let declared = model.input_fact(0).map_err(err)?.clone();
-        if !declared.shape.is_open() {
-            let dims: Vec<String> = declared
-                .shape
-                .dims()
-                .map(|d| d.concretize().map_or("?".into(), |t| t.to_string()))
-                .collect();
-            let expect = ["1".to_string(), "3".into(), h.to_string(), w.to_string()];
-            let matches = dims.len() == 4
-                && dims
-                    .iter()
-                    .zip(&expect)
-                    .all(|(d, e)| d == e || d.parse::<i64>().is_err());
-            if !matches {
-                return Err(BundleError::InputShape {
-                    path: onnx.into(),
-                    model: dims,
-                    width: w,
-                    height: h,
-                });
-            }
-        }
+        let (mut model, qdq) = parse_rewritten(onnx, o)?;
+        check_declared_input(onnx, &model, w, h)?;
         model = model
             .with_input_fact(0, f32::fact([1, 3, h as usize, w as usize]).into())
-            .map_err(err)?;
-        let names: Vec<String> = model
-            .output_outlets()
-            .map_err(err)?
-            .iter()
-            .map(|o| {
-                model
-                    .outlet_label(*o)
-                    .map_or_else(|| model.node(o.node).name.clone(), str::to_string)
-            })
-            .collect();
+            .map_err(&err)?;
+        let names = output_names(&model).map_err(&err)?;
         let extra = OutputMap::new(&names, manifest, onnx)?;
-        let typed = model.into_optimized().map_err(err)?;
-        let out_fact = typed.output_fact(0).map_err(err)?;
-        let outputs = out_fact
-            .shape
-            .as_concrete()
-            .map(|s| s.iter().product::<usize>())
-            .ok_or_else(|| BundleError::Model {
-                path: onnx.into(),
-                message: format!("output shape {:?} is not fixed", out_fact.shape),
-            })?;
+        let typed = model.into_optimized().map_err(&err)?;
+        let outputs = output_width(onnx, &typed)?;
         let options = RunOptions {
             executor: Some(shared_executor(resolve_threads(o.threads))),
             ..Default::default()
         };
-        let plan = typed.into_runnable_with_options(&options).map_err(err)?;
-        let first = plan.spawn().map_err(err)?;
+        let plan = typed.into_runnable_with_options(&options).map_err(&err)?;
+        let first = plan.spawn().map_err(&err)?;
         Ok(TractClassifier {
             plan,
             states: Mutex::new(vec![first]),
@@ -238,6 +188,92 @@ impl TractClassifier {
         v.sort_by(|a, b| b.2.total_cmp(&a.2));
         Ok(v)
     }
+}
+
+/// A tract error as a model error for `onnx` (with its whole chain of causes).
+fn model_error(onnx: &Path) -> impl Fn(anyhow::Error) -> BundleError + '_ {
+    move |e| BundleError::Model {
+        path: onnx.into(),
+        message: format!("{e:#}"),
+    }
+}
+
+/// The ONNX file parsed for tract, after the QDQ rewrite of its graph (the protobuf is dropped
+/// before the model is optimised).
+fn parse_rewritten(
+    onnx: &Path,
+    o: TractOptions,
+) -> Result<(InferenceModel, QdqReport), BundleError> {
+    let err = model_error(onnx);
+    let onnx_fw = tract_onnx::onnx();
+    let mut proto = onnx_fw.proto_model_for_path(onnx).map_err(&err)?;
+    let qdq = match proto.graph.as_mut() {
+        Some(g) => simplify_qdq(g, o.fold_weights, o.strip_activation_qdq).map_err(&err)?,
+        None => QdqReport::default(),
+    };
+    let dir = onnx.parent().and_then(|d| d.to_str());
+    let model = onnx_fw.parse(&proto, dir).map_err(&err)?.model;
+    Ok((model, qdq))
+}
+
+/// The file's declared input shape against the manifest, before it is pinned (symbolic dims
+/// match anything).
+fn check_declared_input(
+    onnx: &Path,
+    model: &InferenceModel,
+    w: u32,
+    h: u32,
+) -> Result<(), BundleError> {
+    let declared = model.input_fact(0).map_err(model_error(onnx))?;
+    if declared.shape.is_open() {
+        return Ok(());
+    }
+    let dims: Vec<String> = declared
+        .shape
+        .dims()
+        .map(|d| d.concretize().map_or("?".into(), |t| t.to_string()))
+        .collect();
+    let expect = ["1".to_string(), "3".into(), h.to_string(), w.to_string()];
+    let matches = dims.len() == 4
+        && dims
+            .iter()
+            .zip(&expect)
+            .all(|(d, e)| d == e || d.parse::<i64>().is_err());
+    if matches {
+        return Ok(());
+    }
+    Err(BundleError::InputShape {
+        path: onnx.into(),
+        model: dims,
+        width: w,
+        height: h,
+    })
+}
+
+/// Output names in order: the outlet's label, else its node's name.
+fn output_names(model: &InferenceModel) -> TractResult<Vec<String>> {
+    Ok(model
+        .output_outlets()?
+        .iter()
+        .map(|o| {
+            model
+                .outlet_label(*o)
+                .map_or_else(|| model.node(o.node).name.clone(), str::to_string)
+        })
+        .collect())
+}
+
+/// Values in the first output of the optimised model, which must have a fixed shape.
+fn output_width(onnx: &Path, typed: &TypedModel) -> Result<usize, BundleError> {
+    let out_fact = typed.output_fact(0).map_err(model_error(onnx))?;
+    out_fact
+        .shape
+        .as_concrete()
+        .map(|s| s.iter().product::<usize>())
+        .ok_or_else(|| BundleError::Model {
+            path: onnx.into(),
+            message: format!("output shape {:?} is not fixed", out_fact.shape),
+        })
 }
 
 impl Classifier for TractClassifier {
