@@ -318,7 +318,7 @@ async fn wait_for_shutdown(
 }
 
 fn log_counters(shared: &dermcam::pipeline::Shared) {
-    let c = shared.counters.snapshot();
+    let c = shared.counters();
     log::info!(
         "frames {} inferences {} dropped {} quality-rejected {} errors {} screen-errors {}",
         c.frames,
@@ -351,7 +351,7 @@ impl dermcam::device::update::ModelSwitch for AppSwitch {
             Some((slot, false)) => Some((slot, live.clone())),
             None => None,
         };
-        self.shared.model.set(live);
+        self.shared.set_model(live);
         if let Some((slot, m)) = web {
             slot.set(m);
         }

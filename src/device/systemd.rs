@@ -59,7 +59,7 @@ fn run(shared: &Shared, tick: Duration, watchdog: bool, stall_limit: Duration) {
                 send(&[NotifyState::Ready]);
             }
             if ready {
-                let c = shared.counters.snapshot();
+                let c = shared.counters();
                 let status = format!("running: {} frames, {} inferences", c.frames, c.inferences);
                 let mut states = vec![NotifyState::Status(&status)];
                 if watchdog {
@@ -83,7 +83,5 @@ fn run(shared: &Shared, tick: Duration, watchdog: bool, stall_limit: Duration) {
 
 /// The first source frame was presented; without a screen, the first frame was classified.
 fn first_frame_shown(shared: &Shared) -> bool {
-    use std::sync::atomic::Ordering;
-    shared.first_frame_present.load(Ordering::SeqCst)
-        || (shared.display_absent() && shared.counters.inferences.load(Ordering::Relaxed) > 0)
+    shared.first_frame_shown() || (shared.display_absent() && shared.counters().inferences > 0)
 }

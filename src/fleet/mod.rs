@@ -122,13 +122,8 @@ pub fn status_json(
     update: &UpdateReport,
 ) -> Value {
     let model = shared.model();
-    let c = shared.counters.snapshot();
-    let (source, frozen) = match shared
-        .latest
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-    {
+    let c = shared.counters();
+    let (source, frozen) = match shared.latest() {
         Some(u) => (u.state.source.to_string(), u.state.frozen),
         None => ("starting".into(), false),
     };
@@ -145,7 +140,7 @@ pub fn status_json(
         "device_id": device_id,
         "version": env!("CARGO_PKG_VERSION"),
         "time": rfc3339(crate::storage::unix_ms()),
-        "uptime_s": shared.started.elapsed().as_secs(),
+        "uptime_s": shared.uptime().as_secs(),
         "model": {"name": model.manifest.name, "sha256": model.manifest.sha256,
                   "engine": model.engine.summary()},
         "counters": c,

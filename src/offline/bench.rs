@@ -168,13 +168,13 @@ pub fn bench_pipeline(
     std::thread::sleep(std::time::Duration::from_secs_f64(seconds));
     shared.request_shutdown();
     p.join();
-    let c = shared.counters.snapshot();
-    let lat = recorded(&shared.frame_to_screen_ms);
+    let c = shared.counters();
+    let lat = shared.frame_to_screen_ms();
     if lat.is_empty() {
         return Err("no frame reached the screen".into());
     }
     let frame_to_screen = Percentiles::of(lat);
-    let parts = recorded(&shared.latency_parts);
+    let parts = shared.latency_parts();
     if parts.is_empty() {
         return Err("no latency breakdown recorded".into());
     }
@@ -219,16 +219,6 @@ fn inference_alone_p50_ms(model: &Model) -> Result<f64, Box<dyn std::error::Erro
         inf.push(a.elapsed().as_secs_f64() * 1e3);
     }
     Ok(Percentiles::of(inf).p50_ms)
-}
-
-/// A copy of a window the pipeline records into.
-fn recorded<T: Clone>(window: &std::sync::Mutex<std::collections::VecDeque<T>>) -> Vec<T> {
-    window
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .cloned()
-        .collect()
 }
 
 /// Per-node tract timings of a bundle (slowest first: node name, op, ms summed over

@@ -104,11 +104,7 @@ impl Infer {
     fn toggle_freeze(&mut self, r: &mut Run) {
         let shared = self.shared.clone();
         if r.frozen.take().is_some() {
-            let last = shared
-                .latest
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
+            let last = shared.latest();
             if let Some(mut u) = last {
                 // The screen leaves freeze at once; the frozen result is not a new one, so
                 // sinks that record results (fleet, log, captures) see a status change only.

@@ -8,53 +8,74 @@ use crate::pipeline::quality::Quality;
 use crate::source::Frame;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// A single-value mailbox: `put` replaces the value, readers wait for a newer one.
 pub struct Latest<T> {
-    pub(super) slot: Mutex<(u64, Option<T>, bool)>,
-    pub(super) cv: Condvar,
+    slot: Mutex<Slot<T>>,
+    cv: Condvar,
+}
+
+struct Slot<T> {
+    /// Bumped by every `put`.
+    version: u64,
+    value: Option<T>,
+    /// Whether a waiting reader has taken the current value (a `put` over an untaken one
+    /// counts as a dropped frame).
+    taken: bool,
 }
 
 impl<T: Clone> Default for Latest<T> {
     fn default() -> Self {
         Latest {
-            slot: Mutex::new((0, None, false)),
+            slot: Mutex::new(Slot {
+                version: 0,
+                value: None,
+                taken: false,
+            }),
             cv: Condvar::new(),
         }
     }
 }
 
 impl<T: Clone> Latest<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slot<T>> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Store `v`; returns true if an unread value was overwritten.
     pub fn put(&self, v: T) -> bool {
-        let mut g = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        let replaced = g.1.is_some() && !g.2;
-        g.0 += 1;
-        g.1 = Some(v);
-        g.2 = false;
+        let mut g = self.lock();
+        let replaced = g.value.is_some() && !g.taken;
+        g.version += 1;
+        g.value = Some(v);
+        g.taken = false;
         self.cv.notify_all();
         replaced
     }
 
     /// Wait up to `timeout` for a value newer than version `after`; returns (version, value).
     pub fn wait_newer(&self, after: u64, timeout: Duration) -> Option<(u64, T)> {
-        let g = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         let (mut g, _) = self
             .cv
-            .wait_timeout_while(g, timeout, |s| s.0 <= after)
+            .wait_timeout_while(self.lock(), timeout, |s| s.version <= after)
             .unwrap_or_else(|e| e.into_inner());
-        if g.0 > after {
-            g.2 = true;
-            g.1.clone().map(|v| (g.0, v))
+        if g.version > after {
+            g.taken = true;
+            g.value.clone().map(|v| (g.version, v))
         } else {
             None
         }
     }
 
+    /// Look at the current value without taking it (status readers, not the consumer).
+    pub fn peek<R>(&self, f: impl FnOnce(Option<&T>) -> R) -> R {
+        f(self.lock().value.as_ref())
+    }
+
     pub fn version(&self) -> u64 {
-        self.slot.lock().unwrap_or_else(|e| e.into_inner()).0
+        self.lock().version
     }
 }
 
@@ -171,26 +192,26 @@ pub trait Sink: Send {
 /// State shared with the web server and the binary.
 pub struct Shared {
     /// The live model; the inference thread takes it per frame, so a swap applies at the next.
-    pub model: crate::model::ModelSlot,
-    pub counters: Counters,
-    pub latest: RwLock<Option<Update>>,
-    pub updates: Latest<Update>,
-    pub started: Instant,
+    model: crate::model::ModelSlot,
+    pub(super) counters: Counters,
+    /// Every update, once: the display stage waits on it, status readers peek.
+    pub(super) updates: Latest<Update>,
+    started: Instant,
     pub(super) freeze_requested: AtomicBool,
     pub(super) shutdown: AtomicBool,
     pub(super) source_done: AtomicBool,
     /// Set once a source frame (not only a status screen) has been presented.
-    pub first_frame_present: AtomicBool,
+    pub(super) first_frame_present: AtomicBool,
     /// Liveness of each stage (the systemd watchdog pings only while all of them tick).
-    pub heartbeats: Heartbeats,
+    pub(super) heartbeats: Heartbeats,
     pub(super) display_absent: AtomicBool,
     /// Capture -> on-screen latency (ms) of the last classified frames (bounded ring).
-    pub frame_to_screen_ms: Mutex<std::collections::VecDeque<f64>>,
+    pub(super) frame_to_screen_ms: Mutex<std::collections::VecDeque<f64>>,
     /// The same frames split into the parts of the design bound (bounded ring).
-    pub latency_parts: Mutex<std::collections::VecDeque<LatencyParts>>,
+    pub(super) latency_parts: Mutex<std::collections::VecDeque<LatencyParts>>,
     /// The canvas last presented on the screen (`/api/v1/screen.png`: what the device shows,
     /// for a remote helper and for the board checks that compare it with the framebuffer).
-    pub screen: Mutex<Option<Arc<image::RgbImage>>>,
+    pub(super) screen: Mutex<Option<Arc<image::RgbImage>>>,
     /// When the inference thread took each recent frame (seq, instant), for `latency_parts`.
     pub(super) taken: Mutex<std::collections::VecDeque<(u64, Instant)>>,
 }
@@ -267,26 +288,68 @@ impl Shared {
             .find(|(_, age)| *age > limit)
     }
 
-    /// The frame of the newest update (the guard is released before returning).
+    /// The frame of the newest update.
     pub fn latest_frame(&self) -> Option<Frame> {
-        self.latest
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .and_then(|u| u.frame.clone())
+        self.updates.peek(|u| u.and_then(|u| u.frame.clone()))
+    }
+
+    /// The newest update (what the screen shows now).
+    pub fn latest(&self) -> Option<Update> {
+        self.updates.peek(|u| u.cloned())
     }
 
     pub fn model(&self) -> Arc<Model> {
         self.model.get()
     }
 
+    /// Puts another model into service (a fleet update, `reload-model`): frames in flight
+    /// finish on the old one.
+    pub fn set_model(&self, m: Arc<Model>) {
+        self.model.set(m)
+    }
+
+    pub fn counters(&self) -> CounterSnapshot {
+        self.counters.snapshot()
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Whether a source frame (not only a status screen) has been presented.
+    pub fn first_frame_shown(&self) -> bool {
+        self.first_frame_present.load(Ordering::SeqCst)
+    }
+
+    /// The canvas last presented on the screen.
+    pub fn screen_image(&self) -> Option<Arc<image::RgbImage>> {
+        self.screen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Capture -> on-screen latency (ms) of the last classified frames, oldest first.
+    pub fn frame_to_screen_ms(&self) -> Vec<f64> {
+        let v = self.frame_to_screen_ms.lock();
+        v.unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// The same frames split into the parts of the design bound, oldest first.
+    pub fn latency_parts(&self) -> Vec<LatencyParts> {
+        let v = self.latency_parts.lock();
+        v.unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect()
+    }
+
     /// Whether the screen shows a frozen (point-and-classify) result.
     pub fn is_frozen(&self) -> bool {
-        self.latest
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .is_some_and(|u| u.state.frozen)
+        self.updates.peek(|u| u.is_some_and(|u| u.state.frozen))
     }
 
     /// Point-and-classify: toggle freeze (button, stdin key, HTTP trigger).
@@ -309,7 +372,6 @@ impl Shared {
         Shared {
             model: crate::model::ModelSlot::new(model),
             counters: Counters::default(),
-            latest: RwLock::new(None),
             updates: Latest::default(),
             started: Instant::now(),
             freeze_requested: AtomicBool::new(false),
@@ -327,7 +389,6 @@ impl Shared {
 
     /// The newest update, for the web UI and the display thread.
     pub(super) fn set_latest(&self, u: &Update) {
-        *self.latest.write().unwrap_or_else(|e| e.into_inner()) = Some(u.clone());
         self.updates.put(u.clone());
     }
 

@@ -19,11 +19,7 @@ pub(super) async fn status(State(st): State<AppState>) -> Json<serde_json::Value
             json!({"source": "none", "model": m.name, "uptime_s": st.started.elapsed().as_secs_f64(), "frame_version": 0, "display": null, "headline": null}),
         );
     };
-    let latest = live
-        .latest
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let latest = live.latest();
     let (display, headline, outcome, last, version) = match &latest {
         Some(u) => {
             let head = u.state.result_headline().unwrap_or_default();
@@ -44,10 +40,10 @@ pub(super) async fn status(State(st): State<AppState>) -> Json<serde_json::Value
         .as_ref()
         .map_or_else(|| "starting".to_string(), |u| u.state.source.to_string());
     Json(json!({
-        "source": source, "model": m.name, "uptime_s": live.started.elapsed().as_secs_f64(),
+        "source": source, "model": m.name, "uptime_s": live.uptime().as_secs_f64(),
         "fps": latest.as_ref().map_or(0.0, |u| u.state.fps), "headline": headline, "outcome": outcome,
         "quality_issue": latest.as_ref().and_then(|u| u.state.quality), "display": display,
-        "last_prediction": last, "counters": live.counters.snapshot(), "frame_version": version,
+        "last_prediction": last, "counters": live.counters(), "frame_version": version,
     }))
 }
 
@@ -62,10 +58,7 @@ pub(super) async fn model_manifest(
 /// cannot multiply the CPU work or the blocking threads.
 /// What the attached screen shows now (the renderer's canvas as presented), as PNG.
 pub(super) async fn screen_png(State(st): State<AppState>) -> Response {
-    let shown = st
-        .live
-        .as_ref()
-        .and_then(|l| l.screen.lock().unwrap_or_else(|e| e.into_inner()).clone());
+    let shown = st.live.as_ref().and_then(|l| l.screen_image());
     let Some(img) = shown else {
         return ApiError::new(StatusCode::NOT_FOUND, "nothing on a screen").into_response();
     };

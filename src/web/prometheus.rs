@@ -25,7 +25,7 @@ fn get(a: &AtomicU64) -> u64 {
 pub(super) async fn metrics(State(st): State<AppState>) -> Response {
     let mut s = String::new();
     if let Some(live) = &st.live {
-        write_metrics(&mut s, "counter", &live_counters(&live.counters.snapshot()));
+        write_metrics(&mut s, "counter", &live_counters(&live.counters()));
     }
     write_metrics(&mut s, "counter", &web_counters(&st.counters));
     #[cfg(feature = "fleet")]

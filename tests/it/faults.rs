@@ -55,12 +55,12 @@ fn display_write_failure_is_counted_retried_and_classification_goes_on() {
         presented.load(Ordering::SeqCst) > 0
     });
     broken.store(true, Ordering::SeqCst);
-    let before = shared.counters.snapshot();
+    let before = shared.counters();
     wait_for(
         "screen errors and more inferences",
         Duration::from_secs(10),
         || {
-            let c = shared.counters.snapshot();
+            let c = shared.counters();
             c.screen_errors >= 3 && c.inferences >= before.inferences + 3
         },
     );

@@ -61,10 +61,10 @@ fn images_source_drives_the_real_model_to_the_screen() {
             model.manifest.classes[direct.top1().0].name
         );
     }
-    assert!(shared.first_frame_present.load(Ordering::SeqCst));
+    assert!(shared.first_frame_shown());
     let screen = image::open(&png).unwrap();
     assert_eq!((screen.width(), screen.height()), (320, 240));
-    let c = shared.counters.snapshot();
+    let c = shared.counters();
     assert_eq!(
         (c.frames as usize, c.inferences as usize, c.errors),
         (samples().len(), samples().len(), 0)
@@ -97,8 +97,8 @@ fn dark_frames_are_not_classified() {
     );
     let shared = p.shared.clone();
     p.join();
-    assert_eq!(shared.counters.snapshot().inferences, 0);
-    assert!(shared.counters.snapshot().quality_rejections >= 1);
+    assert_eq!(shared.counters().inferences, 0);
+    assert!(shared.counters().quality_rejections >= 1);
     assert!(
         seen.lock()
             .unwrap()
@@ -184,7 +184,7 @@ fn pipeline_shows_disconnected_and_recovers() {
     );
     let shared = p.shared.clone();
     wait_until(Duration::from_secs(10), || {
-        shared.counters.snapshot().inferences >= 5
+        shared.counters().inferences >= 5
     });
     shared.request_shutdown();
     p.join();
@@ -198,7 +198,7 @@ fn pipeline_shows_disconnected_and_recovers() {
         states[gone..].iter().any(|s| **s == SourceStatus::Live),
         "live again after reconnect: {states:?}"
     );
-    assert!(shared.counters.snapshot().inferences >= 5);
+    assert!(shared.counters().inferences >= 5);
 }
 
 #[test]
@@ -232,15 +232,15 @@ fn freeze_classifies_with_tta_and_holds() {
         PipelineConfig::default(),
     );
     let shared = p.shared.clone();
-    while shared.counters.snapshot().inferences < 2 {
+    while shared.counters().inferences < 2 {
         std::thread::sleep(Duration::from_millis(10));
     }
     shared.toggle_freeze();
     std::thread::sleep(Duration::from_millis(400));
-    let before = shared.counters.snapshot().inferences;
+    let before = shared.counters().inferences;
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
-        shared.counters.snapshot().inferences,
+        shared.counters().inferences,
         before,
         "no live inference while frozen"
     );
@@ -256,10 +256,10 @@ fn freeze_classifies_with_tta_and_holds() {
     assert_eq!(frozen.prediction.unwrap().probabilities, tta.probabilities);
     shared.toggle_freeze();
     wait_until(Duration::from_secs(5), || {
-        shared.counters.snapshot().inferences > before
+        shared.counters().inferences > before
     });
     assert!(
-        shared.counters.snapshot().inferences > before,
+        shared.counters().inferences > before,
         "live again after release"
     );
     shared.request_shutdown();
@@ -282,8 +282,8 @@ fn captures_are_complete_and_retention_holds() {
     );
     let shared = p.shared.clone();
     for _ in 0..3 {
-        let n = shared.counters.snapshot().inferences;
-        while shared.counters.snapshot().inferences < n + 2 {
+        let n = shared.counters().inferences;
+        while shared.counters().inferences < n + 2 {
             std::thread::sleep(Duration::from_millis(10));
         }
         shared.toggle_freeze(); // freeze: saves
@@ -354,18 +354,18 @@ fn capture_to_unwritable_place_is_refused_and_pipeline_continues() {
         PipelineConfig::default(),
     );
     let shared = p.shared.clone();
-    while shared.counters.snapshot().inferences < 2 {
+    while shared.counters().inferences < 2 {
         std::thread::sleep(Duration::from_millis(10));
     }
     shared.toggle_freeze();
     std::thread::sleep(Duration::from_millis(300));
     shared.toggle_freeze();
-    let n = shared.counters.snapshot().inferences;
+    let n = shared.counters().inferences;
     wait_until(Duration::from_secs(5), || {
-        shared.counters.snapshot().inferences >= n + 2
+        shared.counters().inferences >= n + 2
     });
     assert!(
-        shared.counters.snapshot().inferences >= n + 2,
+        shared.counters().inferences >= n + 2,
         "pipeline kept classifying"
     );
     shared.request_shutdown();
@@ -510,11 +510,11 @@ fn a_model_switch_with_fewer_classes_relabels_every_result() {
     );
     let shared = p.shared.clone();
     wait_for("a first inference", Duration::from_secs(20), || {
-        shared.counters.snapshot().inferences > 0
+        shared.counters().inferences > 0
     });
-    shared.model.set(two.clone());
+    shared.set_model(two.clone());
     wait_for("a result of the new model", Duration::from_secs(20), || {
-        let l = shared.latest.read().unwrap().clone();
+        let l = shared.latest();
         l.is_some_and(|u| u.model.as_ref().is_some_and(|m| Arc::ptr_eq(m, &two)))
     });
     shared.toggle_freeze();
@@ -531,5 +531,5 @@ fn a_model_switch_with_fewer_classes_relabels_every_result() {
     assert_eq!(r["classes"][0]["name"], "Melanoma");
     assert_eq!(r["outcome"], "class");
     assert_eq!(r["refer"], true);
-    assert_eq!(shared.counters.snapshot().errors, 0);
+    assert_eq!(shared.counters().errors, 0);
 }

@@ -467,7 +467,7 @@ async fn live_status_reflects_the_pipeline() {
         Default::default(),
     ));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while shared.counters.snapshot().inferences < 2 && std::time::Instant::now() < deadline {
+    while shared.counters().inferences < 2 && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let (st, _, body) = send(
