@@ -1,25 +1,43 @@
 //! `dermcam bench`: latency/throughput of the engines.
 
-use super::EngineArgs;
+use super::args::EngineArgs;
 use anyhow::{Context, Result};
 use dermcam::model::{BackendKind, LoadOptions};
 use dermcam::offline::bench::{BenchResult, PipelineBench};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-pub(super) struct BenchArgs {
-    pub(super) models: Vec<PathBuf>,
-    pub(super) threads: Vec<usize>,
-    pub(super) iterations: usize,
-    pub(super) backends: Vec<BackendKind>,
-    pub(super) engine: EngineArgs,
-    pub(super) json: bool,
-    pub(super) pipeline_secs: f64,
-    pub(super) pipeline_interval_ms: u64,
-    pub(super) profile: usize,
+#[derive(clap::Args)]
+pub(super) struct Args {
+    /// Bundles to compare (repeatable). Default: every shipped bundle (`dermcam models`).
+    #[arg(long = "model")]
+    models: Vec<PathBuf>,
+    /// Thread counts to run (comma-separated; 0 = all cores).
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    threads: Vec<usize>,
+    #[arg(long, default_value_t = 30)]
+    iterations: usize,
+    /// Engines to compare (comma-separated): auto, tract, ort.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "auto")]
+    backend: Vec<BackendKind>,
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Also run the live pipeline this many seconds on the samples (first bundle, first
+    /// engine, first thread count) and report capture -> screen latency against its bound.
+    #[arg(long, default_value_t = 0.0)]
+    pipeline_secs: f64,
+    /// Camera interval of the pipeline run (ms; 33 = 30 fps).
+    #[arg(long, default_value_t = 33)]
+    pipeline_interval_ms: u64,
+    /// Per-node tract timings of the first bundle: the N slowest nodes.
+    #[arg(long, default_value_t = 0)]
+    profile: usize,
 }
 
-pub(super) fn bench(a: BenchArgs) -> Result<ExitCode> {
+pub(super) fn run(a: Args) -> Result<ExitCode> {
     let models = if a.models.is_empty() {
         dermcam::model::find_bundles(&dermcam::paths::models_dir())
     } else {
@@ -30,10 +48,10 @@ pub(super) fn bench(a: BenchArgs) -> Result<ExitCode> {
     } else {
         a.threads.clone()
     };
-    let backends = if a.backends.is_empty() {
+    let backends = if a.backend.is_empty() {
         vec![BackendKind::Auto]
     } else {
-        a.backends.clone()
+        a.backend.clone()
     };
     if !a.json {
         print_table_header();
@@ -88,7 +106,7 @@ fn print_table_header() {
 
 /// One bundle at one thread count on every backend: a row each, with its speed relative to
 /// the fastest of them.
-fn bench_engines(a: &BenchArgs, m: &Path, t: usize, backends: &[BackendKind]) -> Result<()> {
+fn bench_engines(a: &Args, m: &Path, t: usize, backends: &[BackendKind]) -> Result<()> {
     let mut rows = Vec::new();
     for &b in backends {
         let opts = a.engine.options(b, t);
@@ -164,7 +182,7 @@ fn print_profile(bundle: &Path, threads: usize, iterations: usize, top: usize) -
 }
 
 /// The whole pipeline (samples as the camera) on `bundle`.
-fn bench_pipeline(a: &BenchArgs, bundle: &Path, opts: &LoadOptions) -> Result<()> {
+fn bench_pipeline(a: &Args, bundle: &Path, opts: &LoadOptions) -> Result<()> {
     let r = dermcam::offline::bench::bench_pipeline(
         bundle,
         opts,

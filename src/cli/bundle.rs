@@ -65,7 +65,7 @@ pub(super) enum BundleCmd {
     },
 }
 
-pub(super) fn bundle(cmd: BundleCmd) -> Result<ExitCode> {
+pub(super) fn run(cmd: BundleCmd) -> Result<ExitCode> {
     match cmd {
         BundleCmd::Keygen { out } => keygen(&out)?,
         BundleCmd::Pack {

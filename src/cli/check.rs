@@ -1,11 +1,19 @@
-//! `dermcam check`: validate a configuration and board preset.
+//! `dermcam check-config`: validate a configuration and board preset.
 
 use anyhow::Result;
 use dermcam::model::BackendKind;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-pub(super) fn check_config(config: Option<PathBuf>, board: Option<String>) -> Result<ExitCode> {
+#[derive(clap::Args)]
+pub(super) struct Args {
+    config: Option<PathBuf>,
+    #[arg(long)]
+    board: Option<String>,
+}
+
+pub(super) fn run(args: Args) -> Result<ExitCode> {
+    let Args { config, board } = args;
     let cfg = dermcam::config::Config::load(config.as_deref(), board.as_deref())?;
     let missing = cfg.missing_features();
     let what = match (&config, &board) {

@@ -1,6 +1,6 @@
 //! `dermcam classify`: classify image files and folders.
 
-use super::ModelArgs;
+use super::args::ModelArgs;
 use super::print::print_table;
 use anyhow::Result;
 use dermcam::model::classifier::Prediction;
@@ -47,19 +47,42 @@ pub(super) fn expand_inputs(inputs: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-pub(super) fn classify(
-    inputs: &[PathBuf],
-    args: &ModelArgs,
+#[derive(clap::Args)]
+pub(super) struct Args {
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// How many classes to list per image.
+    #[arg(long, default_value_t = 3)]
     top_k: usize,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
     json: bool,
+    /// Average with the horizontally mirrored image (test-time augmentation).
+    #[arg(long)]
     tta: bool,
-    gates: bool,
-) -> Result<ExitCode> {
+    /// Classify every image: skip the quality gate (too dark / too bright / blurred) and
+    /// the "not a lesion" gate that the camera and the upload page apply.
+    #[arg(long)]
+    no_gates: bool,
+}
+
+pub(super) fn run(args: Args) -> Result<ExitCode> {
+    let Args {
+        inputs,
+        model,
+        top_k,
+        json,
+        tta,
+        no_gates,
+    } = args;
+    let gates = !no_gates;
     use dermcam::pipeline::quality;
     // The live path's thresholds: an image the camera would not classify is not classified here.
     let gate = dermcam::config::PipelineConfig::default();
-    let model = args.load()?;
-    let files = expand_inputs(inputs);
+    let model = model.load()?;
+    let files = expand_inputs(&inputs);
     if files.is_empty() {
         anyhow::bail!("no images found in {:?}", inputs);
     }

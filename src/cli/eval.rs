@@ -1,18 +1,36 @@
 //! `dermcam eval`: evaluate a bundle on labelled datasets and write a report.
 
-use super::ModelArgs;
+use super::args::ModelArgs;
 use anyhow::Result;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-pub(super) fn eval(
-    datasets: &[PathBuf],
-    split: &str,
-    args: &ModelArgs,
-    report_dir: &Path,
-) -> Result<ExitCode> {
-    let model = args.load()?;
-    let samples = dermcam::offline::dataset::read_datasets(datasets)?;
+#[derive(clap::Args)]
+pub(super) struct Args {
+    /// Dataset folders (one or more, e.g. skin9 and skin9-extra); reported together, with
+    /// per-source, per-archive, lesion-clean and refer figures.
+    #[arg(required = true)]
+    dataset: Vec<PathBuf>,
+    /// Split to evaluate ("all" = every row).
+    #[arg(long, default_value = "val")]
+    split: String,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Folder for report.json, report.md and confusion_matrix.png.
+    #[arg(long, default_value = "out/eval")]
+    report: PathBuf,
+}
+
+pub(super) fn run(args: Args) -> Result<ExitCode> {
+    let Args {
+        dataset: datasets,
+        split,
+        model,
+        report: report_dir,
+    } = args;
+    let split = split.as_str();
+    let model = model.load()?;
+    let samples = dermcam::offline::dataset::read_datasets(&datasets)?;
     let leaky = dermcam::offline::dataset::leaky(&samples);
     let chosen = dermcam::offline::eval::select(&samples, split, &model)?;
     let names = datasets
@@ -26,7 +44,7 @@ pub(super) fn eval(
         chosen.len(),
     );
     let report = dermcam::offline::eval::evaluate(&model, &chosen, &leaky, &names, split, true);
-    report.write(report_dir)?;
+    report.write(&report_dir)?;
     let s = &report.summary;
     println!(
         "{}: n={} accuracy {:.4}  balanced accuracy {:.4}  macro F1 {:.4}  macro AUC {:.4}  ECE {:.4}  melanoma recall {}  abstain {:.3}",

@@ -4,8 +4,15 @@ use anyhow::Result;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-pub(super) fn list_models(dir: Option<PathBuf>) -> Result<ExitCode> {
-    let dir = match dir {
+#[derive(clap::Args)]
+pub(super) struct Args {
+    /// Folder holding bundles.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+pub(super) fn run(args: Args) -> Result<ExitCode> {
+    let dir = match args.dir {
         Some(d) => d,
         None => {
             let (d, from) = dermcam::paths::resolve(dermcam::paths::Kind::Models);
