@@ -130,3 +130,36 @@ mod tests {
         assert_eq!(Path::new(SOURCE_MODELS_DIR), Kind::Models.source_tree());
     }
 }
+
+/// Whether a path names a JPEG or PNG file by its extension (any case).
+pub fn is_image_file_name(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| ["jpg", "jpeg", "png"].contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// The JPEG/PNG files of a folder, sorted: the one image-folder walker (slideshow, datasets,
+/// `classify`, bundle samples). `recursive` descends into sub-folders but never follows a link
+/// to a folder (two links to `.` would never end).
+pub fn image_files(dir: &Path, recursive: bool) -> std::io::Result<Vec<PathBuf>> {
+    let mut entries: Vec<(PathBuf, std::fs::FileType)> = std::fs::read_dir(dir)?
+        .flatten()
+        .filter_map(|e| Some((e.path(), e.file_type().ok()?)))
+        .collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = Vec::new();
+    for (p, kind) in entries {
+        if kind.is_dir() {
+            if recursive {
+                out.extend(image_files(&p, true).unwrap_or_default());
+            }
+        } else if kind.is_symlink() && p.is_dir() {
+            if recursive {
+                log::warn!("{}: a link to a folder, not followed", p.display());
+            }
+        } else if is_image_file_name(&p) {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}

@@ -118,14 +118,8 @@ fn keygen(out: &Path) -> Result<()> {
 /// The shipped sample images, sorted: the default self-test set.
 fn shipped_samples() -> Result<Vec<PathBuf>> {
     let dir = dermcam::paths::samples_dir();
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("samples folder {}", dir.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "png"))
-        .collect();
-    v.sort();
-    Ok(v)
+    dermcam::paths::image_files(&dir, false)
+        .with_context(|| format!("samples folder {}", dir.display()))
 }
 
 fn pack(bundle: &Path, out: &Path, samples: Vec<PathBuf>) -> Result<()> {

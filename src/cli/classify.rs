@@ -14,32 +14,10 @@ use std::process::ExitCode;
 /// non-image file named on the command line gets its own error line. Symbolic links to
 /// folders inside a folder are not followed (two links to `.` would never end).
 pub(super) fn expand_inputs(inputs: &[PathBuf]) -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let mut entries: Vec<(PathBuf, std::fs::FileType)> = std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| Some((e.path(), e.file_type().ok()?)))
-            .collect();
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        for (p, kind) in entries {
-            if kind.is_dir() {
-                walk(&p, out);
-            } else if kind.is_symlink() && p.is_dir() {
-                log::warn!("{}: a link to a folder, not followed", p.display());
-            } else if p
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| ["jpg", "jpeg", "png"].contains(&e.to_ascii_lowercase().as_str()))
-            {
-                out.push(p);
-            }
-        }
-    }
     let mut out = Vec::new();
     for i in inputs {
         if i.is_dir() {
-            walk(i, &mut out)
+            out.extend(dermcam::paths::image_files(i, true).unwrap_or_default())
         } else {
             out.push(i.clone())
         }

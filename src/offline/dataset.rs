@@ -34,8 +34,6 @@ pub struct Sample {
     pub lesion_id: String,
 }
 
-const IMAGE_EXTS: [&str; 3] = ["jpg", "jpeg", "png"];
-
 /// Every sample of several dataset folders (e.g. skin9 and skin9-extra), in order.
 pub fn read_datasets(roots: &[PathBuf]) -> Result<Vec<Sample>, DatasetError> {
     let mut out = Vec::new();
@@ -176,20 +174,10 @@ fn read_folders(root: &Path) -> Result<Vec<Sample>, DatasetError> {
             .unwrap_or_default()
             .to_string_lossy()
             .to_string();
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&d)
-            .map_err(|source| DatasetError::Io {
-                path: d.clone(),
-                source,
-            })?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| IMAGE_EXTS.contains(&e.to_ascii_lowercase().as_str()))
-            })
-            .collect();
-        files.sort();
+        let files = crate::paths::image_files(&d, false).map_err(|source| DatasetError::Io {
+            path: d.clone(),
+            source,
+        })?;
         out.extend(files.into_iter().map(|path| Sample {
             path,
             class: class.clone(),

@@ -58,18 +58,9 @@ impl SourceSpec for ImagesSourceConfig {
 /// Files named by a file, a folder (its JPEG/PNG files, sorted) or a glob pattern.
 pub fn resolve_images(spec: &str) -> Result<Vec<PathBuf>, SourceError> {
     let p = Path::new(spec);
-    let is_img = |p: &Path| {
-        p.extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| ["jpg", "jpeg", "png"].contains(&e.to_ascii_lowercase().as_str()))
-    };
     let mut files: Vec<PathBuf> = if p.is_dir() {
-        std::fs::read_dir(p)
+        crate::paths::image_files(p, false)
             .map_err(|e| SourceError::Config(format!("{spec}: {e}")))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| is_img(p))
-            .collect()
     } else if p.is_file() {
         vec![p.into()]
     } else {

@@ -17,8 +17,12 @@ pub(super) fn upload_body_limit(cfg: &WebConfig) -> usize {
     cfg.max_upload_bytes + 64 * 1024
 }
 
+/// The two routes that take an image (the router mounts them with the upload body limit).
+pub(super) const UPLOAD_FORM: &str = "/classify";
+pub(super) const UPLOAD_API: &str = "/api/v1/classify";
+
 pub(super) fn is_upload_route(path: &str) -> bool {
-    matches!(path, "/classify" | "/api/v1/classify")
+    path == UPLOAD_FORM || path == UPLOAD_API
 }
 
 pub(super) fn client_ip(req: &Request) -> Option<IpAddr> {

@@ -35,10 +35,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -115,7 +112,7 @@ pub struct AppState {
     /// requests wait for one encode instead of each starting their own.
     frame_cache: Arc<tokio::sync::Mutex<Option<(u64, Bytes)>>>,
     /// Upload places held per client address.
-    per_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    per_client: security::PerClient,
 }
 
 impl AppState {
@@ -135,7 +132,7 @@ impl AppState {
             auth_limit: Arc::new(RateLimit::new(5.0, 0.5, 20.0, 5.0)),
             freeze_limit: Arc::new(RateLimit::new(1.0, freeze_per_sec, 1.0, freeze_per_sec)),
             frame_cache: Arc::new(tokio::sync::Mutex::new(None)),
-            per_client: Arc::new(Mutex::new(HashMap::new())),
+            per_client: Default::default(),
             slots: Arc::new(Semaphore::new(cfg.max_concurrent.max(1))),
             model: Arc::new(crate::model::ModelSlot::new(model)),
             #[cfg(feature = "fleet")]
@@ -214,7 +211,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::public));
     let protected = Router::new()
         .route("/", get(index))
-        .route("/classify", post(classify_form).layer(upload_limit))
+        .route(auth::UPLOAD_FORM, post(classify_form).layer(upload_limit))
         .route(
             "/static/app.js",
             get(|| async {
@@ -224,7 +221,7 @@ pub fn router(state: AppState) -> Router {
                 )
             }),
         )
-        .route("/api/v1/classify", post(classify_api).layer(upload_limit))
+        .route(auth::UPLOAD_API, post(classify_api).layer(upload_limit))
         .route("/api/v1/status", get(status))
         .route("/api/v1/model", get(model_manifest))
         .route("/api/v1/frame.jpg", get(frame_jpeg))

@@ -342,3 +342,35 @@ mod tests {
         assert!(r.allowed(ip(3)).is_err());
     }
 }
+
+/// What each client address holds (open connections, upload places); a slot is given back on
+/// drop however the request or connection ends.
+#[derive(Clone, Default)]
+pub struct PerClient(std::sync::Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+pub struct ClientSlot(PerClient, IpAddr);
+
+impl PerClient {
+    /// One more for `ip`, unless it already holds `max`.
+    pub fn take(&self, ip: IpAddr, max: usize) -> Option<ClientSlot> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut m = (self.0).0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}

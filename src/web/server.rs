@@ -6,13 +6,12 @@
 //! waits for the next request), bounded header buffers. Body timeouts are per route
 //! (`web.body_timeout_ms`, in the handlers).
 
+use super::security::PerClient;
 use crate::config::WebConfig;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -20,36 +19,6 @@ use tower_service::Service;
 
 /// Largest request head (request line + headers) kept in memory per connection.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
-
-/// Open connections per client address; a slot is given back on drop.
-#[derive(Clone, Default)]
-struct PerClient(Arc<Mutex<HashMap<IpAddr, usize>>>);
-
-struct ClientSlot(PerClient, IpAddr);
-
-impl PerClient {
-    fn take(&self, ip: IpAddr, max: usize) -> Option<ClientSlot> {
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let n = m.entry(ip).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(ClientSlot(self.clone(), ip))
-    }
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        let mut m = (self.0).0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = m.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.1);
-            }
-        }
-    }
-}
 
 /// Connections one client address may hold open at once.
 pub fn per_client_limit(max_connections: usize) -> usize {

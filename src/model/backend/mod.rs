@@ -150,6 +150,34 @@ impl OrtOptions {
 /// A loaded classifier and its output width.
 type Loaded = (Box<dyn Classifier>, usize);
 
+/// A graph's declared input `[N, C, H, W]` against the manifest's size, for every engine
+/// (`None`: a dynamic dim, which fits anything).
+pub(crate) fn check_input_dims(
+    onnx: &Path,
+    dims: &[Option<i64>],
+    width: u32,
+    height: u32,
+) -> Result<(), BundleError> {
+    let expect = [1, 3, height as i64, width as i64];
+    let ok = dims.len() == 4
+        && dims
+            .iter()
+            .zip(expect)
+            .all(|(d, e)| d.is_none_or(|d| d == e));
+    if ok {
+        return Ok(());
+    }
+    Err(BundleError::InputShape {
+        path: onnx.into(),
+        model: dims
+            .iter()
+            .map(|d| d.map_or("?".into(), |d| d.to_string()))
+            .collect(),
+        width,
+        height,
+    })
+}
+
 /// The backend factory: a classifier for `onnx` on the engine `opts.backend` selects (`auto`:
 /// ONNX Runtime when a library loads, else tract), its output width, and which engine runs and
 /// why. A new backend is one module here plus one arm in this match.

@@ -5,6 +5,7 @@ pub use result::ClassifyResult;
 use result::{classified_result, retake_result};
 
 use super::auth::client_ip;
+use super::security::ClientSlot;
 use super::{ApiError, AppState};
 use crate::config::{PipelineConfig, WebConfig};
 use crate::model::classifier::{InferenceError, Prediction};
@@ -16,31 +17,23 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{StatusCode, header};
 use serde_json::json;
-use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A place among the uploads being received, queued or classified; given back on drop however
 /// the request ends (a client that disconnects drops the handler's future mid-way).
 pub(super) struct Place(
     Arc<AtomicUsize>,
-    Option<(Arc<Mutex<HashMap<IpAddr, usize>>>, IpAddr)>,
+    /// Held for its `Drop` (gives the client address's share back).
+    #[allow(dead_code)]
+    Option<ClientSlot>,
 );
 
 impl Drop for Place {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
-        if let Some((map, ip)) = &self.1 {
-            let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(n) = m.get_mut(ip) {
-                *n -= 1;
-                if *n == 0 {
-                    m.remove(ip);
-                }
-            }
-        }
     }
 }
 
@@ -61,13 +54,11 @@ pub(super) fn admit(st: &AppState, ip: Option<IpAddr>) -> Result<Place, ApiError
     let places = st.cfg.max_concurrent + st.cfg.queue;
     let mut per_client = None;
     if let Some(ip) = ip {
-        let mut m = st.per_client.lock().unwrap_or_else(|e| e.into_inner());
-        let n = m.entry(ip).or_insert(0);
-        if *n >= (places / 2).max(1) {
-            return Err(busy());
-        }
-        *n += 1;
-        per_client = Some((st.per_client.clone(), ip));
+        per_client = Some(
+            st.per_client
+                .take(ip, (places / 2).max(1))
+                .ok_or_else(busy)?,
+        );
     }
     let before = st.waiting.fetch_add(1, Ordering::SeqCst);
     let place = Place(st.waiting.clone(), per_client);

@@ -62,20 +62,13 @@ pub(super) fn input_dims(
     manifest: &Manifest,
     dims: &[i64],
 ) -> Result<(), BundleError> {
-    let (w, h) = (manifest.input.width as i64, manifest.input.height as i64);
-    let ok = dims.len() == 4 && dims.iter().zip([1, 3, h, w]).all(|(&d, e)| d < 0 || d == e);
-    if ok {
-        return Ok(());
-    }
-    Err(BundleError::InputShape {
-        path: onnx.into(),
-        model: dims
-            .iter()
-            .map(|d| if *d < 0 { "?".into() } else { d.to_string() })
-            .collect(),
-        width: manifest.input.width,
-        height: manifest.input.height,
-    })
+    let dims: Vec<Option<i64>> = dims.iter().map(|&d| (d >= 0).then_some(d)).collect();
+    crate::model::backend::check_input_dims(
+        onnx,
+        &dims,
+        manifest.input.width,
+        manifest.input.height,
+    )
 }
 
 /// Values in the first output (dynamic dims count as 1); `None` = it is not a tensor.

@@ -228,26 +228,12 @@ fn check_declared_input(
     if declared.shape.is_open() {
         return Ok(());
     }
-    let dims: Vec<String> = declared
+    let dims: Vec<Option<i64>> = declared
         .shape
         .dims()
-        .map(|d| d.concretize().map_or("?".into(), |t| t.to_string()))
+        .map(|d| d.concretize().and_then(|t| t.to_string().parse().ok()))
         .collect();
-    let expect = ["1".to_string(), "3".into(), h.to_string(), w.to_string()];
-    let matches = dims.len() == 4
-        && dims
-            .iter()
-            .zip(&expect)
-            .all(|(d, e)| d == e || d.parse::<i64>().is_err());
-    if matches {
-        return Ok(());
-    }
-    Err(BundleError::InputShape {
-        path: onnx.into(),
-        model: dims,
-        width: w,
-        height: h,
-    })
+    crate::model::backend::check_input_dims(onnx, &dims, w, h)
 }
 
 /// Output names in order: the outlet's label, else its node's name.
