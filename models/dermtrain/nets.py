@@ -1,12 +1,13 @@
 """Network definitions. EfficientNet-Lite0/1/2 are defined here because the PyPI weight packages
 ship only state dicts; parameter names follow those files (lukemelas-style `_blocks.N._bn0`) and
 the block layout of each variant is read off its weight shapes."""
+
 import glob
 import os
 
 import torch
-from torch import nn
 import torchvision
+from torch import nn
 
 # Stride of each EfficientNet stage (B0..B7 and Lite0..4 share them).
 STAGE_STRIDES = [1, 2, 2, 2, 1, 2, 1]

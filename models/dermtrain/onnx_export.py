@@ -1,5 +1,6 @@
 """ONNX export of a trained network, checked against PyTorch on real images, and the ONNX Runtime
 helpers the other export steps (calibration, int8, parity, ort-bench) share."""
+
 import numpy as np
 
 PARITY_IMAGES = 16
@@ -25,8 +26,15 @@ def export_onnx(model, size, path, xva):
     ORT must reproduce PyTorch on real images (`xva`) before anything ships."""
     import torch
 
-    torch.onnx.export(model, torch.zeros(1, 3, size, size), str(path), opset_version=13,
-                      input_names=["input"], output_names=["logits"], do_constant_folding=True)
+    torch.onnx.export(
+        model,
+        torch.zeros(1, 3, size, size),
+        str(path),
+        opset_version=13,
+        input_names=["input"],
+        output_names=["logits"],
+        do_constant_folding=True,
+    )
     sess = ort_session(path)
     k = min(PARITY_IMAGES, len(xva))
     with torch.no_grad():
@@ -35,4 +43,3 @@ def export_onnx(model, size, path, xva):
     print(f"ORT vs PyTorch max |logit diff| on {k} val images: {diff:.2e} (bound {PARITY_BOUND:g})")
     assert diff <= PARITY_BOUND, f"ONNX export disagrees with PyTorch: {diff}"
     return sess
-

@@ -10,6 +10,7 @@ non-lesion images measure the result, they do not set it.
 The class-activation map (CAM, Zhou et al. 2016) is the classifier's weights applied to the last
 feature map before pooling: one h x w map per class; Rust picks the shown class and draws it.
 """
+
 import hashlib
 import json
 import shutil
@@ -130,8 +131,11 @@ def colour_shift(seed):
 DEFAULT_LAYERS = {
     "efficientnet_lite2": ["/_blocks.10/Add_output_0", "/_blocks.14/Add_output_0", "/_blocks.19/Add_output_0"],
     "efficientnet_lite0": ["/_blocks.7/Add_output_0", "/_blocks.10/Add_output_0", "/_blocks.14/Add_output_0"],
-    "resnet18": ["/layer2/layer2.1/relu_1/Relu_output_0", "/layer3/layer3.1/relu_1/Relu_output_0",
-                 "/layer4/layer4.1/relu_1/Relu_output_0"],
+    "resnet18": [
+        "/layer2/layer2.1/relu_1/Relu_output_0",
+        "/layer3/layer3.1/relu_1/Relu_output_0",
+        "/layer4/layer4.1/relu_1/Relu_output_0",
+    ],
 }
 
 
@@ -176,22 +180,26 @@ class Gate:
         terms = []
         for i, ((m, mu, sd), x) in enumerate(zip(self.parts, flat_names)):
             p = f"ood{i}_"
-            g.initializer.extend([
-                numpy_helper.from_array(m.w, p + "whiten"),
-                numpy_helper.from_array(m.centres, p + "centres"),
-                numpy_helper.from_array(np.array([1], np.int64), p + "axis"),
-                numpy_helper.from_array(np.array(mu, np.float32), p + "mu"),
-                numpy_helper.from_array(np.array(1.0 / sd, np.float32), p + "inv_sd"),
-            ])
-            g.node.extend([
-                helper.make_node("MatMul", [x, p + "whiten"], [p + "z"], name=p + "mm"),
-                helper.make_node("Sub", [p + "z", p + "centres"], [p + "diff"], name=p + "sub"),
-                helper.make_node("Mul", [p + "diff", p + "diff"], [p + "sq"], name=p + "sq"),
-                helper.make_node("ReduceSum", [p + "sq", p + "axis"], [p + "dist"], keepdims=0, name=p + "sum"),
-                helper.make_node("ReduceMin", [p + "dist"], [p + "min"], keepdims=0, name=p + "min"),
-                helper.make_node("Sub", [p + "min", p + "mu"], [p + "c"], name=p + "centre"),
-                helper.make_node("Mul", [p + "c", p + "inv_sd"], [p + "std"], name=p + "scale"),
-            ])
+            g.initializer.extend(
+                [
+                    numpy_helper.from_array(m.w, p + "whiten"),
+                    numpy_helper.from_array(m.centres, p + "centres"),
+                    numpy_helper.from_array(np.array([1], np.int64), p + "axis"),
+                    numpy_helper.from_array(np.array(mu, np.float32), p + "mu"),
+                    numpy_helper.from_array(np.array(1.0 / sd, np.float32), p + "inv_sd"),
+                ]
+            )
+            g.node.extend(
+                [
+                    helper.make_node("MatMul", [x, p + "whiten"], [p + "z"], name=p + "mm"),
+                    helper.make_node("Sub", [p + "z", p + "centres"], [p + "diff"], name=p + "sub"),
+                    helper.make_node("Mul", [p + "diff", p + "diff"], [p + "sq"], name=p + "sq"),
+                    helper.make_node("ReduceSum", [p + "sq", p + "axis"], [p + "dist"], keepdims=0, name=p + "sum"),
+                    helper.make_node("ReduceMin", [p + "dist"], [p + "min"], keepdims=0, name=p + "min"),
+                    helper.make_node("Sub", [p + "min", p + "mu"], [p + "c"], name=p + "centre"),
+                    helper.make_node("Mul", [p + "c", p + "inv_sd"], [p + "std"], name=p + "scale"),
+                ]
+            )
             terms.append(p + "std")
         g.node.append(helper.make_node("Sum", terms, [OOD_OUTPUT], name="ood_total"))
         g.output.append(helper.make_tensor_value_info(OOD_OUTPUT, TensorProto.FLOAT, []))
@@ -249,14 +257,18 @@ def fit_cmd(args):
     ytr = np.array([s.label for s in train])
     ood_dev, ood_test = image_list(Path(args.ood) / "dev"), image_list(Path(args.ood) / "test")
     # Features are cached by bundle, layers and image lists: refitting is then seconds.
-    key = hashlib.sha256(json.dumps([man["sha256"], layers, [str(s.path) for s in train + val],
-                                     [str(p) for p in ood_dev + ood_test]]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        json.dumps(
+            [man["sha256"], layers, [str(s.path) for s in train + val], [str(p) for p in ood_dev + ood_test]]
+        ).encode()
+    ).hexdigest()[:16]
     cache = data.HERE.parent / "target" / "ood-cache" / f"{man['name']}-{key}.npz"
     if cache.exists():
         z = np.load(cache)
         get = lambda k: [z[f"{k}{i}"] for i in range(len(flat))]
         f_train, f_train_shift, f_val, f_val_shift, f_dev, f_test = map(
-            get, ["train", "train_shift", "val", "val_shift", "dev", "test"])
+            get, ["train", "train_shift", "val", "val_shift", "dev", "test"]
+        )
         print(f"features from {cache}", flush=True)
     else:
         f_train = feats([s.path for s in train])
@@ -266,11 +278,30 @@ def fit_cmd(args):
         f_val_shift = feats([s.path for s in val], colour_shift(1))
         f_dev, f_test = feats(ood_dev), feats(ood_test)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, **{f"{k}{i}": v[i] for k, v in [("train", f_train), ("train_shift", f_train_shift),
-                 ("val", f_val), ("val_shift", f_val_shift), ("dev", f_dev), ("test", f_test)] for i in range(len(flat))})
-    print(f"features: val {len(val)} (+ colour-shifted), non-lesion dev {len(ood_dev)} test {len(ood_test)}", flush=True)
-    gate = Gate([np.concatenate([a, b]) for a, b in zip(f_train, f_train_shift)], np.concatenate([ytr, ytr]),
-                len(classes), args.shrink)
+        np.savez(
+            cache,
+            **{
+                f"{k}{i}": v[i]
+                for k, v in [
+                    ("train", f_train),
+                    ("train_shift", f_train_shift),
+                    ("val", f_val),
+                    ("val_shift", f_val_shift),
+                    ("dev", f_dev),
+                    ("test", f_test),
+                ]
+                for i in range(len(flat))
+            },
+        )
+    print(
+        f"features: val {len(val)} (+ colour-shifted), non-lesion dev {len(ood_dev)} test {len(ood_test)}", flush=True
+    )
+    gate = Gate(
+        [np.concatenate([a, b]) for a, b in zip(f_train, f_train_shift)],
+        np.concatenate([ytr, ytr]),
+        len(classes),
+        args.shrink,
+    )
     s_val, s_val_shift = gate.score(f_val), gate.score(f_val_shift)
     s_dev, s_test = gate.score(f_dev), gate.score(f_test)
     threshold = quantile_threshold(s_val, args.turn_away)
@@ -282,15 +313,23 @@ def fit_cmd(args):
     src = np.array([s.source for s in val])
     report = {
         "method": "sum over stages of the standardised Mahalanobis distance to the nearest class mean "
-                  "(shared covariance, shrinkage %g), fitted on train + a colour-shifted copy" % args.shrink,
+        f"(shared covariance, shrinkage {args.shrink:g}), fitted on train + a colour-shifted copy",
         "layers": layers,
         "threshold_rule": f"{1 - args.turn_away:.3f} quantile of lesion-clean val scores",
         "val_turned_away": float(np.mean(s_val > threshold)),
         "val_turned_away_per_source": {k: float(np.mean(s_val[src == k] > threshold)) for k in sources},
         "colour_shifted_val_turned_away": float(np.mean(s_val_shift > threshold)),
-        "non_lesion_dev": {"images": len(ood_dev), "auroc": auroc(s_val, s_dev), "caught": float(np.mean(s_dev > threshold))},
-        "non_lesion_test": {"images": len(ood_test), "auroc": auroc(s_val, s_test), "caught": float(np.mean(s_test > threshold)),
-                            "missed": [p.name for p, s in zip(ood_test, s_test) if s <= threshold]},
+        "non_lesion_dev": {
+            "images": len(ood_dev),
+            "auroc": auroc(s_val, s_dev),
+            "caught": float(np.mean(s_dev > threshold)),
+        },
+        "non_lesion_test": {
+            "images": len(ood_test),
+            "auroc": auroc(s_val, s_test),
+            "caught": float(np.mean(s_test > threshold)),
+            "missed": [p.name for p, s in zip(ood_test, s_test) if s <= threshold],
+        },
         "val_images": len(val),
     }
     model = onnx.load(str(bdir / "model.onnx"))
@@ -313,9 +352,12 @@ def fit_cmd(args):
 
     if out != bdir:
         shutil.copyfile(bdir / bundle.MANIFEST, out / bundle.MANIFEST)
-    bundle.update_manifest(out, ood={"output": OOD_OUTPUT, "threshold": threshold, **report,
-                                     "command": args.command_line},
-                           cam={"output": CAM_OUTPUT}, sha256=bundle.sha256(out / "model.onnx"))
+    bundle.update_manifest(
+        out,
+        ood={"output": OOD_OUTPUT, "threshold": threshold, **report, "command": args.command_line},
+        cam={"output": CAM_OUTPUT},
+        sha256=bundle.sha256(out / "model.onnx"),
+    )
     print(json.dumps({k: v for k, v in report.items() if k != "layers"}, indent=1))
     print(f"wrote {out} (threshold {threshold:.3f}; graph vs fit max diff {diff:.2e})")
 
@@ -330,21 +372,21 @@ def card_section(man):
     missed = ", ".join(f"`{m}`" for m in test["missed"]) or "none"
     return f"""{CARD_MARK}
 
-Graph output `{o['output']}`: {o['method']}. Stages: {', '.join(f'`{x}`' for x in o['layers'])}.
-Over the threshold ({o['threshold']:.3f}, the {o['threshold_rule']}) the device says
-"not a lesion": no class, no referral. Class-activation maps: graph output `{man['cam']['output']}`.
+Graph output `{o["output"]}`: {o["method"]}. Stages: {", ".join(f"`{x}`" for x in o["layers"])}.
+Over the threshold ({o["threshold"]:.3f}, the {o["threshold_rule"]}) the device says
+"not a lesion": no class, no referral. Class-activation maps: graph output `{man["cam"]["output"]}`.
 
 | measured | value |
 |---|---|
-| lesion-clean val lesions turned away | {o['val_turned_away']:.1%} of {o['val_images']} ({per}) |
-| colour-shifted copy of that val (gains, gamma, JPEG) turned away | {o['colour_shifted_val_turned_away']:.1%} |
-| non-lesion images, dev half (chose layers, shrinkage, turn-away share) | AUROC {dev['auroc']:.3f}; {dev['caught']:.1%} of {dev['images']} caught |
-| non-lesion images, **test half** (reported, never tuned on) | AUROC {test['auroc']:.3f}; {test['caught']:.1%} of {test['images']} caught |
+| lesion-clean val lesions turned away | {o["val_turned_away"]:.1%} of {o["val_images"]} ({per}) |
+| colour-shifted copy of that val (gains, gamma, JPEG) turned away | {o["colour_shifted_val_turned_away"]:.1%} |
+| non-lesion images, dev half (chose layers, shrinkage, turn-away share) | AUROC {dev["auroc"]:.3f}; {dev["caught"]:.1%} of {dev["images"]} caught |
+| non-lesion images, **test half** (reported, never tuned on) | AUROC {test["auroc"]:.3f}; {test["caught"]:.1%} of {test["images"]} caught |
 
 Missed in the test half: {missed}. The non-lesion set (`python -m dermtrain ood-set`): photos
 and textures from Debian packages (OpenCV samples, GNOME/MATE/UKUI/Lomiri wallpapers, a game's
 terrain textures) plus synthetic images (flat colours, gradients, noise, stripes, printed text,
-screens); none of the reserved sample sets. Command: `{o.get('command', '')}`.
+screens); none of the reserved sample sets. Command: `{o.get("command", "")}`.
 """
 
 

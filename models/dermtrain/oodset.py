@@ -3,6 +3,7 @@ packages extracted with `dpkg-deb -x`) plus synthetic images, split by file hash
 (choosing the score and its settings) and `test` (reported). Scikit-image, matplotlib and
 scikit-learn sample images and Debian's desktop-base wallpapers are refused: they are kept for
 an independent check."""
+
 import hashlib
 from pathlib import Path
 
@@ -105,7 +106,8 @@ def degraded(roots, out, n=60, seed=5):
         "motion": lambda im: motion(im, rng.uniform(0.05, 0.1) * max(im.size), rng.uniform(0, np.pi)),
         "dark": lambda im: ImageEnhance.Brightness(im).enhance(rng.uniform(0.05, 0.2)),
         "bright": lambda im: Image.fromarray(
-            np.clip(np.asarray(im, np.float32) * rng.uniform(2.5, 4) + 60, 0, 255).astype(np.uint8)),
+            np.clip(np.asarray(im, np.float32) * rng.uniform(2.5, 4) + 60, 0, 255).astype(np.uint8)
+        ),
     }
     for kind, f in ops.items():
         for s in pick:

@@ -1,4 +1,5 @@
 """`parity`: the Python reference the Rust preprocessing parity test compares against."""
+
 import json
 from pathlib import Path
 

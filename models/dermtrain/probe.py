@@ -2,6 +2,7 @@
 photo came from, among melanomas and nevi (the two classes that exist in both collections)?
 A grouped (by lesion) 5-fold logistic-regression probe; the same probe for melanoma vs nevus is
 the reference. A model that has learned "collection -> class" keeps the archive easy to read."""
+
 import json
 import os
 from pathlib import Path
@@ -9,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import data, metrics, nets, train as tr
+from . import data, metrics, nets
+from . import train as tr
 
 
 def logreg_cv(feats, y, groups, folds=5, l2=1e-2, seed=0):
@@ -69,13 +71,19 @@ def probe(args):
     groups = [s.lesion_id or str(s.path) for s in samples]
     y_arch = np.array([s.archive == "ham10000" for s in samples], dtype=np.float64)
     y_cls = np.array([s.label == mel for s in samples], dtype=np.float64)
-    rep = {"model": label, "images": len(samples), "classes": ["melanoma", "melanocytic_nevus"],
-           "archives": {a: int(sum(s.archive == a for s in samples)) for a in sorted({s.archive for s in samples})}}
+    rep = {
+        "model": label,
+        "images": len(samples),
+        "classes": ["melanoma", "melanocytic_nevus"],
+        "archives": {a: int(sum(s.archive == a for s in samples)) for a in sorted({s.archive for s in samples})},
+    }
     for what, y in (("archive", y_arch), ("class", y_cls)):
         p = logreg_cv(feats, y, groups)
         pos = y > 0.5
-        rep[f"{what}_probe"] = {"auc": metrics.auc_binary(p, pos),
-                                "balanced_accuracy": float(((p > 0.5)[pos].mean() + (p <= 0.5)[~pos].mean()) / 2)}
+        rep[f"{what}_probe"] = {
+            "auc": metrics.auc_binary(p, pos),
+            "balanced_accuracy": float(((p > 0.5)[pos].mean() + (p <= 0.5)[~pos].mean()) / 2),
+        }
     # Within each class: can the archive still be read off? (1.0 = perfectly, 0.5 = not at all.)
     for c, cname in ((mel, "melanoma"), (nev, "melanocytic_nevus")):
         m = np.array([s.label == c for s in samples])

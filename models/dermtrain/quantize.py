@@ -1,5 +1,6 @@
 """Static int8 quantisation (QDQ) with ONNX Runtime, calibrated on real training images
 preprocessed exactly as at inference, and the int8-vs-fp32 comparison recorded in the bundle."""
+
 import numpy as np
 
 from .onnx_export import ort_session
@@ -14,10 +15,9 @@ class CalibReader:
 
 
 def quantize_int8(fp32_path, int8_path, calib_x):
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    import onnx
 
     pre = int8_path.with_suffix(".pre.onnx")
     quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
@@ -25,16 +25,26 @@ def quantize_int8(fp32_path, int8_path, calib_x):
     # Depthwise convolutions stay float: per-channel 7-bit depthwise kernels cost EfficientNet-
     # Lite0 v2 most of its int8 error (val top-1 agreement 0.91 -> 0.93 without them), and they
     # hold a tiny share of the weights.
-    depthwise = [n.name for n in onnx.load(str(pre)).graph.node
-                 if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)]
-    quantize_static(str(pre), str(int8_path), CalibReader(calib_x, name), quant_format=QuantFormat.QDQ,
-                    nodes_to_exclude=depthwise,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                    # 7-bit weights: ORT's u8s8 kernels saturate on x86 without VNNI (AVX2/AVX-512),
-                    # which made ORT int8 disagree with fp32 on 23 % of val images here while
-                    # tract (QDQ run in float) agreed; reduce_range keeps both runtimes faithful.
-                    reduce_range=True,
-                    calibrate_method=CalibrationMethod.MinMax)
+    depthwise = [
+        n.name
+        for n in onnx.load(str(pre)).graph.node
+        if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)
+    ]
+    quantize_static(
+        str(pre),
+        str(int8_path),
+        CalibReader(calib_x, name),
+        quant_format=QuantFormat.QDQ,
+        nodes_to_exclude=depthwise,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        # 7-bit weights: ORT's u8s8 kernels saturate on x86 without VNNI (AVX2/AVX-512),
+        # which made ORT int8 disagree with fp32 on 23 % of val images here while
+        # tract (QDQ run in float) agreed; reduce_range keeps both runtimes faithful.
+        reduce_range=True,
+        calibrate_method=CalibrationMethod.MinMax,
+    )
     pre.unlink()
 
 

@@ -3,6 +3,7 @@
 Runs on CPU or CUDA: images are decoded once into a uint8 cache and augmented batch-wise on the
 training device (one affine warp + colour ops per batch), so a GPU is not starved by Python.
 """
+
 import copy
 import csv
 import io
@@ -24,21 +25,74 @@ from .augment import augment
 
 RECIPES = {
     # The reference paper: Adam 1e-3, cross-entropy, 224, ImageNet mean/std, flip/rotation/brightness.
-    "paper": dict(size=224, epochs=10, batch=32, opt="adam", lr=1e-3, wd=0.0, label_smoothing=0.0,
-                  balanced=False, schedule="constant", rrc=False, vflip=False, rotate=20, brightness=0.2,
-                  jitter=False, rescue_res=False, freeze=0, look=False, ema=0.0),
+    "paper": dict(
+        size=224,
+        epochs=10,
+        batch=32,
+        opt="adam",
+        lr=1e-3,
+        wd=0.0,
+        label_smoothing=0.0,
+        balanced=False,
+        schedule="constant",
+        rrc=False,
+        vflip=False,
+        rotate=20,
+        brightness=0.2,
+        jitter=False,
+        rescue_res=False,
+        freeze=0,
+        look=False,
+        ema=0.0,
+    ),
     # v1 (the first shipped bundles): balanced loss, random-resized crop, flips, mild colour jitter,
     # cosine schedule, label smoothing, random downscaling half the time.
-    "best": dict(size=192, epochs=14, batch=32, opt="adamw", lr=5e-4, wd=1e-4, label_smoothing=0.1,
-                 balanced=True, schedule="cosine", rrc=True, vflip=True, rotate=30, brightness=0.2,
-                 jitter=True, rescue_res=True, freeze=3, look=False, ema=0.0),
+    "best": dict(
+        size=192,
+        epochs=14,
+        batch=32,
+        opt="adamw",
+        lr=5e-4,
+        wd=1e-4,
+        label_smoothing=0.1,
+        balanced=True,
+        schedule="cosine",
+        rrc=True,
+        vflip=True,
+        rotate=30,
+        brightness=0.2,
+        jitter=True,
+        rescue_res=True,
+        freeze=3,
+        look=False,
+        ema=0.0,
+    ),
     # v2: shortcut-free. Every image gets a comparable look (downscaled below the smallest source
     # resolution most of the time, random JPEG re-encoding, random aspect squash), strong colour
     # and white-balance jitter (camera light, colour-processed photos), any rotation, balanced
     # sampling over class x archive, full fine-tuning with a weight EMA.
-    "v2": dict(size=224, epochs=40, batch=64, opt="adamw", lr=1e-3, wd=0.02, label_smoothing=0.1,
-               balanced=True, schedule="cosine", rrc=True, vflip=True, rotate=180, brightness=0.3,
-               jitter=True, rescue_res=True, freeze=0, look=True, ema=0.998, crop_min=0.35, look_p=0.85),
+    "v2": dict(
+        size=224,
+        epochs=40,
+        batch=64,
+        opt="adamw",
+        lr=1e-3,
+        wd=0.02,
+        label_smoothing=0.1,
+        balanced=True,
+        schedule="cosine",
+        rrc=True,
+        vflip=True,
+        rotate=180,
+        brightness=0.3,
+        jitter=True,
+        rescue_res=True,
+        freeze=0,
+        look=True,
+        ema=0.998,
+        crop_min=0.35,
+        look_p=0.85,
+    ),
 }
 # v3: v2 plus Shades of Gray colour constancy (p = 6) on every training crop after the colour and
 # white-balance jitter, and in the bundle's input spec, so the device applies the same.
@@ -64,7 +118,9 @@ def _decode(job):
         buf = io.BytesIO()
         img.resize((s, s), Image.BILINEAR).save(buf, "JPEG", quality=rng.randint(25, 75))
         buf.seek(0)
-        out.append(np.asarray(Image.open(buf).convert("RGB").resize((side, side), Image.BILINEAR)).transpose(2, 0, 1).copy())
+        out.append(
+            np.asarray(Image.open(buf).convert("RGB").resize((side, side), Image.BILINEAR)).transpose(2, 0, 1).copy()
+        )
     return out
 
 
@@ -82,7 +138,9 @@ def pool_map(fn, jobs, workers):
 
 def cache_square(samples, side, jpeg, workers, seed=0):
     """Decode every image once: centred square crop resized to side x side, uint8 CHW (+ a JPEG copy)."""
-    res = pool_map(_decode, [(s.path, side, (seed * 100003 + i) if jpeg else None) for i, s in enumerate(samples)], workers)
+    res = pool_map(
+        _decode, [(s.path, side, (seed * 100003 + i) if jpeg else None) for i, s in enumerate(samples)], workers
+    )
     x = torch.from_numpy(np.stack([r[0] for r in res]))
     xj = torch.from_numpy(np.stack([r[1] for r in res])) if jpeg else None
     return x, xj
@@ -124,12 +182,16 @@ def plot_curves(rows, path):
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     ax[0].plot(ep, [r["train_loss"] for r in rows], label="train loss")
     ax[0].plot(ep, [r["val_loss"] for r in rows], label="val loss")
-    ax[0].set_xlabel("epoch"); ax[0].legend()
+    ax[0].set_xlabel("epoch")
+    ax[0].legend()
     ax[1].plot(ep, [r["train_acc"] for r in rows], label="train acc")
     ax[1].plot(ep, [r["val_acc"] for r in rows], label="val acc")
     ax[1].plot(ep, [r["val_bal_acc"] for r in rows], label="val balanced acc (selection)")
-    ax[1].set_xlabel("epoch"); ax[1].legend()
-    fig.tight_layout(); fig.savefig(path, dpi=90); plt.close(fig)
+    ax[1].set_xlabel("epoch")
+    ax[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def limit_per_class(ss, n, n_classes, seed):
@@ -217,8 +279,11 @@ def train(args):
     size = r["size"]
     spec = data.input_spec_for(size, r.get("colour_constancy"))
     workers = args.workers or os.cpu_count()
-    print(f"recipe {args.recipe}: {json.dumps(r)}; train {len(train_s)} val {len(val_s)} "
-          f"(selection on {int(sel.sum())} lesion-clean) held-out {len(held_s)}; device {device}", flush=True)
+    print(
+        f"recipe {args.recipe}: {json.dumps(r)}; train {len(train_s)} val {len(val_s)} "
+        f"(selection on {int(sel.sum())} lesion-clean) held-out {len(held_s)}; device {device}",
+        flush=True,
+    )
 
     t0 = time.time()
     cache_side = int(round(size * 1.15))
@@ -261,14 +326,26 @@ def train(args):
         teacher.load_state_dict(ck["model"])
         teacher.eval().to(device)
         t_size = ck["size"]
-        print(f"distilling from {args.teacher} ({ck['arch']} at {t_size}, val bal acc {ck.get('val_bal_acc')})", flush=True)
+        print(
+            f"distilling from {args.teacher} ({ck['arch']} at {t_size}, val bal acc {ck.get('val_bal_acc')})",
+            flush=True,
+        )
 
     g = torch.Generator().manual_seed(args.seed)
 
     def step_batch(idx, train_step=True):
-        x = augment(xtr[idx.to(xtr.device)] if xtr_j is None else
-                    torch.where((torch.rand(len(idx), generator=g) < 0.35).to(xtr.device).view(-1, 1, 1, 1),
-                                xtr_j[idx.to(xtr.device)], xtr[idx.to(xtr.device)]), r, size, g)
+        x = augment(
+            xtr[idx.to(xtr.device)]
+            if xtr_j is None
+            else torch.where(
+                (torch.rand(len(idx), generator=g) < 0.35).to(xtr.device).view(-1, 1, 1, 1),
+                xtr_j[idx.to(xtr.device)],
+                xtr[idx.to(xtr.device)],
+            ),
+            r,
+            size,
+            g,
+        )
         y = ytr[idx].to(device)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
@@ -277,7 +354,11 @@ def train(args):
             loss = F.cross_entropy(logits, y, weight=weight, label_smoothing=r["label_smoothing"])
             if teacher is not None:
                 with torch.no_grad():
-                    xt = x if t_size == size else F.interpolate(x, size=(t_size, t_size), mode="bilinear", align_corners=False)
+                    xt = (
+                        x
+                        if t_size == size
+                        else F.interpolate(x, size=(t_size, t_size), mode="bilinear", align_corners=False)
+                    )
                     tl_ = teacher(xt).float()
                 T = 2.0
                 kd = F.kl_div(F.log_softmax(logits / T, 1), F.softmax(tl_ / T, 1), reduction="batchmean") * T * T
@@ -304,7 +385,10 @@ def train(args):
         per_epoch = (time.time() - t1) / 3 * steps_per_epoch * 1.15 + 0.5
         fit = max(3, int(args.time_budget / per_epoch))
         if fit < r["epochs"]:
-            print(f"time budget {args.time_budget:.0f} s at ~{per_epoch:.1f} s/epoch: {r['epochs']} -> {fit} epochs", flush=True)
+            print(
+                f"time budget {args.time_budget:.0f} s at ~{per_epoch:.1f} s/epoch: {r['epochs']} -> {fit} epochs",
+                flush=True,
+            )
             r["epochs"] = fit
     total = steps_per_epoch * r["epochs"]
     warm = min(steps_per_epoch * 2, total // 4)
@@ -323,9 +407,12 @@ def train(args):
     ckpt_path = out / "checkpoint.pt"
     if args.resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu")
-        model.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
         if ema is not None and ck.get("ema") is not None:
-            ema.model.load_state_dict(ck["ema"]); ema.steps = ck.get("ema_steps", 0)
+            ema.model.load_state_dict(ck["ema"])
+            ema.steps = ck.get("ema_steps", 0)
         start_epoch, best, rows = ck["epoch"] + 1, ck["best"], ck["rows"]
         g.set_state(ck["gen"])
         print(f"resumed from {ckpt_path} at epoch {start_epoch}", flush=True)
@@ -342,36 +429,70 @@ def train(args):
             sched.step()
             if ema is not None:
                 ema.update(model)
-            tl += loss.item() * len(y); tc += (logits.argmax(1) == y).sum().item(); tn += len(y)
+            tl += loss.item() * len(y)
+            tc += (logits.argmax(1) == y).sum().item()
+            tn += len(y)
         evaluated = ema.model if ema is not None else model
         vlog = predict(evaluated, xva, device)
         vloss = float(F.cross_entropy(torch.from_numpy(vlog), torch.from_numpy(yva)).item())
         m_all = metrics.summary(metrics.softmax(vlog), yva, names)
         m = metrics.summary(metrics.softmax(vlog[sel]), yva[sel], names)
-        row = {"epoch": epoch, "train_loss": tl / tn, "train_acc": tc / tn, "val_loss": vloss,
-               "val_acc": m["accuracy"], "val_bal_acc": m["balanced_accuracy"],
-               "val_all_bal_acc": m_all["balanced_accuracy"], "lr": opt.param_groups[0]["lr"],
-               "seconds": time.time() - t0}
+        row = {
+            "epoch": epoch,
+            "train_loss": tl / tn,
+            "train_acc": tc / tn,
+            "val_loss": vloss,
+            "val_acc": m["accuracy"],
+            "val_bal_acc": m["balanced_accuracy"],
+            "val_all_bal_acc": m_all["balanced_accuracy"],
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": time.time() - t0,
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
         if m["balanced_accuracy"] > best:
             best, bad_epochs = m["balanced_accuracy"], 0
-            torch.save({"arch": args.arch, "recipe": args.recipe, "recipe_params": r,
-                        "model": {k: v.detach().cpu() for k, v in evaluated.state_dict().items()},
-                        "layout": layout, "epoch": epoch, "val_bal_acc": best, "init": init, "size": size,
-                        "teacher": args.teacher, "seed": args.seed, "data": [str(d) for d in args.data],
-                        "holdout": args.holdout, "selection": "val minus images whose lesion is in train",
-                        "limit_per_class": args.limit_per_class}, out / "best.pt")
+            torch.save(
+                {
+                    "arch": args.arch,
+                    "recipe": args.recipe,
+                    "recipe_params": r,
+                    "model": {k: v.detach().cpu() for k, v in evaluated.state_dict().items()},
+                    "layout": layout,
+                    "epoch": epoch,
+                    "val_bal_acc": best,
+                    "init": init,
+                    "size": size,
+                    "teacher": args.teacher,
+                    "seed": args.seed,
+                    "data": [str(d) for d in args.data],
+                    "holdout": args.holdout,
+                    "selection": "val minus images whose lesion is in train",
+                    "limit_per_class": args.limit_per_class,
+                },
+                out / "best.pt",
+            )
         else:
             bad_epochs += 1
         if not args.no_checkpoint:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "ema": ema.model.state_dict() if ema is not None else None,
-                        "ema_steps": ema.steps if ema is not None else 0, "epoch": epoch,
-                        "best": best, "rows": rows, "gen": g.get_state()}, ckpt_path)
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "opt": opt.state_dict(),
+                    "sched": sched.state_dict(),
+                    "ema": ema.model.state_dict() if ema is not None else None,
+                    "ema_steps": ema.steps if ema is not None else 0,
+                    "epoch": epoch,
+                    "best": best,
+                    "rows": rows,
+                    "gen": g.get_state(),
+                },
+                ckpt_path,
+            )
         with open(out / "history.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
-            w.writeheader(); w.writerows(rows)
+            w.writeheader()
+            w.writerows(rows)
         if args.patience and bad_epochs >= args.patience:
             print(f"early stop: no val balanced-accuracy gain for {bad_epochs} epochs", flush=True)
             break
@@ -390,7 +511,11 @@ def held_report(out, held_s, spec, device, names, workers):
     x = eval_tensors(held_s, spec, workers)
     pred = predict(model, x, device).argmax(1)
     y = np.array([s.label for s in held_s])
-    rep = {"holdout": ck["holdout"], "n": int(len(y)), "recall": float((pred == y).mean()),
-           "predicted_as": {names[c]: int((pred == c).sum()) for c in range(len(names)) if (pred == c).any()}}
+    rep = {
+        "holdout": ck["holdout"],
+        "n": int(len(y)),
+        "recall": float((pred == y).mean()),
+        "predicted_as": {names[c]: int((pred == c).sum()) for c in range(len(names)) if (pred == c).any()},
+    }
     (out / "holdout.json").write_text(json.dumps(rep, indent=2) + "\n")
     print("held-out " + json.dumps(rep), flush=True)

@@ -1,5 +1,6 @@
 """Validation figures of an exported model (ONNX Runtime logits): overall, lesion-clean, per
 archive, per source, dermoscopy only, the refer decision, and the confusion-matrix plot."""
+
 import numpy as np
 
 from . import metrics
@@ -26,7 +27,9 @@ def full_metrics(logits, samples, classes, temperature, abstain, clean=None, ref
     out = {"val": metrics.summary(probs, y, names, abstain)}
     if clean is not None and (~clean).any():
         d = metrics.summary(probs[clean], y[clean], names, abstain)
-        out["val_lesion_clean"] = {k: d[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "macro_auc_ovr", "ece_15")}
+        out["val_lesion_clean"] = {
+            k: d[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "macro_auc_ovr", "ece_15")
+        }
         out["val_lesion_clean"]["per_class_recall"] = {p["class"]: p["recall"] for p in d["per_class"]}
     out["val_per_archive"] = per_group(probs, y, names, [s.archive for s in samples])
     if refer_threshold is not None:
@@ -53,8 +56,22 @@ def plot_confusion(cm, names, path, title):
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(names)):
         for j in range(len(names)):
-            ax.text(j, i, int(cm[i, j]), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
-    ax.set_xticks(range(len(names))); ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(len(names))); ax.set_yticklabels(names, fontsize=8)
-    ax.set_xlabel("predicted"); ax.set_ylabel("true"); ax.set_title(title)
-    fig.tight_layout(); fig.savefig(path, dpi=90); plt.close(fig)
+            ax.text(
+                j,
+                i,
+                int(cm[i, j]),
+                ha="center",
+                va="center",
+                color="white" if norm[i, j] > 0.5 else "black",
+                fontsize=8,
+            )
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels(names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

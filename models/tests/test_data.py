@@ -1,4 +1,5 @@
 """Unit tests of the dataset reader: every bad input names the file and row."""
+
 import tempfile
 import unittest
 from pathlib import Path

@@ -1,5 +1,6 @@
 """Unit tests of the bundle manifest (model.json): one builder, the fields the Rust parser
 (`src/model/manifest.rs`) requires, and the shipped bundles round-trip through it unchanged."""
+
 import json
 import shutil
 import tempfile
@@ -12,8 +13,19 @@ MODELS = Path(__file__).resolve().parent.parent
 REFERENCE = MODELS / "effl0-v2" / "model.json"
 SHIPPED = sorted(MODELS.glob("*/model.json"))
 # `Manifest` fields without a serde default: the device refuses a model.json without them.
-RUST_REQUIRED = {"schema_version", "name", "architecture", "precision", "classes", "input", "output",
-                 "temperature", "abstain_threshold", "sha256", "provenance"}
+RUST_REQUIRED = {
+    "schema_version",
+    "name",
+    "architecture",
+    "precision",
+    "classes",
+    "input",
+    "output",
+    "temperature",
+    "abstain_threshold",
+    "sha256",
+    "provenance",
+}
 RUST_OPTIONAL = {"refer", "metrics", "ood", "cam"}
 
 
@@ -21,13 +33,28 @@ def sample(**changes):
     classes = data.load_classes()
     mal = [c["id"] for c in classes if c["risk"] == calibrate.MALIGNANT_RISK]
     with tempfile.TemporaryDirectory() as run:
-        prov = bundle.provenance({"arch": "resnet18", "holdout": ["melanoma:ham10000"]}, run,
-                                 ["skin9", "skin9-extra"], "python -m dermtrain export ...", "2024-01-01T00:00:00Z")
-    fields = dict(name="t", architecture="resnet18", precision="fp32", classes=classes,
-                  input=data.input_spec_for(224), temperature=1.2, abstain_threshold=0.5,
-                  refer=calibrate.refer_section(classes, mal, 0.05, {"sensitivity": 0.95, "specificity": 0.4}),
-                  provenance=prov, metrics={"val": {}}, sha256="ab" * 32,
-                  ood={"output": "ood", "threshold": 10.0, "method": "test"}, cam={"output": "cam"})
+        prov = bundle.provenance(
+            {"arch": "resnet18", "holdout": ["melanoma:ham10000"]},
+            run,
+            ["skin9", "skin9-extra"],
+            "python -m dermtrain export ...",
+            "2024-01-01T00:00:00Z",
+        )
+    fields = dict(
+        name="t",
+        architecture="resnet18",
+        precision="fp32",
+        classes=classes,
+        input=data.input_spec_for(224),
+        temperature=1.2,
+        abstain_threshold=0.5,
+        refer=calibrate.refer_section(classes, mal, 0.05, {"sensitivity": 0.95, "specificity": 0.4}),
+        provenance=prov,
+        metrics={"val": {}},
+        sha256="ab" * 32,
+        ood={"output": "ood", "threshold": 10.0, "method": "test"},
+        cam={"output": "cam"},
+    )
     fields.update(changes)
     return bundle.build_manifest(**fields)
 
@@ -65,8 +92,9 @@ class ManifestTest(unittest.TestCase):
             new = bundle.update_manifest(d, metrics={"val": {"n": 1}})
             self.assertEqual(json.loads((Path(d) / "model.json").read_text()), new)
             self.assertEqual(new["metrics"], {"val": {"n": 1}})
-            self.assertEqual({k: v for k, v in new.items() if k != "metrics"},
-                             {k: v for k, v in old.items() if k != "metrics"})
+            self.assertEqual(
+                {k: v for k, v in new.items() if k != "metrics"}, {k: v for k, v in old.items() if k != "metrics"}
+            )
             with self.assertRaises(bundle.ManifestError):
                 bundle.update_manifest(d, temperature=0.0)
             self.assertEqual(json.loads((Path(d) / "model.json").read_text()), new)  # left as it was
@@ -85,7 +113,9 @@ class ManifestTest(unittest.TestCase):
             "`output.kind`": dict(output={"kind": "probabilities"}),
             "`precision`": dict(precision="int4"),
             "`input.layout`": dict(input=dict(data.input_spec_for(224), layout="NHWC")),
-            "`input.resize.crop_fraction`": dict(input=dict(data.input_spec_for(224), resize={"kind": "center_crop", "crop_fraction": 0.0})),
+            "`input.resize.crop_fraction`": dict(
+                input=dict(data.input_spec_for(224), resize={"kind": "center_crop", "crop_fraction": 0.0})
+            ),
             "`refer.classes`": dict(refer={"classes": ["zz"], "threshold": 0.2}),
             "`refer.threshold`": dict(refer={"classes": ["melanoma"], "threshold": 1.5}),
             "`ood`": dict(ood={"output": "logits", "threshold": 1.0}),

@@ -1,9 +1,9 @@
 """Unit tests of the refer threshold choice and figures (the device applies the same rule)."""
+
 import unittest
 
 import numpy as np
-
-from dermtrain import calibrate
+from dermtrain import calibrate, data
 
 
 class ReferThresholdTest(unittest.TestCase):
@@ -28,7 +28,7 @@ class ReferThresholdTest(unittest.TestCase):
         self.assertAlmostEqual(calibrate.choose_refer_threshold(score, pos, 1.0), score[0])
 
     def test_no_positives_is_an_error(self):
-        with self.assertRaises(Exception):
+        with self.assertRaises(data.DatasetError):
             calibrate.choose_refer_threshold(np.array([0.5]), np.array([False]))
 
     def test_figures(self):

@@ -1198,3 +1198,50 @@ fn signed_update_over_the_broker_survives_floods_and_refuses_replays() {
     assert_eq!((active.version, active.max_version), (2, 2));
     assert!(took < Duration::from_secs(90));
 }
+
+/// Two devices configured with the same `device_id` take the broker session from each other
+/// (the broker drops the older connection). Each must see it, say so once, and back off long,
+/// instead of knocking the other off forever (was: ~120 connects in 30 s).
+#[test]
+fn two_devices_with_one_device_id_back_off() {
+    let Some((bin, _sub)) = mosquitto() else {
+        return;
+    };
+    let root = scratch("fleet-duplicate-id");
+    let broker = Broker::start(&root, &bin, "");
+    let fleet = format!(
+        "broker = \"mqtt://127.0.0.1:{}\"\npublish = \"all\"\nmax_rate_hz = 2",
+        broker.port
+    );
+    let (a, b) = (root.join("a"), root.join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let mut first = device(&a, &fleet, 300);
+    assert!(
+        wait_until(Duration::from_secs(60), || connects(&a) >= 1),
+        "first device never connected: {}",
+        device_log(&a)
+    );
+    let mut second = device(&b, &fleet, 300);
+    std::thread::sleep(Duration::from_secs(30));
+    let (ca, cb) = (connects(&a), connects(&b));
+    let said = |d: &Path| {
+        device_log(d)
+            .matches("another device with device_id")
+            .count()
+    };
+    assert!(
+        ca + cb <= 12,
+        "{ca} + {cb} connects in 30 s:\n{}\n---\n{}",
+        device_log(&a),
+        device_log(&b)
+    );
+    assert!(
+        said(&a) + said(&b) >= 1 && said(&a) <= 1 && said(&b) <= 1,
+        "the takeover must be named once per device: {}\n---\n{}",
+        device_log(&a),
+        device_log(&b)
+    );
+    term(&mut first, Duration::from_secs(20));
+    term(&mut second, Duration::from_secs(20));
+}

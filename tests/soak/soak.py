@@ -18,6 +18,7 @@ Invariants checked at the end (exit 1 if any fails):
 Usage: python3 tests/soak/soak.py [--seconds 120] [--seed N]   (CI: 120 s; 1800 on demand)
 Needs target/release/dermcam, mosquitto and mosquitto-clients. Report: target/soak.md.
 """
+
 import argparse
 import json
 import os
@@ -76,8 +77,9 @@ class Soak:
             f"listener {self.mqtt_port} 127.0.0.1\nallow_anonymous true\n"
             f"persistence true\npersistence_location {self.w}/\nmax_queued_messages 1000000\n"
         )
-        self.broker = subprocess.Popen([self.a.mosquitto, "-c", str(conf)],
-                                       stdout=subprocess.DEVNULL, stderr=open(self.w / "broker.log", "a"))
+        self.broker = subprocess.Popen(
+            [self.a.mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=open(self.w / "broker.log", "a")
+        )
         for _ in range(50):
             try:
                 socket.create_connection(("127.0.0.1", self.mqtt_port), 0.2).close()
@@ -87,9 +89,24 @@ class Soak:
         # A persistent subscriber session (clean session off): what arrives while it is away is
         # kept by the broker (and in its persistence file across a graceful restart).
         self.sub = subprocess.Popen(
-            ["mosquitto_sub", "-p", str(self.mqtt_port), "-q", "1", "-c", "-i", "soak-sub",
-             "-t", "dermcam/soak/result", "-t", "dermcam/soak/status", "-v"],
-            stdout=open(self.w / "received.txt", "a"), stderr=subprocess.DEVNULL)
+            [
+                "mosquitto_sub",
+                "-p",
+                str(self.mqtt_port),
+                "-q",
+                "1",
+                "-c",
+                "-i",
+                "soak-sub",
+                "-t",
+                "dermcam/soak/result",
+                "-t",
+                "dermcam/soak/status",
+                "-v",
+            ],
+            stdout=open(self.w / "received.txt", "a"),
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(0.3)
 
     def stop_broker(self):
@@ -103,8 +120,12 @@ class Soak:
         if self.broker is None:
             return False
         cmd = ["mosquitto_pub", "-p", str(self.mqtt_port), "-q", "1", "-t", topic, "-m", msg]
-        return subprocess.run(cmd + (["-r"] if retain else []), timeout=20,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+        return (
+            subprocess.run(
+                cmd + (["-r"] if retain else []), timeout=20, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            ).returncode
+            == 0
+        )
 
     # ---- the device -----------------------------------------------------------------------
     def write_config(self):
@@ -152,12 +173,19 @@ models_dir = "{self.w}/models"
 
     def start_device(self):
         self.dev_runs += 1
-        env = dict(os.environ, NOTIFY_SOCKET=str(self.w / "notify.sock"), WATCHDOG_USEC="2000000",
-                   RUST_LOG="info,dermcam::fleet::mqtt=debug")
+        env = dict(
+            os.environ,
+            NOTIFY_SOCKET=str(self.w / "notify.sock"),
+            WATCHDOG_USEC="2000000",
+            RUST_LOG="info,dermcam::fleet::mqtt=debug",
+        )
         env.pop("DERMCAM_MODEL", None)
-        self.dev = subprocess.Popen([str(BIN), "run", "--config", str(self.w / "config.toml")],
-                                    env=env, stdout=subprocess.DEVNULL,
-                                    stderr=open(self.w / f"device-{self.dev_runs}.log", "w"))
+        self.dev = subprocess.Popen(
+            [str(BIN), "run", "--config", str(self.w / "config.toml")],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.w / f"device-{self.dev_runs}.log", "w"),
+        )
         self.rss[self.dev.pid] = []
 
     def notify_listener(self):
@@ -169,7 +197,7 @@ models_dir = "{self.w}/models"
         while not self.stop.is_set():
             try:
                 data = s.recv(4096).decode(errors="replace")
-            except socket.timeout:
+            except TimeoutError:
                 continue
             for line in data.splitlines():
                 self.notify.append((time.time() - self.t0, line))
@@ -204,8 +232,14 @@ models_dir = "{self.w}/models"
     def upload(self):
         img = self.rng.choice(sorted(SAMPLES.glob("*.jpg")))
         b = "soakboundary"
-        body = (f"--{b}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{img.name}\"\r\n"
-                "Content-Type: image/jpeg\r\n\r\n").encode() + img.read_bytes() + f"\r\n--{b}--\r\n".encode()
+        body = (
+            (
+                f'--{b}\r\nContent-Disposition: form-data; name="image"; filename="{img.name}"\r\n'
+                "Content-Type: image/jpeg\r\n\r\n"
+            ).encode()
+            + img.read_bytes()
+            + f"\r\n--{b}--\r\n".encode()
+        )
         try:
             code, _ = self.http("/api/v1/classify", body, f"multipart/form-data; boundary={b}", 60)
             if code == 200:
@@ -217,7 +251,7 @@ models_dir = "{self.w}/models"
                 self.uploads["busy"] += 1
             else:
                 self.uploads["bad"].append(e.code)
-        except (urllib.error.URLError, ConnectionError, socket.timeout) as e:
+        except (TimeoutError, urllib.error.URLError, ConnectionError) as e:
             # Refused while the device restarts is expected; a hang on a live device is not.
             if isinstance(e, socket.timeout) or "timed out" in str(e):
                 self.uploads["bad"].append("timeout")
@@ -238,9 +272,23 @@ models_dir = "{self.w}/models"
 
     def update(self):
         v = (self.versions[-1] if self.versions else 1) + 1
-        out = subprocess.run([str(BIN), "bundle", "sign", str(self.archive), "--key", str(self.key),
-                              "--url", f"file://{self.archive}", "--version", str(v)],
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [
+                str(BIN),
+                "bundle",
+                "sign",
+                str(self.archive),
+                "--key",
+                str(self.key),
+                "--url",
+                f"file://{self.archive}",
+                "--version",
+                str(v),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         ann = out.strip().splitlines()[-1]
         if self.pub("dermcam/fleet/model", ann, retain=True):
             self.versions.append(v)
@@ -258,11 +306,17 @@ models_dir = "{self.w}/models"
         key = self.w / "signing.key"
         key.unlink(missing_ok=True)
         self.key = key
-        self.public = subprocess.run([str(BIN), "bundle", "keygen", "--out", str(key)],
-                                     check=True, capture_output=True, text=True).stdout.strip().split()[-1]
+        self.public = (
+            subprocess.run(
+                [str(BIN), "bundle", "keygen", "--out", str(key)], check=True, capture_output=True, text=True
+            )
+            .stdout.strip()
+            .split()[-1]
+        )
         self.archive = self.w / "update.tar"
-        subprocess.run([str(BIN), "bundle", "pack", str(BUNDLE), "--out", str(self.archive)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [str(BIN), "bundle", "pack", str(BUNDLE), "--out", str(self.archive)], check=True, capture_output=True
+        )
         (self.w / "received.txt").write_text("")
         threading.Thread(target=self.notify_listener, daemon=True).start()
         threading.Thread(target=self.rss_sampler, daemon=True).start()
@@ -335,9 +389,16 @@ models_dir = "{self.w}/models"
 
     def finish(self):
         checks = []
-        drained = self.wait(lambda: (s := self.received()[1]) and s[-1].get("online")
-                            and s[-1].get("queue", {}).get("pending") == 0
-                            and self.produced() <= {r.get("id") for r in self.received()[0]}, 120, 1)
+        drained = self.wait(
+            lambda: (
+                (s := self.received()[1])
+                and s[-1].get("online")
+                and s[-1].get("queue", {}).get("pending") == 0
+                and self.produced() <= {r.get("id") for r in self.received()[0]}
+            ),
+            120,
+            1,
+        )
         time.sleep(3)  # a few more watchdog pings and status messages
         t_end = time.time() - self.t0
         api = self.api_status() or {}
@@ -348,47 +409,74 @@ models_dir = "{self.w}/models"
         got_set = set(got)
         missing = produced - got_set
         dups = len(got) - len(got_set)
-        checks.append(("every queued result delivered", not missing and drained,
-                       f"{len(produced)} results queued on disk over {self.dev_runs} runs, {len(got_set)} distinct "
-                       f"received, {len(missing)} missing, {dups} duplicates (removable by id), "
-                       f"{len(got_set - produced)} received without a log line (killed between write and log)"))
+        checks.append(
+            (
+                "every queued result delivered",
+                not missing and drained,
+                f"{len(produced)} results queued on disk over {self.dev_runs} runs, {len(got_set)} distinct "
+                f"received, {len(missing)} missing, {dups} duplicates (removable by id), "
+                f"{len(got_set - produced)} received without a log line (killed between write and log)",
+            )
+        )
         stalled = [m for _, m in self.notify if m.startswith("STATUS=stalled")]
         pings = [t for t, m in self.notify if m == "WATCHDOG=1"]
         recent = [t for t in pings if t > t_end - 6]
-        checks.append(("every stage's heartbeat alive", not stalled and len(recent) >= 3,
-                       f"{len(pings)} watchdog pings, {len(recent)} in the last 6 s, stalls reported: {len(stalled)}"
-                       + (f" ({stalled[0]})" if stalled else "")))
+        checks.append(
+            (
+                "every stage's heartbeat alive",
+                not stalled and len(recent) >= 3,
+                f"{len(pings)} watchdog pings, {len(recent)} in the last 6 s, stalls reported: {len(stalled)}"
+                + (f" ({stalled[0]})" if stalled else ""),
+            )
+        )
         peak = max((mb for s in self.rss.values() for _, mb in s), default=0)
         # Flat after warm-up: the upload model instance is loaded at the first upload and a
         # model update holds two models for a moment, so compare from when both have happened.
         firsts = [next((t for t, e in self.events if e.startswith(k)), None) for k in ("upload", "signed update")]
         warm = max((t for t in firsts if t is not None), default=0) + 10
         growth = []
-        for pid, s in self.rss.items():
+        for s in self.rss.values():
             s = [(t, mb) for t, mb in s if t >= warm]
             if s and s[-1][0] - s[0][0] >= 40:
                 early = [mb for t, mb in s if t <= s[0][0] + 20]
                 late = [mb for t, mb in s if t >= s[-1][0] - 20]
                 growth.append(max(late) - statistics.median(early))
-        checks.append(("RSS bounded and flat", peak <= self.a.max_rss_mb and all(g <= self.a.max_growth_mb for g in growth),
-                       f"peak {peak:.0f} MB (limit {self.a.max_rss_mb}); growth after warm-up ({warm:.0f} s), processes alive >= 40 s after it: "
-                       + (", ".join(f"{g:+.1f} MB" for g in growth) or "none that long")
-                       + f" (limit +{self.a.max_growth_mb})"))
+        checks.append(
+            (
+                "RSS bounded and flat",
+                peak <= self.a.max_rss_mb and all(g <= self.a.max_growth_mb for g in growth),
+                f"peak {peak:.0f} MB (limit {self.a.max_rss_mb}); growth after warm-up ({warm:.0f} s), processes alive >= 40 s after it: "
+                + (", ".join(f"{g:+.1f} MB" for g in growth) or "none that long")
+                + f" (limit +{self.a.max_growth_mb})",
+            )
+        )
         u = self.uploads
-        checks.append(("uploads answered", not u["bad"],
-                       f"{u['ok']} x 200, {u['busy']} x 503 (busy), {u['down']} refused while the device restarted, "
-                       f"bad: {u['bad'] or 'none'}"))
+        checks.append(
+            (
+                "uploads answered",
+                not u["bad"],
+                f"{u['ok']} x 200, {u['busy']} x 503 (busy), {u['down']} refused while the device restarted, "
+                f"bad: {u['bad'] or 'none'}",
+            )
+        )
         mu = last_status.get("model_update") or {}
         want_v = self.versions[-1] if self.versions else None
-        truthful = (last_status.get("online") is True
-                    and last_status.get("queue", {}).get("pending") == 0
-                    and (last_status.get("model") or {}).get("name") == api.get("model")
-                    and (want_v is None or (mu.get("version") == want_v and mu.get("state") == "switched")))
-        checks.append(("status truthful", truthful,
-                       f"retained status: online {last_status.get('online')}, queue pending "
-                       f"{last_status.get('queue', {}).get('pending')}, model {(last_status.get('model') or {}).get('name')} "
-                       f"(API: {api.get('model')}), model_update {mu.get('state')} v{mu.get('version')} "
-                       f"(last announced: v{want_v}), reconnects {last_status.get('queue', {}).get('reconnects')}"))
+        truthful = (
+            last_status.get("online") is True
+            and last_status.get("queue", {}).get("pending") == 0
+            and (last_status.get("model") or {}).get("name") == api.get("model")
+            and (want_v is None or (mu.get("version") == want_v and mu.get("state") == "switched"))
+        )
+        checks.append(
+            (
+                "status truthful",
+                truthful,
+                f"retained status: online {last_status.get('online')}, queue pending "
+                f"{last_status.get('queue', {}).get('pending')}, model {(last_status.get('model') or {}).get('name')} "
+                f"(API: {api.get('model')}), model_update {mu.get('state')} v{mu.get('version')} "
+                f"(last announced: v{want_v}), reconnects {last_status.get('queue', {}).get('reconnects')}",
+            )
+        )
         # Clean stop: exit 0 and the goodbye.
         self.dev.terminate()
         try:
@@ -397,18 +485,26 @@ models_dir = "{self.w}/models"
             rc = "hung"
         time.sleep(1)
         bye = self.received()[1][-1:] or [{}]
-        checks.append(("clean stop", rc == 0 and bye[0].get("online") is False,
-                       f"SIGTERM -> exit {rc}; last status online={bye[0].get('online')} reason={bye[0].get('reason')}"))
+        checks.append(
+            (
+                "clean stop",
+                rc == 0 and bye[0].get("online") is False,
+                f"SIGTERM -> exit {rc}; last status online={bye[0].get('online')} reason={bye[0].get('reason')}",
+            )
+        )
         self.teardown()
         counts = {}
         for _, e in self.events:
             k = e.split(" ")[0] if not e.startswith("broker") else "broker restart"
             counts[k] = counts.get(k, 0) + 1
         lines = [
-            "# Chaos soak", "",
+            "# Chaos soak",
+            "",
             f"`python3 tests/soak/soak.py --seconds {self.a.seconds} --seed {self.a.seed}`: "
-            f"{t_end:.0f} s, faults: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), "",
-            "| invariant | result | measured |", "|---|---|---|",
+            f"{t_end:.0f} s, faults: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+            "",
+            "| invariant | result | measured |",
+            "|---|---|---|",
         ] + [f"| {n} | {'pass' if ok else '**FAIL**'} | {m} |" for n, ok, m in checks]
         Path(self.a.report).parent.mkdir(parents=True, exist_ok=True)
         Path(self.a.report).write_text("\n".join(lines) + "\n")
@@ -430,6 +526,7 @@ def main():
     if not BIN.exists():
         sys.exit("soak: build first: cargo build --release")
     import shutil
+
     shutil.rmtree(a.work, ignore_errors=True)
     s = Soak(a)
     try:

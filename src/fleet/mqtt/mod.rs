@@ -248,7 +248,11 @@ fn drive(
                     None => {}
                 }
                 let cap = if short_lived >= 3 {
-                    SHORT_LIVED_MAX_BACKOFF.max(max_backoff)
+                    // Dropped right after connecting, again and again: most likely another
+                    // device took our session (same device_id). Wait the long backoff at once,
+                    // so one of the two stays connected instead of both flapping.
+                    backoff = SHORT_LIVED_MAX_BACKOFF.max(max_backoff);
+                    backoff
                 } else {
                     max_backoff
                 };
