@@ -162,6 +162,48 @@ mod tests {
         ));
     }
 
+    /// Every `kind` parses to the variant whose spec names that kind, and a driver this build
+    /// lacks is reported in the one wording (what a new driver's three edits must keep true).
+    #[test]
+    fn every_kind_names_its_own_spec() {
+        let screens = [
+            ("png", ""),
+            ("fbdev", ""),
+            ("none", ""),
+            (
+                "tft",
+                "driver = \"st7789\"\ndc_pin = 25\nwidth = 240\nheight = 240\n",
+            ),
+        ];
+        for (kind, extra) in screens {
+            let text = format!("[screen]\nkind = \"{kind}\"\n{extra}");
+            let c = Config::parse(&text, Path::new("c.toml")).unwrap();
+            assert_eq!(c.screen.spec().kind(), kind);
+            match c.screen.spec().feature() {
+                Some((f, false)) => assert_eq!(
+                    c.screen.built().unwrap_err().to_string(),
+                    format!(
+                        "screen.kind = \"{kind}\" needs cargo feature `{f}`: this dermcam was built without feature {f}"
+                    )
+                ),
+                _ => assert!(c.screen.built().is_ok()),
+            }
+        }
+        for (kind, extra) in [
+            ("camera", ""),
+            ("images", "path = \"x\"\n"),
+            ("synthetic", ""),
+        ] {
+            let text = format!("[source]\nkind = \"{kind}\"\n{extra}");
+            let c = Config::parse(&text, Path::new("c.toml")).unwrap();
+            assert_eq!(c.source.spec().kind(), kind);
+            assert_eq!(
+                c.source.built().is_ok(),
+                c.source.spec().feature().is_none_or(|(_, built)| built)
+            );
+        }
+    }
+
     #[test]
     fn bad_lines_name_file_and_field() {
         let e = Config::parse(

@@ -105,8 +105,7 @@ fn result_page(r: &ClassifyResult, thumb: Option<Vec<u8>>) -> Html<String> {
     }
     let warn = r
         .quality
-        .get("warning")
-        .and_then(|w| w.as_str())
+        .warning
         .map(|w| format!("<p class=\"warn\">Image quality: {}</p>", escape(w)))
         .unwrap_or_default();
     let heat = r
@@ -122,7 +121,7 @@ fn result_page(r: &ClassifyResult, thumb: Option<Vec<u8>>) -> Html<String> {
              <p>Model {model}; {ms:.0} ms.</p><p><a href=\"/\">Classify another image</a></p></section>\
              <section>{preview}{heat}</section></main>",
             cls = if r.uncertain { "uncertain" } else { "" },
-            model = escape(r.model["name"].as_str().unwrap_or("")),
+            model = escape(&r.model.name),
             ms = r.total_ms
         ),
     )

@@ -23,7 +23,10 @@ pub fn auto_ort_library(opts: &OrtOptions) -> (Option<PathBuf>, String) {
     if !cfg!(feature = "ort") {
         return (
             None,
-            "this dermcam was built without feature ort: tract".into(),
+            format!(
+                "{}: tract",
+                crate::config::NotBuilt::new("model.backend = \"auto\" with ONNX Runtime", "ort")
+            ),
         );
     }
     if let Some(l) = &opts.library {

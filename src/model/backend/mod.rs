@@ -293,7 +293,6 @@ pub(super) fn load_ort(
     Err(BundleError::Backend {
         path: onnx.into(),
         backend: "ort".into(),
-        message: "this dermcam was built without feature ort (ONNX Runtime / TensorRT backend)"
-            .into(),
+        message: crate::config::NotBuilt::new("model.backend = \"ort\"", "ort").to_string(),
     })
 }

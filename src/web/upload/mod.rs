@@ -2,7 +2,7 @@
 
 mod result;
 pub use result::ClassifyResult;
-use result::{classified_result, retake_result};
+use result::{ModelIdentity, UploadQuality, classified_result, retake_result};
 
 use super::auth::client_ip;
 use super::security::ClientSlot;
@@ -16,7 +16,6 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{StatusCode, header};
-use serde_json::json;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -256,12 +255,14 @@ pub(super) async fn run_classification(
     st.counters.observe(total_ms);
     let m = &model.manifest;
     let (q, issue) = (a.quality, a.issue);
-    let quality =
-        json!({"luma": q.luma, "sharpness": q.sharpness, "warning": issue.map(|i| i.advice())});
-    let model_json = json!({"name": m.name, "sha256": m.sha256, "precision": m.precision});
+    let quality = UploadQuality {
+        luma: q.luma,
+        sharpness: q.sharpness,
+        warning: issue.map(|i| i.advice()),
+    };
     let result = match r {
-        Some((p, timings)) => classified_result(p, timings, m, quality, model_json, total_ms),
-        None => retake_result(issue, quality, model_json, total_ms),
+        Some((p, timings)) => classified_result(p, timings, m, quality, total_ms),
+        None => retake_result(issue, quality, ModelIdentity::of(m), total_ms),
     };
     Ok((result, a.preview))
 }

@@ -2,7 +2,7 @@
 
 use crate::model::Timings;
 use crate::model::classifier::{Outcome, Prediction};
-use crate::model::manifest::Manifest;
+use crate::model::manifest::{Manifest, Precision};
 use crate::pipeline::quality::QualityIssue;
 
 #[derive(serde::Serialize)]
@@ -27,10 +27,39 @@ pub struct ClassifyResult {
     /// exports class-activation maps and a class or "uncertain" is the outcome.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heat_png: Option<String>,
-    pub quality: serde_json::Value,
-    pub model: serde_json::Value,
+    pub quality: UploadQuality,
+    pub model: ModelIdentity,
     pub timings: Timings,
     pub total_ms: f64,
+}
+
+/// What the quality gate measured on the upload.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UploadQuality {
+    /// Mean luma, 0-255.
+    pub luma: f32,
+    /// Variance of the Laplacian (sharpness).
+    pub sharpness: f32,
+    /// The gate's advice when it refused the image.
+    pub warning: Option<&'static str>,
+}
+
+/// The model that classified the upload (the one taken for it, not the one loaded now).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelIdentity {
+    pub name: String,
+    pub sha256: String,
+    pub precision: Precision,
+}
+
+impl ModelIdentity {
+    pub fn of(m: &Manifest) -> ModelIdentity {
+        ModelIdentity {
+            name: m.name.clone(),
+            sha256: m.sha256.clone(),
+            precision: m.precision,
+        }
+    }
 }
 
 /// The result of an image the model classified (a class, uncertain, or not a lesion).
@@ -38,8 +67,7 @@ pub(super) fn classified_result(
     p: Prediction,
     timings: Timings,
     m: &Manifest,
-    quality: serde_json::Value,
-    model: serde_json::Value,
+    quality: UploadQuality,
     total_ms: f64,
 ) -> ClassifyResult {
     let outcome = p.outcome();
@@ -67,7 +95,7 @@ pub(super) fn classified_result(
             })
             .flatten(),
         quality,
-        model,
+        model: ModelIdentity::of(m),
         timings,
         total_ms,
     }
@@ -76,8 +104,8 @@ pub(super) fn classified_result(
 /// The result of an image the quality gate refused: retake, no classes.
 pub(super) fn retake_result(
     issue: Option<QualityIssue>,
-    quality: serde_json::Value,
-    model: serde_json::Value,
+    quality: UploadQuality,
+    model: ModelIdentity,
     total_ms: f64,
 ) -> ClassifyResult {
     ClassifyResult {
