@@ -472,7 +472,10 @@ class Board:
         self.sh(
             "mkdir -p /run/systemd/system/dermcam.service.d && printf '[Service]\\nEnvironment=DERMCAM_TEST_HANG=infer:3\\n' > /run/systemd/system/dermcam.service.d/hang.conf && systemctl daemon-reload"
         )
-        self.sh("systemctl restart dermcam", 400)
+        t = time.time()
+        rc, _ = self.sh("systemctl restart dermcam", 400)
+        restart_s = time.time() - t
+        env = self.unit("Environment").get("Environment", "")
         t = time.time()
         restarted = self.wait(lambda: int(self.unit("NRestarts").get("NRestarts", "0")) > before, 240, 2)
         took = time.time() - t
@@ -485,7 +488,8 @@ class Board:
             "watchdog: hung inference",
             restarted and "watchdog" in why.lower() and ok,
             f"DERMCAM_TEST_HANG=infer:3 (WatchdogSec {wd}): killed and restarted by systemd {took:.0f} s after the "
-            f"restart ({' / '.join(why.splitlines())}); back without the knob: {bool(ok)}",
+            f"restart ({' / '.join(why.splitlines())}); back without the knob: {bool(ok)}"
+            + ("" if restarted else f"; the knob's restart: exit {rc} in {restart_s:.0f} s, Environment={env!r}"),
         )
 
     def journald(self):
