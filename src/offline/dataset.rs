@@ -76,23 +76,38 @@ fn read_manifest_csv(root: &Path, manifest: &Path) -> Result<Vec<Sample>, Datase
     };
     let mut rdr = csv::Reader::from_path(manifest).map_err(|e| invalid(e.to_string()))?;
     let headers = rdr.headers().map_err(|e| invalid(e.to_string()))?;
-    let cols = Columns::find(headers).map_err(invalid)?;
+    let cols = Columns::find(headers).map_err(|e| invalid(e.to_string()))?;
     let mut out = Vec::new();
     for (i, rec) in rdr.records().enumerate() {
         let row = i as u64 + 2;
         let sample = rec
-            .map_err(|e| e.to_string())
+            .map_err(RowProblem::Csv)
             .and_then(|rec| cols.sample(root, &rec));
-        out.push(sample.map_err(|message| DatasetError::Row {
+        out.push(sample.map_err(|e| DatasetError::Row {
             path: manifest.into(),
             row,
-            message,
+            message: e.to_string(),
         })?);
     }
     if out.is_empty() {
         return Err(invalid("no rows".into()));
     }
     Ok(out)
+}
+
+/// What is wrong with `manifest.csv`'s header or one of its rows.
+#[derive(Debug, thiserror::Error)]
+enum RowProblem {
+    #[error("needs columns path,class,split; has {0:?}")]
+    Columns(Vec<String>),
+    #[error(transparent)]
+    Csv(csv::Error),
+    #[error("empty path, class or split")]
+    Empty,
+    #[error("path {0:?} must stay inside the dataset folder")]
+    Escapes(String),
+    #[error("image file {} does not exist", .0.display())]
+    Missing(PathBuf),
 }
 
 /// Where `manifest.csv`'s columns are: path, class and split are required.
@@ -106,13 +121,12 @@ struct Columns {
 }
 
 impl Columns {
-    fn find(headers: &csv::StringRecord) -> Result<Columns, String> {
+    fn find(headers: &csv::StringRecord) -> Result<Columns, RowProblem> {
         let col = |name: &str| headers.iter().position(|h| h == name);
         let (Some(path), Some(class), Some(split)) = (col("path"), col("class"), col("split"))
         else {
-            return Err(format!(
-                "needs columns path,class,split; has {:?}",
-                headers.iter().collect::<Vec<_>>()
+            return Err(RowProblem::Columns(
+                headers.iter().map(String::from).collect(),
             ));
         };
         Ok(Columns {
@@ -126,18 +140,18 @@ impl Columns {
     }
 
     /// One row as a sample; the error is the row's problem.
-    fn sample(&self, root: &Path, rec: &csv::StringRecord) -> Result<Sample, String> {
+    fn sample(&self, root: &Path, rec: &csv::StringRecord) -> Result<Sample, RowProblem> {
         let get = |c: usize| rec.get(c).unwrap_or("").trim().to_string();
         let (p, class, split) = (get(self.path), get(self.class), get(self.split));
         if p.is_empty() || class.is_empty() || split.is_empty() {
-            return Err("empty path, class or split".into());
+            return Err(RowProblem::Empty);
         }
         if Path::new(&p).is_absolute() || p.split(['/', '\\']).any(|c| c == "..") {
-            return Err(format!("path {p:?} must stay inside the dataset folder"));
+            return Err(RowProblem::Escapes(p));
         }
         let path = root.join(&p);
         if !path.is_file() {
-            return Err(format!("image file {} does not exist", path.display()));
+            return Err(RowProblem::Missing(path));
         }
         let or_unknown = |c: Option<usize>| {
             c.map(get)
