@@ -92,100 +92,141 @@ pub(super) fn spawn_updater(
     if cfg.updates.public_key.is_some() {
         jobs.updater.clean_leftovers();
     }
-    let j = jobs.clone();
+    let worker = UpdateWorker {
+        jobs: jobs.clone(),
+        switch,
+        report,
+        changed,
+        shared,
+        refused: Vec::new(),
+        retry: None,
+    };
     let _ = std::thread::Builder::new()
         .name("model-update".into())
-        .spawn(move || {
-            // Archives refused for good (signature, sha256, archive, self-test): not retried.
-            let mut refused: Vec<String> = Vec::new();
-            // A download that failed for a passing reason: tried again at `when`.
-            let mut retry: Option<(Announcement, Instant, Duration)> = None;
-            loop {
-                let job = {
-                    let mut p = j.lock();
-                    loop {
-                        if p.reload {
-                            p.reload = false;
-                            break Some(Job::Reload);
-                        }
-                        if let Some(a) = p.announce.take() {
-                            retry = None; // a newer announcement replaces a pending retry
-                            break Some(Job::Announce(a));
-                        }
-                        if p.closed {
-                            break None;
-                        }
-                        match &retry {
-                            Some((_, when, _)) if Instant::now() >= *when => {
-                                let (a, _, _) = retry.as_ref().expect("checked").clone();
-                                break Some(Job::Announce(a));
-                            }
-                            Some((_, when, _)) => {
-                                let wait = when.saturating_duration_since(Instant::now());
-                                p = j.wake.wait_timeout(p, wait).unwrap_or_else(|e| e.into_inner()).0;
-                            }
-                            None => p = j.wake.wait(p).unwrap_or_else(|e| e.into_inner()),
-                        }
-                    }
-                };
-                let Some(job) = job else { break };
-                let now = super::rfc3339(crate::storage::unix_ms());
-                match job {
-                    Job::Announce(a) => {
-                        let backoff = match &retry {
-                            Some((r, _, b)) if *r == a => *b,
-                            _ => RETRY_FIRST / 2,
-                        };
-                        retry = None;
-                        if refused.contains(&a.sha256) {
-                            continue;
-                        }
-                        report.set(json!({"state": "installing", "name": a.name,
-                                          "version": a.version, "sha256": a.sha256, "time": now}));
-                        let _ = changed.try_send(());
-                        log::info!("model update: {} version {} ({}) announced", a.name, a.version, a.sha256);
-                        let v = match j.updater.apply(&a, switch.as_ref()) {
-                            Ok(dir) => {
-                                log::info!("model update: switched to {}", dir.display());
-                                let running = shared.model();
-                                json!({"state": "switched", "name": running.manifest.name,
-                                       "version": a.version, "sha256": a.sha256,
-                                       "time": super::rfc3339(crate::storage::unix_ms())})
-                            }
-                            Err(e) if e.is_transient() => {
-                                let next = (backoff * 2).min(RETRY_MAX);
-                                log::warn!("model update: {} failed ({e}); retrying in {} s", a.name, next.as_secs());
-                                retry = Some((a.clone(), Instant::now() + next, next));
-                                json!({"state": "retrying", "name": a.name, "version": a.version,
-                                       "sha256": a.sha256, "reason": e.to_string(),
-                                       "retry_in_s": next.as_secs(),
-                                       "time": super::rfc3339(crate::storage::unix_ms())})
-                            }
-                            Err(e) => {
-                                log::warn!("model update: {} refused: {e}", a.name);
-                                refused.push(a.sha256.clone());
-                                json!({"state": "refused", "name": a.name, "version": a.version,
-                                       "sha256": a.sha256, "reason": e.to_string(),
-                                       "time": super::rfc3339(crate::storage::unix_ms())})
-                            }
-                        };
-                        report.set(v);
-                    }
-                    Job::Reload => {
-                        let dir = shared.model().dir.clone();
-                        let v = match switch.switch(&dir) {
-                            Ok(()) => json!({"state": "reloaded", "dir": dir, "time": now}),
-                            Err(e) => {
-                                json!({"state": "reload failed", "dir": dir, "reason": e.to_string(), "time": now})
-                            }
-                        };
-                        report.set(v);
-                    }
-                }
-                let _ = changed.try_send(());
-            }
-        });
+        .spawn(move || worker.run());
     jobs
+}
+
+/// The model-update thread: one job at a time (an announcement or a reload), with retries of
+/// passing failures on their own clock.
+struct UpdateWorker {
+    jobs: Arc<Jobs>,
+    switch: Arc<dyn ModelSwitch>,
+    report: Arc<UpdateReport>,
+    changed: tokio::sync::mpsc::Sender<()>,
+    shared: Arc<Shared>,
+    /// Archives refused for good (signature, sha256, archive, self-test): not retried.
+    refused: Vec<String>,
+    /// A download that failed for a passing reason: tried again at `when`, after `backoff`.
+    retry: Option<(Announcement, Instant, Duration)>,
+}
+
+impl UpdateWorker {
+    fn run(mut self) {
+        while let Some(job) = self.next_job() {
+            match job {
+                Job::Announce(a) => self.announce(a),
+                Job::Reload => self.reload(),
+            }
+            let _ = self.changed.try_send(());
+        }
+    }
+
+    /// Waits for the next job: a reload, a new announcement (it replaces a pending retry), or
+    /// a retry that is due; None once the link closed.
+    fn next_job(&mut self) -> Option<Job> {
+        let j = self.jobs.clone();
+        let mut p = j.lock();
+        loop {
+            if p.reload {
+                p.reload = false;
+                return Some(Job::Reload);
+            }
+            if let Some(a) = p.announce.take() {
+                self.retry = None;
+                return Some(Job::Announce(a));
+            }
+            if p.closed {
+                return None;
+            }
+            match &self.retry {
+                Some((a, when, _)) if Instant::now() >= *when => {
+                    return Some(Job::Announce(a.clone()));
+                }
+                Some((_, when, _)) => {
+                    let wait = when.saturating_duration_since(Instant::now());
+                    p = j
+                        .wake
+                        .wait_timeout(p, wait)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                None => p = j.wake.wait(p).unwrap_or_else(|e| e.into_inner()),
+            }
+        }
+    }
+
+    fn announce(&mut self, a: Announcement) {
+        let backoff = match &self.retry {
+            Some((r, _, b)) if *r == a => *b,
+            _ => RETRY_FIRST / 2,
+        };
+        self.retry = None;
+        if self.refused.contains(&a.sha256) {
+            return;
+        }
+        let now = || super::rfc3339(crate::storage::unix_ms());
+        self.report
+            .set(json!({"state": "installing", "name": a.name,
+                               "version": a.version, "sha256": a.sha256, "time": now()}));
+        let _ = self.changed.try_send(());
+        log::info!(
+            "model update: {} version {} ({}) announced",
+            a.name,
+            a.version,
+            a.sha256
+        );
+        let v = match self.jobs.updater.apply(&a, self.switch.as_ref()) {
+            Ok(dir) => {
+                log::info!("model update: switched to {}", dir.display());
+                let running = self.shared.model();
+                json!({"state": "switched", "name": running.manifest.name,
+                       "version": a.version, "sha256": a.sha256, "time": now()})
+            }
+            Err(e) if e.is_transient() => {
+                let next = (backoff * 2).min(RETRY_MAX);
+                log::warn!(
+                    "model update: {} failed ({e}); retrying in {} s",
+                    a.name,
+                    next.as_secs()
+                );
+                let v = json!({"state": "retrying", "name": a.name, "version": a.version,
+                               "sha256": a.sha256, "reason": e.to_string(),
+                               "retry_in_s": next.as_secs(), "time": now()});
+                self.retry = Some((a, Instant::now() + next, next));
+                v
+            }
+            Err(e) => {
+                log::warn!("model update: {} refused: {e}", a.name);
+                self.refused.push(a.sha256.clone());
+                json!({"state": "refused", "name": a.name, "version": a.version,
+                       "sha256": a.sha256, "reason": e.to_string(), "time": now()})
+            }
+        };
+        self.report.set(v);
+    }
+
+    fn reload(&self) {
+        let now = super::rfc3339(crate::storage::unix_ms());
+        let dir = self.shared.model().dir.clone();
+        let v = match self.switch.switch(&dir) {
+            Ok(()) => json!({"state": "reloaded", "dir": dir, "time": now}),
+            Err(e) => {
+                json!({"state": "reload failed", "dir": dir, "reason": e.to_string(), "time": now})
+            }
+        };
+        self.report.set(v);
+    }
 }
 
 /// Screen commands (freeze, release, capture) at most this often, like HTTP freeze.
