@@ -167,55 +167,7 @@ pub fn download(
 ) -> Result<String, UpdateError> {
     let dir = dest.parent().unwrap_or(Path::new("."));
     let room = room_for_archive(dir)?;
-    let (reader, length): (Box<dyn Read>, Option<u64>) =
-        if let Some(path) = url.strip_prefix("file://") {
-            let (f, len) = open_local(Path::new(path))?;
-            (Box::new(f), Some(len))
-        } else if url.starts_with("http://") || url.starts_with("https://") {
-            let mut tls = ureq::tls::TlsConfig::builder();
-            if let Some(ca) = ca_file {
-                let pem = std::fs::read(ca).map_err(|e| io(ca, e))?;
-                let certs: Vec<_> = ureq::tls::parse_pem(&pem)
-                    .filter_map(|i| match i {
-                        Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                        _ => None,
-                    })
-                    .collect();
-                if certs.is_empty() {
-                    return Err(UpdateError::Download(format!(
-                        "{}: no certificate in it",
-                        ca.display()
-                    )));
-                }
-                tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
-            }
-            let agent = ureq::Agent::new_with_config(
-                ureq::Agent::config_builder()
-                    .timeout_connect(Some(std::time::Duration::from_secs(10)))
-                    .timeout_recv_response(Some(std::time::Duration::from_secs(30)))
-                    .timeout_global(Some(timeout))
-                    .max_redirects(3)
-                    .tls_config(tls.build())
-                    .build(),
-            );
-            let resp = agent
-                .get(url)
-                .call()
-                .map_err(|e| UpdateError::Download(format!("{url}: {e}")))?;
-            let length = resp
-                .headers()
-                .get("content-length")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            (
-                Box::new(resp.into_body().into_with_config().limit(max + 1).reader()),
-                length,
-            )
-        } else {
-            return Err(UpdateError::Download(format!(
-                "{url:?}: only http://, https:// and file:// URLs"
-            )));
-        };
+    let (reader, length) = open_source(url, max, ca_file, timeout)?;
     if let Some(n) = length {
         if n > max {
             return Err(UpdateError::TooLarge { max });
@@ -224,7 +176,89 @@ pub fn download(
             return Err(no_space(dir, n));
         }
     }
-    let mut reader = reader.take(max + 1);
+    let limits = CopyLimits { max, room, timeout };
+    copy_hashed(url, reader.take(max + 1), dest, &limits)
+}
+
+/// What a download may take: bytes, disk room, time.
+struct CopyLimits {
+    max: u64,
+    room: u64,
+    timeout: std::time::Duration,
+}
+
+/// The archive's bytes and their announced length: a regular local file, or an HTTP(S) body
+/// (clinic CA when given; connect / response / whole-transfer timeouts; ≤ 3 redirects).
+fn open_source(
+    url: &str,
+    max: u64,
+    ca_file: Option<&Path>,
+    timeout: std::time::Duration,
+) -> Result<(Box<dyn Read>, Option<u64>), UpdateError> {
+    if let Some(path) = url.strip_prefix("file://") {
+        let (f, len) = open_local(Path::new(path))?;
+        return Ok((Box::new(f), Some(len)));
+    }
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(UpdateError::Download(format!(
+            "{url:?}: only http://, https:// and file:// URLs"
+        )));
+    }
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(ca) = ca_file {
+        tls = tls.root_certs(clinic_roots(ca)?);
+    }
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .timeout_connect(Some(std::time::Duration::from_secs(10)))
+            .timeout_recv_response(Some(std::time::Duration::from_secs(30)))
+            .timeout_global(Some(timeout))
+            .max_redirects(3)
+            .tls_config(tls.build())
+            .build(),
+    );
+    let resp = agent
+        .get(url)
+        .call()
+        .map_err(|e| UpdateError::Download(format!("{url}: {e}")))?;
+    let length = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    Ok((
+        Box::new(resp.into_body().into_with_config().limit(max + 1).reader()),
+        length,
+    ))
+}
+
+/// The clinic CA file's certificates as the only roots.
+fn clinic_roots(ca: &Path) -> Result<ureq::tls::RootCerts, UpdateError> {
+    let pem = std::fs::read(ca).map_err(|e| io(ca, e))?;
+    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|i| match i {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err(UpdateError::Download(format!(
+            "{}: no certificate in it",
+            ca.display()
+        )));
+    }
+    Ok(ureq::tls::RootCerts::new_with_certs(&certs))
+}
+
+/// Copies the body into `dest` (fsynced) while hashing it, within the size, disk, stall
+/// (< STALL_MIN_BYTES per STALL_WINDOW) and time limits; returns the sha256.
+fn copy_hashed(
+    url: &str,
+    mut reader: impl Read,
+    dest: &Path,
+    limits: &CopyLimits,
+) -> Result<String, UpdateError> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
     let mut f = std::fs::File::create(dest).map_err(|e| io(dest, e))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -236,15 +270,13 @@ pub fn download(
             Ok(0) => break,
             Ok(k) => k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(UpdateError::Download(format!("{url}: {e}")));
-            }
+            Err(e) => return Err(UpdateError::Download(format!("{url}: {e}"))),
         };
         n += k as u64;
-        if n > max {
-            return Err(UpdateError::TooLarge { max });
+        if n > limits.max {
+            return Err(UpdateError::TooLarge { max: limits.max });
         }
-        if n > room {
+        if n > limits.room {
             return Err(no_space(dir, n));
         }
         window_bytes += k as u64;
@@ -257,10 +289,10 @@ pub fn download(
             }
             (window_start, window_bytes) = (std::time::Instant::now(), 0);
         }
-        if started.elapsed() > timeout {
+        if started.elapsed() > limits.timeout {
             return Err(UpdateError::Download(format!(
                 "{url}: not finished within {} s",
-                timeout.as_secs()
+                limits.timeout.as_secs()
             )));
         }
         h.update(&buf[..k]);
