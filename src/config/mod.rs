@@ -62,6 +62,23 @@ impl NotBuilt {
             feature,
         }
     }
+
+    /// For the variant `<section>.kind = "<kind>"` whose driver needs `feature`.
+    pub fn for_kind(section: &str, kind: &str, feature: &'static str) -> NotBuilt {
+        NotBuilt::new(format!("{section}.kind = \"{kind}\""), feature)
+    }
+
+    /// `Err` when a variant's driver needs a cargo feature (name, built) this build lacks.
+    pub fn check_kind(
+        section: &str,
+        kind: &str,
+        feature: Option<(&'static str, bool)>,
+    ) -> Result<(), NotBuilt> {
+        match feature {
+            Some((f, false)) => Err(NotBuilt::for_kind(section, kind, f)),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Whether this binary has an optional cargo feature.

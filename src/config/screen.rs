@@ -38,13 +38,7 @@ impl ScreenConfig {
     /// `Err` when this build lacks the driver's cargo feature.
     pub fn built(&self) -> Result<(), NotBuilt> {
         let spec = self.spec();
-        match spec.feature() {
-            Some((feature, false)) => Err(NotBuilt::new(
-                format!("screen.kind = \"{}\"", spec.kind()),
-                feature,
-            )),
-            _ => Ok(()),
-        }
+        NotBuilt::check_kind("screen", spec.kind(), spec.feature())
     }
 }
 

@@ -34,13 +34,7 @@ impl SourceConfig {
     /// `Err` when this build lacks the source's cargo feature.
     pub fn built(&self) -> Result<(), NotBuilt> {
         let spec = self.spec();
-        match spec.feature() {
-            Some((feature, false)) => Err(NotBuilt::new(
-                format!("source.kind = \"{}\"", spec.kind()),
-                feature,
-            )),
-            _ => Ok(()),
-        }
+        NotBuilt::check_kind("source", spec.kind(), spec.feature())
     }
 }
 

@@ -331,20 +331,12 @@ impl Shared {
 
     /// Capture -> on-screen latency (ms) of the last classified frames, oldest first.
     pub fn frame_to_screen_ms(&self) -> Vec<f64> {
-        let v = self.frame_to_screen_ms.lock();
-        v.unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .copied()
-            .collect()
+        copied(&self.frame_to_screen_ms)
     }
 
     /// The same frames split into the parts of the design bound, oldest first.
     pub fn latency_parts(&self) -> Vec<LatencyParts> {
-        let v = self.latency_parts.lock();
-        v.unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .copied()
-            .collect()
+        copied(&self.latency_parts)
     }
 
     /// Whether the screen shows a frozen (point-and-classify) result.
@@ -408,4 +400,10 @@ impl Shared {
     pub(super) fn display_done(&self) -> bool {
         self.is_shutdown()
     }
+}
+
+/// A copy of a bounded window the pipeline records into, oldest first.
+fn copied<T: Copy>(window: &Mutex<std::collections::VecDeque<T>>) -> Vec<T> {
+    let v = window.lock().unwrap_or_else(|e| e.into_inner());
+    v.iter().copied().collect()
 }

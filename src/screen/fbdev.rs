@@ -29,7 +29,11 @@ impl ScreenSpec for FbdevScreenConfig {
         #[cfg(feature = "fbdev")]
         return Ok(Box::new(driver::FbScreen::open(&self.device)?));
         #[cfg(not(feature = "fbdev"))]
-        Err(crate::screen::not_built(self, "fbdev"))
+        Err(ScreenError::NotBuilt(crate::config::NotBuilt::for_kind(
+            "screen",
+            self.kind(),
+            "fbdev",
+        )))
     }
 }
 

@@ -7,7 +7,7 @@ pub mod fbdev;
 pub mod render;
 pub mod tft;
 
-use crate::config::{FieldError, NotBuilt, ScreenConfig, check_size};
+use crate::config::{FieldError, ScreenConfig, check_size};
 use crate::screen::render::Canvas;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -45,14 +45,6 @@ pub trait ScreenSpec {
     fn check(&self) -> Result<(), FieldError> {
         Ok(())
     }
-}
-
-/// What a driver built without its feature answers from `open`.
-pub fn not_built(spec: &dyn ScreenSpec, feature: &'static str) -> ScreenError {
-    ScreenError::NotBuilt(NotBuilt::new(
-        format!("screen.kind = \"{}\"", spec.kind()),
-        feature,
-    ))
 }
 
 /// `[screen] kind = "png"`.

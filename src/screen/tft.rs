@@ -75,7 +75,11 @@ impl ScreenSpec for TftScreenConfig {
         #[cfg(feature = "tft")]
         return Ok(Box::new(driver::TftScreen::open(self)?));
         #[cfg(not(feature = "tft"))]
-        Err(crate::screen::not_built(self, "tft"))
+        Err(ScreenError::NotBuilt(crate::config::NotBuilt::for_kind(
+            "screen",
+            self.kind(),
+            "tft",
+        )))
     }
 }
 

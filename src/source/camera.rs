@@ -65,7 +65,7 @@ impl SourceSpec for CameraSourceConfig {
         return driver::supervised(self);
         #[cfg(not(feature = "camera"))]
         Err(SourceError::Config(
-            crate::config::NotBuilt::new("source.kind = \"camera\"", "camera").to_string(),
+            crate::config::NotBuilt::for_kind("source", self.kind(), "camera").to_string(),
         ))
     }
 }
