@@ -42,7 +42,10 @@ def main(argv=None):
     t.add_argument("--crop-min", type=float, help="smallest random-crop area (fraction of the image)")
     t.add_argument("--look-p", type=float, help="share of images downscaled to the common look")
     t.add_argument("--teacher", help="best.pt of a teacher run for knowledge distillation")
-    t.add_argument("--init", help="best.pt to start from (warm start; same architecture)")
+    t.add_argument(
+        "--init",
+        help="warm start (same architecture): a run's best.pt, or a bundle folder (weights from its model.onnx)",
+    )
     t.add_argument("--patience", type=int, default=0, help="early stopping (epochs without val gain)")
     t.add_argument("--limit-per-class", type=int, default=0, help="tiny subsets for smoke tests")
     t.add_argument("--threads", type=int, default=0)

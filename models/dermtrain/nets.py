@@ -142,3 +142,95 @@ def freeze_early(model, arch, n_blocks):
     for m in [model._conv_stem, model._bn0, *model._blocks[:n_blocks]]:
         for p in m.parameters():
             p.requires_grad_(False)
+
+
+# The batch norm that follows each convolution (torch.onnx folds it into the convolution).
+_BN_AFTER = {"_conv_stem": "_bn0", "_expand_conv": "_bn0", "_depthwise_conv": "_bn1", "_project_conv": "_bn2"}
+_BN_AFTER |= {"_conv_head": "_bn1", "conv1": "bn1", "conv2": "bn2"}
+
+
+def _bn_for(conv):
+    head, _, last = conv.rpartition(".")
+    if conv.endswith("downsample.0"):
+        return conv[:-1] + "1"
+    return (head + "." if head else "") + _BN_AFTER[last]
+
+
+def _module_path(node_name):
+    """'/layer1/layer1.0/conv1/Conv' -> 'layer1.0.conv1' (a called container's children carry its
+    name as a prefix; a ModuleList's do not: '/_blocks.3/_expand_conv/Conv')."""
+    parts = []
+    for c in node_name.strip("/").split("/")[:-1]:
+        head, *rest = c.split(".")
+        if rest and parts and parts[-1] == head:
+            parts.extend(rest)
+        else:
+            parts.extend([head, *rest])
+    return ".".join(parts)
+
+
+def from_onnx(path, arch, num_classes):
+    """Rebuild a network from an exported bundle's model.onnx (a warm start when the training
+    checkpoint is gone). Each folded conv + BN comes back as the conv weight and a BN that adds
+    the folded bias (mean 0, var 1 - eps, scale 1), so the eval-mode network is the exported one;
+    `recalibrate_bn` then gives those BNs real statistics for training."""
+    import onnx
+    from onnx import numpy_helper
+
+    g = onnx.load(str(path)).graph
+    w = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in g.initializer}
+    model, _ = build(arch, num_classes, pretrained=False, layout=lite_layout_for(arch) if arch in LITE else None)
+    sd = model.state_dict()
+    seen = set()
+    for node in g.node:
+        if node.op_type != "Conv" or not node.name.endswith("/Conv"):
+            continue
+        conv = _module_path(node.name)
+        if conv + ".weight" not in sd:
+            continue  # the ood / cam heads added by ood-fit
+        bn = _bn_for(conv)
+        sd[conv + ".weight"] = w[node.input[1]]
+        eps = dict(model.named_modules())[bn].eps
+        sd[bn + ".bias"] = w[node.input[2]]
+        sd[bn + ".weight"] = torch.ones_like(sd[bn + ".weight"])
+        sd[bn + ".running_mean"] = torch.zeros_like(sd[bn + ".running_mean"])
+        sd[bn + ".running_var"] = torch.full_like(sd[bn + ".running_var"], 1 - eps)
+        seen |= {conv + ".weight", bn + ".weight", bn + ".bias", bn + ".running_mean", bn + ".running_var"}
+    fc = "_fc" if arch in LITE else "fc"
+    sd[fc + ".weight"], sd[fc + ".bias"] = w[f"{fc}.weight"], w[f"{fc}.bias"]
+    seen |= {fc + ".weight", fc + ".bias"}
+    missing = [k for k in sd if k not in seen and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise ValueError(f"{path}: no weights for {missing[:3]} (not a {arch} bundle?)")
+    model.load_state_dict(sd)
+    return model
+
+
+@torch.no_grad()
+def recalibrate_bn(model, batches):
+    """Give the folded-in BNs of `from_onnx` the statistics of their conv outputs on `batches`
+    (mean m, var v) and the scale/shift that keep the eval-mode function: sqrt(v + eps) and m + b."""
+    model.eval()
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    sums = {id(b): [0.0, 0.0, 0] for b in bns}
+
+    def hook(bn, inp, _out):
+        y = inp[0].double()
+        s = sums[id(bn)]
+        s[0] = s[0] + y.sum((0, 2, 3))
+        s[1] = s[1] + (y * y).sum((0, 2, 3))
+        s[2] += y.numel() // y.shape[1]
+
+    handles = [b.register_forward_hook(hook) for b in bns]
+    for x in batches:
+        model(x)
+    for h in handles:
+        h.remove()
+    for b in bns:
+        s1, s2, n = sums[id(b)]
+        mean = s1 / n
+        var = (s2 / n - mean * mean).clamp(min=0)
+        b.weight.copy_((var + b.eps).sqrt().float())
+        b.bias.add_(mean.float())
+        b.running_mean.copy_(mean.float())
+        b.running_var.copy_(var.float())

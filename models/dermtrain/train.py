@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import data, metrics, nets
-from .augment import augment
+from .augment import augment, shades_of_gray
 
 RECIPES = {
     # The reference paper: Adam 1e-3, cross-entropy, 224, ImageNet mean/std, flip/rotation/brightness.
@@ -155,7 +155,7 @@ def predict(model, x, device, batch=128, tta=False):
     model.eval()
     outs = []
     for i in range(0, len(x), batch):
-        b = x[i : i + batch].to(device)
+        b = x[i : i + batch].to(device).contiguous(memory_format=torch.channels_last)
         with autocast(device):
             lo = model(b).float()
             if tta:
@@ -258,6 +258,24 @@ class Ema:
                 e.copy_(p)
 
 
+def init_from_bundle(bundle, arch, n_classes, xtr, size, seed):
+    """Warm start from an exported bundle (model.onnx + model.json) when its checkpoint is gone:
+    its weights, with batch-norm statistics re-measured on 256 training images preprocessed the
+    way that bundle expects (its own input spec, e.g. without colour constancy)."""
+    man = json.loads((bundle / "model.json").read_text())
+    if man["architecture"] != arch:
+        raise data.DatasetError(f"--init {bundle} is a {man['architecture']} bundle, not {arch}")
+    model = nets.from_onnx(bundle / "model.onnx", arch, n_classes)
+    spec = man["input"]
+    pick = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(seed))[:256]
+    x = F.interpolate(xtr[pick].float() / 255.0, size=(size, size), mode="bilinear", align_corners=False)
+    if spec.get("colour_constancy"):
+        x = shades_of_gray(x, spec["colour_constancy"]["p"])
+    x = (x - torch.tensor(spec["mean"]).view(1, 3, 1, 1)) / torch.tensor(spec["std"]).view(1, 3, 1, 1)
+    nets.recalibrate_bn(model, x.split(32))
+    return model, f"{bundle.name} bundle {man['sha256'][:12]} ({man['provenance'].get('init', '?')}, then {man['provenance'].get('recipe')})"
+
+
 def train(args):
     torch.set_num_threads(args.threads or os.cpu_count())
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -298,16 +316,17 @@ def train(args):
 
     model, init = nets.build(args.arch, len(classes), pretrained=True)
     layout = nets.lite_layout(model.state_dict()) if args.arch in nets.LITE else None
-    if args.init:
+    if args.init and Path(args.init).is_dir():
+        model, init = init_from_bundle(Path(args.init), args.arch, len(classes), xtr, size, args.seed)
+    elif args.init:
         ck0 = torch.load(args.init, map_location="cpu")
         if ck0["arch"] != args.arch:
             raise data.DatasetError(f"--init {args.init} is a {ck0['arch']} checkpoint, not {args.arch}")
         model.load_state_dict(ck0["model"])
         init = f"{init}, then {ck0.get('recipe')} recipe for {ck0.get('epoch')} epochs ({args.init})"
     nets.freeze_early(model, args.arch, r["freeze"])
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    # channels_last on CPU too: ~2.5x faster Lite0 steps on 2 cores with Debian's torch 1.13.
+    model.to(device).to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     opt_cls = torch.optim.Adam if r["opt"] == "adam" else torch.optim.AdamW
     opt = opt_cls(params, lr=r["lr"], weight_decay=r["wd"])
@@ -324,7 +343,7 @@ def train(args):
         ck = torch.load(args.teacher, map_location="cpu")
         teacher, _ = nets.build(ck["arch"], len(classes), pretrained=False, layout=ck.get("layout"))
         teacher.load_state_dict(ck["model"])
-        teacher.eval().to(device)
+        teacher.eval().to(device).to(memory_format=torch.channels_last)
         t_size = ck["size"]
         print(
             f"distilling from {args.teacher} ({ck['arch']} at {t_size}, val bal acc {ck.get('val_bal_acc')})",
@@ -347,8 +366,7 @@ def train(args):
             g,
         )
         y = ytr[idx].to(device)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device):
             logits = model(x).float()
             loss = F.cross_entropy(logits, y, weight=weight, label_smoothing=r["label_smoothing"])
