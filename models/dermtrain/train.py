@@ -273,7 +273,8 @@ def init_from_bundle(bundle, arch, n_classes, xtr, size, seed):
         x = shades_of_gray(x, spec["colour_constancy"]["p"])
     x = (x - torch.tensor(spec["mean"]).view(1, 3, 1, 1)) / torch.tensor(spec["std"]).view(1, 3, 1, 1)
     nets.recalibrate_bn(model, x.split(32))
-    return model, f"{bundle.name} bundle {man['sha256'][:12]} ({man['provenance'].get('init', '?')}, then {man['provenance'].get('recipe')})"
+    prov = man["provenance"]
+    return model, f"{bundle.name} bundle {man['sha256'][:12]} ({prov.get('init', '?')}, then {prov.get('recipe')})"
 
 
 def train(args):
