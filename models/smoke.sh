@@ -88,3 +88,12 @@ for r in rows:
         assert r["ood_score"] <= man["ood"]["threshold"] + 1e-3, r
 print(f"toolchain smoke: ood/cam bundle read by dermcam, outcomes {sorted({r['outcome'] for r in rows})}")
 PYEOF
+# Warm start from a bundle (how the CPU fine-tunes start from the v2 bundles): the weights come
+# back from the ood/cam graph, and the run records which bundle it started from.
+"$PY" -m dermtrain train --arch efficientnet_lite0 --recipe v3 --init "$OUT/efficientnet_lite0-ood" --out "$OUT/run-warm" --epochs 1 --size 64 --limit-per-class 2 --threads 2 --no-checkpoint
+"$PY" - "$OUT/run-warm/best.pt" <<'PYEOF'
+import sys, torch
+ck = torch.load(sys.argv[1], map_location="cpu")
+assert ck["init"].startswith("efficientnet_lite0-ood bundle "), ck["init"]
+print(f"toolchain smoke: warm start from a bundle ({ck['init']})")
+PYEOF

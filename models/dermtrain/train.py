@@ -392,7 +392,8 @@ def train(args):
     # Fit the schedule to a time budget (GPU box leases are short): time a few steps first.
     if args.time_budget:
         model.train()
-        for _ in range(2):
+        # Four untimed steps: the first CPU steps (allocator, channels_last reorders) run 2-3x slow.
+        for _ in range(4):
             step_batch(torch.multinomial(weights_s, r["batch"], replacement=True, generator=g), train_step=False)
         if device.type == "cuda":
             torch.cuda.synchronize()
