@@ -3,8 +3,8 @@
 # (Shades of Gray on every crop) instead of training from ImageNet, which needs a GPU
 # (train_v3.sh). The v2 training checkpoints are not kept, so each run starts from its v2
 # bundle's model.onnx (`--init <bundle>`: weights back from the ONNX graph, batch-norm statistics
-# re-measured on training images). Budgets are seconds per run (~340 s per Lite2 epoch at 260 px,
-# ~125 s per Lite0 epoch at 224 px here).
+# re-measured on training images). Budgets are seconds per run (~150 s per Lite2 epoch at 260 px,
+# ~75 s per Lite0 epoch at 224 px on 2 cores; the estimate in the log is a little pessimistic).
 #   RUNS=runs/v3 bash models/finetune_v3.sh
 # Then export / ood-fit / colour-check / device-eval as in train_v3.sh.
 set -euo pipefail

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Model v3: the training runs behind the v3 bundles, in order, in one go (a GPU lease; on this
-# project's 2-core build machine one Lite0 epoch takes ~25-30 min, so CPU is not an option).
+# Model v3 from ImageNet: the training runs behind the v3 bundles, in order, in one go (a GPU
+# lease: on a 2-core CPU box a Lite2 epoch takes ~150 s, Lite0 ~75 s, i.e. hours for all of it;
+# finetune_v3.sh is the CPU alternative).
 #   RUNS=runs/v3 bash models/train_v3.sh        (CUDA when available)
 # v3 = v2 (shortcut-free look, strong colour / white-balance jitter, balanced sampling, EMA) +
 # Shades of Gray colour constancy (p = 6) on every crop, also written into the bundles' input
