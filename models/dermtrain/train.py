@@ -262,7 +262,9 @@ def init_from_bundle(bundle, arch, n_classes, xtr, size, seed):
     """Warm start from an exported bundle (model.onnx + model.json) when its checkpoint is gone:
     its weights, with batch-norm statistics re-measured on 256 training images preprocessed the
     way that bundle expects (its own input spec, e.g. without colour constancy)."""
-    man = json.loads((bundle / "model.json").read_text())
+    from .bundle import read_manifest
+
+    man = read_manifest(bundle)
     if man["architecture"] != arch:
         raise data.DatasetError(f"--init {bundle} is a {man['architecture']} bundle, not {arch}")
     model = nets.from_onnx(bundle / "model.onnx", arch, n_classes)
