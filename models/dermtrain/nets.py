@@ -180,8 +180,15 @@ def from_onnx(path, arch, num_classes):
     g = onnx.load(str(path)).graph
     w = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in g.initializer}
     model, _ = build(arch, num_classes, pretrained=False, layout=lite_layout_for(arch) if arch in LITE else None)
-    sd = model.state_dict()
-    seen = set()
+    sd, modules, seen = model.state_dict(), dict(model.named_modules()), set()
+
+    def take(key, name):
+        t = w.get(name)
+        if t is None or t.shape != sd[key].shape:
+            got = "nothing" if t is None else tuple(t.shape)
+            raise ValueError(f"{path}: {key} needs {tuple(sd[key].shape)}, graph has {got} (not a bundle of {arch}?)")
+        return t
+
     for node in g.node:
         if node.op_type != "Conv" or not node.name.endswith("/Conv"):
             continue
@@ -189,19 +196,19 @@ def from_onnx(path, arch, num_classes):
         if conv + ".weight" not in sd:
             continue  # the ood / cam heads added by ood-fit
         bn = _bn_for(conv)
-        sd[conv + ".weight"] = w[node.input[1]]
-        eps = dict(model.named_modules())[bn].eps
-        sd[bn + ".bias"] = w[node.input[2]]
+        sd[conv + ".weight"] = take(conv + ".weight", node.input[1])
+        eps = modules[bn].eps
+        sd[bn + ".bias"] = take(bn + ".bias", node.input[2] if len(node.input) > 2 else "")
         sd[bn + ".weight"] = torch.ones_like(sd[bn + ".weight"])
         sd[bn + ".running_mean"] = torch.zeros_like(sd[bn + ".running_mean"])
         sd[bn + ".running_var"] = torch.full_like(sd[bn + ".running_var"], 1 - eps)
         seen |= {conv + ".weight", bn + ".weight", bn + ".bias", bn + ".running_mean", bn + ".running_var"}
     fc = "_fc" if arch in LITE else "fc"
-    sd[fc + ".weight"], sd[fc + ".bias"] = w[f"{fc}.weight"], w[f"{fc}.bias"]
+    sd[fc + ".weight"], sd[fc + ".bias"] = take(fc + ".weight", fc + ".weight"), take(fc + ".bias", fc + ".bias")
     seen |= {fc + ".weight", fc + ".bias"}
     missing = [k for k in sd if k not in seen and not k.endswith("num_batches_tracked")]
     if missing:
-        raise ValueError(f"{path}: no weights for {missing[:3]} (not a {arch} bundle?)")
+        raise ValueError(f"{path}: no weights for {missing[:3]} (not a bundle of {arch}?)")
     model.load_state_dict(sd)
     return model
 

@@ -58,7 +58,7 @@ class WarmStartTest(unittest.TestCase):
         with tempfile.TemporaryDirectory() as d:
             path = Path(d) / "model.onnx"
             export_onnx(model, 64, path, x)
-            with self.assertRaises((ValueError, KeyError)):
+            with self.assertRaisesRegex(ValueError, "not a bundle of efficientnet_lite0"):
                 nets.from_onnx(path, "efficientnet_lite0", 9)
 
 
