@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import data, metrics, nets
-from .augment import augment, shades_of_gray
+from .augment import augment
 
 RECIPES = {
     # The reference paper: Adam 1e-3, cross-entropy, 224, ImageNet mean/std, flip/rotation/brightness.
@@ -258,22 +258,18 @@ class Ema:
                 e.copy_(p)
 
 
-def init_from_bundle(bundle, arch, n_classes, xtr, size, seed):
+def init_from_bundle(bundle, arch, n_classes, train_s, workers, seed):
     """Warm start from an exported bundle (model.onnx + model.json) when its checkpoint is gone:
-    its weights, with batch-norm statistics re-measured on 256 training images preprocessed the
-    way that bundle expects (its own input spec, e.g. without colour constancy)."""
+    its weights, with batch-norm statistics re-measured on 256 training images preprocessed by
+    that bundle's own input spec (e.g. without colour constancy)."""
     from .bundle import read_manifest
 
     man = read_manifest(bundle)
     if man["architecture"] != arch:
         raise data.DatasetError(f"--init {bundle} is a {man['architecture']} bundle, not {arch}")
     model = nets.from_onnx(bundle / "model.onnx", arch, n_classes)
-    spec = man["input"]
-    pick = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(seed))[:256]
-    x = F.interpolate(xtr[pick].float() / 255.0, size=(size, size), mode="bilinear", align_corners=False)
-    if spec.get("colour_constancy"):
-        x = shades_of_gray(x, spec["colour_constancy"]["p"])
-    x = (x - torch.tensor(spec["mean"]).view(1, 3, 1, 1)) / torch.tensor(spec["std"]).view(1, 3, 1, 1)
+    pick = torch.randperm(len(train_s), generator=torch.Generator().manual_seed(seed))[:256]
+    x = eval_tensors([train_s[i] for i in pick], man["input"], workers)
     nets.recalibrate_bn(model, x.split(32))
     prov = man["provenance"]
     return model, f"{bundle.name} bundle {man['sha256'][:12]} ({prov.get('init', '?')}, then {prov.get('recipe')})"
@@ -320,7 +316,7 @@ def train(args):
     model, init = nets.build(args.arch, len(classes), pretrained=True)
     layout = nets.lite_layout(model.state_dict()) if args.arch in nets.LITE else None
     if args.init and Path(args.init).is_dir():
-        model, init = init_from_bundle(Path(args.init), args.arch, len(classes), xtr, size, args.seed)
+        model, init = init_from_bundle(Path(args.init), args.arch, len(classes), train_s, workers, args.seed)
     elif args.init:
         ck0 = torch.load(args.init, map_location="cpu")
         if ck0["arch"] != args.arch:
@@ -328,7 +324,7 @@ def train(args):
         model.load_state_dict(ck0["model"])
         init = f"{init}, then {ck0.get('recipe')} recipe for {ck0.get('epoch')} epochs ({args.init})"
     nets.freeze_early(model, args.arch, r["freeze"])
-    # channels_last on CPU too: ~2.5x faster Lite0 steps on 2 cores with Debian's torch 1.13.
+    # channels_last on CPU too: Debian's torch 1.13 runs these convolutions much faster that way.
     model.to(device).to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     opt_cls = torch.optim.Adam if r["opt"] == "adam" else torch.optim.AdamW
