@@ -566,26 +566,43 @@ class Board:
         queued = self.out("ls /var/lib/dermcam/fleet-queue 2>/dev/null | wc -l")
         queued = int(queued.split()[-1]) if queued.split() and queued.split()[-1].isdigit() else -1
         got = self.work / "mqtt-results.txt"
+        # The device retries every 2 s and a broker acknowledges a QoS 1 publish with nobody
+        # subscribed, so the subscriber must be in place before the device can reach the
+        # broker: the broker listens on a private port, and the port the guest's forward
+        # dials opens (a relay) only once the broker has acknowledged the subscription.
+        port = free_port()
+        log = self.work / "mosquitto.log"
         broker = subprocess.Popen(
-            ["/usr/sbin/mosquitto", "-p", str(self.mqtt_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            ["/usr/sbin/mosquitto", "-v", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=open(log, "w")
         )
-        time.sleep(1)
+        self.wait(lambda: "running" in log.read_text(), 20, 0.2)
         sub = subprocess.Popen(
-            ["mosquitto_sub", "-p", str(self.mqtt_port), "-q", "1", "-t", "dermcam/+/result"],
+            ["mosquitto_sub", "-p", str(port), "-q", "1", "-t", "dermcam/+/result"],
             stdout=open(got, "w"),
             stderr=subprocess.DEVNULL,
+        )
+        subscribed = self.wait(lambda: "Sending SUBACK" in log.read_text(), 20, 0.2)
+        relay = subprocess.Popen(
+            [
+                "socat",
+                "-lf",
+                "/dev/null",
+                f"TCP-LISTEN:{self.mqtt_port},bind=127.0.0.1,reuseaddr,fork",
+                f"TCP:127.0.0.1:{port}",
+            ]
         )
         drained = self.wait(
             lambda: self.out("ls /var/lib/dermcam/fleet-queue 2>/dev/null | wc -l").split()[-1:] == ["0"], 180, 3
         )
         time.sleep(2)
         sub.terminate()
+        relay.terminate()
         broker.terminate()
-        lines = [l for l in got.read_text().splitlines() if l.strip()]
+        lines = [l for l in got.read_text().splitlines() if l.strip().startswith("{")]
         ids = {json.loads(l).get("id") for l in lines}
         self.check(
             "power cut",
-            up and not torn and queued > 0 and drained and len(ids) >= queued,
+            up and not torn and queued > 0 and subscribed and drained and len(ids) >= queued,
             f"emulator killed 1.5 s after a capture; next boot: {len(caps)} captures, {len(torn)} torn, "
             f"{hidden.split()[-1] if hidden.split() else '?'} leftover temp entries; {queued} results queued -> "
             f"{len(ids)} distinct results received once the broker came up (queue empty: {bool(drained)})",
