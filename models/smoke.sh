@@ -88,6 +88,16 @@ for r in rows:
         assert r["ood_score"] <= man["ood"]["threshold"] + 1e-3, r
 print(f"toolchain smoke: ood/cam bundle read by dermcam, outcomes {sorted({r['outcome'] for r in rows})}")
 PYEOF
+# Test-time augmentation check (the eight views through ONNX Runtime, held-out operating point).
+"$PY" -m dermtrain tta-check --bundle "$OUT/efficientnet_lite0-ood" --limit-per-class 3 --threads 2 | tail -1 > "$OUT/tta.json"
+"$PY" - "$OUT/tta.json" <<'PYEOF'
+import json, sys
+t = json.load(open(sys.argv[1]))
+assert t["images"] == 27 and set(t["modes"]) == {"none", "flip", "dihedral8"}, t
+for m in t["modes"].values():
+    sp = m["split_half"]["specificity"]
+    assert 0.0 <= m["balanced_accuracy"] <= 1.0 and (sp is None or 0.0 <= sp <= 1.0), m
+PYEOF
 # Warm start from a bundle (how the CPU fine-tunes start from the v2 bundles): the weights come
 # back from the ood/cam graph, and the run records which bundle it started from.
 "$PY" -m dermtrain train --arch efficientnet_lite0 --recipe v3 --init "$OUT/efficientnet_lite0-ood" --out "$OUT/run-warm" --epochs 1 --size 64 --limit-per-class 2 --threads 2 --no-checkpoint

@@ -108,6 +108,13 @@ def main(argv=None):
     cc.add_argument("--p", type=float, default=6.0)
     cc.add_argument("--data", nargs="+", default=[str(x) for x in data.DEFAULT_DATASETS])
     cc.add_argument("--threads", type=int, default=0)
+    tc = sub.add_parser(
+        "tta-check", help="referral and accuracy with flip / eight-view test-time augmentation on lesion-clean val"
+    )
+    tc.add_argument("--bundle", required=True)
+    tc.add_argument("--data", nargs="+", default=[str(x) for x in data.DEFAULT_DATASETS])
+    tc.add_argument("--threads", type=int, default=0)
+    tc.add_argument("--limit-per-class", type=int, default=0)
     oc = sub.add_parser("ood-card", help="write the not-a-lesion section of bundles' model cards from model.json")
     oc.add_argument("bundles", nargs="+")
     dg = sub.add_parser(
@@ -159,6 +166,10 @@ def main(argv=None):
             from .ood import colour_check_cmd
 
             colour_check_cmd(args)
+        elif args.cmd == "tta-check":
+            from .tta import tta_check_cmd
+
+            tta_check_cmd(args)
         elif args.cmd == "ood-card":
             from .ood import card_cmd
 
