@@ -97,6 +97,8 @@ assert t["images"] == 27 and set(t["modes"]) == {"none", "flip", "dihedral8"}, t
 for m in t["modes"].values():
     sp = m["split_half"]["specificity"]
     assert 0.0 <= m["balanced_accuracy"] <= 1.0 and (sp is None or 0.0 <= sp <= 1.0), m
+    at = m["bundle_threshold"]
+    assert sum(g["n"] for g in at["per_source"].values()) == 27 == sum(g["n"] for g in at["per_archive"].values()), at
 PYEOF
 # Warm start from a bundle (how the CPU fine-tunes start from the v2 bundles): the weights come
 # back from the ood/cam graph, and the run records which bundle it started from.

@@ -46,7 +46,7 @@ def choose_refer_threshold(score, positive, target=REFER_TARGET_SENSITIVITY):
     return float(pos[len(pos) - k])
 
 
-def refer_figures(score, labels, names, threshold, malignant_idx, sources=None):
+def refer_figures(score, labels, names, threshold, malignant_idx, sources=None, archives=None):
     flagged = score >= threshold
     pos = np.isin(labels, malignant_idx)
     benign = np.isin(labels, [i for i, n in enumerate(names) if n in BENIGN_FOR_REFER])
@@ -60,15 +60,22 @@ def refer_figures(score, labels, names, threshold, malignant_idx, sources=None):
             names[c]: float(flagged[labels == c].mean()) for c in range(len(names)) if (labels == c).any()
         },
     }
-    if sources is not None:
-        out["per_source"] = {}
-        for src in sorted(set(sources)):
-            m = np.array([x == src for x in sources])
-            out["per_source"][src] = {
+
+    def per_group(keys):
+        groups = {}
+        for key in sorted(set(keys)):
+            m = np.array([x == key for x in keys])
+            groups[key] = {
                 "n": int(m.sum()),
                 "sensitivity": float(flagged[m & pos].mean()) if (m & pos).any() else None,
                 "specificity": float((~flagged[m & ~pos]).mean()) if (m & ~pos).any() else None,
             }
+        return groups
+
+    if sources is not None:
+        out["per_source"] = per_group(sources)
+    if archives is not None:
+        out["per_archive"] = per_group(archives)
     return out
 
 

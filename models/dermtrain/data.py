@@ -101,6 +101,11 @@ def read_datasets(roots, classes):
     return out
 
 
+def first_per_class(samples, n, n_classes):
+    """The first `n` samples of each class, in order (the tiny subsets of the smoke test)."""
+    return [s for c in range(n_classes) for s in [x for x in samples if x.label == c][:n]]
+
+
 def leaky_val(samples):
     """Val samples whose lesion also appears in train (same lesion, another photo)."""
     train_lesions = {s.lesion_id for s in samples if s.split == "train" and s.lesion_id}

@@ -36,7 +36,7 @@ def export(args):
     val_s = [s for s in samples if s.split == "val"]
     train_s = [s for s in samples if s.split == "train"]
     if args.limit_per_class:
-        val_s = [s for c in range(len(classes)) for s in [v for v in val_s if v.label == c][: args.limit_per_class]]
+        val_s = data.first_per_class(val_s, args.limit_per_class, len(classes))
     clean = np.array([s.path not in leaky for s in val_s])
     rng = np.random.default_rng(0)
     calib_s = [train_s[i] for i in rng.choice(len(train_s), min(args.calib_images, len(train_s)), replace=False)]

@@ -252,8 +252,8 @@ def fit_cmd(args):
 
     classes, train, val = lesion_splits(args.data)
     if args.limit_per_class:
-        train = [s for k in range(len(classes)) for s in [t for t in train if t.label == k][: args.limit_per_class]]
-        val = [s for k in range(len(classes)) for s in [t for t in val if t.label == k][: args.limit_per_class]]
+        train = data.first_per_class(train, args.limit_per_class, len(classes))
+        val = data.first_per_class(val, args.limit_per_class, len(classes))
     ytr = np.array([s.label for s in train])
     ood_dev, ood_test = image_list(Path(args.ood) / "dev"), image_list(Path(args.ood) / "test")
     # Features are cached by bundle, layers and image lists: refitting is then seconds.

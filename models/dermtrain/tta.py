@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import metrics
-from .calibrate import choose_refer_threshold, malignant_score
+from . import data, metrics
+from .calibrate import choose_refer_threshold, malignant_score, refer_figures
 from .onnx_export import ort_session
 from .train import eval_tensors
 
@@ -49,6 +49,10 @@ def split_half(score, positive, halves=20, target=None):
     return float(sens), float(spec)
 
 
+def _f(v):
+    return "n/a" if v is None else f"{v:.3f}"
+
+
 def tta_check_cmd(args):
     from .bundle import read_manifest
     from .ood import lesion_splits
@@ -57,8 +61,9 @@ def tta_check_cmd(args):
     classes, _, val = lesion_splits(args.data)
     names = [c["folder"] for c in classes]
     if args.limit_per_class:
-        val = [s for c in range(len(classes)) for s in [v for v in val if v.label == c][: args.limit_per_class]]
+        val = data.first_per_class(val, args.limit_per_class, len(classes))
     y = np.array([s.label for s in val])
+    sources, archives = [s.source for s in val], [s.archive for s in val]
     x = eval_tensors(val, man["input"], args.threads or 2).numpy()
     sess = ort_session(Path(args.bundle) / "model.onnx", args.threads)
     name = sess.get_inputs()[0].name
@@ -73,23 +78,25 @@ def tta_check_cmd(args):
         probs = metrics.softmax(logits, man["temperature"])
         s = metrics.summary(probs, y, names)
         score, idx = malignant_score(probs, classes)
-        pos = np.isin(y, idx)
-        flagged = score >= threshold
-        sens, spec = split_half(score, pos)
+        # The bundle's own threshold: the same figures export and the model cards report,
+        # per source and per archive too.
+        at = refer_figures(score, y, names, threshold, idx, sources, archives)
+        sens, spec = split_half(score, np.isin(y, idx))
         out["modes"][mode] = row = {
             "balanced_accuracy": s["balanced_accuracy"],
             "ece": s["ece_15"],
-            "malignant_auc": metrics.auc_binary(score, pos),
-            "bundle_threshold": {
-                "sensitivity": float(flagged[pos].mean()),
-                "specificity": float((~flagged[~pos]).mean()),
-            },
+            "bundle_threshold": at,
             "split_half": {"sensitivity": sens, "specificity": spec},
         }
+        groups = "; ".join(
+            f"{k} (n={g['n']}) {_f(g['sensitivity'])}/{_f(g['specificity'])}"
+            for k, g in {**at["per_source"], **at["per_archive"]}.items()
+        )
         print(
-            f"{mode:9s} bal acc {row['balanced_accuracy']:.3f}  ECE {row['ece']:.3f}  AUC {row['malignant_auc']:.3f}  "
-            f"bundle threshold sens/spec {row['bundle_threshold']['sensitivity']:.3f}/{row['bundle_threshold']['specificity']:.3f}"
-            + (f"  split-half {sens:.3f}/{spec:.3f}" if sens is not None else "  split-half: too few images"),
+            f"{mode:9s} bal acc {row['balanced_accuracy']:.3f}  ECE {row['ece']:.3f}  AUC {at['malignant_auc']:.3f}  "
+            f"bundle threshold sens/spec {at['sensitivity']:.3f}/{at['specificity']:.3f}"
+            + (f"  split-half {sens:.3f}/{spec:.3f}" if sens is not None else "  split-half: too few images")
+            + f"\n          per source / archive (sens/spec): {groups}",
             flush=True,
         )
     print(json.dumps(out))
