@@ -74,6 +74,15 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
         f(r.benign_not_flagged),
         f(r.auc)
     );
+    if let Some(c) = &r.lesion_clean {
+        println!(
+            "refer, lesion-clean (n={}): sensitivity {}  specificity {}  AUC {}",
+            c.n,
+            f(c.sensitivity),
+            f(c.specificity),
+            f(c.auc)
+        );
+    }
     for (p, e) in &report.failed {
         log::error!("{p}: {e}");
     }

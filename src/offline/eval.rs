@@ -54,6 +54,9 @@ pub struct ReferFigures {
     pub flagged_per_class: BTreeMap<String, f64>,
     pub per_source: BTreeMap<String, ReferGroup>,
     pub per_archive: BTreeMap<String, ReferGroup>,
+    /// The same threshold on the images whose lesion is not in train: the set it was chosen on
+    /// (none when every image is lesion-clean; the pooled figures are then the same).
+    pub lesion_clean: Option<ReferGroup>,
     /// ROC curve points (false-positive rate, true-positive rate), thresholds descending.
     #[serde(skip)]
     pub roc: Vec<(f64, f64)>,
@@ -64,6 +67,8 @@ pub struct ReferGroup {
     pub n: usize,
     pub sensitivity: Option<f64>,
     pub specificity: Option<f64>,
+    /// ROC AUC of the malignant probability within the group (none without both kinds).
+    pub auc: Option<f64>,
 }
 
 /// How many images of the set each gate of the device would hold back (the classifier is scored
@@ -297,13 +302,7 @@ pub fn evaluate(
     let lesion_leaky_images = scored.clean.iter().filter(|c| !**c).count();
     let lesion_clean =
         (lesion_leaky_images > 0).then(|| scored.group(&names, abstain, &|i| scored.clean[i]));
-    let refer = refer_figures(
-        model,
-        &scored.labels,
-        &scored.malignant,
-        &scored.sources,
-        &scored.archives,
-    );
+    let refer = refer_figures(model, &scored);
     let Scored {
         mut gates,
         turned_away,
@@ -362,13 +361,8 @@ fn roc_curve(pos: &[bool], scores: &[f32]) -> Vec<(f64, f64)> {
     roc
 }
 
-fn refer_figures(
-    model: &Model,
-    labels: &[usize],
-    malignant: &[f32],
-    sources: &[String],
-    archives: &[String],
-) -> ReferFigures {
+fn refer_figures(model: &Model, scored: &Scored) -> ReferFigures {
+    let (labels, malignant) = (&scored.labels, &scored.malignant);
     let m = &model.manifest;
     let ids = m.refer_class_ids();
     let threshold = m.refer_threshold();
@@ -388,20 +382,23 @@ fn refer_figures(
                 .map(|i| !flagged[i]),
         )
     };
+    let group = |keep: &dyn Fn(usize) -> bool| {
+        let kept: Vec<usize> = (0..pos.len()).filter(|&i| keep(i)).collect();
+        let auc = crate::offline::metrics::auc(
+            &kept.iter().map(|&i| malignant[i]).collect::<Vec<_>>(),
+            &kept.iter().map(|&i| pos[i]).collect::<Vec<_>>(),
+        );
+        ReferGroup {
+            n: kept.len(),
+            sensitivity: sens(keep),
+            specificity: spec(keep),
+            auc,
+        }
+    };
     let groups = |keys: &[String]| -> BTreeMap<String, ReferGroup> {
         let uniq: std::collections::BTreeSet<&String> = keys.iter().collect();
         uniq.into_iter()
-            .map(|k| {
-                let keep = |i: usize| &keys[i] == k;
-                (
-                    k.clone(),
-                    ReferGroup {
-                        n: keys.iter().filter(|x| *x == k).count(),
-                        sensitivity: sens(&keep),
-                        specificity: spec(&keep),
-                    },
-                )
-            })
+            .map(|k| (k.clone(), group(&|i: usize| &keys[i] == k)))
             .collect()
     };
     let benign = |l: usize| m.classes[l].risk == crate::model::manifest::Risk::Benign;
@@ -427,8 +424,12 @@ fn refer_figures(
                 .map(|r| (m.classes[c].folder.clone(), r))
             })
             .collect(),
-        per_source: groups(sources),
-        per_archive: groups(archives),
+        per_source: groups(&scored.sources),
+        per_archive: groups(&scored.archives),
+        lesion_clean: scored
+            .clean
+            .contains(&false)
+            .then(|| group(&|i: usize| scored.clean[i])),
         roc: roc_curve(&pos, malignant),
     }
 }

@@ -112,13 +112,16 @@ impl EvalReport {
         for (k, v) in &r.flagged_per_class {
             *md += &format!("| {k} | {v:.4} |\n");
         }
-        *md += "\n| source / archive | n | sensitivity | specificity |\n|---|---|---|---|\n";
-        for (k, v) in r.per_source.iter().chain(r.per_archive.iter()) {
+        *md += "\n| group | n | sensitivity | specificity | AUC |\n|---|---|---|---|---|\n";
+        let clean = r.lesion_clean.iter().map(|g| ("lesion-clean", g));
+        let keyed = r.per_source.iter().chain(r.per_archive.iter());
+        for (k, v) in clean.chain(keyed.map(|(k, v)| (k.as_str(), v))) {
             *md += &format!(
-                "| {k} | {} | {} | {} |\n",
+                "| {k} | {} | {} | {} | {} |\n",
                 v.n,
                 f(v.sensitivity),
-                f(v.specificity)
+                f(v.specificity),
+                f(v.auc)
             );
         }
         *md +=

@@ -167,6 +167,44 @@ fn eval_writes_reports_and_rejects_unknown_classes() {
     assert_eq!(total as usize, samples().len());
     let png = image::open(report.join("confusion_matrix.png")).unwrap();
     assert!(png.width() >= 600);
+    // No lesion ids: every image is lesion-clean, so no separate refer row.
+    assert!(r["refer"]["lesion_clean"].is_null(), "{}", r["refer"]);
+
+    // The same images as val with lesion ids, the melanoma's lesion also in train: the refer
+    // figures count it, the lesion-clean refer row (where the threshold was chosen) does not.
+    let clean = tmp.join("clean");
+    let mut csv = String::from("path,class,split,source,lesion_id\n");
+    for (i, s) in samples().iter().enumerate() {
+        let class = sample_class(s);
+        let name = s.file_name().unwrap().to_str().unwrap();
+        std::fs::create_dir_all(clean.join(&class)).unwrap();
+        std::fs::copy(s, clean.join(&class).join(name)).unwrap();
+        csv += &format!("{class}/{name},{class},val,isic,L{i}\n");
+        if class == "melanoma" {
+            std::fs::copy(s, clean.join(&class).join("train.jpg")).unwrap();
+            csv += &format!("{class}/train.jpg,{class},train,isic,L{i}\n");
+        }
+    }
+    std::fs::write(clean.join("manifest.csv"), csv).unwrap();
+    let (code, out, err) = dermcam(&[
+        "eval",
+        clean.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("refer, lesion-clean (n="), "{out}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap())
+            .unwrap();
+    let refer = &r["refer"];
+    let malignant = refer["malignant_images"].as_u64().unwrap() as usize;
+    assert!(malignant >= 2, "{refer}");
+    assert_eq!(refer["lesion_clean"]["n"], samples().len() - 1, "{refer}");
+    assert!(refer["per_source"]["isic"]["auc"].is_number(), "{refer}");
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    let row = format!("| lesion-clean | {} |", samples().len() - 1);
+    assert!(md.contains(&row), "{md}");
 
     std::fs::create_dir_all(data.join("psoriasis")).unwrap();
     std::fs::copy(&samples()[0], data.join("psoriasis/x.jpg")).unwrap();
