@@ -443,9 +443,9 @@ models_dir = "{self.w}/models"
         for s in self.rss.values():
             if not s:
                 continue
-            start = s[0][0]
-            own_upload = next((t for t, e in self.events if e.startswith("upload") and t >= start), start)
-            warm = max(warm0, start + 10, own_upload + 10)
+            # Its own first upload (its start when it had none).
+            own = next((t for t, e in self.events if e.startswith("upload") and t >= s[0][0]), s[0][0])
+            warm = max(warm0, own + 10)
             s = [(t, mb) for t, mb in s if t >= warm]
             if s and s[-1][0] - s[0][0] >= 40:
                 early = [mb for t, mb in s if t <= s[0][0] + 20]
