@@ -240,6 +240,24 @@ def sample_weights(train_s, n_classes):
     return torch.tensor(w / w.sum(), dtype=torch.double), n_c
 
 
+def save_atomic(obj, path):
+    """A checkpoint written whole or not at all: a run killed mid-save (a session ending) resumes
+    from the previous epoch instead of failing on a truncated file."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def rng_state():
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def restore_rng(st):
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
+
+
 class Ema:
     def __init__(self, model, decay):
         self.model = copy.deepcopy(model).eval()
@@ -387,8 +405,13 @@ def train(args):
             return None
         return loss, logits, y
 
-    # Fit the schedule to a time budget (GPU box leases are short): time a few steps first.
-    if args.time_budget:
+    ckpt_path = out / "checkpoint.pt"
+    ck = torch.load(ckpt_path, map_location="cpu") if args.resume and ckpt_path.exists() else None
+    # Fit the schedule to a time budget (GPU box leases are short): time a few steps first. A
+    # resumed run keeps the epoch count it fitted at its start, so its schedule does not change.
+    if ck is not None and "epochs" in ck:
+        r["epochs"] = ck["epochs"]
+    elif args.time_budget:
         model.train()
         # Four untimed steps: the first CPU steps (allocator, channels_last reorders) run 2-3x slow.
         for _ in range(4):
@@ -422,9 +445,7 @@ def train(args):
     ema = Ema(model, r["ema"]) if r["ema"] else None
 
     start_epoch, best, rows = 1, -1.0, []
-    ckpt_path = out / "checkpoint.pt"
-    if args.resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu")
+    if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         sched.load_state_dict(ck["sched"])
@@ -433,7 +454,9 @@ def train(args):
             ema.steps = ck.get("ema_steps", 0)
         start_epoch, best, rows = ck["epoch"] + 1, ck["best"], ck["rows"]
         g.set_state(ck["gen"])
-        print(f"resumed from {ckpt_path} at epoch {start_epoch}", flush=True)
+        if "rng" in ck:
+            restore_rng(ck["rng"])
+        print(f"resumed from {ckpt_path} at epoch {start_epoch} of {r['epochs']}", flush=True)
 
     bad_epochs = 0
     for epoch in range(start_epoch, r["epochs"] + 1):
@@ -470,7 +493,7 @@ def train(args):
         print(json.dumps(row), flush=True)
         if m["balanced_accuracy"] > best:
             best, bad_epochs = m["balanced_accuracy"], 0
-            torch.save(
+            save_atomic(
                 {
                     "arch": args.arch,
                     "recipe": args.recipe,
@@ -493,7 +516,7 @@ def train(args):
         else:
             bad_epochs += 1
         if not args.no_checkpoint:
-            torch.save(
+            save_atomic(
                 {
                     "model": model.state_dict(),
                     "opt": opt.state_dict(),
@@ -504,6 +527,8 @@ def train(args):
                     "best": best,
                     "rows": rows,
                     "gen": g.get_state(),
+                    "rng": rng_state(),
+                    "epochs": r["epochs"],
                 },
                 ckpt_path,
             )
@@ -517,6 +542,7 @@ def train(args):
     plot_curves(rows, out / "curves.png")
     if held_s:
         held_report(out, held_s, spec, device, names, workers)
+    (out / "done.json").write_text(json.dumps({"epochs": len(rows), "best_val_bal_acc": best}) + "\n")
     print(f"best val (lesion-clean) balanced accuracy {best:.4f} -> {out / 'best.pt'}", flush=True)
 
 
