@@ -228,6 +228,41 @@ pub fn enforce_retention(
     Ok(())
 }
 
+/// Read a small file the configuration names (config, password, CA, key, state): regular files
+/// only, opened without blocking (a FIFO or a terminal is refused at once, `/dev/zero` too), at
+/// most `max` bytes (a file that grows past it while read is refused, not truncated).
+pub fn read_small_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(invalid("not a regular file".into()));
+    }
+    if meta.len() > max {
+        return Err(invalid(format!("{} bytes: larger than {max}", meta.len())));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    f.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(invalid(format!("grew past {max} bytes while read")));
+    }
+    Ok(bytes)
+}
+
+/// `read_small_file` as UTF-8 text.
+pub fn read_small_text(path: &Path, max: u64) -> std::io::Result<String> {
+    String::from_utf8(read_small_file(path, max)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
+/// The most a configuration, password, key or certificate file may hold.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 1 << 20;
+
 pub(crate) fn unix_ms() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -238,6 +273,40 @@ pub(crate) fn unix_ms() -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reliability IV, row 10: special files and oversized files are refused at once.
+    #[test]
+    fn small_files_are_regular_and_capped() {
+        for special in ["/dev/zero", "/dev/null", "/"] {
+            let e = read_small_file(Path::new(special), 1 << 20).unwrap_err();
+            assert!(
+                e.to_string().contains("not a regular file")
+                    || e.kind() == std::io::ErrorKind::IsADirectory,
+                "{special}: {e}"
+            );
+        }
+        let dir = std::env::temp_dir().join(format!("dermcam-small-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let t = std::time::Instant::now();
+        assert!(read_small_file(&fifo, 100).is_err());
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(2),
+            "a FIFO blocked the read"
+        );
+        let big = dir.join("big");
+        std::fs::write(&big, vec![b'a'; 101]).unwrap();
+        assert!(
+            read_small_file(&big, 100)
+                .unwrap_err()
+                .to_string()
+                .contains("larger than 100")
+        );
+        assert_eq!(read_small_file(&big, 101).unwrap().len(), 101);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     use crate::sinks::capture::CaptureSink;
 
     /// A write killed after its last file (heat map included) leaves a temp folder holding

@@ -99,6 +99,13 @@ def main(argv=None):
         "--turn-away", type=float, default=0.015, help="share of lesion-clean val lesions over the threshold"
     )
     of.add_argument("--shrink", type=float, default=0.1)
+    of.add_argument(
+        "--supervised-turn-away",
+        type=float,
+        default=0.01,
+        help="share of lesion-clean val lesions the logistic (lesion vs everyday photo) part may turn away; 0: distance only",
+    )
+    of.add_argument("--l2", type=float, default=1e-2, help="the logistic part's L2 penalty")
     of.add_argument("--threads", type=int, default=0)
     of.add_argument("--limit-per-class", type=int, default=0)
     cc = sub.add_parser(
@@ -126,7 +133,8 @@ def main(argv=None):
     os_ = sub.add_parser(
         "ood-set", help="assemble a non-lesion image set (dev/test by file hash) from folders + synthetic images"
     )
-    os_.add_argument("folders", nargs="*")
+    os_.add_argument("folders", nargs="*", help="folders of images, each optionally CATEGORY=PATH")
+    os_.add_argument("--max-per-folder", type=int, default=0, help="at most this many files per folder")
     os_.add_argument("--out", required=True)
     os_.add_argument("--synthetic", type=int, default=60)
     args = ap.parse_args(argv)
@@ -181,7 +189,7 @@ def main(argv=None):
         elif args.cmd == "ood-set":
             from .oodset import build
 
-            build(args.folders, args.out, args.synthetic)
+            build(args.folders, args.out, args.synthetic, max_per_folder=args.max_per_folder)
     except data.DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

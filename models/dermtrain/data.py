@@ -132,7 +132,17 @@ def crop_box(width, height, out_w, out_h, policy):
 def load_rgb(path):
     with Image.open(path) as im:
         im.load()
-        return im.convert("RGB")
+        return to_rgb(im)
+
+
+def to_rgb(im):
+    """RGB with any transparency composited over white, as the device decodes a PNG (a viewer
+    shows transparent pixels as the page, not as the colours they happen to hold)."""
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, rgba).convert("RGB")
+    return im.convert("RGB")
 
 
 def resize_pil(img, input_spec):

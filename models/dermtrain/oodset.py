@@ -1,10 +1,15 @@
 """`ood-set`: assemble a non-lesion image set from folders of photos and textures (e.g. Debian
 packages extracted with `dpkg-deb -x`) plus synthetic images, split by file hash into `dev`
-(choosing the score and its settings) and `test` (reported). Scikit-image, matplotlib and
-scikit-learn sample images and Debian's desktop-base wallpapers are refused: they are kept for
-an independent check."""
+(choosing the score and its settings) and `test` (reported). A folder given as `CATEGORY=PATH`
+names its images `CATEGORY__...`, so the fit reports what it catches per category (animals,
+people, rooms, documents, textures, ...). Images inside Qt resource bundles (`.rcc`, e.g.
+GCompris' photos) are carved out. Scikit-image, matplotlib and scikit-learn sample images,
+Debian's desktop-base wallpapers, GIMP's patterns and anything under a cargo registry are
+refused: they are kept for independent checks."""
 
 import hashlib
+import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +17,34 @@ from PIL import Image, ImageDraw
 
 from . import data
 
-RESERVED = ("skimage", "scikit-image", "matplotlib", "sklearn", "scikit-learn", "desktop-base")
+RESERVED = (
+    "skimage",
+    "scikit-image",
+    "matplotlib",
+    "sklearn",
+    "scikit-learn",
+    "desktop-base",
+    "gimp",
+    ".cargo/registry",
+)
+MAGIC = re.compile(rb"\x89PNG\r\n\x1a\n|RIFF....WEBP|\xff\xd8\xff[\xe0-\xef]", re.S)
+
+
+def carve(path, min_side):
+    """(name, image) for each PNG / WebP / JPEG stored whole inside a binary bundle."""
+    from PIL import Image
+
+    b = path.read_bytes()
+    for m in MAGIC.finditer(b):
+        try:
+            with Image.open(io.BytesIO(b[m.start() : m.start() + 32_000_000])) as im:
+                im.load()
+                if min(im.size) >= min_side:
+                    yield f"{path.stem}-{m.start()}", data.to_rgb(im)
+        except Exception:  # a false match or a truncated entry
+            continue
+
+
 EXTS = data.IMAGE_EXTS | {".webp"}
 
 
@@ -52,7 +84,7 @@ def synthetic(n, seed=7):
     return out
 
 
-def build(folders, out, n_synthetic=60, min_side=96):
+def build(folders, out, n_synthetic=60, min_side=96, max_per_folder=0):
     out = Path(out)
     for split in ("dev", "test"):
         (out / split).mkdir(parents=True, exist_ok=True)
@@ -68,17 +100,32 @@ def build(folders, out, n_synthetic=60, min_side=96):
         img.save(out / split / f"{name}.jpg", quality=92)
         counts[split] += 1
 
-    for folder in folders:
-        for p in sorted(Path(folder).rglob("*")):
-            if p.suffix.lower() not in EXTS or any(r in str(p).lower() for r in RESERVED):
+    for spec in folders:
+        category, _, folder = spec.rpartition("=")
+        prefix = f"{category}__" if category else ""
+        if any(r in str(Path(folder).resolve()).lower() for r in RESERVED):
+            raise data.DatasetError(f"{folder}: a reserved image set (kept for independent checks)")
+        files = [
+            p
+            for p in (sorted(Path(folder).rglob("*")) if Path(folder).is_dir() else [Path(folder)])
+            if (p.suffix.lower() in EXTS or p.suffix == ".rcc") and not any(r in str(p).lower() for r in RESERVED)
+        ]
+        if max_per_folder and len(files) > max_per_folder:
+            # A fixed choice (by path hash), so the set is the same on every machine.
+            files = sorted(files, key=lambda p: hashlib.sha256(p.name.encode()).hexdigest())
+            files = sorted(files[:max_per_folder])
+        for p in files:
+            if p.suffix == ".rcc":
+                for name, img in carve(p, min_side):
+                    put(prefix + name, img)
                 continue
             try:
                 img = data.load_rgb(p)
             except Exception:  # not every file in a package is a readable image
                 continue
-            put(p.parent.name + "-" + p.stem, img)
+            put(prefix + p.parent.name + "-" + p.stem, img)
     for name, img in synthetic(n_synthetic):
-        put(name, img)
+        put("synthetic__" + name, img)
     print(f"wrote {out}: {counts}")
 
 

@@ -150,8 +150,14 @@ fn sign(
         None => archive_name(path)?,
     };
     let private = signing::read_private_key(key)?;
-    let expires =
-        dermcam::device::update::unix_now().saturating_add(expires_days.min(36_500) * 86_400);
+    use dermcam::device::update::{MAX_EXPIRES_DAYS, MAX_VERSION};
+    if version == 0 || version > MAX_VERSION {
+        anyhow::bail!("--version {version}: 1 to {MAX_VERSION}");
+    }
+    if expires_days == 0 || expires_days > MAX_EXPIRES_DAYS {
+        anyhow::bail!("--expires-days {expires_days}: 1 to {MAX_EXPIRES_DAYS} (re-sign to extend)");
+    }
+    let expires = dermcam::device::update::unix_now() + expires_days * 86_400;
     let mut a = Announcement {
         name,
         version,

@@ -39,7 +39,9 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
         ];
         for (field, path) in files {
             if let Some(p) = path {
-                if let Err(e) = std::fs::File::open(p) {
+                // Read as `run` will (regular file, size cap): a FIFO or /dev/zero fails here.
+                let cap = dermcam::storage::MAX_CONFIG_FILE_BYTES;
+                if let Err(e) = dermcam::storage::read_small_file(p, cap) {
                     println!("{what}: {field}: {}: {e}", p.display());
                     return Ok(ExitCode::from(6));
                 }

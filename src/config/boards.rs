@@ -25,10 +25,11 @@ pub fn list_boards() -> Vec<(String, PathBuf)> {
 }
 
 pub(super) fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        path: path.into(),
-        source,
-    })?;
+    let text = crate::storage::read_small_text(path, crate::storage::MAX_CONFIG_FILE_BYTES)
+        .map_err(|source| ConfigError::Io {
+            path: path.into(),
+            source,
+        })?;
     text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
         path: path.into(),
         message: e.to_string(),

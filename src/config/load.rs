@@ -25,6 +25,30 @@ pub fn range<T: PartialOrd + std::fmt::Display + Copy>(
     Ok(())
 }
 
+/// The dotted key of the first string value (or key) holding a NUL character, if any.
+fn key_with_nul(t: &toml::Table) -> Option<String> {
+    fn walk(v: &toml::Value, key: &str) -> Option<String> {
+        match v {
+            toml::Value::String(s) if s.contains('\0') => Some(key.to_string()),
+            toml::Value::Table(t) => t.iter().find_map(|(k, v)| {
+                let key = if key.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{key}.{k}")
+                };
+                if k.contains('\0') {
+                    Some(key)
+                } else {
+                    walk(v, &key)
+                }
+            }),
+            toml::Value::Array(a) => a.iter().find_map(|v| walk(v, key)),
+            _ => None,
+        }
+    }
+    walk(&toml::Value::Table(t.clone()), "")
+}
+
 impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let table = text
@@ -37,6 +61,14 @@ impl Config {
     }
 
     pub(super) fn from_table(table: toml::Table, path: &Path) -> Result<Config, ConfigError> {
+        // A NUL cannot be in a path or a name: the OS would cut the string there and use a
+        // different file than the one `check-config` showed.
+        if let Some(key) = key_with_nul(&table) {
+            return Err(ConfigError::Parse {
+                path: path.into(),
+                message: format!("{key}: contains a NUL character"),
+            });
+        }
         let cfg: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Parse {

@@ -150,6 +150,22 @@ mod tests {
     use super::*;
     use std::path::Path;
 
+    /// Reliability IV, row 10: a NUL in any string is refused by name; a config "file" that is
+    /// a special file or too large is refused without reading it.
+    #[test]
+    fn nul_strings_and_special_config_files_are_refused() {
+        let e = Config::parse("[capture]\ndir = \"/tmp/a\\u0000b\"\n", Path::new("c.toml"))
+            .unwrap_err();
+        assert!(e.to_string().contains("capture.dir: contains a NUL"), "{e}");
+        for special in ["/dev/zero", "/dev/null"] {
+            let t = std::time::Instant::now();
+            let e = Config::load(Some(Path::new(special)), None).unwrap_err();
+            let why = std::error::Error::source(&e).map(|s| s.to_string());
+            assert!(why.as_deref() == Some("not a regular file"), "{e}: {why:?}");
+            assert!(t.elapsed() < std::time::Duration::from_secs(2));
+        }
+    }
+
     #[test]
     fn defaults_and_variants_parse() {
         let c = Config::parse("", Path::new("c.toml")).unwrap();

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 #[derive(Default)]
 struct Pending {
     announce: Option<Announcement>,
+    /// The archive (sha256) the update thread is installing now.
+    busy: Option<String>,
     reload: bool,
     closed: bool,
 }
@@ -36,6 +38,15 @@ impl Jobs {
     /// Check an announcement before it takes a place (signature, target, expiry, version);
     /// `Ok(false)`: already in service, nothing to do.
     pub(super) fn announce(&self, a: Announcement, running: &Path) -> Result<bool, UpdateError> {
+        {
+            // The same archive again while it waits or installs (a retained message read at
+            // a reconnect): nothing new, and no "replay" verdict on an update that is running.
+            let p = self.lock();
+            let sha = Some(a.sha256.as_str());
+            if p.busy.as_deref() == sha || p.announce.as_ref().map(|x| x.sha256.as_str()) == sha {
+                return Ok(false);
+            }
+        }
         if !self.updater.check(&a, running)? {
             return Ok(false);
         }
@@ -64,6 +75,9 @@ impl Jobs {
 /// `RETRY_MAX`.
 const RETRY_FIRST: Duration = Duration::from_secs(5);
 const RETRY_MAX: Duration = Duration::from_secs(600);
+/// At most one `reload-model` this often (a reload loads a whole bundle: ~a core for a second);
+/// more requests meanwhile join the waiting one.
+pub(super) const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
 enum Job {
     Announce(Announcement),
@@ -92,14 +106,20 @@ pub(super) fn spawn_updater(
     if cfg.updates.public_key.is_some() {
         jobs.updater.clean_leftovers();
     }
+    let refused = if cfg.updates.public_key.is_some() {
+        crate::device::update::read_refused(&cfg.updates.models_dir)
+    } else {
+        Vec::new()
+    };
     let worker = UpdateWorker {
         jobs: jobs.clone(),
         switch,
         report,
         changed,
         shared,
-        refused: Vec::new(),
+        refused,
         retry: None,
+        last_reload: None,
     };
     let _ = std::thread::Builder::new()
         .name("model-update".into())
@@ -115,10 +135,13 @@ struct UpdateWorker {
     report: Arc<UpdateReport>,
     changed: tokio::sync::mpsc::Sender<()>,
     shared: Arc<Shared>,
-    /// Archives refused for good (signature, sha256, archive, self-test): not retried.
+    /// Archives refused for good (signature, sha256, archive, self-test): not retried, also
+    /// not after a restart (`models_dir/refused.json`).
     refused: Vec<String>,
     /// A download that failed for a passing reason: tried again at `when`, after `backoff`.
     retry: Option<(Announcement, Instant, Duration)>,
+    /// When the last reload ran (rate limit).
+    last_reload: Option<Instant>,
 }
 
 impl UpdateWorker {
@@ -138,31 +161,43 @@ impl UpdateWorker {
         let j = self.jobs.clone();
         let mut p = j.lock();
         loop {
-            if p.reload {
-                p.reload = false;
-                return Some(Job::Reload);
-            }
+            // A signed update first: a stream of reloads must never hold one back.
             if let Some(a) = p.announce.take() {
                 self.retry = None;
+                p.busy = Some(a.sha256.clone());
                 return Some(Job::Announce(a));
+            }
+            p.busy = None;
+            let reload_at = self.last_reload.map(|t| t + RELOAD_INTERVAL);
+            if p.reload && reload_at.is_none_or(|t| Instant::now() >= t) {
+                p.reload = false;
+                self.last_reload = Some(Instant::now());
+                return Some(Job::Reload);
             }
             if p.closed {
                 return None;
             }
-            match &self.retry {
+            let retry_at = match &self.retry {
                 Some((a, when, _)) if Instant::now() >= *when => {
+                    p.busy = Some(a.sha256.clone());
                     return Some(Job::Announce(a.clone()));
                 }
-                Some((_, when, _)) => {
-                    let wait = when.saturating_duration_since(Instant::now());
-                    p = j
-                        .wake
-                        .wait_timeout(p, wait)
+                Some((_, when, _)) => Some(*when),
+                None => None,
+            };
+            let wake_at = [retry_at, reload_at.filter(|_| p.reload)]
+                .into_iter()
+                .flatten()
+                .min();
+            p = match wake_at {
+                Some(t) => {
+                    j.wake
+                        .wait_timeout(p, t.saturating_duration_since(Instant::now()))
                         .unwrap_or_else(|e| e.into_inner())
-                        .0;
+                        .0
                 }
-                None => p = j.wake.wait(p).unwrap_or_else(|e| e.into_inner()),
-            }
+                None => j.wake.wait(p).unwrap_or_else(|e| e.into_inner()),
+            };
         }
     }
 
@@ -173,6 +208,17 @@ impl UpdateWorker {
         };
         self.retry = None;
         if self.refused.contains(&a.sha256) {
+            log::info!(
+                "model update: {} ({}) was refused on this device before; not tried again",
+                a.name,
+                a.sha256
+            );
+            return;
+        }
+        // Already in service (the same announcement queued twice): nothing to install, and
+        // nothing to report as a refusal.
+        let running = self.shared.model().dir.clone();
+        if let Ok(false) = self.jobs.updater.check(&a, &running) {
             return;
         }
         let now = || super::rfc3339(crate::storage::unix_ms());
@@ -209,6 +255,10 @@ impl UpdateWorker {
             Err(e) => {
                 log::warn!("model update: {} refused: {e}", a.name);
                 self.refused.push(a.sha256.clone());
+                let dir = &self.jobs.updater.cfg.models_dir;
+                if let Err(w) = crate::device::update::write_refused(dir, &mut self.refused) {
+                    log::error!("model update: cannot record the refusal: {w}");
+                }
                 json!({"state": "refused", "name": a.name, "version": a.version,
                        "sha256": a.sha256, "reason": e.to_string(), "time": now()})
             }

@@ -97,20 +97,44 @@ pub fn rfc3339(ms: u128) -> String {
     )
 }
 
-/// Where the fleet thread reports on model updates (the status message carries it).
+/// Where the fleet thread reports on model updates (the status message carries it). `state`
+/// is the install lifecycle and only the update thread moves it (installing, switched,
+/// retrying, refused, rolled back, reloaded); an announcement turned away before it took a
+/// place (unparsable, a replay, for another device) is reported beside it as
+/// `last_ignored`, so a stray message can never make the status say something else happened.
 #[derive(Default)]
-pub struct UpdateReport(pub Mutex<Option<Value>>);
+pub struct UpdateReport {
+    state: Mutex<Option<Value>>,
+    ignored: Mutex<Option<Value>>,
+}
 
 impl UpdateReport {
     pub fn set(&self, v: Value) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(v);
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(v);
     }
+
+    /// An announcement turned away before it was queued: `{reason, time}`.
+    pub fn ignored(&self, v: Value) {
+        *self.ignored.lock().unwrap_or_else(|e| e.into_inner()) = Some(v);
+    }
+
     pub fn get(&self) -> Value {
-        self.0
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let ignored = self
+            .ignored
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .unwrap_or(Value::Null)
+            .clone();
+        match (state, ignored) {
+            (None, None) => Value::Null,
+            (s, i) => {
+                let mut v = s.unwrap_or_else(|| serde_json::json!({"state": null}));
+                if let (Some(i), Some(o)) = (i, v.as_object_mut()) {
+                    o.insert("last_ignored".into(), i);
+                }
+                v
+            }
+        }
     }
 }
 

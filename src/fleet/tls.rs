@@ -7,10 +7,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub(super) fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, FleetError> {
-    std::fs::read(path).map_err(|source| FleetError::Io {
-        what,
-        path: path.into(),
-        source,
+    crate::storage::read_small_file(path, crate::storage::MAX_CONFIG_FILE_BYTES).map_err(|source| {
+        FleetError::Io {
+            what,
+            path: path.into(),
+            source,
+        }
     })
 }
 

@@ -40,9 +40,11 @@ fn key32(hex_str: &str, what: &str) -> Result<[u8; 32], SignError> {
 
 /// Read a private key file written by `dermcam bundle keygen`.
 pub fn read_private_key(path: &Path) -> Result<String, SignError> {
-    std::fs::read_to_string(path).map_err(|source| SignError::Io {
-        path: path.into(),
-        source,
+    crate::storage::read_small_text(path, crate::storage::MAX_CONFIG_FILE_BYTES).map_err(|source| {
+        SignError::Io {
+            path: path.into(),
+            source,
+        }
     })
 }
 

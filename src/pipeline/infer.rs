@@ -2,7 +2,7 @@
 //! within a scene, measures FPS, handles freeze (flip-TTA on the frozen frame) and release, and
 //! publishes each result to the sinks and the live state.
 
-use super::quality;
+use super::quality::{self, Quality, QualityIssue};
 use super::view::{DisplayState, SourceStatus};
 use super::{Latest, Shared, Sink, Stage, Update, initial_state};
 use crate::config::PipelineConfig;
@@ -119,13 +119,31 @@ impl Infer {
         let Some(f) = shared.latest_frame() else {
             return;
         };
+        // The frame being frozen goes through the same gate as a live one: it may be exactly
+        // the frame the gate just refused (a blurred or blown-out view is frozen as "retake").
+        let q = match self.gate(&f.image) {
+            Ok(q) => q,
+            Err((q, issue)) => {
+                log::info!(
+                    "freeze: the quality gate held the frame back ({})",
+                    issue.as_str()
+                );
+                let mut st = r.state.clone();
+                st.frozen = true;
+                st.retake(issue);
+                let u = Update::rejected(f, st, q);
+                self.publish(&u);
+                r.frozen = Some(u);
+                return;
+            }
+        };
         match self.model.classify(&f.image, self.cfg.freeze_tta) {
             Ok((p, t)) => {
                 let mut st = r.state.clone();
                 st.frozen = true;
                 st.quality = None;
                 st.show(&p, &self.model.manifest);
-                let u = Update::classified(f, st, p, t, None, self.model.clone());
+                let u = Update::classified(f, st, p, t, Some(q), self.model.clone());
                 self.publish(&u);
                 r.frozen = Some(u);
             }
@@ -138,16 +156,14 @@ impl Infer {
 
     fn classify_live(&mut self, r: &mut Run, frame: Frame) {
         let shared = self.shared.clone();
-        let q = quality::measure(&frame.image);
-        if let Some(issue) = quality::check(&q, &self.cfg) {
-            shared
-                .counters
-                .quality_rejections
-                .fetch_add(1, Ordering::Relaxed);
-            r.state.quality = Some(issue);
-            self.publish(&Update::rejected(frame, r.state.clone(), q));
-            return;
-        }
+        let q = match self.gate(&frame.image) {
+            Ok(q) => q,
+            Err((q, issue)) => {
+                r.state.retake(issue);
+                self.publish(&Update::rejected(frame, r.state.clone(), q));
+                return;
+            }
+        };
         r.state.quality = None;
         match self.hang_after.as_mut() {
             Some(0) => super::hang_forever(),
@@ -184,6 +200,22 @@ impl Infer {
             Err(e) => {
                 shared.counters.errors.fetch_add(1, Ordering::Relaxed);
                 log::error!("{e}");
+            }
+        }
+    }
+
+    /// The quality gate, one code path for live frames and the frame being frozen: the
+    /// measurement, or the measurement and why the frame is held back (counted).
+    fn gate(&self, image: &image::RgbImage) -> Result<Quality, (Quality, QualityIssue)> {
+        let q = quality::measure(image);
+        match quality::check(&q, &self.cfg) {
+            None => Ok(q),
+            Some(issue) => {
+                self.shared
+                    .counters
+                    .quality_rejections
+                    .fetch_add(1, Ordering::Relaxed);
+                Err((q, issue))
             }
         }
     }

@@ -163,7 +163,7 @@ impl Update {
         }
     }
 
-    /// A classified frame (`quality` is None for a frozen frame: it was gated when live).
+    /// A classified frame and the quality measurement that let it through the gate.
     pub fn classified(
         frame: Frame,
         state: DisplayState,

@@ -69,6 +69,17 @@ impl DisplayState {
         self.malignant_probability = p.malignant_probability;
     }
 
+    /// The quality gate held this frame back: the previous frame's classes and referral are not
+    /// this frame's, so no surface may keep showing them beside "retake".
+    pub fn retake(&mut self, issue: crate::pipeline::quality::QualityIssue) {
+        self.quality = Some(issue);
+        self.top.clear();
+        self.uncertain = false;
+        self.not_lesion = false;
+        self.refer = false;
+        self.malignant_probability = 0.0;
+    }
+
     /// The current result in one word (None before any result).
     pub fn outcome(&self) -> Option<Outcome> {
         if self.quality.is_some() {

@@ -533,3 +533,152 @@ fn a_model_switch_with_fewer_classes_relabels_every_result() {
     assert_eq!(r["refer"], true);
     assert_eq!(shared.counters().errors, 0);
 }
+
+/// A live source that alternates a sharp lesion and a held-back frame (`bad`: blurred or dark),
+/// `every` frames each, one per `interval_ms`, for `n` frames (`n` = 0: forever).
+struct Alternating {
+    good: image::RgbImage,
+    bad: image::RgbImage,
+    every: u64,
+    seq: u64,
+    n: u64,
+    interval_ms: u64,
+}
+
+impl FrameSource for Alternating {
+    fn next_frame(&mut self) -> Result<Frame, SourceError> {
+        if self.n > 0 && self.seq >= self.n {
+            return Err(SourceError::Ended);
+        }
+        self.seq += 1;
+        std::thread::sleep(Duration::from_millis(self.interval_ms));
+        let img = if (self.seq / self.every) % 2 == 0 {
+            &self.good
+        } else {
+            &self.bad
+        };
+        Ok(Frame::live(img.clone(), self.seq))
+    }
+}
+
+fn melanoma_sample() -> image::RgbImage {
+    let s = samples()
+        .into_iter()
+        .find(|p| sample_class(p) == "melanoma")
+        .unwrap();
+    dermcam::model::preprocess::load_image(&s, u64::MAX).unwrap()
+}
+
+/// Reliability IV, row 1: freeze (button, Enter, API, MQTT all call `toggle_freeze`) goes
+/// through the quality gate. A camera showing only a blurred lesion: live says "Hold steady", and
+/// the frozen frame must say the same, with no class, no referral and no capture saved.
+#[test]
+fn freeze_gates_the_frozen_frame_like_a_live_one() {
+    let tmp = scratch("freeze-gated");
+    let blurred = image::imageops::blur(&melanoma_sample(), 12.0);
+    let source = Alternating {
+        good: blurred.clone(),
+        bad: blurred,
+        every: 1,
+        seq: 0,
+        n: 0,
+        interval_ms: 15,
+    };
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let dir = tmp.join("captures");
+    let p = Pipeline::start(
+        default_model(),
+        Box::new(source),
+        Box::new(dermcam::screen::NoScreen),
+        vec![
+            Box::new(Collect(seen.clone())),
+            Box::new(dermcam::sinks::capture::CaptureSink::new(dir.clone(), 10)),
+        ],
+        PipelineConfig::default(),
+    );
+    let shared = p.shared.clone();
+    wait_for("live rejections", Duration::from_secs(10), || {
+        shared.counters().quality_rejections >= 2
+    });
+    shared.toggle_freeze();
+    wait_for("a frozen update", Duration::from_secs(10), || {
+        seen.lock().unwrap().iter().any(|u| u.state.frozen)
+    });
+    shared.request_shutdown();
+    p.join();
+    let frozen = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|u| u.state.frozen)
+        .cloned()
+        .unwrap();
+    assert!(
+        frozen.prediction.is_none(),
+        "a blurred frame was classified when frozen"
+    );
+    assert_eq!(
+        frozen.state.quality,
+        Some(dermcam::pipeline::quality::QualityIssue::Blurred)
+    );
+    assert_eq!(
+        frozen.outcome(),
+        Some(dermcam::model::classifier::Outcome::Retake)
+    );
+    assert!(!frozen.state.refer && frozen.state.top.is_empty());
+    assert_eq!(
+        shared.counters().inferences,
+        0,
+        "nothing classified, live or frozen"
+    );
+    let caps = dermcam::sinks::capture::CaptureSink::captures(&dir).unwrap_or_default();
+    assert!(
+        caps.is_empty(),
+        "a held-back frame saved as a capture: {caps:?}"
+    );
+}
+
+/// Reliability IV, row 7: a lesion, then a dark frame: the dark frame's state is "retake" with
+/// no classes and no referral left over from the lesion (the status API serialises this state).
+#[test]
+fn a_retake_clears_the_previous_result() {
+    let dark = image::RgbImage::from_pixel(640, 480, image::Rgb([8, 6, 5]));
+    let source = Alternating {
+        good: melanoma_sample(),
+        bad: dark,
+        // Each phase lasts longer than an inference, so both kinds are taken (the mailbox
+        // keeps only the newest frame).
+        every: 4,
+        seq: 0,
+        n: 32,
+        interval_ms: 80,
+    };
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let p = Pipeline::start(
+        default_model(),
+        Box::new(source),
+        Box::new(dermcam::screen::NoScreen),
+        vec![Box::new(Collect(seen.clone()))],
+        PipelineConfig::default(),
+    );
+    p.join();
+    let updates = seen.lock().unwrap();
+    let retakes: Vec<&Update> = updates
+        .iter()
+        .filter(|u| u.state.quality.is_some())
+        .collect();
+    assert!(!retakes.is_empty() && updates.iter().any(|u| u.prediction.is_some()));
+    for u in retakes {
+        let st = serde_json::to_value(&u.state).unwrap();
+        assert_eq!(st["refer"], false, "{st}");
+        assert_eq!(st["top"], serde_json::json!([]), "{st}");
+        assert_eq!(
+            u.outcome(),
+            Some(dermcam::model::classifier::Outcome::Retake)
+        );
+    }
+    // And no surface reports a referral with "not a lesion".
+    for u in updates.iter().filter(|u| u.state.not_lesion) {
+        assert!(!u.state.refer);
+    }
+}

@@ -45,3 +45,34 @@ impl Active {
             .map_err(|source| UpdateError::Io { path, source })
     }
 }
+
+/// Archives refused for good on this device, newest last; the oldest go beyond this many.
+pub const MAX_REFUSED: usize = 64;
+
+/// `models_dir/refused.json`: lower-case sha256s of archives refused for good (signature,
+/// sha256, archive, self-test), so a retained announcement of one is not downloaded and tested
+/// again after every restart. Unreadable or missing: empty (the worst case is one more try).
+pub fn read_refused(models_dir: &Path) -> Vec<String> {
+    crate::storage::read_small_file(&models_dir.join("refused.json"), 64 << 10)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Vec<String>>(&b).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| s.to_ascii_lowercase())
+        .collect()
+}
+
+/// Record `refused` (trimmed to the newest `MAX_REFUSED`).
+pub fn write_refused(models_dir: &Path, refused: &mut Vec<String>) -> Result<(), UpdateError> {
+    let excess = refused.len().saturating_sub(MAX_REFUSED);
+    refused.drain(..excess);
+    let path = models_dir.join("refused.json");
+    let body = serde_json::to_vec(refused).expect("serialisable");
+    std::fs::create_dir_all(models_dir).map_err(|source| UpdateError::Io {
+        path: models_dir.into(),
+        source,
+    })?;
+    crate::storage::write_atomic(&path, &body)
+        .map(|_| ())
+        .map_err(|source| UpdateError::Io { path, source })
+}

@@ -5,6 +5,11 @@ use serde::{Deserialize, Serialize};
 
 /// Largest announcement payload read (a real one is a few hundred bytes).
 pub const MAX_ANNOUNCEMENT_BYTES: usize = 8 << 10;
+/// Highest release number: a fleet that releases daily needs millions of years to reach it,
+/// and one announcement at u64::MAX would leave no newer release a device could accept.
+pub const MAX_VERSION: u64 = u32::MAX as u64;
+/// Longest an announcement may stay valid when signed (re-sign to extend).
+pub const MAX_EXPIRES_DAYS: u64 = 3_650;
 
 /// A signed bundle announcement (what `dermcam bundle sign` prints). The signature covers every
 /// field a device acts on, so a replayed or edited announcement is refused: `version` must be
@@ -26,6 +31,9 @@ pub struct Announcement {
     pub signature: String,
 }
 
+/// 2025-12-01 00:00 UTC, before this release was built: a clock that reads earlier is not set.
+pub const CLOCK_FLOOR: u64 = 1_764_547_200;
+
 /// Context string first: a signature made for anything else never passes as an announcement.
 const CONTEXT: &str = "dermcam-announcement-v2";
 
@@ -37,8 +45,11 @@ impl Announcement {
                 payload.len()
             )));
         }
-        let a: Announcement = serde_json::from_slice(payload)
+        let mut a: Announcement = serde_json::from_slice(payload)
             .map_err(|e| UpdateError::Announcement(format!("bad JSON: {e}")))?;
+        // One spelling of the hash everywhere (the signature covers the lower-case one): a
+        // refused archive cannot come back with its letters' case changed.
+        a.sha256.make_ascii_lowercase();
         if !crate::config::valid_topic_level(&a.name) {
             return Err(UpdateError::Announcement(format!(
                 "name {:?}: letters, digits, '-', '_', '.' only",
@@ -48,8 +59,10 @@ impl Announcement {
         if a.sha256.len() != 64 || !a.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(UpdateError::Announcement("sha256: 64 hex digits".into()));
         }
-        if a.version == 0 {
-            return Err(UpdateError::Announcement("version: 1 or more".into()));
+        if a.version == 0 || a.version > MAX_VERSION {
+            return Err(UpdateError::Announcement(format!(
+                "version: 1 to {MAX_VERSION}"
+            )));
         }
         let target_ok = a.target == "*"
             || crate::config::valid_topic_level(a.target.strip_suffix('*').unwrap_or(&a.target));
@@ -92,6 +105,20 @@ impl Announcement {
     /// for `device_id`, and that it has not expired (`now`: unix seconds).
     pub fn verify(&self, public_hex: &str, device_id: &str, now: u64) -> Result<(), UpdateError> {
         crate::model::signing::verify(public_hex, &self.signed_message(), &self.signature)?;
+        // A board without a battery-backed clock boots in the past until NTP sets it; expiry
+        // means nothing then, so nothing is installed until the clock is plausible.
+        if now < CLOCK_FLOOR {
+            return Err(UpdateError::Announcement(format!(
+                "this device's clock reads {} (before {}): not set yet (no RTC, no NTP sync); updates wait for it",
+                crate::fleet::rfc3339(u128::from(now) * 1000),
+                crate::fleet::rfc3339(u128::from(CLOCK_FLOOR) * 1000)
+            )));
+        }
+        if self.expires > now.saturating_add((MAX_EXPIRES_DAYS + 1) * 86_400) {
+            return Err(UpdateError::Announcement(format!(
+                "expires more than {MAX_EXPIRES_DAYS} days from now: re-sign it with a shorter --expires-days"
+            )));
+        }
         let for_us = match self.target.strip_suffix('*') {
             Some(prefix) => device_id.starts_with(prefix),
             None => self.target == device_id,
@@ -130,11 +157,22 @@ mod tests {
         );
         let a = Announcement::parse(ok.as_bytes()).unwrap();
         assert_eq!(a.folder(), "effl0-v3-aaaaaaaaaaaa");
+        // Reliability IV, row 5: the hash is canonical (lower case) once parsed.
+        let upper = Announcement::parse(ok.replace(&"a".repeat(64), &"A".repeat(64)).as_bytes());
+        assert_eq!(upper.unwrap().sha256, "a".repeat(64));
+        // Row 9: the highest release number is accepted, one above it is not.
+        let max = ok.replace("\"version\":3", &format!("\"version\":{MAX_VERSION}"));
+        assert_eq!(
+            Announcement::parse(max.as_bytes()).unwrap().version,
+            MAX_VERSION
+        );
         for bad in [
             ok.replace("effl0-v3", "../etc"),
             ok.replace(&"a".repeat(64), "abc"),
             ok.replace("\"signature\"", "\"sig\""),
             ok.replace("\"version\":3", "\"version\":0"),
+            ok.replace("\"version\":3", "\"version\":18446744073709551615"),
+            ok.replace("\"version\":3", "\"version\":4294967296"),
             ok.replace("\"target\":\"*\"", "\"target\":\"a/b\""),
             ok.replace("http://h/b.tar", "http://h/b c.tar"),
             ok.replace(",\"version\":3", ""),

@@ -24,6 +24,8 @@ pub struct SelfTestSample {
 
 /// Most entries an archive may hold (a bundle is a handful of files plus samples).
 const MAX_ENTRIES: usize = 512;
+/// Largest `selftest.json` read (a real one is a few kB: file names, classes, probabilities).
+pub const MAX_SELFTEST_JSON_BYTES: u64 = 1 << 20;
 
 /// Build `out` (a tar) from `bundle`: its top-level files, the `samples` (copied to
 /// `selftest/`) and `selftest.json` with their reference outputs from the tract backend.
@@ -234,7 +236,8 @@ fn open_source(
 
 /// The clinic CA file's certificates as the only roots.
 fn clinic_roots(ca: &Path) -> Result<ureq::tls::RootCerts, UpdateError> {
-    let pem = std::fs::read(ca).map_err(|e| io(ca, e))?;
+    let pem = crate::storage::read_small_file(ca, crate::storage::MAX_CONFIG_FILE_BYTES)
+        .map_err(|e| io(ca, e))?;
     let certs: Vec<_> = ureq::tls::parse_pem(&pem)
         .filter_map(|i| match i {
             Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
@@ -351,11 +354,24 @@ pub fn unpack(archive: &Path, dest: &Path, max_bytes: u64) -> Result<(), UpdateE
                 if let Some(parent) = target.parent() {
                     std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
                 }
+                // A name given twice (or a file where a folder was) is the archive's fault, not
+                // the disk's: refused for good, never retried as a passing failure.
                 let mut out = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .open(&target)
-                    .map_err(|e| io(&target, e))?;
+                    .map_err(|e| match e.kind() {
+                        std::io::ErrorKind::AlreadyExists => {
+                            bad(format!("entry {:?} appears twice", path.display()))
+                        }
+                        std::io::ErrorKind::NotADirectory | std::io::ErrorKind::IsADirectory => {
+                            bad(format!(
+                                "entry {:?} clashes with another entry",
+                                path.display()
+                            ))
+                        }
+                        _ => io(&target, e),
+                    })?;
                 let copied = std::io::copy(&mut (&mut entry).take(size), &mut out)
                     .map_err(|e| bad(format!("{}: {e}", path.display())))?;
                 if copied != size {

@@ -16,8 +16,8 @@ mod active;
 mod announcement;
 pub mod archive;
 
-pub use active::Active;
-pub use announcement::{Announcement, MAX_ANNOUNCEMENT_BYTES};
+pub use active::{Active, MAX_REFUSED, read_refused, write_refused};
+pub use announcement::{Announcement, MAX_ANNOUNCEMENT_BYTES, MAX_EXPIRES_DAYS, MAX_VERSION};
 
 use crate::config::FleetUpdates;
 use crate::model::{LoadOptions, Model};
@@ -101,12 +101,14 @@ pub(crate) fn reference_model(dir: &Path) -> Result<Model, UpdateError> {
 /// Returns the number of samples checked.
 pub fn self_test(dir: &Path) -> Result<usize, UpdateError> {
     let model = reference_model(dir)?;
-    let rec: archive::SelfTest = std::fs::read(dir.join("selftest.json"))
-        .map_err(|e| UpdateError::SelfTest(format!("selftest.json: {e}")))
-        .and_then(|b| {
-            serde_json::from_slice(&b)
-                .map_err(|e| UpdateError::SelfTest(format!("selftest.json: {e}")))
-        })?;
+    let rec: archive::SelfTest = crate::storage::read_small_file(
+        &dir.join("selftest.json"),
+        archive::MAX_SELFTEST_JSON_BYTES,
+    )
+    .map_err(|e| UpdateError::SelfTest(format!("selftest.json: {e}")))
+    .and_then(|b| {
+        serde_json::from_slice(&b).map_err(|e| UpdateError::SelfTest(format!("selftest.json: {e}")))
+    })?;
     if rec.samples.is_empty() {
         return Err(UpdateError::SelfTest("no samples".into()));
     }

@@ -155,9 +155,8 @@ impl Session {
                 Announcement::parse(&p.payload).and_then(|a| ctx.jobs.announce(a, &running));
             if let Err(e) = checked {
                 log::warn!("fleet: model announcement ignored: {e}");
-                ctx.report
-                    .set(json!({"state": "refused", "reason": e.to_string(),
-                                "time": crate::fleet::rfc3339(crate::storage::unix_ms())}));
+                ctx.report.ignored(json!({"reason": e.to_string(),
+                                    "time": crate::fleet::rfc3339(crate::storage::unix_ms())}));
                 self.send_status(ctx);
             }
         }

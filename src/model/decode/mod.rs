@@ -43,6 +43,8 @@ pub enum ImageError {
     },
     #[error("{what}: image is empty (0 pixels)")]
     Empty { what: String },
+    #[error("{what}: an animated PNG ({frames} frames): send one still photo of the lesion")]
+    Animated { what: String, frames: u32 },
 }
 
 /// The accepted containers, decided from the bytes (magic numbers), never the file name.
@@ -154,6 +156,14 @@ fn decode_png(
     dec.set_transformations(png::Transformations::normalize_to_color8());
     let mut reader = dec.read_info().map_err(dec_err)?;
     let info = reader.info();
+    // An APNG's default image may be one its animation never shows, and a viewer shows the
+    // frames: which one a clinician meant is unknowable, so refuse rather than guess.
+    if let Some(ac) = info.animation_control {
+        return Err(ImageError::Animated {
+            what: what.into(),
+            frames: ac.num_frames,
+        });
+    }
     let (width, height, interlaced) = (info.width, info.height, info.interlaced);
     let source_kind = format!("PNG {:?} {}-bit", info.color_type, info.bit_depth as u8);
     let orientation = info
@@ -229,7 +239,19 @@ fn read_png_rows(
     Ok(())
 }
 
-/// One decoded PNG row (8-bit grey, grey + alpha, RGB or RGBA: `samples` per pixel) into RGB8.
+/// Transparent pixels are composited over white, the page background every browser and viewer
+/// shows a PNG on: a fully transparent image is blank white (the quality gate's "too bright"),
+/// never the colours its invisible pixels happen to hold.
+pub const ALPHA_BACKGROUND: u8 = 255;
+
+/// `c` over `ALPHA_BACKGROUND` with alpha `a` (rounded).
+fn over_background(c: u8, a: u8) -> u8 {
+    let (c, a, b) = (c as u32, a as u32, ALPHA_BACKGROUND as u32);
+    ((c * a + b * (255 - a) + 127) / 255) as u8
+}
+
+/// One decoded PNG row (8-bit grey, grey + alpha, RGB or RGBA: `samples` per pixel) into RGB8,
+/// alpha composited over the background.
 fn row_to_rgb(samples: usize, src: &[u8], dst: &mut [u8]) {
     match samples {
         1 => dst
@@ -239,12 +261,16 @@ fn row_to_rgb(samples: usize, src: &[u8], dst: &mut [u8]) {
         2 => dst
             .chunks_exact_mut(3)
             .zip(src.chunks_exact(2))
-            .for_each(|(d, s)| d.fill(s[0])),
+            .for_each(|(d, s)| d.fill(over_background(s[0], s[1]))),
         3 => dst.copy_from_slice(&src[..dst.len()]),
         _ => dst
             .chunks_exact_mut(3)
             .zip(src.chunks_exact(4))
-            .for_each(|(d, s)| d.copy_from_slice(&s[..3])),
+            .for_each(|(d, s)| {
+                for k in 0..3 {
+                    d[k] = over_background(s[k], s[3]);
+                }
+            }),
     }
 }
 
@@ -264,38 +290,10 @@ pub const MAX_FILE_BYTES: u64 = 64 << 20;
 /// Read an image file: regular files only (a FIFO, `/dev/zero` or a terminal is refused
 /// without blocking), at most `MAX_FILE_BYTES`.
 pub fn read_image_file(path: &Path) -> Result<Vec<u8>, ImageError> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| ImageError::Io {
+    crate::storage::read_small_file(path, MAX_FILE_BYTES).map_err(|source| ImageError::Io {
         path: path.display().to_string(),
         source,
-    };
-    let invalid = |m: String| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, m));
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(io)?;
-    let meta = f.metadata().map_err(io)?;
-    if !meta.is_file() {
-        return Err(invalid("not a regular file".into()));
-    }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(invalid(format!(
-            "{} bytes: larger than {MAX_FILE_BYTES}",
-            meta.len()
-        )));
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    f.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(invalid(format!(
-            "grew past {MAX_FILE_BYTES} bytes while read"
-        )));
-    }
-    Ok(bytes)
+    })
 }
 
 pub fn load_image(path: &Path, max_pixels: u64) -> Result<RgbImage, ImageError> {
@@ -318,6 +316,49 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("t.jpg: corrupt or truncated"), "{e}");
+    }
+
+    fn png_of(img: image::DynamicImage) -> Vec<u8> {
+        let mut png = Vec::new();
+        img.write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
+            .unwrap();
+        png
+    }
+
+    /// Reliability IV, row 2: alpha is composited, not dropped. A fully transparent image whose
+    /// hidden pixels are a dark lesion colour decodes to the white a viewer shows.
+    #[test]
+    fn alpha_is_composited_over_white() {
+        let hidden = image::RgbaImage::from_pixel(64, 48, image::Rgba([90, 40, 30, 0]));
+        let rgb = decode_image(&png_of(hidden.into()), "t.png", DEFAULT_MAX_PIXELS).unwrap();
+        assert!(rgb.pixels().all(|p| p.0 == [255, 255, 255]));
+        let half = image::RgbaImage::from_pixel(4, 4, image::Rgba([0, 100, 200, 128]));
+        let rgb = decode_image(&png_of(half.into()), "h.png", DEFAULT_MAX_PIXELS).unwrap();
+        assert_eq!(rgb.get_pixel(0, 0).0, [127, 177, 227]);
+        let opaque = image::RgbaImage::from_pixel(4, 4, image::Rgba([10, 20, 30, 255]));
+        let rgb = decode_image(&png_of(opaque.into()), "o.png", DEFAULT_MAX_PIXELS).unwrap();
+        assert_eq!(rgb.get_pixel(3, 3).0, [10, 20, 30]);
+        let la = image::GrayAlphaImage::from_pixel(4, 4, image::LumaA([0, 0]));
+        let rgb = decode_image(&png_of(la.into()), "la.png", DEFAULT_MAX_PIXELS).unwrap();
+        assert_eq!(rgb.get_pixel(1, 1).0, [255, 255, 255]);
+    }
+
+    /// An APNG is refused with a clear reason: its default image need not be a frame it shows.
+    #[test]
+    fn animated_png_is_refused() {
+        let mut bytes = Vec::new();
+        {
+            let mut enc = png::Encoder::new(&mut bytes, 8, 8);
+            enc.set_color(png::ColorType::Rgb);
+            enc.set_animated(2, 0).unwrap();
+            let mut w = enc.write_header().unwrap();
+            w.write_image_data(&[200u8; 8 * 8 * 3]).unwrap();
+            w.write_image_data(&[20u8; 8 * 8 * 3]).unwrap();
+            w.finish().unwrap();
+        }
+        let e = decode_image(&bytes, "a.png", DEFAULT_MAX_PIXELS).unwrap_err();
+        assert!(matches!(e, ImageError::Animated { frames: 2, .. }), "{e}");
+        assert!(e.to_string().contains("animated PNG (2 frames)"), "{e}");
     }
 
     #[test]
