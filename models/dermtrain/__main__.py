@@ -102,7 +102,7 @@ def main(argv=None):
     of.add_argument(
         "--supervised-turn-away",
         type=float,
-        default=0.01,
+        default=0.005,
         help="share of lesion-clean val lesions the logistic (lesion vs everyday photo) part may turn away; 0: distance only",
     )
     of.add_argument("--l2", type=float, default=1e-2, help="the logistic part's L2 penalty")

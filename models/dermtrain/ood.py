@@ -562,6 +562,17 @@ def card_section(man):
     dev, test = o["non_lesion_dev"], o["non_lesion_test"]
     per = ", ".join(f"{k} {v:.1%}" for k, v in o["val_turned_away_per_source"].items())
     missed = ", ".join(f"`{m}`" for m in test["missed"]) or "none"
+    rows = ""
+    if "per_category" in test:
+        cats = ", ".join(f"{k} {v['caught']:.0%} of {v['images']}" for k, v in test["per_category"].items())
+        var = test["variants"]
+        kinds = ", ".join(f"{k} {v['caught']:.1%}" for k, v in var.items() if k != "images")
+        d = o["distance_only"]
+        rows = f"""| test half per category (caught) | {cats} |
+| everyday variants of the test half ({var["images"]}: inverted, grey, crops, turns, mirror) | {kinds} |
+| inverted val lesions caught | {o["inverted_val_lesions_caught"]:.1%} |
+| the distance part alone (before the logistic part) | test half {d["non_lesion_test_caught"]:.1%}, variants {d["variants_caught"]:.1%}, inverted lesions {d["inverted_val_lesions_caught"]:.1%}; val turned away {d["val_turned_away"]:.1%} |
+"""
     return f"""{CARD_MARK}
 
 Graph output `{o["output"]}`: {o["method"]}. Stages: {", ".join(f"`{x}`" for x in o["layers"])}.
@@ -572,12 +583,14 @@ Over the threshold ({o["threshold"]:.3f}, the {o["threshold_rule"]}) the device 
 |---|---|
 | lesion-clean val lesions turned away | {o["val_turned_away"]:.1%} of {o["val_images"]} ({per}) |
 | colour-shifted copy of that val (gains, gamma, JPEG) turned away | {o["colour_shifted_val_turned_away"]:.1%} |
-| non-lesion images, dev half (chose layers, shrinkage, turn-away share) | AUROC {dev["auroc"]:.3f}; {dev["caught"]:.1%} of {dev["images"]} caught |
+| non-lesion images, dev half (fitted the logistic part; chose layers, shrinkage, turn-away shares) | AUROC {dev["auroc"]:.3f}; {dev["caught"]:.1%} of {dev["images"]} caught |
 | non-lesion images, **test half** (reported, never tuned on) | AUROC {test["auroc"]:.3f}; {test["caught"]:.1%} of {test["images"]} caught |
-
-Missed in the test half: {missed}. The non-lesion set (`python -m dermtrain ood-set`): photos
-and textures from Debian packages (OpenCV samples, GNOME/MATE/UKUI/Lomiri wallpapers, a game's
-terrain textures) plus synthetic images (flat colours, gradients, noise, stripes, printed text,
+{rows}
+Missed in the test half: {missed}. The non-lesion set (`models/ood_sources.sh`, then
+`python -m dermtrain ood-set`): everyday photos and drawings from Debian packages (GCompris'
+photos of animals, people, places and objects; Tux Paint's photo stamps of animals, plants,
+food and objects; OpenCV's samples), wallpapers (GNOME, MATE, UKUI, Lomiri, Plasma), a game's
+terrain textures, plus synthetic images (flat colours, gradients, noise, stripes, printed text,
 screens); none of the reserved sample sets. Command: `{o.get("command", "")}`.
 """
 

@@ -88,19 +88,6 @@ fn jpeg_of(img: &image::RgbImage) -> Vec<u8> {
     v
 }
 
-fn dermcam_bin(args: &[&str]) -> (i32, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dermcam"))
-        .args(args)
-        .env_remove("DERMCAM_MODEL")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
-
 /// Serve `app` on a loopback port with the real accept loop and `cfg`'s limits.
 async fn serve(app: axum::Router, cfg: WebConfig) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -176,3 +176,17 @@ pub fn copy_bundle(name: &str, to: &Path) -> PathBuf {
     }
     dst
 }
+
+/// Run the built `dermcam` binary: (exit code, stdout + stderr).
+pub fn dermcam_bin(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dermcam"))
+        .args(args)
+        .env_remove("DERMCAM_MODEL")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}

@@ -2,7 +2,9 @@
 //! broker needed here; the fleet lifecycle cases are in `fleet.rs`).
 
 use crate::*;
-use dermcam::model::preprocess::{ImageError, MAX_JPEG_SCANS, decode_image, jpeg_layout};
+use dermcam::model::preprocess::{
+    DEFAULT_MAX_PIXELS, ImageError, MAX_JPEG_SCANS, decode_image, jpeg_layout, load_image,
+};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -181,4 +183,120 @@ fn classify_refuses_special_files_and_does_not_loop_on_links() {
     );
     assert!(lines[2]["top"].is_array(), "{}", lines[2]);
     assert!(t.elapsed() < Duration::from_secs(60));
+}
+
+/// Every way the probes vary a photo: itself, inverted, grey, two half-size crops, a quarter
+/// turn, a mirror image.
+fn everyday_variants(img: &image::RgbImage) -> Vec<(&'static str, image::RgbImage)> {
+    use image::imageops;
+    let (w, h) = img.dimensions();
+    let mut inv = img.clone();
+    imageops::invert(&mut inv);
+    let grey = image::DynamicImage::ImageLuma8(imageops::grayscale(img)).into_rgb8();
+    vec![
+        ("as is", img.clone()),
+        ("inverted", inv),
+        ("grey", grey),
+        (
+            "crop top-left",
+            imageops::crop_imm(img, 0, 0, w / 2, h / 2).to_image(),
+        ),
+        (
+            "crop bottom-right",
+            imageops::crop_imm(img, w / 2, h / 2, w / 2, h / 2).to_image(),
+        ),
+        ("quarter turn", imageops::rotate90(img)),
+        ("mirror", imageops::flip_horizontal(img)),
+    ]
+}
+
+/// What every surface shows for `img`: the quality gate, then the model with its gate.
+fn gated(
+    m: &dermcam::model::Model,
+    img: &image::RgbImage,
+) -> (dermcam::model::classifier::Outcome, bool) {
+    use dermcam::pipeline::quality;
+    let q = quality::measure(img);
+    if quality::check(&q, &dermcam::config::PipelineConfig::default()).is_some() {
+        return (dermcam::model::classifier::Outcome::Retake, false);
+    }
+    let (p, _) = m.classify(img, false).unwrap();
+    (p.outcome(), p.refer)
+}
+
+/// Reliability IV, row 2: everyday photos (animals on grass, people, plants, a building,
+/// text) and every variant of them, and inverted lesions, are never shown as a class and never
+/// referred; the real lesion samples still are classified.
+#[test]
+fn everyday_photos_and_their_variants_are_not_lesions() {
+    use dermcam::model::classifier::Outcome;
+    let m = default_model();
+    let fixtures: Vec<_> = std::fs::read_dir(root().join("tests/fixtures/not-lesion"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    assert!(fixtures.len() >= 6);
+    let mut shown = Vec::new();
+    for f in &fixtures {
+        let img = load_image(f, DEFAULT_MAX_PIXELS).unwrap();
+        for (kind, v) in everyday_variants(&img) {
+            let (o, refer) = gated(&m, &v);
+            if !matches!(o, Outcome::NotLesion | Outcome::Retake) || refer {
+                shown.push(format!("{} ({kind}): {o:?} refer {refer}", f.display()));
+            }
+        }
+    }
+    for s in samples() {
+        let mut img = load_image(&s, DEFAULT_MAX_PIXELS).unwrap();
+        let (o, _) = gated(&m, &img);
+        assert!(
+            matches!(o, Outcome::Class | Outcome::Uncertain),
+            "{}: {o:?}",
+            s.display()
+        );
+        image::imageops::invert(&mut img);
+        let (o, refer) = gated(&m, &img);
+        if !matches!(o, Outcome::NotLesion | Outcome::Retake) || refer {
+            shown.push(format!(
+                "{} (inverted lesion): {o:?} refer {refer}",
+                s.display()
+            ));
+        }
+    }
+    assert!(shown.is_empty(), "shown as a result:\n{}", shown.join("\n"));
+}
+
+/// Row 2: a fully transparent PNG is blank white (retake), not the lesion its invisible
+/// pixels hold; an animated PNG is refused with a reason, through the CLI as on every surface.
+#[test]
+fn transparent_and_animated_pngs_are_handled_deliberately() {
+    let tmp = scratch("alpha-apng");
+    let lesion = load_image(&samples()[0], DEFAULT_MAX_PIXELS).unwrap();
+    let hidden = image::RgbaImage::from_fn(lesion.width(), lesion.height(), |x, y| {
+        let p = lesion.get_pixel(x, y).0;
+        image::Rgba([p[0], p[1], p[2], 0])
+    });
+    let clear = tmp.join("clear.png");
+    hidden.save(&clear).unwrap();
+    let apng = tmp.join("anim.png");
+    {
+        let f = std::fs::File::create(&apng).unwrap();
+        let mut enc = png::Encoder::new(f, lesion.width(), lesion.height());
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_animated(2, 0).unwrap();
+        let mut w = enc.write_header().unwrap();
+        w.write_image_data(lesion.as_raw()).unwrap();
+        w.write_image_data(lesion.as_raw()).unwrap();
+        w.finish().unwrap();
+    }
+    let (code, out) = dermcam_bin(&["classify", "--json", clear.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let r: serde_json::Value =
+        serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    assert_eq!(r["outcome"], "retake", "{r}");
+    assert_eq!(r["refer"], false, "{r}");
+    let (code, out) = dermcam_bin(&["classify", "--json", apng.to_str().unwrap()]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("animated PNG (2 frames)"), "{out}");
 }
