@@ -1013,11 +1013,12 @@ fn idle_device_reconnects_after_an_outage_and_delivers_everything() {
     assert_eq!(ids(&s.messages("/result")).len() as u64, queued_total(&s));
 }
 
-/// A retained message on the model topic larger than a device reads (and one merely large)
-/// must not cut every device off: the link stays, the backoff does not reset on connections
-/// that fail at once, results flow.
+/// Retained messages too large for their topic, on the model topic and (reliability IV, row 3)
+/// on the device's command topic, must not cut a device off: each is read, dropped with a log
+/// line naming its topic, and the link, results and commands go on. One larger than the device
+/// reads at all pauses both subscriptions instead of the whole link.
 #[test]
-fn oversized_retained_model_message_keeps_the_link() {
+fn oversized_retained_messages_keep_the_link() {
     let Some((bin, sub)) = mosquitto() else {
         return;
     };
@@ -1030,20 +1031,18 @@ fn oversized_retained_model_message_keeps_the_link() {
         dir.join("sub.txt"),
         &[],
     );
-    let big = dir.join("big.json");
-    std::fs::write(&big, vec![b'x'; 1_500_000]).unwrap();
+    let retain = |topic: &str, bytes: usize, name: &str| {
+        let f = dir.join(name);
+        std::fs::write(&f, vec![b'x'; bytes]).unwrap();
+        mosquitto_pub(
+            broker.port,
+            &["-t", topic, "-r", "-f", f.to_str().unwrap()],
+            None,
+        );
+    };
+    retain("dermcam/fleet/model", 1_500_000, "big.json");
+    retain("dermcam/dev1/cmd", 5 << 20, "cmd.bin");
     let port = broker.port.to_string();
-    mosquitto_pub(
-        broker.port,
-        &[
-            "-t",
-            "dermcam/fleet/model",
-            "-r",
-            "-f",
-            big.to_str().unwrap(),
-        ],
-        None,
-    );
     let (_, public) = signing::keygen().unwrap();
     let fleet = format!(
         "broker = \"mqtt://127.0.0.1:{port}\"\npublish = \"all\"\nmax_rate_hz = 4\n\n[fleet.updates]\npublic_key = \"{public}\"\nmodels_dir = \"{}/models\"",
@@ -1052,28 +1051,52 @@ fn oversized_retained_model_message_keeps_the_link() {
     let _dev = device(&dir, &fleet, 200);
     assert!(
         wait_until(Duration::from_secs(60), || s.messages("/result").len() >= 3),
-        "no results with a 1.5 MB retained message: {}",
+        "no results with 1.5 MB / 5 MiB retained messages: {}",
         device_log(&dir)
     );
+    let had = s.messages("/result").len();
+    std::thread::sleep(Duration::from_secs(10));
+    let log = device_log(&dir);
     assert!(
-        device_log(&dir).contains("model announcement ignored"),
-        "{}",
-        device_log(&dir)
+        s.messages("/result").len() >= had + 10,
+        "results slowed after a 5 MiB retained command: {log}"
     );
-    // Now one over the device's packet limit.
-    let huge = dir.join("huge.json");
-    std::fs::write(&huge, vec![b'y'; 6_000_000]).unwrap();
+    assert_eq!(connects(&dir), 1, "the link broke: {log}");
+    assert!(
+        log.contains("retained message on dermcam/fleet/model ignored")
+            && log.contains("5242880-byte retained message on dermcam/dev1/cmd ignored"),
+        "{log}"
+    );
+    // Commands still work on the same link.
     mosquitto_pub(
         broker.port,
-        &[
-            "-t",
-            "dermcam/fleet/model",
-            "-r",
-            "-f",
-            huge.to_str().unwrap(),
-        ],
+        &["-t", "dermcam/dev1/cmd", "-q", "1", "-m", "freeze"],
         None,
     );
+    assert!(
+        wait_until(Duration::from_secs(20), || s
+            .messages("/status")
+            .last()
+            .is_some_and(|v| v["last_command"]["command"] == "freeze")),
+        "command lost after an oversized one: {}",
+        device_log(&dir)
+    );
+    std::thread::sleep(Duration::from_millis(1100)); // the screen-command rate limit
+    mosquitto_pub(
+        broker.port,
+        &["-t", "dermcam/dev1/cmd", "-q", "1", "-m", "release"],
+        None,
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || s
+            .messages("/status")
+            .last()
+            .is_some_and(|v| v["last_command"]["command"] == "release")),
+        "release lost: {}",
+        device_log(&dir)
+    );
+    // Now one over what the device reads at all (its topic cannot be known).
+    retain("dermcam/dev1/cmd", 20 << 20, "huge.bin");
     let had = s.messages("/result").len();
     std::thread::sleep(Duration::from_secs(12));
     assert!(
@@ -1087,10 +1110,10 @@ fn oversized_retained_model_message_keeps_the_link() {
         connects(&dir),
         device_log(&dir)
     );
-    assert!(device_log(&dir).contains("model updates paused"));
+    assert!(device_log(&dir).contains("commands and model updates paused"));
     let st = s.messages("/status");
     assert_eq!(
-        st.last().unwrap()["model_topic"]["paused"],
+        st.last().unwrap()["command_topic"]["paused"],
         true,
         "{:?}",
         st.last()
@@ -1187,12 +1210,23 @@ fn signed_update_over_the_broker_survives_floods_and_refuses_replays() {
         ],
         None,
     );
+    // Reported beside the update state (reliability IV, row 8): the state still says what
+    // really happened last, the switch to version 2.
     assert!(
-        wait_until(Duration::from_secs(30), || state(&s)
-            .is_some_and(|u| u["state"] == "refused"
-                && u["reason"].as_str().unwrap_or("").contains("not newer"))),
+        wait_until(Duration::from_secs(30), || state(&s).is_some_and(|u| {
+            u["last_ignored"]["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("not newer")
+        })),
         "replay not refused: {:?}",
         state(&s)
+    );
+    let u = state(&s).unwrap();
+    assert_eq!(
+        (u["state"].as_str(), u["version"].as_u64()),
+        (Some("switched"), Some(2)),
+        "{u}"
     );
     let active = Active::read(&dir.join("models"));
     assert_eq!((active.version, active.max_version), (2, 2));

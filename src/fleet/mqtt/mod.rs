@@ -91,8 +91,13 @@ fn options(cfg: &FleetConfig, device_id: &str, topics: &Topics) -> Result<MqttOp
 }
 
 /// Largest incoming packet read: far above any announcement or command, so a big retained
-/// message is read and dropped by us instead of failing the connection on every redelivery.
-const MAX_INCOMING: usize = 4 << 20;
+/// message (on any subscribed topic) is read and dropped by the per-topic rule
+/// (`topic_limit`) instead of failing the connection on every redelivery.
+const MAX_INCOMING: usize = 16 << 20;
+
+/// The most a message on a subscribed topic may hold; larger ones are dropped with a log line
+/// naming the topic (a command is one word or a small JSON object).
+pub(super) const MAX_COMMAND_BYTES: usize = 4 << 10;
 
 /// A connection that lasts less than this did not really work: the backoff keeps growing
 /// (a broker that closes at once must not be hammered).
@@ -102,8 +107,9 @@ const STABLE: Duration = Duration::from_secs(10);
 /// id, an oversized retained message).
 const SHORT_LIVED_MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// After a message too large even for `MAX_INCOMING` on the model topic, the device stays
-/// unsubscribed from it this long (results, status and commands keep flowing).
+/// After a message too large even for `MAX_INCOMING` (its topic cannot be known: the packet is
+/// refused before it is parsed), the device stays unsubscribed from the topics it reads this
+/// long; results and status keep flowing.
 const MODEL_TOPIC_PAUSE: Duration = Duration::from_secs(600);
 
 /// The fleet thread: owns the channel from the sink, so a panic in a session restarts the

@@ -28,7 +28,8 @@ pub(super) struct Session {
     last_command: Value,
     last_screen_command: Option<std::time::Instant>,
     warned: bool,
-    /// Not subscribed to the model topic until then (an oversized message sits there).
+    /// Not subscribed to the command and model topics until then (a message over
+    /// `MAX_INCOMING` sits on one of them).
     model_paused_until: Option<std::time::Instant>,
 }
 
@@ -53,8 +54,10 @@ impl Session {
         let mut v = status_json(&ctx.r.device_id, &ctx.shared, &self.stats, &ctx.report);
         v["last_command"] = self.last_command.clone();
         if let Some(t) = self.model_paused_until {
-            v["model_topic"] = json!({"paused": true, "for_s": t.saturating_duration_since(std::time::Instant::now()).as_secs(),
-                "reason": format!("a message over {MAX_INCOMING} bytes on {}", ctx.topics.model)});
+            let paused = json!({"paused": true, "for_s": t.saturating_duration_since(std::time::Instant::now()).as_secs(),
+                "reason": format!("a message over {MAX_INCOMING} bytes on {} or {}", ctx.topics.cmd, ctx.topics.model)});
+            v["model_topic"] = paused.clone();
+            v["command_topic"] = paused;
         }
         v.to_string()
     }
@@ -112,12 +115,14 @@ impl Session {
             ctx.r.cfg.broker.as_deref().unwrap_or(""),
             ctx.r.device_id
         );
-        let _ = self.client.try_subscribe(&ctx.topics.cmd, QoS::AtLeastOnce);
         if self
             .model_paused_until
             .is_some_and(|t| std::time::Instant::now() >= t)
         {
             self.model_paused_until = None;
+        }
+        if self.model_paused_until.is_none() {
+            let _ = self.client.try_subscribe(&ctx.topics.cmd, QoS::AtLeastOnce);
         }
         if ctx.r.cfg.updates.public_key.is_some() && self.model_paused_until.is_none() {
             let _ = self
@@ -135,6 +140,29 @@ impl Session {
     }
 
     fn on_publish(&mut self, p: rumqttc::Publish, ctx: &mut Ctx) {
+        // Every subscribed topic has a size rule: a big (retained) message is dropped here,
+        // once per delivery, and the link goes on.
+        let limit = if p.topic == ctx.topics.model {
+            crate::device::update::MAX_ANNOUNCEMENT_BYTES
+        } else {
+            super::MAX_COMMAND_BYTES
+        };
+        if p.payload.len() > limit {
+            log::warn!(
+                "fleet: a {}-byte{} message on {} ignored: over {limit} bytes for that topic",
+                p.payload.len(),
+                if p.retain { " retained" } else { "" },
+                p.topic
+            );
+            if p.topic == ctx.topics.model {
+                ctx.report.ignored(
+                    json!({"reason": format!("{} bytes: over {limit}", p.payload.len()),
+                    "time": crate::fleet::rfc3339(crate::storage::unix_ms())}),
+                );
+                self.send_status(ctx);
+            }
+            return;
+        }
         if p.topic == ctx.topics.cmd {
             if p.retain {
                 // A retained command would re-run at every reconnect.
@@ -169,10 +197,11 @@ impl Session {
                 rumqttc::Error::PayloadSizeLimitExceeded(_)
             ))
         );
-        if oversized && ctx.r.cfg.updates.public_key.is_some() {
-            // Only the retained model topic redelivers at every connect.
+        if oversized {
+            // A retained message redelivers at every connect: stop reading its topic a while.
             log::error!(
-                "fleet: a message over {MAX_INCOMING} bytes arrived (a retained one on {}?): model updates paused for {} s, the rest of the link goes on",
+                "fleet: a message over {MAX_INCOMING} bytes arrived (a retained one on {} or {}?): commands and model updates paused for {} s, results and status go on",
+                ctx.topics.cmd,
                 ctx.topics.model,
                 MODEL_TOPIC_PAUSE.as_secs()
             );
