@@ -705,6 +705,49 @@ fn signed_bundle_is_installed_and_bad_ones_are_refused() {
     });
     refused(&k.announce(&broken, &k.private), "sha256");
 
+    // Reliability IV, row 12: a malformed archive (model.json twice) is refused for good,
+    // not retried as if the disk had failed.
+    let twice = k.dir.join("twice.tar");
+    {
+        let mut a = tar::Archive::new(std::fs::File::open(&k.archive).unwrap());
+        let mut b = tar::Builder::new(std::fs::File::create(&twice).unwrap());
+        let mut manifest = Vec::new();
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().to_string();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
+            if name.ends_with("model.json") {
+                manifest = bytes.clone();
+            }
+            let mut h = tar::Header::new_ustar();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, &name, bytes.as_slice()).unwrap();
+        }
+        let mut h = tar::Header::new_ustar();
+        h.set_size(manifest.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "model.json", manifest.as_slice())
+            .unwrap();
+        b.finish().unwrap();
+    }
+    let e = up.apply(&k.announce(&twice, &k.private), &sw).unwrap_err();
+    assert!(!e.is_transient(), "{e}");
+    assert!(e.to_string().contains("appears twice"), "{e}");
+    // Row 11: a selftest.json far larger than any real one is refused without reading it whole.
+    let fat = k.dir.join("fat.tar");
+    retar(&k.archive, &fat, |name, bytes| {
+        if name.ends_with("selftest.json") {
+            let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            v["padding"] = "x".repeat(3 << 20).into();
+            serde_json::to_vec(&v).unwrap()
+        } else {
+            bytes
+        }
+    });
+    refused(&k.announce(&fat, &k.private), "larger than");
+
     // Too large for the configured cap.
     let mut small = k.updater();
     small.cfg.max_download_bytes = 1 << 20;

@@ -300,3 +300,47 @@ fn transparent_and_animated_pngs_are_handled_deliberately() {
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("animated PNG (2 frames)"), "{out}");
 }
+
+/// Reliability IV, row 9: `bundle sign` refuses release numbers that would leave no newer
+/// release (u64::MAX) and expiries it would have clamped.
+#[test]
+fn sign_refuses_unbounded_versions_and_expiries() {
+    let tmp = scratch("sign-bounds");
+    let key = tmp.join("key");
+    let (private, _) = dermcam::model::signing::keygen().unwrap();
+    std::fs::write(&key, private).unwrap();
+    let archive = tmp.join("a.tar");
+    std::fs::write(&archive, b"not checked before the bounds").unwrap();
+    let sign = |version: &str, days: &str| {
+        dermcam_bin(&[
+            "bundle",
+            "sign",
+            archive.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--url",
+            "http://h/a.tar",
+            "--name",
+            "effl0-v2",
+            "--version",
+            version,
+            "--expires-days",
+            days,
+        ])
+    };
+    let (code, out) = sign("18446744073709551615", "90");
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("--version 18446744073709551615: 1 to 4294967295"),
+        "{out}"
+    );
+    let (code, out) = sign("3", "40000");
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("--expires-days 40000: 1 to 3650"), "{out}");
+    let (code, out) = sign("3", "90");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("\"version\":3") || out.contains("\"version\": 3"),
+        "{out}"
+    );
+}

@@ -76,3 +76,26 @@ pub fn write_refused(models_dir: &Path, refused: &mut Vec<String>) -> Result<(),
         .map(|_| ())
         .map_err(|source| UpdateError::Io { path, source })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reliability IV, row 5: refusals survive a restart, in one (lower-case) spelling, and
+    /// the list stays bounded.
+    #[test]
+    fn refusals_are_persisted_canonical_and_bounded() {
+        let dir = std::env::temp_dir().join(format!("dermcam-refused-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(read_refused(&dir).is_empty());
+        let mut v = vec!["AB".repeat(32)];
+        write_refused(&dir, &mut v).unwrap();
+        assert_eq!(read_refused(&dir), vec!["ab".repeat(32)]);
+        let mut many: Vec<String> = (0..100).map(|i| format!("{i:064x}")).collect();
+        write_refused(&dir, &mut many).unwrap();
+        let back = read_refused(&dir);
+        assert_eq!(back.len(), MAX_REFUSED);
+        assert_eq!(back.last().unwrap(), &format!("{:064x}", 99));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
