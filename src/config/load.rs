@@ -288,6 +288,7 @@ impl Config {
         range("web.queue", w.queue, 0, 1024)?;
         range("web.max_connections", w.max_connections, 4, 4096)?;
         range("web.header_timeout_ms", w.header_timeout_ms, 100, 600_000)?;
+        range("web.write_timeout_ms", w.write_timeout_ms, 100, 600_000)?;
         range("web.body_timeout_ms", w.body_timeout_ms, 100, 3_600_000)?;
         range("web.min_upload_rate", w.min_upload_rate, 0, 1 << 30)?;
         range("web.session_ttl_s", w.session_ttl_s, 60, 30 * 86_400)?;

@@ -21,10 +21,13 @@ pub struct WebConfig {
     /// Requests allowed to wait for a slot before 503.
     pub queue: usize,
     /// Open HTTP connections at once; more wait in the kernel's accept queue. One client
-    /// address gets at most a quarter of them (at least 4).
+    /// address gets at most an eighth of them (at least 4).
     pub max_connections: usize,
     /// A request's headers must arrive within this time; also the idle keep-alive limit.
     pub header_timeout_ms: u64,
+    /// A response write that makes no progress this long (a client that requests and never
+    /// reads) ends the connection and frees its slot.
+    pub write_timeout_ms: u64,
     /// A request body must arrive completely within this time (408 otherwise; an upload's
     /// admission place is given back).
     pub body_timeout_ms: u64,
@@ -63,6 +66,7 @@ impl Default for WebConfig {
             queue: 8,
             max_connections: 64,
             header_timeout_ms: 5_000,
+            write_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
             min_upload_rate: 32 * 1024,
             session_ttl_s: 12 * 3600,

@@ -1086,3 +1086,57 @@ async fn uploads_say_the_outcome_and_show_where_the_model_looked() {
         (Some("retake"), Some("too_dark"))
     );
 }
+
+/// Reliability IV, row 4: clients that request and never read the response (their receive
+/// window full) lose their connections after `write_timeout_ms`, so a client from another
+/// address is answered although they held every slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_read_lose_their_connections() {
+    let cfg = WebConfig {
+        max_connections: 64,
+        header_timeout_ms: 60_000,
+        write_timeout_ms: 1_000,
+        ..Default::default()
+    };
+    assert_eq!(dermcam::web::per_client_limit(64), 8);
+    let addr = serve(app_with(cfg.clone(), None), cfg).await;
+    let mut request = Vec::new();
+    // More response bytes than the loopback send buffer holds, so the server's writes block.
+    for _ in 0..6000 {
+        request.extend_from_slice(b"GET /static/style.css HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    }
+    // Eight addresses x eight connections: every slot, each pipelining requests it never reads.
+    let mut hogs = Vec::new();
+    for a in 2..10u8 {
+        for _ in 0..8 {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.set_recv_buffer_size(4096).unwrap();
+            sock.bind(std::net::SocketAddr::from(([127, 0, 0, a], 0)))
+                .unwrap();
+            let c = sock.connect(addr).await.unwrap();
+            let req = request.clone();
+            // Written in the background: the server stops reading once its writes block.
+            let (r, mut w) = c.into_split();
+            tokio::spawn(async move {
+                let _ = w.write_all(&req).await;
+                std::future::pending::<()>().await;
+                drop(w);
+            });
+            hogs.push(r);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(std::net::SocketAddr::from(([127, 0, 0, 20], 0)))
+        .unwrap();
+    let mut probe = sock.connect(addr).await.unwrap();
+    let t0 = Instant::now();
+    probe
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let st = status_line(&mut probe, Duration::from_secs(5)).await;
+    assert!(st.contains("200"), "healthz not answered: {st:?}");
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    drop(hogs);
+}
