@@ -465,7 +465,13 @@ fn item06_decode_budget_counts_the_formats_bytes_per_pixel() {
     let flat = png16(1000, 1000);
     let img = dermcam::model::preprocess::decode_image(&flat, "t", 1_000_000).unwrap();
     assert_eq!(img.dimensions(), (1000, 1000));
-    let reference = image::load_from_memory(&flat).unwrap().into_rgb8();
+    // Alpha composited over white, as a viewer shows it (reliability IV, row 2).
+    let rgba = image::load_from_memory(&flat).unwrap().into_rgba8();
+    let reference = image::RgbImage::from_fn(1000, 1000, |x, y| {
+        let p = rgba.get_pixel(x, y).0;
+        let a = p[3] as u32;
+        image::Rgb([0, 1, 2].map(|k| ((p[k] as u32 * a + 255 * (255 - a) + 127) / 255) as u8))
+    });
     let max_diff = img
         .as_raw()
         .iter()
