@@ -79,6 +79,7 @@ const RETRY_MAX: Duration = Duration::from_secs(600);
 /// more requests meanwhile join the waiting one.
 pub(super) const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
+#[derive(Debug, PartialEq)]
 enum Job {
     Announce(Announcement),
     Reload,
@@ -118,8 +119,7 @@ pub(super) fn spawn_updater(
         changed,
         shared,
         refused,
-        retry: None,
-        last_reload: None,
+        sched: Schedule::default(),
     };
     let _ = std::thread::Builder::new()
         .name("model-update".into())
@@ -138,10 +138,61 @@ struct UpdateWorker {
     /// Archives refused for good (signature, sha256, archive, self-test): not retried, also
     /// not after a restart (`models_dir/refused.json`).
     refused: Vec<String>,
+    sched: Schedule,
+}
+
+/// What the update thread does next, decided from its inbox and its own clocks.
+#[derive(Default)]
+struct Schedule {
     /// A download that failed for a passing reason: tried again at `when`, after `backoff`.
     retry: Option<(Announcement, Instant, Duration)>,
     /// When the last reload ran (rate limit).
     last_reload: Option<Instant>,
+}
+
+#[derive(Debug, PartialEq)]
+enum Decision {
+    Run(Job),
+    WaitUntil(Instant),
+    Wait,
+    Closed,
+}
+
+impl Schedule {
+    fn decide(&mut self, p: &mut Pending, now: Instant) -> Decision {
+        // A signed update first: a stream of reloads must never hold one back.
+        if let Some(a) = p.announce.take() {
+            self.retry = None;
+            p.busy = Some(a.sha256.clone());
+            return Decision::Run(Job::Announce(a));
+        }
+        p.busy = None;
+        let reload_at = self.last_reload.map(|t| t + RELOAD_INTERVAL);
+        if p.reload && reload_at.is_none_or(|t| now >= t) {
+            p.reload = false;
+            self.last_reload = Some(now);
+            return Decision::Run(Job::Reload);
+        }
+        if p.closed {
+            return Decision::Closed;
+        }
+        let retry_at = match &self.retry {
+            Some((a, when, _)) if now >= *when => {
+                p.busy = Some(a.sha256.clone());
+                return Decision::Run(Job::Announce(a.clone()));
+            }
+            Some((_, when, _)) => Some(*when),
+            None => None,
+        };
+        match [retry_at, reload_at.filter(|_| p.reload)]
+            .into_iter()
+            .flatten()
+            .min()
+        {
+            Some(t) => Decision::WaitUntil(t),
+            None => Decision::Wait,
+        }
+    }
 }
 
 impl UpdateWorker {
@@ -155,58 +206,32 @@ impl UpdateWorker {
         }
     }
 
-    /// Waits for the next job: a reload, a new announcement (it replaces a pending retry), or
-    /// a retry that is due; None once the link closed.
+    /// Waits for the next job: a new announcement (it replaces a pending retry), a reload (at
+    /// most one per `RELOAD_INTERVAL`), or a retry that is due; None once the link closed.
     fn next_job(&mut self) -> Option<Job> {
         let j = self.jobs.clone();
         let mut p = j.lock();
         loop {
-            // A signed update first: a stream of reloads must never hold one back.
-            if let Some(a) = p.announce.take() {
-                self.retry = None;
-                p.busy = Some(a.sha256.clone());
-                return Some(Job::Announce(a));
-            }
-            p.busy = None;
-            let reload_at = self.last_reload.map(|t| t + RELOAD_INTERVAL);
-            if p.reload && reload_at.is_none_or(|t| Instant::now() >= t) {
-                p.reload = false;
-                self.last_reload = Some(Instant::now());
-                return Some(Job::Reload);
-            }
-            if p.closed {
-                return None;
-            }
-            let retry_at = match &self.retry {
-                Some((a, when, _)) if Instant::now() >= *when => {
-                    p.busy = Some(a.sha256.clone());
-                    return Some(Job::Announce(a.clone()));
-                }
-                Some((_, when, _)) => Some(*when),
-                None => None,
-            };
-            let wake_at = [retry_at, reload_at.filter(|_| p.reload)]
-                .into_iter()
-                .flatten()
-                .min();
-            p = match wake_at {
-                Some(t) => {
+            p = match self.sched.decide(&mut p, Instant::now()) {
+                Decision::Run(job) => return Some(job),
+                Decision::Closed => return None,
+                Decision::WaitUntil(t) => {
                     j.wake
                         .wait_timeout(p, t.saturating_duration_since(Instant::now()))
                         .unwrap_or_else(|e| e.into_inner())
                         .0
                 }
-                None => j.wake.wait(p).unwrap_or_else(|e| e.into_inner()),
+                Decision::Wait => j.wake.wait(p).unwrap_or_else(|e| e.into_inner()),
             };
         }
     }
 
     fn announce(&mut self, a: Announcement) {
-        let backoff = match &self.retry {
+        let backoff = match &self.sched.retry {
             Some((r, _, b)) if *r == a => *b,
             _ => RETRY_FIRST / 2,
         };
-        self.retry = None;
+        self.sched.retry = None;
         if self.refused.contains(&a.sha256) {
             log::info!(
                 "model update: {} ({}) was refused on this device before; not tried again",
@@ -249,7 +274,7 @@ impl UpdateWorker {
                 let v = json!({"state": "retrying", "name": a.name, "version": a.version,
                                "sha256": a.sha256, "reason": e.to_string(),
                                "retry_in_s": next.as_secs(), "time": now()});
-                self.retry = Some((a, Instant::now() + next, next));
+                self.sched.retry = Some((a, Instant::now() + next, next));
                 v
             }
             Err(e) => {
@@ -345,4 +370,85 @@ pub(super) fn command(
         }
     }
     json!({"command": name, "ok": true, "time": time})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn announcement(sha: char) -> Announcement {
+        Announcement {
+            name: "effl0-v3".into(),
+            version: 3,
+            url: "http://h/b.tar".into(),
+            sha256: sha.to_string().repeat(64),
+            target: "*".into(),
+            expires: 0,
+            signature: String::new(),
+        }
+    }
+
+    /// Reliability IV, row 6: a stream of reloads never holds back a waiting signed update,
+    /// and reloads run at most once per `RELOAD_INTERVAL`.
+    #[test]
+    fn updates_go_before_reloads_and_reloads_are_rate_limited() {
+        let mut s = Schedule::default();
+        let mut p = Pending::default();
+        let t0 = Instant::now();
+        p.reload = true;
+        p.announce = Some(announcement('a'));
+        assert_eq!(
+            s.decide(&mut p, t0),
+            Decision::Run(Job::Announce(announcement('a')))
+        );
+        assert_eq!(p.busy.as_deref(), Some("a".repeat(64).as_str()));
+        assert_eq!(s.decide(&mut p, t0), Decision::Run(Job::Reload));
+        assert_eq!(p.busy, None);
+        // Another reload at once waits for the interval...
+        p.reload = true;
+        assert_eq!(
+            s.decide(&mut p, t0),
+            Decision::WaitUntil(t0 + RELOAD_INTERVAL)
+        );
+        // ...and an update announced meanwhile runs first.
+        p.announce = Some(announcement('b'));
+        assert_eq!(
+            s.decide(&mut p, t0),
+            Decision::Run(Job::Announce(announcement('b')))
+        );
+        assert_eq!(
+            s.decide(&mut p, t0 + RELOAD_INTERVAL / 2),
+            Decision::WaitUntil(t0 + RELOAD_INTERVAL)
+        );
+        assert_eq!(
+            s.decide(&mut p, t0 + RELOAD_INTERVAL),
+            Decision::Run(Job::Reload)
+        );
+        assert_eq!(s.decide(&mut p, t0 + RELOAD_INTERVAL), Decision::Wait);
+        p.closed = true;
+        assert_eq!(s.decide(&mut p, t0 + RELOAD_INTERVAL), Decision::Closed);
+    }
+
+    /// Row 8: the same archive announced again while it waits or installs is a no-op, not a
+    /// "replay" verdict on the update that is running.
+    #[test]
+    fn a_duplicate_of_a_running_update_is_not_refused() {
+        let jobs = Jobs {
+            pending: Mutex::new(Pending::default()),
+            wake: Condvar::new(),
+            updater: Updater {
+                cfg: Default::default(),
+                ca_file: None,
+                device_id: "dev1".into(),
+            },
+        };
+        jobs.lock().busy = Some("a".repeat(64));
+        // No public key configured: anything that reached the signature check would fail.
+        assert!(matches!(
+            jobs.announce(announcement('a'), Path::new("")),
+            Ok(false)
+        ));
+        assert!(jobs.lock().announce.is_none());
+        assert!(jobs.announce(announcement('b'), Path::new("")).is_err());
+    }
 }
