@@ -5,6 +5,8 @@
 #   SCENARIO=slow    slow clients: SLOW_IDLE connections that send nothing, SLOW_HALF that send
 #                    half a request line, SLOW_UPLOADERS that declare a 5 MB upload and send 1
 #                    byte a second (attackers from 127.0.0.2, reconnecting whenever closed),
+#                    and SLOW_NONREADERS from 127.0.0.3-10 that pipeline requests and never read
+#                    the responses,
 #                    while a legitimate client (127.0.0.1) checks /healthz every second and
 #                    uploads a real JPEG every 2 s.
 #                    Pass: every /healthz answered within 2 s, >= 90 % of the legitimate uploads
@@ -27,6 +29,7 @@ MAX_DROP=${MAX_DROP:-20}
 SLOW_IDLE=${SLOW_IDLE:-300}
 SLOW_HALF=${SLOW_HALF:-100}
 SLOW_UPLOADERS=${SLOW_UPLOADERS:-20}
+SLOW_NONREADERS=${SLOW_NONREADERS:-48}
 FLOOD_CONNECTIONS=${FLOOD_CONNECTIONS:-50}
 REPORT=${REPORT:-tests/load/report-attacks.md}
 IMAGE=${IMAGE:-tests/samples/melanoma__ISIC_0000154.jpg}
@@ -63,4 +66,5 @@ done
 python3 tests/load/attacks.py --pid "$pid" --port "$PORT" --scenario "$SCENARIO" \
     --duration "$DURATION" --max-rss-mb "$MAX_RSS_MB" --max-drop "$MAX_DROP" \
     --slow-idle "$SLOW_IDLE" --slow-half "$SLOW_HALF" --slow-uploaders "$SLOW_UPLOADERS" \
+    --slow-nonreaders "$SLOW_NONREADERS" \
     --flood-connections "$FLOOD_CONNECTIONS" --image "$IMAGE" --report "$REPORT"
