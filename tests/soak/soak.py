@@ -270,6 +270,20 @@ models_dir = "{self.w}/models"
         self.log(f"broker down for {down:.1f} s")
         time.sleep(down)
         self.start_broker()
+        self.oversized()
+
+    def oversized(self):
+        """A 5 MiB retained message on the device's command topic (the broker forgets it when
+        it restarts, so it is put back each time): the link must stay up through every
+        redelivery."""
+        if self.broker is None:
+            return
+        big = self.w / "oversized.bin"
+        if not big.exists():
+            big.write_bytes(b"x" * (5 << 20))
+        cmd = ["mosquitto_pub", "-p", str(self.mqtt_port), "-q", "1", "-r", "-t", "dermcam/soak/cmd", "-f", str(big)]
+        ok = subprocess.run(cmd, timeout=20, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+        self.log(f"oversized retained command (5 MiB) published: {ok}")
 
     def update(self):
         v = (self.versions[-1] if self.versions else 1) + 1
@@ -327,6 +341,7 @@ models_dir = "{self.w}/models"
         if not self.wait(lambda: self.api_status(), 90):
             self.fail_fast("device never answered /api/v1/status")
         self.log("device up; chaos starts")
+        self.oversized()
         last = {"update": -1e9, "kill": -1e9}
         end = time.time() + self.a.seconds
         faults = [("upload", 4), ("command", 4), ("broker_restart", 2), ("update", 1), ("kill", 1)]

@@ -29,20 +29,70 @@ pub struct Active {
     pub max_version: u64,
 }
 
+/// The second copy of `active.json`, written after it: a write torn by a failing card leaves
+/// at most one of the two unreadable.
+const BACKUP: &str = "active.json.1";
+
 impl Active {
+    /// The recorded state. A missing file is a device that never installed an update; one copy
+    /// torn or unreadable is repaired from the other (the higher `max_version` wins, so a torn
+    /// file can never lower it); both unreadable is an error: the update state is unknown, and
+    /// guessing (defaults, `max_version` 0) would re-open replays of old signed releases.
+    pub fn load(models_dir: &Path) -> Result<Active, UpdateError> {
+        let parse = |name: &str| -> Option<Result<Active, String>> {
+            let path = models_dir.join(name);
+            match crate::storage::read_small_file(&path, 1 << 20) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => Some(Err(format!("{}: {e}", path.display()))),
+                Ok(b) => {
+                    Some(serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", path.display())))
+                }
+            }
+        };
+        match (parse("active.json"), parse(BACKUP)) {
+            (None, None) => Ok(Active::default()),
+            (Some(Ok(a)), Some(Ok(b))) => Ok(Active {
+                max_version: a.max_version.max(b.max_version),
+                ..a
+            }),
+            (Some(Ok(a)), other) => {
+                if let Some(Err(e)) = other {
+                    log::warn!("model update state: {e}; the main copy is intact");
+                }
+                Ok(a)
+            }
+            (main, Some(Ok(b))) => {
+                if let Some(Err(e)) = main {
+                    log::warn!("model update state: {e}; using its second copy");
+                }
+                Ok(b)
+            }
+            (Some(Err(e)), _) | (None, Some(Err(e))) => Err(UpdateError::State(format!(
+                "{e} (and no readable second copy): model updates are refused until an operator checks {} and removes it",
+                models_dir.display()
+            ))),
+        }
+    }
+
+    /// `load`, for the paths that only need a best guess (which folder runs, what to prune):
+    /// an unknown state reads as "no fleet bundle" and is logged. Every decision that protects
+    /// against replays (`Updater::check`) uses `load`.
     pub fn read(models_dir: &Path) -> Active {
-        std::fs::read(models_dir.join("active.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+        Active::load(models_dir).unwrap_or_else(|e| {
+            log::error!("{e}");
+            Active::default()
+        })
     }
 
     pub fn write(&self, models_dir: &Path) -> Result<(), UpdateError> {
-        let path = models_dir.join("active.json");
         let body = serde_json::to_vec_pretty(self).expect("serialisable");
-        crate::storage::write_atomic(&path, &body)
-            .map(|_| ())
-            .map_err(|source| UpdateError::Io { path, source })
+        for name in ["active.json", BACKUP] {
+            let path = models_dir.join(name);
+            crate::storage::write_atomic(&path, &body)
+                .map(|_| ())
+                .map_err(|source| UpdateError::Io { path, source })?;
+        }
+        Ok(())
     }
 }
 
@@ -80,6 +130,35 @@ pub fn write_refused(models_dir: &Path, refused: &mut Vec<String>) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Architecture III / reliability: a torn `active.json` is repaired from its second copy,
+    /// never read as "nothing installed" (which re-opened replays of older signed releases).
+    #[test]
+    fn a_torn_state_file_never_lowers_max_version() {
+        let dir = std::env::temp_dir().join(format!("dermcam-active-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = Active {
+            current: Some("effl0-v2-aaaa".into()),
+            version: 2,
+            max_version: 2,
+            confirmed: true,
+            ..Default::default()
+        };
+        a.write(&dir).unwrap();
+        let full = std::fs::read(dir.join("active.json")).unwrap();
+        std::fs::write(dir.join("active.json"), &full[..full.len() / 2]).unwrap();
+        assert_eq!(Active::load(&dir).unwrap(), a);
+        // The other copy torn instead.
+        a.write(&dir).unwrap();
+        std::fs::write(dir.join(BACKUP), b"{\"cur").unwrap();
+        assert_eq!(Active::load(&dir).unwrap(), a);
+        // Both torn: an error, not defaults.
+        std::fs::write(dir.join("active.json"), b"{\"cur").unwrap();
+        let e = Active::load(&dir).unwrap_err().to_string();
+        assert!(e.contains("refused until an operator"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// Reliability IV, row 5: refusals survive a restart, in one (lower-case) spelling, and
     /// the list stays bounded.

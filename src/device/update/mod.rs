@@ -44,6 +44,8 @@ pub enum UpdateError {
     SelfTest(String),
     #[error("switch: {0}")]
     Switch(SwitchError),
+    #[error("update state: {0}")]
+    State(String),
     #[error("not enough disk space in {path}: {free} bytes free, {needed} needed")]
     NoSpace {
         path: PathBuf,
@@ -165,7 +167,10 @@ impl UpdateError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            UpdateError::Download(_) | UpdateError::Io { .. } | UpdateError::NoSpace { .. }
+            UpdateError::Download(_)
+                | UpdateError::Io { .. }
+                | UpdateError::NoSpace { .. }
+                | UpdateError::State(_)
         )
     }
 }
@@ -181,7 +186,7 @@ impl Updater {
             .as_deref()
             .ok_or_else(|| UpdateError::Announcement("no fleet.updates.public_key".into()))?;
         a.verify(key, &self.device_id, unix_now())?;
-        let active = Active::read(&self.cfg.models_dir);
+        let active = Active::load(&self.cfg.models_dir)?;
         let sha = a.sha256.to_ascii_lowercase();
         if active.sha256.as_deref() == Some(sha.as_str())
             && active.version == a.version
@@ -255,7 +260,7 @@ impl Updater {
             path: dest.clone(),
             source,
         })?;
-        let before = Active::read(dir);
+        let before = Active::load(dir)?;
         // Recorded before the switch: a crash while switching is rolled back at the next start.
         // The version high-water mark moves now, so this announcement can never come back.
         let after = Active {
@@ -371,15 +376,25 @@ pub fn load_at_startup<T, E: std::fmt::Display>(
             active.attempts
         ))
     } else {
-        if !active.confirmed {
-            active.attempts += 1;
-            let _ = active.write(dir);
-        }
-        let tested = if active.confirmed {
+        // An unconfirmed bundle is only tried once its attempt is on disk: otherwise a bundle
+        // that crashes the process would be restarted forever (`Restart=always`).
+        let recorded = if active.confirmed {
             Ok(())
         } else {
-            self_test(&path).map(|_| ()).map_err(|e| e.to_string())
+            active.attempts += 1;
+            active.write(dir).map_err(|e| {
+                format!(
+                    "its start attempt cannot be recorded ({e}), so a crash would repeat forever"
+                )
+            })
         };
+        let tested = recorded.and_then(|()| {
+            if active.confirmed {
+                Ok(())
+            } else {
+                self_test(&path).map(|_| ()).map_err(|e| e.to_string())
+            }
+        });
         // The failed attempt only becomes a reason in the log and the status report; the
         // loader's own error (and its exit status) is kept for the last fallback below.
         match tested.and_then(|()| load(&path).map_err(|e| format!("{e:#}"))) {
@@ -433,4 +448,47 @@ pub fn load_at_startup<T, E: std::fmt::Display>(
         t,
         Some(json!({"state": "rolled back", "from": current, "to": to, "reason": reason})),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unconfirmed fleet bundle whose start attempt cannot be written is not tried: the
+    /// configured bundle starts instead (was: the guard never reached disk, so a bundle that
+    /// crashes at load restarted forever).
+    #[test]
+    fn an_unrecordable_start_attempt_falls_back_to_the_configured_bundle() {
+        let dir = std::env::temp_dir().join(format!("dermcam-attempt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("fleet-bundle")).unwrap();
+        let body = serde_json::to_vec(&Active {
+            current: Some("fleet-bundle".into()),
+            version: 3,
+            max_version: 3,
+            ..Default::default()
+        })
+        .unwrap();
+        std::fs::write(dir.join("active.json"), body).unwrap();
+        // The second copy's path is a folder: every write of the state fails (as root, a
+        // read-only folder would not).
+        std::fs::create_dir_all(dir.join("active.json.1").join("x")).unwrap();
+        let updates = FleetUpdates {
+            public_key: Some("00".repeat(32)),
+            models_dir: dir.clone(),
+            ..Default::default()
+        };
+        let configured = Path::new("/configured");
+        let tried = std::sync::Mutex::new(Vec::new());
+        let load = |p: &Path| -> Result<PathBuf, String> {
+            tried.lock().unwrap().push(p.to_path_buf());
+            Ok(p.to_path_buf())
+        };
+        let (got, report) = load_at_startup(Some(&updates), configured, &load).unwrap();
+        assert_eq!(got, configured);
+        assert_eq!(tried.lock().unwrap().as_slice(), [configured.to_path_buf()]);
+        let r = report.unwrap().to_string();
+        assert!(r.contains("cannot be recorded"), "{r}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
