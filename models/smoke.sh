@@ -21,6 +21,13 @@ rm -rf "$OUT"
 # v2 options on a tiny subset of skin9 + skin9-extra: a Lite2 teacher, a distilled Lite0 with a
 # leave-one-archive-out holdout, and the archive probe.
 "$PY" -m dermtrain train --arch efficientnet_lite2 --recipe v2 --out "$OUT/run-teacher" --epochs 1 --size 64 --limit-per-class 2 --threads 2 --no-checkpoint
+# Distillation from cached teacher views (the CPU recipe's cost cut), then a resume that must
+# reuse the decoded images and the views instead of rebuilding them.
+"$PY" -m dermtrain train --arch efficientnet_lite0 --recipe v3 --out "$OUT/run-kd" --epochs 2 --size 64 --limit-per-class 2 --threads 2 --teacher "$OUT/run-teacher/best.pt" --kd-views 2
+ls "$OUT"/run-kd/kd-views-*.pt "$OUT"/run-kd/decoded-*.pt > /dev/null
+rm "$OUT/run-kd/done.json"
+"$PY" -m dermtrain train --arch efficientnet_lite0 --recipe v3 --out "$OUT/run-kd" --epochs 2 --size 64 --limit-per-class 2 --threads 2 --teacher "$OUT/run-teacher/best.pt" --kd-views 2 --resume | tee "$OUT/run-kd/resume.log"
+grep -q "teacher views from" "$OUT/run-kd/resume.log" && grep -q "decoded images from" "$OUT/run-kd/resume.log"
 "$PY" -m dermtrain probe --run "$OUT/run-teacher" --limit 40 --out "$OUT/probe.json" --threads 2
 "$PY" - "$OUT/probe.json" <<'PYEOF'
 import json, sys

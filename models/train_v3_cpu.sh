@@ -13,6 +13,10 @@ PY=${PY:-python3}
 RUNS=${RUNS:-${XDG_CACHE_HOME:-$HOME/.cache}/dermcam-runs/v3}
 DATA=${DATA:-"../../shared/data/skin9 ../../shared/data/skin9-extra"}
 E_TEACHER=${E_TEACHER:-24} E_STUDENT=${E_STUDENT:-30} E_RESNET=${E_RESNET:-60} E_LOAO=${E_LOAO:-12}
+# KD_VIEWS=N: the students distil from N cached augmented views per image with the teacher's
+# logits (no teacher pass per step); off until measured against fresh views on val.
+KD=()
+[ "${KD_VIEWS:-0}" -gt 0 ] && KD=(--kd-views "$KD_VIEWS")
 mkdir -p "$RUNS"
 run() {
   local out=$1; shift
@@ -22,8 +26,8 @@ run() {
   "$PY" -m dermtrain train --recipe v3 --data $DATA --threads "${THREADS:-2}" --resume --out "$RUNS/$out" "$@"
 }
 run effl2 --arch efficientnet_lite2 --size 260 --epochs "$E_TEACHER"
-run effl0 --arch efficientnet_lite0 --size 224 --epochs "$E_STUDENT" --teacher "$RUNS/effl2/best.pt"
-run resnet18 --arch resnet18 --size 224 --epochs "$E_RESNET" --lr 2e-3 --teacher "$RUNS/effl2/best.pt"
+run effl0 --arch efficientnet_lite0 --size 224 --epochs "$E_STUDENT" --teacher "$RUNS/effl2/best.pt" "${KD[@]}"
+run resnet18 --arch resnet18 --size 224 --epochs "$E_RESNET" --lr 2e-3 --teacher "$RUNS/effl2/best.pt" "${KD[@]}"
 run loao-mel-ham --arch efficientnet_lite0 --size 224 --epochs "$E_LOAO" --holdout melanoma:ham10000
 run loao-nev-old --arch efficientnet_lite0 --size 224 --epochs "$E_LOAO" --holdout melanocytic_nevus:isic_2016_2017
 echo "$(date -u +%FT%TZ) all v3 runs done: $RUNS"

@@ -43,6 +43,12 @@ def main(argv=None):
     t.add_argument("--look-p", type=float, help="share of images downscaled to the common look")
     t.add_argument("--teacher", help="best.pt of a teacher run for knowledge distillation")
     t.add_argument(
+        "--kd-views",
+        type=int,
+        default=0,
+        help="distil from N cached augmented views per image with the teacher's logits (0: a fresh view and teacher pass every step)",
+    )
+    t.add_argument(
         "--init",
         help="warm start (same architecture): a run's best.pt, or a bundle folder (weights from its model.onnx)",
     )

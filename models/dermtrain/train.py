@@ -6,6 +6,7 @@ training device (one affine warp + colour ops per batch), so a GPU is not starve
 
 import copy
 import csv
+import hashlib
 import io
 import json
 import math
@@ -240,6 +241,83 @@ def sample_weights(train_s, n_classes):
     return torch.tensor(w / w.sum(), dtype=torch.double), n_c
 
 
+def decoded(out, train_s, val_s, side, jpeg, spec, workers, seed):
+    """The decoded training squares (+ JPEG copies) and val tensors, cached in the run folder:
+    a resumed run skips the ~5 minutes of decoding on a 2-core box."""
+    key = hashlib.sha256(
+        json.dumps([[str(s.path) for s in train_s + val_s], side, jpeg, spec, seed]).encode()
+    ).hexdigest()[:16]
+    path = out / f"decoded-{key}.pt"
+    if path.exists():
+        try:
+            c = torch.load(path, map_location="cpu")
+            print(f"decoded images from {path}", flush=True)
+            return c["xtr"], c["xtr_j"], c["xva"]
+        except Exception as e:  # a cache cut short by a killed session: decode again
+            print(f"ignoring {path}: {e}", flush=True)
+    xtr, xtr_j = cache_square(train_s, side, jpeg, workers, seed)
+    xva = eval_tensors(val_s, spec, workers)
+    for old in out.glob("decoded-*.pt"):
+        old.unlink()
+    save_atomic({"xtr": xtr, "xtr_j": xtr_j, "xva": xva}, path)
+    return xtr, xtr_j, xva
+
+
+def normalise_u8(xb):
+    """uint8 [B,3,H,W] in 0..255 -> the ImageNet-normalised float batch the networks take."""
+    mean = torch.tensor(data.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(data.IMAGENET_STD).view(1, 3, 1, 1)
+    return (xb.float() / 255.0 - mean) / std
+
+
+@torch.no_grad()
+def teacher_views(out, teacher, t_size, xtr, xtr_j, r, size, n_views, seed, device, teacher_path):
+    """`n_views` augmented views of every training image (uint8, at the student's size) and the
+    teacher's logits on each, made once and cached in the run folder: distilling then costs no
+    teacher pass per step (on a 2-core CPU the Lite2 teacher's forward pass is about a third of
+    a distillation step)."""
+    key = hashlib.sha256(
+        json.dumps([len(xtr), size, n_views, seed, str(teacher_path), os.path.getmtime(teacher_path)]).encode()
+    ).hexdigest()[:16]
+    path = out / f"kd-views-{key}.pt"
+    if path.exists():
+        try:
+            c = torch.load(path, map_location="cpu")
+            print(f"teacher views from {path}", flush=True)
+            return c["views"], c["logits"]
+        except Exception as e:
+            print(f"ignoring {path}: {e}", flush=True)
+    t0 = time.time()
+    n = len(xtr)
+    views = torch.empty((n_views, n, 3, size, size), dtype=torch.uint8)
+    logits = None
+    mean = torch.tensor(data.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(data.IMAGENET_STD).view(1, 3, 1, 1)
+    for v in range(n_views):
+        gv = torch.Generator().manual_seed(seed * 1000 + v)
+        for i in range(0, n, 64):
+            idx = torch.arange(i, min(n, i + 64))
+            src = xtr[idx]
+            if xtr_j is not None:
+                src = torch.where((torch.rand(len(idx), generator=gv) < 0.35).view(-1, 1, 1, 1), xtr_j[idx], src)
+            x = augment(src, r, size, gv).cpu()
+            u8 = ((x * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
+            views[v, idx] = u8
+            xn = normalise_u8(u8).to(device).contiguous(memory_format=torch.channels_last)
+            xt = (
+                xn if t_size == size else F.interpolate(xn, size=(t_size, t_size), mode="bilinear", align_corners=False)
+            )
+            lo = teacher(xt).float().cpu()
+            if logits is None:
+                logits = torch.empty((n, n_views, lo.shape[1]))
+            logits[idx, v] = lo
+        print(f"teacher views: {v + 1}/{n_views} ({time.time() - t0:.0f} s)", flush=True)
+    for old in out.glob("kd-views-*.pt"):
+        old.unlink()
+    save_atomic({"views": views, "logits": logits}, path)
+    return views, logits
+
+
 def save_atomic(obj, path):
     """A checkpoint written whole or not at all: a run killed mid-save (a session ending) resumes
     from the previous epoch instead of failing on a truncated file."""
@@ -322,9 +400,8 @@ def train(args):
 
     t0 = time.time()
     cache_side = int(round(size * 1.15))
-    xtr, xtr_j = cache_square(train_s, cache_side, r["look"], workers, args.seed)
+    xtr, xtr_j, xva = decoded(out, train_s, val_s, cache_side, r["look"], spec, workers, args.seed)
     ytr = torch.tensor([s.label for s in train_s])
-    xva = eval_tensors(val_s, spec, workers)
     yva = np.array([s.label for s in val_s])
     if device.type == "cuda":
         xtr = xtr.to(device)
@@ -368,8 +445,15 @@ def train(args):
         )
 
     g = torch.Generator().manual_seed(args.seed)
+    kd_views = None
+    if teacher is not None and args.kd_views:
+        kd_views = teacher_views(
+            out, teacher, t_size, xtr, xtr_j, r, size, args.kd_views, args.seed, device, args.teacher
+        )
 
     def step_batch(idx, train_step=True):
+        if kd_views is not None:
+            return step_cached(idx, train_step)
         x = augment(
             xtr[idx.to(xtr.device)]
             if xtr_j is None
@@ -407,6 +491,28 @@ def train(args):
 
     ckpt_path = out / "checkpoint.pt"
     ck = torch.load(ckpt_path, map_location="cpu") if args.resume and ckpt_path.exists() else None
+
+    def step_cached(idx, train_step):
+        """Distillation from cached views: a random one of each image's augmented views and
+        the teacher's logits on it (no augmentation, no teacher pass per step)."""
+        views, tlog = kd_views
+        v = torch.randint(0, views.shape[0], (len(idx),), generator=g)
+        x = normalise_u8(views[v, idx]).to(device).contiguous(memory_format=torch.channels_last)
+        y = ytr[idx].to(device)
+        with autocast(device):
+            logits = model(x).float()
+            loss = F.cross_entropy(logits, y, weight=weight, label_smoothing=r["label_smoothing"])
+            T = 2.0
+            tl_ = tlog[idx, v].to(device)
+            kd = F.kl_div(F.log_softmax(logits / T, 1), F.softmax(tl_ / T, 1), reduction="batchmean") * T * T
+            loss = 0.3 * loss + 0.7 * kd
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if not train_step:
+            opt.zero_grad(set_to_none=True)
+            return None
+        return loss, logits, y
+
     # Fit the schedule to a time budget (GPU box leases are short): time a few steps first. A
     # resumed run keeps the epoch count it fitted at its start, so its schedule does not change.
     if ck is not None and "epochs" in ck:
