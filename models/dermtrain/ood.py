@@ -362,6 +362,8 @@ def fit_cmd(args):
         tmp.unlink()
     spec, name = man["input"], sess.get_inputs()[0].name
 
+    widths = {}
+
     def feats(images):
         out = [[] for _ in flat]
         for img in images:
@@ -369,7 +371,13 @@ def fit_cmd(args):
             r = sess.run(None, {name: x})[1:]
             for i, v in enumerate(r):
                 out[i].append(np.asarray(v).reshape(-1))
-        return [np.asarray(o, np.float32).reshape(len(o), -1) for o in out]
+        # An empty list (no variants, an empty folder) gives 0 rows of the stage's width.
+        res = [
+            np.asarray(o, np.float32).reshape(len(o), -1) if o else np.zeros((0, widths.get(i, 0)), np.float32)
+            for i, o in enumerate(out)
+        ]
+        widths.update({i: r.shape[1] for i, r in enumerate(res) if len(r)})
+        return res
 
     def images(paths, tf=None):
         for p in paths:

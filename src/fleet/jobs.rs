@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 #[derive(Default)]
 struct Pending {
     announce: Option<Announcement>,
-    /// The archive (sha256) the update thread is installing now.
-    busy: Option<String>,
+    /// The announcement the update thread is installing now.
+    busy: Option<Announcement>,
     reload: bool,
     closed: bool,
 }
@@ -42,13 +42,18 @@ impl Jobs {
             // The same archive again while it waits or installs (a retained message read at
             // a reconnect): nothing new, and no "replay" verdict on an update that is running.
             let p = self.lock();
-            let sha = Some(a.sha256.as_str());
-            if p.busy.as_deref() == sha || p.announce.as_ref().map(|x| x.sha256.as_str()) == sha {
+            if p.busy.as_ref() == Some(&a) || p.announce.as_ref() == Some(&a) {
                 return Ok(false);
             }
         }
-        if !self.updater.check(&a, running)? {
-            return Ok(false);
+        match self.updater.check(&a, running) {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            // Not before the clock is set (no RTC before NTP): queued, the update thread
+            // retries it with backoff instead of losing a retained announcement until the
+            // next reconnect. Its signature has been checked already.
+            Err(UpdateError::Clock(m)) => log::info!("model update: {} waits: {m}", a.name),
+            Err(e) => return Err(e),
         }
         self.lock().announce = Some(a);
         self.wake.notify_one();
@@ -162,8 +167,11 @@ impl Schedule {
     fn decide(&mut self, p: &mut Pending, now: Instant) -> Decision {
         // A signed update first: a stream of reloads must never hold one back.
         if let Some(a) = p.announce.take() {
-            self.retry = None;
-            p.busy = Some(a.sha256.clone());
+            // A redelivery of the one waiting to be retried keeps its backoff.
+            if self.retry.as_ref().is_some_and(|(r, _, _)| *r != a) {
+                self.retry = None;
+            }
+            p.busy = Some(a.clone());
             return Decision::Run(Job::Announce(a));
         }
         p.busy = None;
@@ -178,7 +186,7 @@ impl Schedule {
         }
         let retry_at = match &self.retry {
             Some((a, when, _)) if now >= *when => {
-                p.busy = Some(a.sha256.clone());
+                p.busy = Some(a.clone());
                 return Decision::Run(Job::Announce(a.clone()));
             }
             Some((_, when, _)) => Some(*when),
@@ -241,10 +249,23 @@ impl UpdateWorker {
             return;
         }
         // Already in service (the same announcement queued twice): nothing to install, and
-        // nothing to report as a refusal.
+        // nothing to report as a refusal. A check that fails now (expired during a retry's
+        // backoff) is reported, never recorded against the archive: a re-signed announcement
+        // of it must still install.
         let running = self.shared.model().dir.clone();
-        if let Ok(false) = self.jobs.updater.check(&a, &running) {
-            return;
+        match self.jobs.updater.check(&a, &running) {
+            Ok(false) => return,
+            Ok(true) => {}
+            Err(e) if e.is_transient() => {}
+            Err(e) => {
+                log::warn!("model update: {} not installed: {e}", a.name);
+                self.report.set(
+                    json!({"state": "refused", "name": a.name, "version": a.version,
+                    "sha256": a.sha256, "reason": e.to_string(),
+                    "time": super::rfc3339(crate::storage::unix_ms())}),
+                );
+                return;
+            }
         }
         let now = || super::rfc3339(crate::storage::unix_ms());
         self.report
@@ -280,9 +301,16 @@ impl UpdateWorker {
             Err(e) => {
                 log::warn!("model update: {} refused: {e}", a.name);
                 self.refused.push(a.sha256.clone());
-                let dir = &self.jobs.updater.cfg.models_dir;
-                if let Err(w) = crate::device::update::write_refused(dir, &mut self.refused) {
-                    log::error!("model update: cannot record the refusal: {w}");
+                // Kept across restarts only when the archive itself is at fault (its bytes
+                // matched the signed hash): a bad download (a proxy's error page, a too-large
+                // answer) must not block a good release for good.
+                if e.is_archive_fault() {
+                    let dir = &self.jobs.updater.cfg.models_dir;
+                    let mut persisted = crate::device::update::read_refused(dir);
+                    persisted.push(a.sha256.clone());
+                    if let Err(w) = crate::device::update::write_refused(dir, &mut persisted) {
+                        log::error!("model update: cannot record the refusal: {w}");
+                    }
                 }
                 json!({"state": "refused", "name": a.name, "version": a.version,
                        "sha256": a.sha256, "reason": e.to_string(), "time": now()})
@@ -401,7 +429,7 @@ mod tests {
             s.decide(&mut p, t0),
             Decision::Run(Job::Announce(announcement('a')))
         );
-        assert_eq!(p.busy.as_deref(), Some("a".repeat(64).as_str()));
+        assert_eq!(p.busy, Some(announcement('a')));
         assert_eq!(s.decide(&mut p, t0), Decision::Run(Job::Reload));
         assert_eq!(p.busy, None);
         // Another reload at once waits for the interval...
@@ -442,7 +470,7 @@ mod tests {
                 device_id: "dev1".into(),
             },
         };
-        jobs.lock().busy = Some("a".repeat(64));
+        jobs.lock().busy = Some(announcement('a'));
         // No public key configured: anything that reached the signature check would fail.
         assert!(matches!(
             jobs.announce(announcement('a'), Path::new("")),

@@ -733,8 +733,32 @@ fn signed_bundle_is_installed_and_bad_ones_are_refused() {
         b.finish().unwrap();
     }
     let e = up.apply(&k.announce(&twice, &k.private), &sw).unwrap_err();
-    assert!(!e.is_transient(), "{e}");
+    assert!(!e.is_transient() && e.is_archive_fault(), "{e}");
     assert!(e.to_string().contains("appears twice"), "{e}");
+    // A file where a folder goes (`model.json/x` after `model.json`): the same.
+    let clash = k.dir.join("clash.tar");
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&clash).unwrap());
+        let mut a = tar::Archive::new(std::fs::File::open(&k.archive).unwrap());
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().to_string();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
+            let mut h = tar::Header::new_ustar();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, &name, bytes.as_slice()).unwrap();
+        }
+        let mut h = tar::Header::new_ustar();
+        h.set_size(1);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "model.json/x", &b"x"[..]).unwrap();
+        b.finish().unwrap();
+    }
+    let e = up.apply(&k.announce(&clash, &k.private), &sw).unwrap_err();
+    assert!(!e.is_transient() && e.is_archive_fault(), "{e}");
+    assert!(e.to_string().contains("clashes"), "{e}");
     // Row 11: a selftest.json far larger than any real one is refused without reading it whole.
     let fat = k.dir.join("fat.tar");
     retar(&k.archive, &fat, |name, bytes| {

@@ -84,13 +84,15 @@ impl Active {
         })
     }
 
+    /// The main copy is the commit point; the second copy failing is logged (the next write
+    /// or `load`'s repair brings it back), never reported as a failed state change.
     pub fn write(&self, models_dir: &Path) -> Result<(), UpdateError> {
         let body = serde_json::to_vec_pretty(self).expect("serialisable");
-        for name in ["active.json", BACKUP] {
-            let path = models_dir.join(name);
-            crate::storage::write_atomic(&path, &body)
-                .map(|_| ())
-                .map_err(|source| UpdateError::Io { path, source })?;
+        let path = models_dir.join("active.json");
+        crate::storage::write_atomic(&path, &body)
+            .map_err(|source| UpdateError::Io { path, source })?;
+        if let Err(e) = crate::storage::write_atomic(&models_dir.join(BACKUP), &body) {
+            log::warn!("model update state: second copy {BACKUP} not written: {e}");
         }
         Ok(())
     }

@@ -108,7 +108,7 @@ impl Announcement {
         // A board without a battery-backed clock boots in the past until NTP sets it; expiry
         // means nothing then, so nothing is installed until the clock is plausible.
         if now < CLOCK_FLOOR {
-            return Err(UpdateError::Announcement(format!(
+            return Err(UpdateError::Clock(format!(
                 "this device's clock reads {} (before {}): not set yet (no RTC, no NTP sync); updates wait for it",
                 crate::fleet::rfc3339(u128::from(now) * 1000),
                 crate::fleet::rfc3339(u128::from(CLOCK_FLOOR) * 1000)

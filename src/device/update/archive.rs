@@ -307,6 +307,19 @@ fn copy_hashed(
 
 /// Unpack a bundle archive into the (new, empty) folder `dest`: regular files and folders
 /// only, relative paths without `..`, at most `max_bytes` in all.
+/// A folder that cannot be made inside the fresh staging folder: an entry of the archive is
+/// in the way (a file where a folder goes), which is the archive's fault, not the disk's.
+fn clash(entry: &Path, at: &Path, e: std::io::Error) -> UpdateError {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        AlreadyExists | NotADirectory | IsADirectory => UpdateError::Archive(format!(
+            "entry {:?} clashes with another entry",
+            entry.display()
+        )),
+        _ => io(at, e),
+    }
+}
+
 pub fn unpack(archive: &Path, dest: &Path, max_bytes: u64) -> Result<(), UpdateError> {
     let bad = |m: String| UpdateError::Archive(m);
     std::fs::create_dir(dest).map_err(|e| io(dest, e))?;
@@ -343,7 +356,7 @@ pub fn unpack(archive: &Path, dest: &Path, max_bytes: u64) -> Result<(), UpdateE
         }
         match entry.header().entry_type() {
             tar::EntryType::Directory => {
-                std::fs::create_dir_all(&target).map_err(|e| io(&target, e))?;
+                std::fs::create_dir_all(&target).map_err(|e| clash(&path, &target, e))?;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let size = entry.size();
@@ -352,7 +365,7 @@ pub fn unpack(archive: &Path, dest: &Path, max_bytes: u64) -> Result<(), UpdateE
                     return Err(UpdateError::TooLarge { max: max_bytes });
                 }
                 if let Some(parent) = target.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+                    std::fs::create_dir_all(parent).map_err(|e| clash(&path, parent, e))?;
                 }
                 // A name given twice (or a file where a folder was) is the archive's fault, not
                 // the disk's: refused for good, never retried as a passing failure.

@@ -46,6 +46,8 @@ pub enum UpdateError {
     Switch(SwitchError),
     #[error("update state: {0}")]
     State(String),
+    #[error("clock: {0}")]
+    Clock(String),
     #[error("not enough disk space in {path}: {free} bytes free, {needed} needed")]
     NoSpace {
         path: PathBuf,
@@ -171,6 +173,18 @@ impl UpdateError {
                 | UpdateError::Io { .. }
                 | UpdateError::NoSpace { .. }
                 | UpdateError::State(_)
+                | UpdateError::Clock(_)
+        )
+    }
+}
+
+impl UpdateError {
+    /// The archive's own content is wrong (its bytes matched the signed hash): refused on this
+    /// device for good, also after a restart.
+    pub fn is_archive_fault(&self) -> bool {
+        matches!(
+            self,
+            UpdateError::Archive(_) | UpdateError::Bundle(_) | UpdateError::SelfTest(_)
         )
     }
 }
@@ -469,10 +483,10 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        std::fs::write(dir.join("active.json"), body).unwrap();
-        // The second copy's path is a folder: every write of the state fails (as root, a
-        // read-only folder would not).
-        std::fs::create_dir_all(dir.join("active.json.1").join("x")).unwrap();
+        std::fs::write(dir.join("active.json.1"), body).unwrap();
+        // The main copy's path is a folder (read as torn: the second copy is used) and every
+        // write of the state fails there (as root, a read-only folder would not).
+        std::fs::create_dir_all(dir.join("active.json").join("x")).unwrap();
         let updates = FleetUpdates {
             public_key: Some("00".repeat(32)),
             models_dir: dir.clone(),

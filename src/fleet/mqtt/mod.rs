@@ -305,7 +305,10 @@ async fn run(ctx: &mut Ctx) {
                 None => ctx.rx_open = false,
             },
             Some(ev) = ev_rx.recv() => s.on_event(ev, ctx, &mut queue),
-            _ = status_tick.tick() => s.send_status(ctx),
+            _ = status_tick.tick() => {
+                s.resume_subscriptions(ctx);
+                s.send_status(ctx)
+            }
             Some(()) = ctx.changed_rx.recv() => s.send_status(ctx),
             _ = ctx.stop.changed() => break,
         }

@@ -62,6 +62,29 @@ impl Session {
         v.to_string()
     }
 
+    /// The pause after an oversized message ends on its own clock, also while the link stays
+    /// up (a non-retained oversized message does not drop it again).
+    pub(super) fn resume_subscriptions(&mut self, ctx: &Ctx) {
+        let due = self
+            .model_paused_until
+            .is_some_and(|t| std::time::Instant::now() >= t);
+        if !due || !self.connected {
+            return;
+        }
+        self.model_paused_until = None;
+        log::info!(
+            "fleet: pause over; reading {} and {} again",
+            ctx.topics.cmd,
+            ctx.topics.model
+        );
+        let _ = self.client.try_subscribe(&ctx.topics.cmd, QoS::AtLeastOnce);
+        if ctx.r.cfg.updates.public_key.is_some() {
+            let _ = self
+                .client
+                .try_subscribe(&ctx.topics.model, QoS::AtLeastOnce);
+        }
+    }
+
     pub(super) fn send_status(&mut self, ctx: &Ctx) {
         if self.connected {
             let body = self.status(ctx);
