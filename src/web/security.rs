@@ -250,6 +250,23 @@ impl RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_clients_count_by_their_64_network() {
+        let p = PerClient::default();
+        let a: IpAddr = "2001:db8:1:2::10".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::99".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::10".parse().unwrap();
+        let _s1 = p.take(a, 2).unwrap();
+        let _s2 = p.take(b, 2).unwrap();
+        assert!(
+            p.take(a, 2).is_none(),
+            "a second address in the same /64 is the same client"
+        );
+        assert!(p.take(other, 2).is_some());
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(client_key(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
+    }
     use axum::http::HeaderValue;
 
     fn h(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
@@ -350,9 +367,25 @@ pub struct PerClient(std::sync::Arc<Mutex<HashMap<IpAddr, usize>>>);
 
 pub struct ClientSlot(PerClient, IpAddr);
 
+/// The client a connection counts against: its IPv4 address, or the /64 network of an IPv6
+/// one (one host picks addresses from its /64 freely, so per-address limits would not bind it).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
 impl PerClient {
-    /// One more for `ip`, unless it already holds `max`.
+    /// One more for `ip`'s client (`client_key`), unless it already holds `max`.
     pub fn take(&self, ip: IpAddr, max: usize) -> Option<ClientSlot> {
+        let ip = client_key(ip);
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let n = m.entry(ip).or_insert(0);
         if *n >= max {
