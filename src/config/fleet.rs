@@ -32,6 +32,9 @@ pub struct FleetConfig {
     pub queue_max_bytes: u64,
     /// Retained status message period.
     pub status_interval_s: u64,
+    /// After a message larger than the device reads at all, it stops reading its command and
+    /// model topics this long (results and status go on), then subscribes again.
+    pub oversized_pause_s: u64,
     /// MQTT keep-alive: the broker declares the device gone (last will) after 1.5x this.
     pub keep_alive_s: u64,
     /// Longest wait between reconnect attempts (backoff doubles from 250 ms up to this).
@@ -81,6 +84,7 @@ impl Default for FleetConfig {
             queue_dir: "/var/lib/dermcam/fleet-queue".into(),
             queue_max_bytes: 64 << 20,
             status_interval_s: 30,
+            oversized_pause_s: 600,
             keep_alive_s: 15,
             max_backoff_ms: 5000,
             updates: FleetUpdates::default(),
@@ -263,7 +267,7 @@ impl FleetConfig {
     }
 
     /// Rates, sizes and periods: (field, within range, message when not).
-    fn limit_checks(&self) -> [(&'static str, bool, String); 5] {
+    fn limit_checks(&self) -> [(&'static str, bool, String); 6] {
         [
             (
                 "fleet.max_rate_hz",
@@ -279,6 +283,11 @@ impl FleetConfig {
                 "fleet.status_interval_s",
                 (1..=86_400).contains(&self.status_interval_s),
                 format!("{} not in 1..=86400", self.status_interval_s),
+            ),
+            (
+                "fleet.oversized_pause_s",
+                (1..=86_400).contains(&self.oversized_pause_s),
+                format!("{} not in 1..=86400", self.oversized_pause_s),
             ),
             (
                 "fleet.keep_alive_s",

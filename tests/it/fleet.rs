@@ -1112,7 +1112,7 @@ fn oversized_retained_messages_keep_the_link() {
     let port = broker.port.to_string();
     let (_, public) = signing::keygen().unwrap();
     let fleet = format!(
-        "broker = \"mqtt://127.0.0.1:{port}\"\npublish = \"all\"\nmax_rate_hz = 4\n\n[fleet.updates]\npublic_key = \"{public}\"\nmodels_dir = \"{}/models\"",
+        "broker = \"mqtt://127.0.0.1:{port}\"\npublish = \"all\"\nmax_rate_hz = 4\noversized_pause_s = 15\n\n[fleet.updates]\npublic_key = \"{public}\"\nmodels_dir = \"{}/models\"",
         dir.display()
     );
     let _dev = device(&dir, &fleet, 200);
@@ -1184,6 +1184,31 @@ fn oversized_retained_messages_keep_the_link() {
         true,
         "{:?}",
         st.last()
+    );
+    // The pause ends on its own clock although the link stays up: once the oversized message
+    // is gone, commands work again.
+    mosquitto_pub(broker.port, &["-t", "dermcam/dev1/cmd", "-r", "-n"], None);
+    assert!(
+        wait_until(Duration::from_secs(30), || device_log(&dir)
+            .contains("pause over")),
+        "the pause never ended: {}",
+        device_log(&dir)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    mosquitto_pub(
+        broker.port,
+        &["-t", "dermcam/dev1/cmd", "-q", "1", "-m", "capture"],
+        None,
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || s
+            .messages("/status")
+            .last()
+            .is_some_and(
+                |v| v["last_command"]["command"] == "capture" && v.get("command_topic").is_none()
+            )),
+        "commands not back after the pause: {}",
+        device_log(&dir)
     );
 }
 

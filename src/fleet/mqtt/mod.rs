@@ -107,11 +107,6 @@ const STABLE: Duration = Duration::from_secs(10);
 /// id, an oversized retained message).
 const SHORT_LIVED_MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// After a message too large even for `MAX_INCOMING` (its topic cannot be known: the packet is
-/// refused before it is parsed), the device stays unsubscribed from the topics it reads this
-/// long; results and status keep flowing.
-const MODEL_TOPIC_PAUSE: Duration = Duration::from_secs(600);
-
 /// The fleet thread: owns the channel from the sink, so a panic in a session restarts the
 /// session without losing what waits in the channel (counted in `restarts`).
 pub struct FleetHandle {

@@ -1,7 +1,7 @@
 //! One MQTT session's state: the publish window over the disk queue, status messages,
 //! commands and model announcements in, and what a lost connection means.
 
-use super::{Ctx, MAX_INCOMING, MODEL_TOPIC_PAUSE, SHORT_LIVED_MAX_BACKOFF, STABLE, WINDOW};
+use super::{Ctx, MAX_INCOMING, SHORT_LIVED_MAX_BACKOFF, STABLE, WINDOW};
 use crate::device::update::Announcement;
 use crate::fleet::jobs::command;
 use crate::fleet::queue::Queue;
@@ -226,9 +226,12 @@ impl Session {
                 "fleet: a message over {MAX_INCOMING} bytes arrived (a retained one on {} or {}?): commands and model updates paused for {} s, results and status go on",
                 ctx.topics.cmd,
                 ctx.topics.model,
-                MODEL_TOPIC_PAUSE.as_secs()
+                ctx.r.cfg.oversized_pause_s
             );
-            self.model_paused_until = Some(std::time::Instant::now() + MODEL_TOPIC_PAUSE);
+            self.model_paused_until = Some(
+                std::time::Instant::now()
+                    + std::time::Duration::from_secs(ctx.r.cfg.oversized_pause_s),
+            );
         }
         let lived = self.connected_at.take().map(|t| t.elapsed());
         if self.connected {
