@@ -263,6 +263,12 @@ def decoded(out, train_s, val_s, side, jpeg, spec, workers, seed):
     return xtr, xtr_j, xva
 
 
+def distilled(ce, logits, teacher_logits, T=2.0):
+    """Knowledge distillation (T = 2, 0.7 KD + 0.3 CE), the same for fresh and cached views."""
+    kd = F.kl_div(F.log_softmax(logits / T, 1), F.softmax(teacher_logits / T, 1), reduction="batchmean") * T * T
+    return 0.3 * ce + 0.7 * kd
+
+
 def normalise_u8(xb):
     """uint8 [B,3,H,W] in 0..255 -> the ImageNet-normalised float batch the networks take."""
     mean = torch.tensor(data.IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -479,9 +485,7 @@ def train(args):
                         else F.interpolate(x, size=(t_size, t_size), mode="bilinear", align_corners=False)
                     )
                     tl_ = teacher(xt).float()
-                T = 2.0
-                kd = F.kl_div(F.log_softmax(logits / T, 1), F.softmax(tl_ / T, 1), reduction="batchmean") * T * T
-                loss = 0.3 * loss + 0.7 * kd
+                loss = distilled(loss, logits, tl_)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if not train_step:
@@ -502,10 +506,7 @@ def train(args):
         with autocast(device):
             logits = model(x).float()
             loss = F.cross_entropy(logits, y, weight=weight, label_smoothing=r["label_smoothing"])
-            T = 2.0
-            tl_ = tlog[idx, v].to(device)
-            kd = F.kl_div(F.log_softmax(logits / T, 1), F.softmax(tl_ / T, 1), reduction="batchmean") * T * T
-            loss = 0.3 * loss + 0.7 * kd
+            loss = distilled(loss, logits, tlog[idx, v].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if not train_step:
